@@ -1,0 +1,128 @@
+"""Command line: ``uavrl baselines | bench``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from uavrl.errors import ConfigError
+
+# Tables are wide: keep them whole when output goes to a file or a pipe.
+console = Console(width=None if sys.stdout.isatty() else 200)
+
+
+def _write_csv(frame: pd.DataFrame, path: str) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(target, index=False)
+    console.print(f"wrote {target}")
+
+
+def results_table(results: pd.DataFrame, title: str) -> Table:
+    """Cells x policies, ``mean ± CI half-width``; then the mean over cells and % of oracle."""
+    from uavrl.experiments.evaluate import percent_of_oracle
+
+    means = results.pivot(index="cell", columns="policy", values="mean")
+    halves = results.pivot(index="cell", columns="policy", values="ci_high") - means
+    policies = list(dict.fromkeys(results["policy"]))
+    cells = list(dict.fromkeys(results["cell"]))
+    table = Table(title=title)
+    table.add_column("cell")
+    for policy in policies:
+        table.add_column(policy, justify="right")
+    for cell in cells:
+        table.add_row(cell, *(f"{means.at[cell, p]:.1f} ±{halves.at[cell, p]:.1f}" for p in policies))
+    table.add_section()
+    table.add_row("mean over cells", *(f"{means[p].mean():.1f}" for p in policies))
+    if "oracle" in policies:
+        pct = percent_of_oracle(results)
+        table.add_row("% of oracle", *(f"{pct[p]:.0f}%" for p in policies))
+    return table
+
+
+def cmd_baselines(args: argparse.Namespace) -> None:
+    from uavrl.envs.baselines import reference_policies
+    from uavrl.envs.scenarios import CELL_SETS, resolve_cells
+    from uavrl.experiments.evaluate import POOL_MODE, evaluate_policies
+
+    cells = resolve_cells(args.cells)
+    with console.status("tuning thresholds on the seen cells"):
+        policies = reference_policies(args.preset, CELL_SETS["seen"], args.tune_episodes, args.seed)
+    tuned = ", ".join(f"{p.name} theta={p.theta}" for p in policies if hasattr(p, "theta"))
+    console.print(f"tuned on seen cells: {tuned}")
+    with console.status(f"evaluating {len(policies)} policies on {len(cells)} cells"):
+        results = evaluate_policies(policies, args.preset, cells, args.episodes, args.seed)
+    title = (
+        f"preset {args.preset}: mean episode return ± 95% CI, {args.episodes} episodes per cell, "
+        f"seed {args.seed}, cloud pool {POOL_MODE}"
+    )
+    console.print(results_table(results, title))
+    if args.csv:
+        _write_csv(results, args.csv)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from uavrl.bench import env as bench_env
+
+    with console.status("measuring env throughput"):
+        frame = bench_env.run(args.preset, seconds=args.seconds)
+    gym_rate = float(frame.loc[frame["impl"] == "gymnasium", "steps_per_s"].iloc[0])
+    table = Table(title=f"env steps/s, preset {args.preset}, random actions")
+    for column in ("impl", "batch", "steps/s", "x gymnasium"):
+        table.add_column(column, justify="right")
+    for row in frame.itertuples():
+        rate = float(row.steps_per_s)
+        table.add_row(str(row.impl), str(row.batch), f"{rate:,.0f}", f"{rate / gym_rate:.1f}")
+    console.print(table)
+    if args.csv:
+        _write_csv(frame, args.csv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uavrl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    base = sub.add_parser("baselines", help="evaluate the reference policies over scenario cells")
+    base.add_argument("--preset", default="paper")
+    base.add_argument("--episodes", type=int, default=100, help="episodes per cell")
+    base.add_argument("--tune-episodes", type=int, default=100, help="episodes per cell per theta")
+    base.add_argument("--cells", default="seen", help="cell sets and/or cell names, comma-separated")
+    base.add_argument("--seed", type=int, default=0)
+    base.add_argument("--csv", help="write the results table here")
+    base.set_defaults(func=cmd_baselines)
+
+    bench = sub.add_parser("bench", help="throughput benchmarks")
+    bench.add_argument("target", choices=["env"])
+    bench.add_argument("--preset", default="paper")
+    bench.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    bench.add_argument("--csv", help="write the table here")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def _check_positive(args: argparse.Namespace) -> None:
+    for name in ("episodes", "tune_episodes", "seconds"):
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _check_positive(args)
+        args.func(args)
+    except ConfigError as err:
+        console.print(f"[red]ConfigError:[/red] {err}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""Preset `paper`: the abstract task-offloading system of the A3C-for-UAV-offloading design.
+
+A batched core steps ``B`` copies as NumPy arrays. Per step one task ``(C_q units, T_q steps)``
+is pending; the action LOCAL / OFFLOAD / DISCARD applies to it. Local capacity and slots are
+the agent's; cloud units come from a :class:`~uavrl.envs.cloud.CloudPool` that copies (and
+processes) may share; the channel is a hidden Doppler-scaled two-state chain.
+The specification is ``shared/docs/environment.md``, section "Preset `paper`".
+
+Every step draws exactly three uniforms per copy (channel transition, task units, task time),
+whatever the action, so the exogenous process of a seeded copy does not depend on the policy:
+evaluations with the same seed use common random numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from uavrl.envs.channel import stationary_good, step_channel, transition_probabilities
+from uavrl.envs.cloud import CloudPool, PrivatePools
+from uavrl.envs.rng import BatchedStreams
+from uavrl.errors import ConfigError, check_range
+
+LOCAL, OFFLOAD, DISCARD = 0, 1, 2
+N_ACTIONS = 3
+N_SLOTS = 20
+MAX_TASK_UNITS = 200
+MAX_TASK_TIME = 50
+UNIT_NORM = 200.0
+V_MAX = 120.0
+
+
+class Obs:
+    """Column layout of the 48-float observation (all in [0, 1])."""
+
+    FREE_LOCAL = 0
+    STEPS_LEFT = 1
+    LOCAL_UNITS = slice(2, 2 + N_SLOTS)
+    LOCAL_TIME = slice(2 + N_SLOTS, 2 + 2 * N_SLOTS)
+    TASK_UNITS = 2 + 2 * N_SLOTS
+    TASK_TIME = TASK_UNITS + 1
+    FLAG_LOCAL = TASK_UNITS + 2
+    FLAG_OFFLOAD = TASK_UNITS + 3
+    VELOCITY = TASK_UNITS + 4
+    LOCAL_CAPACITY = TASK_UNITS + 5
+    DIM = TASK_UNITS + 6
+
+
+@dataclass(frozen=True)
+class PaperParams:
+    """Parameters of the `paper` preset; validated on construction.
+
+    Attributes:
+        velocity: UAV speed in km/h, [0, 120].
+        local_capacity: C_l,max in units, [1, 200].
+        cloud_capacity: pool size in units (>= 1); must equal the pool's capacity when a
+            shared pool is attached.
+        reward_scale: reward per completed unit (> 0).
+        episode_length: steps per episode (>= 1).
+    """
+
+    velocity: float = 30.0
+    local_capacity: int = 200
+    cloud_capacity: int = 1000
+    reward_scale: float = 0.05
+    episode_length: int = 100
+
+    def __post_init__(self) -> None:
+        check_range("velocity", self.velocity, 0.0, V_MAX, "km/h")
+        check_range("local_capacity", self.local_capacity, 1, MAX_TASK_UNITS, "units")
+        check_range("cloud_capacity", self.cloud_capacity, low=1, unit="units")
+        if not self.reward_scale > 0:
+            raise ConfigError(f"reward_scale must be > 0, got {self.reward_scale!r}")
+        check_range("episode_length", self.episode_length, low=1, unit="steps")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> PaperParams:
+        """Build from keyword arguments, naming any unknown one."""
+        allowed = {f.name for f in fields(cls)}
+        unknown = {k: v for k, v in kwargs.items() if k not in allowed}
+        if unknown:
+            given = ", ".join(f"{k}={v!r}" for k, v in unknown.items())
+            raise ConfigError(f"unknown parameter {given} for preset 'paper'; allowed: {sorted(allowed)}")
+        return cls(**kwargs)
+
+
+class PaperCore:
+    """``B`` copies of the `paper` environment stepped together.
+
+    Slots are stored side by side: columns ``[0, 20)`` are local slots, ``[20, 40)`` cloud slots.
+
+    Args:
+        n: number of copies B.
+        params: preset parameters, shared by all copies.
+        pool: cloud pool; default one private pool of ``params.cloud_capacity`` per copy.
+        autoreset: reset a finished copy inside ``step`` (same-step convention: the returned
+            observation starts the new episode; ``info["final_obs"]`` holds the last one).
+    """
+
+    obs_dim = Obs.DIM
+    n_actions = N_ACTIONS
+
+    def __init__(
+        self,
+        n: int,
+        params: PaperParams | None = None,
+        pool: CloudPool | None = None,
+        autoreset: bool = True,
+    ) -> None:
+        check_range("n_envs", n, low=1)
+        self.n = n
+        self.params = params or PaperParams()
+        if pool is None:
+            pool = PrivatePools(self.params.cloud_capacity, n)
+        elif pool.capacity != self.params.cloud_capacity:
+            raise ConfigError(
+                f"cloud_capacity is {self.params.cloud_capacity} but the attached pool holds "
+                f"{pool.capacity} units; they must agree"
+            )
+        self.pool = pool
+        self.autoreset = autoreset
+        p01, p10 = transition_probabilities(self.params.velocity)
+        self.p01 = np.full(n, p01)
+        self.p10 = np.full(n, p10)
+        self.p_good = stationary_good(p01, p10)
+        self.streams = BatchedStreams(n)
+        self.seed: int | None = None
+
+        self.slot_units = np.zeros((n, 2 * N_SLOTS), dtype=np.int64)
+        self.slot_time = np.zeros((n, 2 * N_SLOTS), dtype=np.int64)
+        self.free_local = np.zeros(n, dtype=np.int64)
+        self.steps_left = np.zeros(n, dtype=np.int64)
+        self.task_units = np.zeros(n, dtype=np.int64)
+        self.task_time = np.zeros(n, dtype=np.int64)
+        self.channel = np.zeros(n, dtype=np.int8)
+        self.flag_local = np.zeros(n, dtype=np.float32)
+        self.flag_offload = np.zeros(n, dtype=np.float32)
+        self._started = False
+
+    # -- episode boundaries -------------------------------------------------------------------
+
+    def reset(self, seed: int | None = None, copy_indices: np.ndarray | None = None) -> np.ndarray:
+        """Start a new episode in every copy.
+
+        Args:
+            seed: keys copy ``i`` from ``(seed, copy_indices[i])``. ``None`` continues the
+                current streams (or, before the first seeding, draws a seed from OS entropy
+                and records it in ``self.seed``).
+            copy_indices: (B,) stream index of each copy; default ``arange(B)``.
+
+        Returns:
+            (B, 48) float32 observations.
+        """
+        rows = np.arange(self.n)
+        if seed is None and self.seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        if seed is not None:
+            indices = rows if copy_indices is None else np.asarray(copy_indices, dtype=np.int64)
+            if indices.shape != (self.n,):
+                raise ConfigError(f"copy_indices must have shape ({self.n},), got {indices.shape}")
+            self.seed = int(seed)
+            self.streams.seed(rows, self.seed, indices)
+        self._reset_rows(rows)
+        self._started = True
+        return self._observe()
+
+    def _release(self, rows: np.ndarray) -> None:
+        """Return every unit the copies ``rows`` hold: tasks in flight are lost, never leaked."""
+        cloud = self.slot_units[rows, N_SLOTS:].sum(axis=1)
+        give = np.zeros(self.n, dtype=np.int64)
+        give[rows] = cloud
+        self.pool.give(give)
+        self.slot_units[rows] = 0
+        self.slot_time[rows] = 0
+        self.free_local[rows] = self.params.local_capacity
+
+    def _reset_rows(self, rows: np.ndarray) -> None:
+        self._release(rows)
+        self.steps_left[rows] = self.params.episode_length
+        self.flag_local[rows] = 0.0
+        self.flag_offload[rows] = 0.0
+        u = self.streams.uniform(3, rows)
+        self.channel[rows] = u[:, 0] < self.p_good
+        self.task_units[rows] = 1 + (u[:, 1] * MAX_TASK_UNITS).astype(np.int64)
+        self.task_time[rows] = 1 + (u[:, 2] * MAX_TASK_TIME).astype(np.int64)
+
+    # -- dynamics -----------------------------------------------------------------------------
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Apply one action per copy.
+
+        Args:
+            actions: (B,) ints in {0 LOCAL, 1 OFFLOAD, 2 DISCARD}.
+
+        Returns:
+            obs (B, 48) float32, reward (B,) float32, terminated (B,) bool, truncated (B,) bool,
+            info with ``final_obs`` (B, 48) when any copy finished and autoreset is on.
+        """
+        a = self._check_actions(actions)
+        units, duration = self.task_units, self.task_time
+        self._place(a == LOCAL, a == OFFLOAD, units, duration)
+        reward = self._complete() * self.params.reward_scale
+
+        u = self.streams.uniform(3)
+        self.channel = step_channel(self.channel, u[:, 0], self.p01, self.p10)
+        self.task_units = 1 + (u[:, 1] * MAX_TASK_UNITS).astype(np.int64)
+        self.task_time = 1 + (u[:, 2] * MAX_TASK_TIME).astype(np.int64)
+        self.steps_left -= 1
+        terminated = self.steps_left == 0
+        truncated = np.zeros(self.n, dtype=bool)
+
+        obs = self._observe()
+        info: dict[str, np.ndarray] = {}
+        if terminated.any():
+            done_rows = np.flatnonzero(terminated)
+            if self.autoreset:
+                info["final_obs"] = obs
+                self._reset_rows(done_rows)
+                obs = self._observe()
+            else:
+                self._release(done_rows)
+        return obs, reward.astype(np.float32), terminated, truncated, info
+
+    def _check_actions(self, actions: np.ndarray) -> np.ndarray:
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        a = np.asarray(actions)
+        if a.shape != (self.n,):
+            raise ValueError(f"actions must have shape ({self.n},), got {a.shape}")
+        if a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= N_ACTIONS:
+            raise ValueError(f"actions must be integers in {{0, 1, 2}}, got {a.tolist()}")
+        if not self.autoreset and (self.steps_left == 0).any():
+            raise RuntimeError("a copy's episode has ended: call reset() before step()")
+        return a
+
+    def _place(
+        self, want_local: np.ndarray, want_offload: np.ndarray, units: np.ndarray, duration: np.ndarray
+    ) -> None:
+        """Step 1 of the dynamics: admit the pending task locally or to the cloud."""
+        free_local_slot = self.slot_units[:, :N_SLOTS] == 0
+        ok_local = want_local & free_local_slot.any(axis=1) & (self.free_local >= units)
+        rows = np.flatnonzero(ok_local)
+        if rows.size:
+            cols = free_local_slot[rows].argmax(axis=1)
+            self.slot_units[rows, cols] = units[rows]
+            self.slot_time[rows, cols] = duration[rows]
+            self.free_local[rows] -= units[rows]
+
+        free_cloud_slot = self.slot_units[:, N_SLOTS:] == 0
+        candidates = want_offload & (self.channel == 1) & free_cloud_slot.any(axis=1)
+        ok_offload = self.pool.take(units, candidates)
+        rows = np.flatnonzero(ok_offload)
+        if rows.size:
+            cols = N_SLOTS + free_cloud_slot[rows].argmax(axis=1)
+            self.slot_units[rows, cols] = units[rows]
+            self.slot_time[rows, cols] = duration[rows]
+
+        self.flag_local = np.where(want_local, ok_local, self.flag_local).astype(np.float32)
+        self.flag_offload = np.where(want_offload, ok_offload, self.flag_offload).astype(np.float32)
+
+    def _complete(self) -> np.ndarray:
+        """Step 2: finish every task with one step left; returns (B,) completed units."""
+        finishing = self.slot_time == 1
+        done_units = self.slot_units * finishing
+        local_back = done_units[:, :N_SLOTS].sum(axis=1)
+        completed = done_units.sum(axis=1)
+        self.free_local += local_back
+        self.pool.give(completed - local_back)
+        self.slot_units -= done_units
+        np.maximum(self.slot_time - 1, 0, out=self.slot_time)
+        return completed
+
+    # -- views --------------------------------------------------------------------------------
+
+    def _observe(self) -> np.ndarray:
+        obs = np.empty((self.n, Obs.DIM), dtype=np.float32)
+        obs[:, Obs.FREE_LOCAL] = self.free_local / UNIT_NORM
+        obs[:, Obs.STEPS_LEFT] = self.steps_left / self.params.episode_length
+        obs[:, Obs.LOCAL_UNITS] = self.slot_units[:, :N_SLOTS] / UNIT_NORM
+        obs[:, Obs.LOCAL_TIME] = self.slot_time[:, :N_SLOTS] / MAX_TASK_TIME
+        obs[:, Obs.TASK_UNITS] = self.task_units / UNIT_NORM
+        obs[:, Obs.TASK_TIME] = self.task_time / MAX_TASK_TIME
+        obs[:, Obs.FLAG_LOCAL] = self.flag_local
+        obs[:, Obs.FLAG_OFFLOAD] = self.flag_offload
+        obs[:, Obs.VELOCITY] = self.params.velocity / V_MAX
+        obs[:, Obs.LOCAL_CAPACITY] = self.params.local_capacity / UNIT_NORM
+        return obs
+
+    def privileged(self) -> dict[str, np.ndarray]:
+        """Hidden state, for the oracle only: channel (B,), pool level (B,), free cloud slots (B,)."""
+        return {
+            "channel": self.channel.copy(),
+            "pool_level": self.pool.levels(self.n),
+            "free_cloud_slots": (self.slot_units[:, N_SLOTS:] == 0).sum(axis=1),
+        }
+
+    def held_cloud_units(self) -> np.ndarray:
+        """(B,) cloud units each copy holds right now."""
+        return self.slot_units[:, N_SLOTS:].sum(axis=1)
+
+    def held_local_units(self) -> np.ndarray:
+        """(B,) local units in the local slots of each copy."""
+        return self.slot_units[:, :N_SLOTS].sum(axis=1)

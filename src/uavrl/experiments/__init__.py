@@ -1,0 +1,1 @@
+"""Experiments: configs, training jobs, evaluation, studies, statistics and reports."""

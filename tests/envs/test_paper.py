@@ -1,0 +1,271 @@
+"""The `paper` preset: Gymnasium API, dynamics by hand, invariants, determinism, errors."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import uavrl  # noqa: F401  (registers the env)
+from uavrl.envs import ENV_ID, make_core
+from uavrl.envs.cloud import SharedPool
+from uavrl.envs.paper import DISCARD, LOCAL, N_SLOTS, OFFLOAD, Obs, PaperCore, PaperParams
+from uavrl.errors import ConfigError
+
+
+def test_gymnasium_env_checker_passes() -> None:
+    env = gym.make(ENV_ID, preset="paper", velocity=50.0)
+    check_env(env.unwrapped, skip_render_check=True)
+    assert env.observation_space.shape == (48,)
+    assert env.action_space.n == 3
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    velocity=st.floats(0.0, 120.0),
+    local_capacity=st.integers(1, 200),
+    cloud_capacity=st.integers(1, 3000),
+    actions=st.lists(st.integers(0, 2), min_size=1, max_size=250),
+)
+def test_observations_stay_in_bounds(
+    seed: int, velocity: float, local_capacity: int, cloud_capacity: int, actions: list[int]
+) -> None:
+    env = gym.make(
+        ENV_ID,
+        velocity=velocity,
+        local_capacity=local_capacity,
+        cloud_capacity=cloud_capacity,
+    )
+    obs, _ = env.reset(seed=seed)
+    assert env.observation_space.contains(obs)
+    for a in actions:
+        obs, _, terminated, _, _ = env.step(a)
+        assert env.observation_space.contains(obs), obs
+        if terminated:
+            obs, _ = env.reset()
+
+
+def _set_task(core: PaperCore, units: int, time: int) -> None:
+    core.task_units[:] = units
+    core.task_time[:] = time
+
+
+def test_local_task_completes_after_its_time_and_pays_its_units() -> None:
+    core = make_core("paper", 1, reward_scale=0.05)
+    core.reset(seed=3)
+    _set_task(core, units=80, time=3)
+    _, reward, *_ = core.step(np.array([LOCAL]))
+    assert reward[0] == 0.0
+    assert core.free_local[0] == 120
+    assert core.slot_units[0, 0] == 80 and core.slot_time[0, 0] == 2
+    _set_task(core, units=200, time=1)  # does not fit in the 120 free units: dropped
+    _, reward, *_ = core.step(np.array([LOCAL]))
+    assert reward[0] == 0.0
+    assert core.flag_local[0] == 0.0
+    _set_task(core, units=10, time=1)  # fits, and a one-step task completes in its own step
+    _, reward, *_ = core.step(np.array([LOCAL]))
+    assert reward[0] == pytest.approx(0.05 * (80 + 10))
+    assert core.free_local[0] == 200
+    assert core.flag_local[0] == 1.0
+
+
+def test_offload_needs_a_good_channel_and_returns_units_to_the_pool() -> None:
+    core = make_core("paper", 1, cloud_capacity=300)
+    core.reset(seed=5)
+    core.channel[:] = 0
+    _set_task(core, units=100, time=2)
+    core.step(np.array([OFFLOAD]))
+    assert core.flag_offload[0] == 0.0
+    assert core.pool.levels(1)[0] == 300
+    core.channel[:] = 1
+    _set_task(core, units=100, time=2)
+    _, reward, *_ = core.step(np.array([OFFLOAD]))
+    assert core.flag_offload[0] == 1.0
+    assert core.pool.levels(1)[0] == 200 and reward[0] == 0.0
+    core.channel[:] = 1
+    _set_task(core, units=250, time=5)  # more than the pool holds: dropped
+    _, reward, *_ = core.step(np.array([OFFLOAD]))
+    assert core.flag_offload[0] == 0.0
+    assert reward[0] == pytest.approx(0.05 * 100)
+    assert core.pool.levels(1)[0] == 300
+
+
+def test_discard_changes_nothing_but_time() -> None:
+    core = make_core("paper", 1)
+    obs0 = core.reset(seed=9)
+    obs1, reward, *_ = core.step(np.array([DISCARD]))
+    assert reward[0] == 0.0
+    assert obs1[0, Obs.FREE_LOCAL] == obs0[0, Obs.FREE_LOCAL] == 1.0
+    assert obs1[0, Obs.STEPS_LEFT] == pytest.approx(0.99)
+
+
+def test_episode_terminates_after_its_length_and_returns_held_units() -> None:
+    core = make_core("paper", 4, episode_length=100, autoreset=False)
+    core.reset(seed=1)
+    for t in range(100):
+        _, _, terminated, truncated, _ = core.step(np.full(4, OFFLOAD if t % 2 else LOCAL))
+        assert not truncated.any()
+        assert terminated.all() == (t == 99)
+    assert (core.pool.levels(4) == 1000).all()
+    assert (core.held_cloud_units() == 0).all()
+    with pytest.raises(RuntimeError, match="reset"):
+        core.step(np.zeros(4, dtype=np.int64))
+
+
+def test_autoreset_returns_final_and_fresh_observations() -> None:
+    core = make_core("paper", 3, episode_length=5)
+    core.reset(seed=2)
+    for _ in range(4):
+        _, _, terminated, _, info = core.step(np.zeros(3, dtype=np.int64))
+        assert not terminated.any() and "final_obs" not in info
+    obs, _, terminated, _, info = core.step(np.zeros(3, dtype=np.int64))
+    assert terminated.all()
+    np.testing.assert_allclose(info["final_obs"][:, Obs.STEPS_LEFT], 0.0)
+    np.testing.assert_allclose(obs[:, Obs.STEPS_LEFT], 1.0)
+    np.testing.assert_allclose(obs[:, Obs.FREE_LOCAL], 1.0)
+
+
+def _check_invariants(core: PaperCore, pool_capacity: int, shared: bool) -> None:
+    cap = core.params.local_capacity
+    assert (core.free_local >= 0).all() and (core.free_local <= cap).all()
+    np.testing.assert_array_equal(core.free_local + core.held_local_units(), cap)
+    levels = core.pool.levels(core.n)
+    assert (levels >= 0).all() and (levels <= pool_capacity).all()
+    if shared:
+        assert levels[0] + core.held_cloud_units().sum() == pool_capacity
+    else:
+        np.testing.assert_array_equal(levels + core.held_cloud_units(), pool_capacity)
+    assert (core.slot_time >= 0).all()
+    np.testing.assert_array_equal(core.slot_units == 0, core.slot_time == 0)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 2**31),
+    shared=st.booleans(),
+    pool_capacity=st.integers(1, 1500),
+    local_capacity=st.integers(1, 200),
+    n=st.integers(1, 12),
+)
+def test_no_unit_is_leaked_or_created(
+    seed: int, shared: bool, pool_capacity: int, local_capacity: int, n: int
+) -> None:
+    pool = SharedPool(pool_capacity) if shared else None
+    core = make_core(
+        "paper",
+        n,
+        pool=pool,
+        cloud_capacity=pool_capacity,
+        local_capacity=local_capacity,
+        episode_length=40,
+    )
+    core.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    for _ in range(130):  # crosses three auto-resets
+        core.step(rng.choice([LOCAL, OFFLOAD, OFFLOAD, DISCARD], size=n))
+        _check_invariants(core, pool_capacity, shared)
+    core.reset()
+    assert core.pool.levels(n).min() == pool_capacity
+
+
+def _trajectory(core: PaperCore, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    obs_seq, rewards = [], []
+    for a in actions:
+        obs, reward, *_ = core.step(a)
+        obs_seq.append(obs)
+        rewards.append(reward)
+    return np.stack(obs_seq), np.stack(rewards)
+
+
+def test_same_seed_same_trajectory_and_different_seeds_differ() -> None:
+    actions = np.random.default_rng(0).integers(0, 3, (250, 4))
+    runs = []
+    for seed in (11, 11, 12):
+        core = make_core("paper", 4, velocity=20.0)
+        first = core.reset(seed=seed)
+        runs.append((first, *_trajectory(core, actions)))
+    for a, b in zip(runs[0], runs[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(runs[0][1], runs[2][1])
+    assert not np.array_equal(runs[0][2], runs[2][2])
+
+
+def test_batched_core_equals_single_envs_with_the_same_streams() -> None:
+    n, steps, seed = 5, 230, 42
+    actions = np.random.default_rng(1).integers(0, 3, (steps, n))
+    core = make_core("paper", n, velocity=70.0, autoreset=True)
+    batch_first = core.reset(seed=seed)
+    batch_obs, batch_rewards = _trajectory(core, actions)
+    for i in range(n):
+        env = gym.make(ENV_ID, velocity=70.0).unwrapped
+        obs, _ = env.reset(seed=seed, options={"copy_index": i})
+        np.testing.assert_array_equal(obs, batch_first[i])
+        for t in range(steps):
+            obs, reward, terminated, _, _ = env.step(int(actions[t, i]))
+            if terminated:  # the batch auto-reset this copy inside the same step
+                obs, _ = env.reset()
+            np.testing.assert_array_equal(obs, batch_obs[t, i])
+            assert reward == batch_rewards[t, i]
+
+
+def test_observation_carries_no_hidden_state() -> None:
+    """Channel and pool level change while nothing the agent sees does (DISCARD only)."""
+    a = make_core("paper", 1)
+    b = make_core("paper", 1)
+    obs_a, obs_b = a.reset(seed=7), b.reset(seed=7)
+    b.channel[:] = 1 - a.channel
+    b.pool.take(np.array([700]), np.array([True]))
+    np.testing.assert_array_equal(obs_a, b._observe())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"cloud_capacity": -5}, "cloud_capacity"),
+        ({"local_capacity": 0}, "local_capacity"),
+        ({"local_capacity": 500}, "local_capacity"),
+        ({"velocity": 150.0}, "velocity"),
+        ({"velocity": -1.0}, "velocity"),
+        ({"reward_scale": 0.0}, "reward_scale"),
+        ({"episode_length": 0}, "episode_length"),
+        ({"speed": 3.0}, "speed"),
+    ],
+)
+def test_bad_parameters_name_the_field_and_value(kwargs: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field) as err:
+        gym.make(ENV_ID, preset="paper", **kwargs)
+    value = next(iter(kwargs.values()))
+    assert str(value) in str(err.value)
+
+
+def test_unknown_preset_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"preset must be one of \['paper'\], got 'warp'"):
+        make_core("warp", 1)
+
+
+def test_mismatched_pool_capacity_is_refused() -> None:
+    with pytest.raises(ConfigError, match="cloud_capacity"):
+        make_core("paper", 2, pool=SharedPool(500), cloud_capacity=1000)
+
+
+@pytest.mark.parametrize("actions", [np.array([0, 3]), np.array([0.5, 1.0]), np.array([1])])
+def test_bad_actions_are_refused(actions: np.ndarray) -> None:
+    core = make_core("paper", 2)
+    core.reset(seed=0)
+    with pytest.raises(ValueError, match="actions"):
+        core.step(actions)
+
+
+def test_params_defaults_match_the_spec() -> None:
+    p = PaperParams()
+    assert (p.local_capacity, p.cloud_capacity, p.reward_scale, p.episode_length) == (
+        200,
+        1000,
+        0.05,
+        100,
+    )
+    assert N_SLOTS == 20 and Obs.DIM == 48
