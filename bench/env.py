@@ -41,7 +41,9 @@ def _core_steps_per_s(preset: str, batch: int, seconds: float, seed: int) -> flo
     return steps / (time.perf_counter() - start)
 
 
-def run(preset: str = "paper", batches: Sequence[int] = BATCHES, seconds: float = 2.0) -> pd.DataFrame:
+def run(
+    preset: str = "paper", batches: Sequence[int] = BATCHES, seconds: float = 2.0
+) -> pd.DataFrame:
     """Random-action env steps per second; columns ``impl, batch, steps_per_s``."""
     rows = [("gymnasium", 1, _gym_steps_per_s(preset, seconds, 0))]
     rows += [("batched_core", b, _core_steps_per_s(preset, b, seconds, 0)) for b in batches]

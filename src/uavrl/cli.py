@@ -28,18 +28,21 @@ def results_table(results: pd.DataFrame, title: str) -> Table:
     """Cells x policies, ``mean ± CI half-width``; then the mean over cells and % of oracle."""
     from uavrl.experiments.evaluate import percent_of_oracle
 
-    means = results.pivot(index="cell", columns="policy", values="mean")
-    halves = results.pivot(index="cell", columns="policy", values="ci_high") - means
     policies = list(dict.fromkeys(results["policy"]))
     cells = list(dict.fromkeys(results["cell"]))
+    pivot = results.pivot(index="cell", columns="policy", values=["mean", "ci_high"])
+    means = pivot["mean"].loc[cells, policies].to_numpy()
+    halves = pivot["ci_high"].loc[cells, policies].to_numpy() - means
     table = Table(title=title)
     table.add_column("cell")
     for policy in policies:
         table.add_column(policy, justify="right")
-    for cell in cells:
-        table.add_row(cell, *(f"{means.at[cell, p]:.1f} ±{halves.at[cell, p]:.1f}" for p in policies))
+    for i, cell in enumerate(cells):
+        table.add_row(
+            cell, *(f"{m:.1f} ±{h:.1f}" for m, h in zip(means[i], halves[i], strict=True))
+        )
     table.add_section()
-    table.add_row("mean over cells", *(f"{means[p].mean():.1f}" for p in policies))
+    table.add_row("mean over cells", *(f"{m:.1f}" for m in means.mean(axis=0)))
     if "oracle" in policies:
         pct = percent_of_oracle(results)
         table.add_row("% of oracle", *(f"{pct[p]:.0f}%" for p in policies))
@@ -92,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--preset", default="paper")
     base.add_argument("--episodes", type=int, default=100, help="episodes per cell")
     base.add_argument("--tune-episodes", type=int, default=100, help="episodes per cell per theta")
-    base.add_argument("--cells", default="seen", help="cell sets and/or cell names, comma-separated")
+    base.add_argument(
+        "--cells", default="seen", help="cell sets and/or cell names, comma-separated"
+    )
     base.add_argument("--seed", type=int, default=0)
     base.add_argument("--csv", help="write the results table here")
     base.set_defaults(func=cmd_baselines)

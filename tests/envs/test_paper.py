@@ -216,7 +216,8 @@ def test_observation_carries_no_hidden_state() -> None:
     """Channel and pool level change while nothing the agent sees does (DISCARD only)."""
     a = make_core("paper", 1)
     b = make_core("paper", 1)
-    obs_a, obs_b = a.reset(seed=7), b.reset(seed=7)
+    obs_a = a.reset(seed=7)
+    b.reset(seed=7)
     b.channel[:] = 1 - a.channel
     b.pool.take(np.array([700]), np.array([True]))
     np.testing.assert_array_equal(obs_a, b._observe())

@@ -50,7 +50,7 @@ class RandomPolicy:
         self._rng = np.random.default_rng(self.seed)
 
     def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> np.ndarray:
-        return self._rng.integers(0, 3, obs.shape[0])
+        return np.asarray(self._rng.integers(0, 3, size=obs.shape[0], dtype=np.int64))
 
 
 @dataclass
@@ -129,7 +129,12 @@ class GreedyOracle:
 
 
 Policy = (
-    RandomPolicy | ConstantPolicy | LocalElseOffload | ThresholdPolicy | GreedyEstimated | GreedyOracle
+    RandomPolicy
+    | ConstantPolicy
+    | LocalElseOffload
+    | ThresholdPolicy
+    | GreedyEstimated
+    | GreedyOracle
 )
 
 

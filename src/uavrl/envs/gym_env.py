@@ -23,7 +23,7 @@ class OffloadEnv(gym.Env[np.ndarray, np.int64]):
     reset with the same seed, so the two produce the same trajectory.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012  (Gymnasium's own annotation)
 
     def __init__(self, preset: str = "paper", pool: CloudPool | None = None, **params: Any) -> None:
         self.core = make_core(preset, 1, pool=pool, autoreset=False, **params)

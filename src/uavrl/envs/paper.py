@@ -82,7 +82,9 @@ class PaperParams:
         unknown = {k: v for k, v in kwargs.items() if k not in allowed}
         if unknown:
             given = ", ".join(f"{k}={v!r}" for k, v in unknown.items())
-            raise ConfigError(f"unknown parameter {given} for preset 'paper'; allowed: {sorted(allowed)}")
+            raise ConfigError(
+                f"unknown parameter {given} for preset 'paper'; allowed: {sorted(allowed)}"
+            )
         return cls(**kwargs)
 
 
@@ -238,7 +240,11 @@ class PaperCore:
         return a
 
     def _place(
-        self, want_local: np.ndarray, want_offload: np.ndarray, units: np.ndarray, duration: np.ndarray
+        self,
+        want_local: np.ndarray,
+        want_offload: np.ndarray,
+        units: np.ndarray,
+        duration: np.ndarray,
     ) -> None:
         """Step 1 of the dynamics: admit the pending task locally or to the cloud."""
         free_local_slot = self.slot_units[:, :N_SLOTS] == 0
@@ -291,7 +297,7 @@ class PaperCore:
         return obs
 
     def privileged(self) -> dict[str, np.ndarray]:
-        """Hidden state, for the oracle only: channel (B,), pool level (B,), free cloud slots (B,)."""
+        """Hidden state for the oracle only: channel, pool level, free cloud slots, each (B,)."""
         return {
             "channel": self.channel.copy(),
             "pool_level": self.pool.levels(self.n),

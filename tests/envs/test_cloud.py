@@ -1,0 +1,120 @@
+"""Cloud pools: in-order grants, bounds, and conservation under concurrent processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from uavrl.envs import make_core
+from uavrl.envs.cloud import CrossProcessPool, PrivatePools, SharedPool, grant_in_order
+from uavrl.errors import ConfigError
+
+
+def _grant_sequentially(level: int, units: list[int], want: list[bool]) -> tuple[list[bool], int]:
+    granted = []
+    for u, w in zip(units, want, strict=True):
+        ok = w and u <= level
+        level -= u if ok else 0
+        granted.append(ok)
+    return granted, level
+
+
+@given(
+    level=st.integers(0, 1000),
+    requests=st.lists(st.tuples(st.integers(1, 300), st.booleans()), max_size=64),
+)
+def test_grant_in_order_equals_a_sequential_loop(level: int, requests: list) -> None:
+    units = [u for u, _ in requests]
+    want = [w for _, w in requests]
+    granted, new_level = grant_in_order(
+        level, np.array(units, dtype=np.int64), np.array(want, dtype=bool)
+    )
+    expected, expected_level = _grant_sequentially(level, units, want)
+    assert granted.tolist() == expected
+    assert new_level == expected_level
+
+
+def test_private_pools_are_independent() -> None:
+    pools = PrivatePools(100, 3)
+    granted = pools.take(np.array([60, 60, 150]), np.array([True, True, True]))
+    assert granted.tolist() == [True, True, False]
+    assert pools.levels(3).tolist() == [40, 40, 100]
+
+
+@pytest.mark.parametrize("pool", [SharedPool(50), PrivatePools(50, 1)])
+def test_returning_more_than_was_taken_raises(pool: Any) -> None:
+    with pytest.raises(RuntimeError, match="above capacity"):
+        pool.give(np.array([1]))
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="cloud_capacity must be >= 1 units, got -5"):
+        SharedPool(-5)
+
+
+class _AuditedPool:
+    """Delegates to a cross-process pool and books each process's holding under its lock."""
+
+    def __init__(self, pool: CrossProcessPool, held: Any, slot: int) -> None:
+        self.pool, self.held, self.slot = pool, held, slot
+        self.capacity = pool.capacity
+
+    def take(self, units: np.ndarray, want: np.ndarray) -> np.ndarray:
+        with self.pool.lock():
+            granted = self.pool.take(units, want)
+            self.held[self.slot] += int((units * granted).sum())
+        return granted
+
+    def give(self, units: np.ndarray) -> None:
+        with self.pool.lock():
+            self.pool.give(units)
+            self.held[self.slot] -= int(units.sum())
+
+    def levels(self, n: int) -> np.ndarray:
+        return self.pool.levels(n)
+
+
+def _hammer(pool: CrossProcessPool, held: Any, slot: int, steps: int, errors: Any) -> None:
+    try:
+        audited = _AuditedPool(pool, held, slot)
+        core = make_core("paper", 8, pool=audited, cloud_capacity=pool.capacity, episode_length=30)
+        core.reset(seed=slot)
+        rng = np.random.default_rng(slot)
+        for _ in range(steps):
+            core.step(rng.choice([0, 1, 1, 1, 2], size=8))
+            with pool.lock():
+                assert held[slot] == core.held_cloud_units().sum()
+        core.reset()
+        assert held[slot] == 0
+    except BaseException as err:
+        errors.put(f"agent {slot}: {err!r}")
+        raise
+
+
+def test_four_processes_never_leak_or_create_units() -> None:
+    ctx = mp.get_context("spawn")
+    capacity = 700
+    pool = CrossProcessPool(capacity)
+    held = ctx.Array("q", 4, lock=False)
+    errors = ctx.Queue()
+    workers = [ctx.Process(target=_hammer, args=(pool, held, i, 400, errors)) for i in range(4)]
+    for w in workers:
+        w.start()
+    snapshots = 0
+    while any(w.is_alive() for w in workers):
+        with pool.lock():
+            level = pool.level
+            assert 0 <= level <= capacity
+            assert level + sum(held) == capacity
+        snapshots += 1
+    for w in workers:
+        w.join()
+    assert errors.empty(), errors.get()
+    assert all(w.exitcode == 0 for w in workers)
+    assert pool.level == capacity
+    assert snapshots > 10

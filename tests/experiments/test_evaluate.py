@@ -1,0 +1,45 @@
+"""Evaluation tables: confidence intervals and the % of oracle score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from uavrl.envs.baselines import ConstantPolicy, LocalElseOffload
+from uavrl.envs.scenarios import Cell
+from uavrl.experiments.evaluate import RESULT_COLUMNS, evaluate_policies, mean_ci, percent_of_oracle
+
+
+def test_mean_ci_matches_scipy() -> None:
+    x = np.array([1.0, 4.0, 2.0, 8.0, 5.0])
+    mean, std, low, high = mean_ci(x)
+    expected = stats.t.interval(0.95, 4, loc=4.0, scale=stats.sem(x))
+    assert mean == 4.0
+    assert std == pytest.approx(np.sqrt(7.5))
+    assert (low, high) == pytest.approx(expected)
+
+
+def test_percent_of_oracle_uses_the_best_floor_policy() -> None:
+    rows = [
+        ("random", "a", 10, 20.0),
+        ("always_local", "a", 10, 10.0),
+        ("always_offload", "a", 10, 40.0),
+        ("threshold", "a", 10, 70.0),
+        ("oracle", "a", 10, 100.0),
+    ]
+    frame = pd.DataFrame(rows, columns=["policy", "cell", "episodes", "mean"])
+    pct = percent_of_oracle(frame)
+    assert pct["threshold"] == pytest.approx(50.0)
+    assert pct["oracle"] == pytest.approx(100.0)
+    assert pct["always_offload"] == pytest.approx(0.0)
+
+
+def test_evaluate_policies_rows_and_columns() -> None:
+    policies = [ConstantPolicy(0, "always_local"), LocalElseOffload()]
+    frame = evaluate_policies(policies, "paper", [Cell(5), Cell(90)], episodes=6, seed=0)
+    assert list(frame.columns) == RESULT_COLUMNS
+    assert len(frame) == 4
+    assert (frame["ci_low"] <= frame["mean"]).all() and (frame["mean"] <= frame["ci_high"]).all()
+    assert set(frame["cell"]) == {"v5-l200-c1000", "v90-l200-c1000"}

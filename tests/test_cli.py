@@ -1,0 +1,52 @@
+"""The command line, end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from uavrl.cli import main
+
+
+def test_baselines_writes_the_promised_csv(tmp_path: Path) -> None:
+    out = tmp_path / "b.csv"
+    argv = [
+        "baselines",
+        "--episodes",
+        "5",
+        "--tune-episodes",
+        "3",
+        "--cells",
+        "v30-l200-c1000,v90-l150-c500",
+    ]
+    assert main([*argv, "--seed", "3", "--csv", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["policy", "cell", "episodes", "mean", "std", "ci_low", "ci_high"]
+    assert len(frame) == 2 * 7
+    assert set(frame["policy"]) == {
+        "random",
+        "always_local",
+        "always_offload",
+        "local_else_offload",
+        "threshold",
+        "greedy_estimated",
+        "oracle",
+    }
+    assert (frame["episodes"] == 5).all()
+
+
+def test_bad_cell_and_bad_count_exit_with_a_clear_error(capsys) -> None:
+    assert main(["baselines", "--cells", "moon"]) == 2
+    assert "moon" in capsys.readouterr().out
+    assert main(["baselines", "--episodes", "0"]) == 2
+    assert "--episodes must be > 0, got 0" in capsys.readouterr().out
+
+
+def test_bench_env_writes_its_table(tmp_path: Path) -> None:
+    out = tmp_path / "bench.csv"
+    assert main(["bench", "env", "--seconds", "0.05", "--csv", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["impl", "batch", "steps_per_s"]
+    assert frame["batch"].tolist() == [1, 1, 16, 64, 256]
+    assert (frame["steps_per_s"] > 0).all()
