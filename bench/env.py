@@ -42,9 +42,19 @@ def _core_steps_per_s(preset: str, batch: int, seconds: float, seed: int) -> flo
 
 
 def run(
-    preset: str = "paper", batches: Sequence[int] = BATCHES, seconds: float = 2.0
+    preset: str = "paper", batches: Sequence[int] = BATCHES, seconds: float = 2.0, rounds: int = 3
 ) -> pd.DataFrame:
-    """Random-action env steps per second; columns ``impl, batch, steps_per_s``."""
-    rows = [("gymnasium", 1, _gym_steps_per_s(preset, seconds, 0))]
-    rows += [("batched_core", b, _core_steps_per_s(preset, b, seconds, 0)) for b in batches]
+    """Random-action env steps per second; columns ``impl, batch, steps_per_s``.
+
+    Each configuration is measured in ``rounds`` interleaved rounds of ``seconds / rounds`` and
+    reported as the median, so that a passing load on the machine hits every row alike.
+    """
+    slice_s = seconds / rounds
+    samples: dict[tuple[str, int], list[float]] = {("gymnasium", 1): []}
+    samples.update({("batched_core", b): [] for b in batches})
+    for _ in range(rounds):
+        samples[("gymnasium", 1)].append(_gym_steps_per_s(preset, slice_s, 0))
+        for b in batches:
+            samples[("batched_core", b)].append(_core_steps_per_s(preset, b, slice_s, 0))
+    rows = [(impl, b, float(np.median(v))) for (impl, b), v in samples.items()]
     return pd.DataFrame(rows, columns=["impl", "batch", "steps_per_s"])
