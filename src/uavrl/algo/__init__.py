@@ -1,0 +1,1 @@
+"""Pure functions on tensors: returns, the actor-critic loss, the shared optimizer."""

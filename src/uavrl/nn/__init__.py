@@ -1,0 +1,1 @@
+"""Torch modules: actor-critic models and action heads."""

@@ -1,0 +1,134 @@
+"""Actor-critic models: a feed-forward one and a recurrent one (GRU, optional LayerNorm).
+
+Both share one interface, so runners never ask which they have:
+
+- ``initial_state(B)`` -> h (B, H) zeros (H = 0 for the feed-forward model);
+- ``step(obs (B, D), h (B, H))`` -> (dist params (B, P), value (B,), h' (B, H)), for acting;
+- ``rollout(obs_seq (T, B, D), h0 (B, H), starts (T, B))`` -> (params (T, B, P), values (T, B),
+  h_T), for re-evaluating a rollout with gradients. ``starts[t] = 1`` where ``obs_seq[t]``
+  begins a new episode: the hidden state is zeroed before that step, exactly as an actor does
+  with :func:`reset_hidden` before calling ``step``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from uavrl.nn.heads import ActionHead, Squash, make_head
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild a model (stored in every checkpoint).
+
+    Attributes:
+        obs_dim: observation size D.
+        action: action space description (``heads.describe_action_space``).
+        hidden_size: width H of the hidden layers and of the GRU state.
+        recurrent: GRU core (True) or a second feed-forward layer (False).
+        layer_norm: LayerNorm after the input layer and after the core.
+        squash: how Gaussian actions are kept inside their bounds.
+    """
+
+    obs_dim: int
+    action: dict[str, Any] = field(default_factory=lambda: {"kind": "discrete", "n": 3})
+    hidden_size: int = 128
+    recurrent: bool = True
+    layer_norm: bool = True
+    squash: Squash = "clip"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def reset_hidden(h: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+    """Zero the hidden state (B, H) of the copies whose ``starts`` (B,) is 1."""
+    return h * (1.0 - starts).unsqueeze(-1)
+
+
+def _norm(enabled: bool, size: int) -> nn.Module:
+    return nn.LayerNorm(size) if enabled else nn.Identity()
+
+
+def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class ActorCritic(nn.Module):
+    """Linear -> (LayerNorm) -> ReLU -> core -> (LayerNorm) -> policy head and value head.
+
+    The core is ``Linear -> ReLU`` (feed-forward) or a ``GRUCell`` (recurrent).
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        hidden = spec.hidden_size
+        relu_gain = nn.init.calculate_gain("relu")
+        self.encoder = nn.Sequential(
+            _orthogonal(nn.Linear(spec.obs_dim, hidden), relu_gain),
+            _norm(spec.layer_norm, hidden),
+            nn.ReLU(),
+        )
+        self.gru: nn.GRUCell | None = nn.GRUCell(hidden, hidden) if spec.recurrent else None
+        self.feedforward: nn.Module = (
+            nn.Identity()
+            if spec.recurrent
+            else nn.Sequential(_orthogonal(nn.Linear(hidden, hidden), relu_gain), nn.ReLU())
+        )
+        self.core_norm = _norm(spec.layer_norm, hidden)
+        self.policy: ActionHead = make_head(hidden, spec.action, spec.squash)
+        self.value = _orthogonal(nn.Linear(hidden, 1), 1.0)
+
+    @property
+    def state_size(self) -> int:
+        return self.spec.hidden_size if self.gru is not None else 0
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        return torch.zeros(batch, self.state_size)
+
+    def _outputs(self, core: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.core_norm(core)
+        return self.policy(features), self.value(features).squeeze(-1)
+
+    def step(
+        self, obs: torch.Tensor, h: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step for B copies: obs (B, D), h (B, H) -> params (B, P), value (B,), h' (B, H)."""
+        x = self.encoder(obs)
+        if self.gru is None:
+            params, value = self._outputs(self.feedforward(x))
+            return params, value, h
+        h = self.gru(x, h)
+        params, value = self._outputs(h)
+        return params, value, h
+
+    def rollout(
+        self, obs_seq: torch.Tensor, h0: torch.Tensor, starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """T steps for B copies: obs_seq (T, B, D), h0 (B, H), starts (T, B) float.
+
+        Returns params (T, B, P), values (T, B), h_T (B, H).
+        """
+        x = self.encoder(obs_seq)
+        if self.gru is None:
+            params, values = self._outputs(self.feedforward(x))
+            return params, values, h0
+        h = h0
+        states = []
+        for t in range(obs_seq.shape[0]):
+            h = self.gru(x[t], reset_hidden(h, starts[t]))
+            states.append(h)
+        params, values = self._outputs(torch.stack(states))
+        return params, values, h
+
+
+def build_model(spec: ModelSpec | dict[str, Any]) -> ActorCritic:
+    """A fresh model from a spec or its dict form (as stored in a checkpoint)."""
+    return ActorCritic(spec if isinstance(spec, ModelSpec) else ModelSpec(**spec))

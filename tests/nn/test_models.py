@@ -1,0 +1,65 @@
+"""Models: rollout() reproduces step-by-step acting, done masks reset the state, switches work."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from uavrl.nn.models import ModelSpec, build_model, reset_hidden
+
+
+@pytest.mark.parametrize("recurrent", [True, False])
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_rollout_equals_step_by_step(recurrent: bool, layer_norm: bool) -> None:
+    torch.manual_seed(0)
+    model = build_model(
+        ModelSpec(obs_dim=7, hidden_size=16, recurrent=recurrent, layer_norm=layer_norm)
+    )
+    t, b = 9, 4
+    obs = torch.randn(t, b, 7)
+    starts = torch.zeros(t, b)
+    starts[3, 1] = 1.0  # a done in the middle of copy 1
+    starts[6, :2] = 1.0
+    h0 = torch.randn(b, model.state_size)
+    h = h0
+    step_params, step_values, step_states = [], [], []
+    for i in range(t):
+        params, value, h = model.step(obs[i], reset_hidden(h, starts[i]))
+        step_params.append(params)
+        step_values.append(value)
+        step_states.append(h)
+    params, values, h_last = model.rollout(obs, h0, starts)
+    torch.testing.assert_close(params, torch.stack(step_params), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(values, torch.stack(step_values), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(h_last, step_states[-1], rtol=1e-6, atol=1e-6)
+
+
+def test_done_makes_the_past_irrelevant() -> None:
+    torch.manual_seed(1)
+    model = build_model(ModelSpec(obs_dim=5, hidden_size=8))
+    obs = torch.randn(6, 2, 5)
+    obs[:3, 1] = torch.randn(3, 5)  # copy 1 has a different history before its reset
+    obs[3:, 1] = obs[3:, 0]
+    starts = torch.zeros(6, 2)
+    starts[3] = 1.0
+    params, values, _ = model.rollout(obs, torch.zeros(2, 8), starts)
+    torch.testing.assert_close(params[3:, 0], params[3:, 1])
+    assert not torch.allclose(params[:3, 0], params[:3, 1])
+
+
+def test_switches_change_the_parameters() -> None:
+    names = {
+        (rec, ln): {
+            n
+            for n, _ in build_model(
+                ModelSpec(obs_dim=3, recurrent=rec, layer_norm=ln)
+            ).named_parameters()
+        }
+        for rec in (True, False)
+        for ln in (True, False)
+    }
+    assert any("gru" in n for n in names[(True, True)])
+    assert not any("gru" in n for n in names[(False, True)])
+    assert any("norm" in n or "encoder.1" in n for n in names[(True, True)])
+    assert len(names[(True, False)]) < len(names[(True, True)])
+    assert build_model(ModelSpec(obs_dim=3, recurrent=False)).state_size == 0
