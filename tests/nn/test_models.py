@@ -42,7 +42,7 @@ def test_done_makes_the_past_irrelevant() -> None:
     obs[3:, 1] = obs[3:, 0]
     starts = torch.zeros(6, 2)
     starts[3] = 1.0
-    params, values, _ = model.rollout(obs, torch.zeros(2, 8), starts)
+    params, _, _ = model.rollout(obs, torch.zeros(2, 8), starts)
     torch.testing.assert_close(params[3:, 0], params[3:, 1])
     assert not torch.allclose(params[:3, 0], params[:3, 1])
 

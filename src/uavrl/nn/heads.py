@@ -143,6 +143,9 @@ class GaussianHead(nn.Module):
     log-prob is that of the unclipped sample) or by a tanh squash.
     """
 
+    low: torch.Tensor
+    high: torch.Tensor
+
     def __init__(
         self, in_dim: int, low: np.ndarray, high: np.ndarray, squash: Squash = "clip"
     ) -> None:
@@ -179,7 +182,10 @@ class GaussianHead(nn.Module):
 
 
 class HybridHead(nn.Module):
-    """``Tuple(Discrete(n), Box(low, high, (d,)))``: params ``[logits (n) | mean (d) | log_std (d)]``."""
+    """``Tuple(Discrete(n), Box(low, high, (d,)))``.
+
+    Params are ``[logits (n) | mean (d) | log_std (d)]``.
+    """
 
     def __init__(
         self, in_dim: int, n: int, low: np.ndarray, high: np.ndarray, squash: Squash = "clip"
