@@ -1,4 +1,4 @@
-"""Command line: ``uavrl baselines | bench``."""
+"""Command line: ``uavrl train | evaluate | baselines | bench``."""
 
 from __future__ import annotations
 
@@ -38,9 +38,7 @@ def results_table(results: pd.DataFrame, title: str) -> Table:
     for policy in policies:
         table.add_column(policy, justify="right")
     for i, cell in enumerate(cells):
-        table.add_row(
-            cell, *(f"{m:.1f} ±{h:.1f}" for m, h in zip(means[i], halves[i], strict=True))
-        )
+        table.add_row(cell, *(f"{m:.1f} ±{h:.1f}" for m, h in zip(means[i], halves[i], strict=True)))
     table.add_section()
     table.add_row("mean over cells", *(f"{m:.1f}" for m in means.mean(axis=0)))
     if "oracle" in policies:
@@ -70,6 +68,69 @@ def cmd_baselines(args: argparse.Namespace) -> None:
         _write_csv(results, args.csv)
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from uavrl.config import load_config
+    from uavrl.experiments import train as training
+
+    if args.resume:
+        summary = training.resume(Path(args.resume))
+        run_dir = Path(args.resume)
+    else:
+        if not args.config:
+            raise ConfigError("uavrl train needs --config FILE (or --resume RUN_DIR)")
+        config = load_config(args.config, args.set)
+        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.name
+        console.print(f"run directory {run_dir}  (config hash {config.hash()})")
+        summary = training.train(config, run_dir)
+    ev = summary["eval"]
+    console.print(
+        f"finished: {summary['env_steps']:,} env steps, {summary['updates']:,} updates, "
+        f"{summary['wall_time_s']:.0f} s ({summary['env_steps_per_s']:,.0f} steps/s); greedy eval "
+        f"{ev['mean_return']:.2f} over {ev['episodes']} episodes x {len(ev['cells'])} cell(s)"
+    )
+    if args.evaluate:
+        _evaluate_run(run_dir, args.episodes or ev["episodes"], None, None)
+
+
+def _evaluate_run(run_dir: Path, episodes: int, cells: str | None, csv: str | None) -> None:
+    from uavrl.config import config_from_dict
+    from uavrl.envs.baselines import reference_policies
+    from uavrl.envs.scenarios import CELL_SETS, resolve_cells
+    from uavrl.experiments.evaluate import POOL_MODE, TorchPolicy, eval_targets, evaluate_learned
+    from uavrl.experiments.evaluate import evaluate_policies as evaluate_references
+    from uavrl.experiments.train import model_labels
+    from uavrl.runners.checkpoint import load_models
+    from uavrl.runners.session import CHECKPOINT_DIR, LAST
+
+    models, meta = load_models(run_dir / CHECKPOINT_DIR, LAST)
+    config = config_from_dict(meta["config"])
+    policies = [
+        TorchPolicy(model.eval(), f"{label}_{mode}", greedy=(mode == "greedy"))
+        for model, label in zip(models, model_labels(config, len(models)), strict=True)
+        for mode in ("greedy", "stochastic")
+    ]
+    seed = config.eval.seed
+    with console.status(f"evaluating {len(policies)} learned policies"):
+        results = evaluate_learned(policies, config, episodes, seed, cells)
+    title = f"{run_dir}: mean episode return ± 95% CI, {episodes} episodes per cell, seed {seed}"
+    if config.env.is_uavrl:
+        preset = config.env.params.get("preset", "paper")
+        target_cells = [resolve_cells(name)[0] for name, _ in eval_targets(config, cells)]
+        with console.status("tuning and evaluating the reference policies"):
+            references = reference_policies(preset, CELL_SETS["seen"], episodes, seed)
+            results = pd.concat(
+                [evaluate_references(references, preset, target_cells, episodes, seed), results]
+            )
+        title += f", cloud pool {POOL_MODE}"
+    console.print(results_table(results, title))
+    if csv:
+        _write_csv(results, csv)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    _evaluate_run(Path(args.run), args.episodes, args.cells, args.csv)
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from uavrl.bench import env as bench_env
 
@@ -91,13 +152,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uavrl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    train = sub.add_parser("train", help="train a model; writes a run directory")
+    train.add_argument("--config", help="YAML config file")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
+    )
+    train.add_argument("--run-dir", help="run directory (default runs/<name>)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument("--evaluate", action="store_true", help="print the evaluation table afterwards")
+    train.add_argument("--episodes", type=int, help="episodes per cell for --evaluate")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="evaluate a run's final model(s) beside the reference policies"
+    )
+    evaluate.add_argument("--run", required=True, help="run directory")
+    evaluate.add_argument("--episodes", type=int, default=100, help="episodes per cell")
+    evaluate.add_argument("--cells", help="cell sets and/or names (default: the run's eval cells)")
+    evaluate.add_argument("--csv", help="write the results table here")
+    evaluate.set_defaults(func=cmd_evaluate)
+
     base = sub.add_parser("baselines", help="evaluate the reference policies over scenario cells")
     base.add_argument("--preset", default="paper")
     base.add_argument("--episodes", type=int, default=100, help="episodes per cell")
     base.add_argument("--tune-episodes", type=int, default=100, help="episodes per cell per theta")
-    base.add_argument(
-        "--cells", default="seen", help="cell sets and/or cell names, comma-separated"
-    )
+    base.add_argument("--cells", default="seen", help="cell sets and/or cell names, comma-separated")
     base.add_argument("--seed", type=int, default=0)
     base.add_argument("--csv", help="write the results table here")
     base.set_defaults(func=cmd_baselines)

@@ -32,7 +32,5 @@ def test_advantage_normalisation_is_scale_free() -> None:
     zeros = torch.zeros(1, 3)
     adv = torch.tensor([[1.0, 2.0, 6.0]])
     a = actor_critic_loss(log_probs, zeros, zeros, zeros, adv, 0.0, 0.0, normalize_advantages=True)
-    b = actor_critic_loss(
-        log_probs, zeros, zeros, zeros, 100 * adv, 0.0, 0.0, normalize_advantages=True
-    )
+    b = actor_critic_loss(log_probs, zeros, zeros, zeros, 100 * adv, 0.0, 0.0, normalize_advantages=True)
     assert a.policy.item() == pytest.approx(b.policy.item(), rel=1e-5)

@@ -84,8 +84,7 @@ def test_reference_ordering_holds_on_the_training_cells() -> None:
     seen = CELL_SETS["seen"]
     policies = reference_policies("paper", seen, tuning_episodes=40, seed=0)
     means = {
-        p.name: np.mean([cell_returns(p, "paper", c, 100, seed=1).mean() for c in seen])
-        for p in policies
+        p.name: np.mean([cell_returns(p, "paper", c, 100, seed=1).mean() for c in seen]) for p in policies
     }
     placing = ("random", "always_offload", "local_else_offload", "threshold")
     assert means["always_local"] < min(means[name] for name in placing)

@@ -31,9 +31,7 @@ def _grant_sequentially(level: int, units: list[int], want: list[bool]) -> tuple
 def test_grant_in_order_equals_a_sequential_loop(level: int, requests: list) -> None:
     units = [u for u, _ in requests]
     want = [w for _, w in requests]
-    granted, new_level = grant_in_order(
-        level, np.array(units, dtype=np.int64), np.array(want, dtype=bool)
-    )
+    granted, new_level = grant_in_order(level, np.array(units, dtype=np.int64), np.array(want, dtype=bool))
     expected, expected_level = _grant_sequentially(level, units, want)
     assert granted.tolist() == expected
     assert new_level == expected_level

@@ -12,9 +12,7 @@ from uavrl.nn.models import ModelSpec, build_model, reset_hidden
 @pytest.mark.parametrize("layer_norm", [True, False])
 def test_rollout_equals_step_by_step(recurrent: bool, layer_norm: bool) -> None:
     torch.manual_seed(0)
-    model = build_model(
-        ModelSpec(obs_dim=7, hidden_size=16, recurrent=recurrent, layer_norm=layer_norm)
-    )
+    model = build_model(ModelSpec(obs_dim=7, hidden_size=16, recurrent=recurrent, layer_norm=layer_norm))
     t, b = 9, 4
     obs = torch.randn(t, b, 7)
     starts = torch.zeros(t, b)
@@ -50,10 +48,7 @@ def test_done_makes_the_past_irrelevant() -> None:
 def test_switches_change_the_parameters() -> None:
     names = {
         (rec, ln): {
-            n
-            for n, _ in build_model(
-                ModelSpec(obs_dim=3, recurrent=rec, layer_norm=ln)
-            ).named_parameters()
+            n for n, _ in build_model(ModelSpec(obs_dim=3, recurrent=rec, layer_norm=ln)).named_parameters()
         }
         for rec in (True, False)
         for ln in (True, False)

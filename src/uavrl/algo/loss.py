@@ -6,6 +6,10 @@ from typing import NamedTuple
 
 import torch
 
+from uavrl.algo.batch import RolloutBatch
+from uavrl.algo.returns import gae, n_step_returns
+from uavrl.nn.models import ActorCritic
+
 
 class LossTerms(NamedTuple):
     """Scalar tensors: the total to differentiate and its parts (for logging)."""
@@ -45,3 +49,48 @@ def actor_critic_loss(
     mean_entropy = entropy.mean()
     total = policy_loss + value_coef * value_loss - entropy_coef * mean_entropy
     return LossTerms(total, policy_loss, value_loss, mean_entropy)
+
+
+def rollout_loss(
+    model: ActorCritic,
+    batch: RolloutBatch,
+    gamma: float,
+    gae_lambda: float | None,
+    value_coef: float,
+    entropy_coef: float,
+    normalize_advantages: bool = False,
+) -> LossTerms:
+    """Re-evaluate a rollout with gradients and return the actor-critic loss.
+
+    The model replays the rollout from its saved start state (``starts`` reset the hidden state
+    inside the sequence); targets are n-step returns (``gae_lambda = None``) or GAE(lambda).
+    """
+    params, values, _ = model.rollout(batch.obs, batch.h0, batch.starts)
+    dist = model.policy.distribution(params)
+    log_probs = dist.log_prob(batch.actions)
+    rewards, terminated, truncated = batch.rewards, batch.terminated, batch.truncated
+    final_values = batch.final_values
+    if gae_lambda is None:
+        returns = n_step_returns(rewards, batch.last_value, terminated, truncated, final_values, gamma)
+        advantages = returns - values.detach()
+    else:
+        advantages, returns = gae(
+            rewards,
+            values.detach(),
+            batch.last_value,
+            terminated,
+            truncated,
+            final_values,
+            gamma,
+            gae_lambda,
+        )
+    return actor_critic_loss(
+        log_probs,
+        dist.entropy(),
+        values,
+        returns,
+        advantages,
+        value_coef,
+        entropy_coef,
+        normalize_advantages,
+    )

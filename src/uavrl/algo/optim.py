@@ -25,9 +25,7 @@ class SharedAdam(torch.optim.Adam):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(
-            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=False
-        )
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=False)
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state[p]

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
-from uavrl.envs.presets import PRESETS, make_core
-
-ENV_ID = "uavrl/Offload-v0"
+from uavrl.envs.presets import ENV_ID, PRESETS, make_core
 
 
 def register_envs() -> None:

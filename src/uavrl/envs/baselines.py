@@ -15,7 +15,9 @@ import numpy as np
 
 from uavrl.envs.episodes import episode_returns
 from uavrl.envs.paper import DISCARD, LOCAL, MAX_TASK_TIME, OFFLOAD, UNIT_NORM, Obs
+from uavrl.envs.presets import ENV_ID
 from uavrl.envs.scenarios import Cell
+from uavrl.envs.vector import make_vec_env
 
 THETA_GRID = tuple(range(1, MAX_TASK_TIME + 1))
 # Tuning episodes use streams far from evaluation streams (same seed, disjoint copy indices).
@@ -128,24 +130,16 @@ class GreedyOracle:
         return np.where(task_time(obs) <= self.theta, placed, DISCARD).astype(np.int64)
 
 
-Policy = (
-    RandomPolicy
-    | ConstantPolicy
-    | LocalElseOffload
-    | ThresholdPolicy
-    | GreedyEstimated
-    | GreedyOracle
-)
+Policy = RandomPolicy | ConstantPolicy | LocalElseOffload | ThresholdPolicy | GreedyEstimated | GreedyOracle
 
 
 def cell_returns(
     policy: Policy, preset: str, cell: Cell, episodes: int, seed: int, first_copy: int = 0
 ) -> np.ndarray:
     """(episodes,) returns of ``policy`` in ``cell`` on streams ``first_copy + [0, episodes)``."""
+    env = make_vec_env(ENV_ID, episodes, {"preset": preset, **cell.env_params()})
     copies = first_copy + np.arange(episodes)
-    return episode_returns(
-        policy, preset, cell.env_params(), copies, seed, privileged=policy.needs_privileged
-    )
+    return episode_returns(policy, env, seed, copies, privileged=policy.needs_privileged)
 
 
 def tune_theta(
@@ -169,7 +163,11 @@ def tune_theta(
     policy = make_policy(thetas)
     per_cell = [
         episode_returns(
-            policy, preset, cell.env_params(), copies, seed, privileged=policy.needs_privileged
+            policy,
+            make_vec_env(ENV_ID, copies.size, {"preset": preset, **cell.env_params()}),
+            seed,
+            copies,
+            privileged=policy.needs_privileged,
         )
         .reshape(len(grid), episodes)
         .mean(axis=1)

@@ -3,47 +3,51 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 
-from uavrl.envs.presets import make_core
+from uavrl.envs.vector import VecEnv
 
 PolicyFn = Callable[[np.ndarray, dict[str, np.ndarray] | None], np.ndarray]
 
 
 def episode_returns(
     policy: PolicyFn,
-    preset: str,
-    env_params: dict[str, Any],
-    copy_indices: np.ndarray,
+    env: VecEnv,
     seed: int,
+    copy_indices: np.ndarray,
     privileged: bool = False,
     max_steps: int = 100_000,
 ) -> np.ndarray:
-    """Undiscounted return of one episode in each of B copies with private pools.
+    """Undiscounted return of the first episode of each copy of ``env``.
 
     Copy ``j`` uses the stream ``(seed, copy_indices[j])``, so two policies evaluated with the
     same arguments see the same tasks and channel draws (common random numbers).
 
     Args:
-        policy: ``(obs (B, D), privileged or None) -> actions (B,)``.
-        copy_indices: (B,) stream index of each copy (one episode per copy).
-        privileged: pass the core's hidden state to the policy (oracle only).
+        policy: ``(obs (B, D), privileged or None) -> actions``; its ``reset(B)`` method, if
+            any, is called first (recurrent policies clear their state).
+        privileged: pass the env's hidden state to the policy (oracle only).
 
     Returns:
         (B,) float64 returns.
     """
-    n = len(copy_indices)
-    core = make_core(preset, n, **env_params)
-    obs = core.reset(seed=seed, copy_indices=np.asarray(copy_indices))
+    n = env.n
+    reset = getattr(policy, "reset", None)
+    if reset is not None:
+        reset(n)
+    obs = env.reset(seed, np.asarray(copy_indices))
+    hidden_state = getattr(env, "privileged", None)
+    if privileged and hidden_state is None:
+        raise ValueError("this env exposes no privileged state for an oracle policy")
     returns = np.zeros(n)
     running = np.ones(n, dtype=bool)
     for _ in range(max_steps):
-        actions = policy(obs, core.privileged() if privileged else None)
-        obs, reward, terminated, truncated, _ = core.step(actions)
-        returns += reward * running
-        running &= ~(terminated | truncated)
+        actions = policy(obs, hidden_state() if privileged and hidden_state is not None else None)
+        step = env.step(actions)
+        obs = step.obs
+        returns += step.reward * running
+        running &= ~(step.terminated | step.truncated)
         if not running.any():
             return returns
     raise RuntimeError(f"episodes did not finish within max_steps={max_steps}")

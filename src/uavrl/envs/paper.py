@@ -82,9 +82,7 @@ class PaperParams:
         unknown = {k: v for k, v in kwargs.items() if k not in allowed}
         if unknown:
             given = ", ".join(f"{k}={v!r}" for k, v in unknown.items())
-            raise ConfigError(
-                f"unknown parameter {given} for preset 'paper'; allowed: {sorted(allowed)}"
-            )
+            raise ConfigError(f"unknown parameter {given} for preset 'paper'; allowed: {sorted(allowed)}")
         return cls(**kwargs)
 
 

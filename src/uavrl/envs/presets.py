@@ -8,6 +8,7 @@ from uavrl.envs.cloud import CloudPool
 from uavrl.envs.paper import PaperCore, PaperParams
 from uavrl.errors import ConfigError
 
+ENV_ID = "uavrl/Offload-v0"
 PRESETS = ("paper",)
 
 

@@ -55,9 +55,7 @@ class Cell:
             ) from None
 
 
-def _cells(
-    velocities: tuple[int, ...], locals_: tuple[int, ...], clouds: tuple[int, ...]
-) -> list[Cell]:
+def _cells(velocities: tuple[int, ...], locals_: tuple[int, ...], clouds: tuple[int, ...]) -> list[Cell]:
     return [Cell(v, lc, cc) for v in velocities for lc in locals_ for cc in clouds]
 
 

@@ -7,13 +7,19 @@ episode on its own private, recycled cloud pool.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import stats
 
+from uavrl.config import Config
 from uavrl.envs.baselines import FLOOR_POLICIES, Policy, cell_returns
-from uavrl.envs.scenarios import Cell
+from uavrl.envs.episodes import episode_returns
+from uavrl.envs.scenarios import Cell, resolve_cells
+from uavrl.envs.vector import make_vec_env
+from uavrl.nn.models import ActorCritic
 
 POOL_MODE = "private per episode, recycled"
 RESULT_COLUMNS = ["policy", "cell", "episodes", "mean", "std", "ci_low", "ci_high"]
@@ -52,3 +58,64 @@ def percent_of_oracle(results: pd.DataFrame) -> pd.Series:
     floor = by_policy[[p for p in FLOOR_POLICIES if p in by_policy.index]].max()
     span = by_policy["oracle"] - floor
     return 100.0 * (by_policy - floor) / span
+
+
+class TorchPolicy:
+    """A trained model behind the reference-policy call signature (hidden state carried).
+
+    ``greedy`` takes the distribution's mode, otherwise actions are sampled. Used with
+    :func:`~uavrl.envs.episodes.episode_returns`, which resets it before each batch of episodes.
+    """
+
+    needs_privileged = False
+
+    def __init__(self, model: ActorCritic, name: str, greedy: bool) -> None:
+        self.model = model
+        self.name = name
+        self.greedy = greedy
+        self.h = model.initial_state(1)
+
+    def reset(self, n: int) -> None:
+        self.h = self.model.initial_state(n)
+
+    @torch.no_grad()
+    def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> Any:
+        params, _, self.h = self.model.step(torch.from_numpy(obs), self.h)
+        dist = self.model.policy.distribution(params)
+        return self.model.policy.to_env(dist.mode() if self.greedy else dist.sample())
+
+
+def eval_targets(
+    config: Config, cells_spec: str | list[str] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """(name, env params) for every evaluation cell: the named cells, else the training cells.
+
+    A non-uavrl env has one target, named by its id.
+    """
+    if not config.env.is_uavrl:
+        return [(config.env.id, dict(config.env.params))]
+    spec = cells_spec or config.eval.cells or config.env.worker_cells
+    base = dict(config.env.params)
+    if not spec:
+        return [("default", base)]
+    return [(cell.name, {**base, **cell.env_params()}) for cell in resolve_cells(spec)]
+
+
+def evaluate_learned(
+    policies: Sequence[TorchPolicy],
+    config: Config,
+    episodes: int,
+    seed: int,
+    cells: str | list[str] | None = None,
+) -> pd.DataFrame:
+    """Every learned policy on every evaluation target, same streams for all (private pools)."""
+    rows = []
+    copies = np.arange(episodes)
+    for name, params in eval_targets(config, cells):
+        for policy in policies:
+            env = make_vec_env(config.env.id, episodes, params)
+            returns = episode_returns(policy, env, seed, copies)
+            env.close()
+            mean, std, low, high = mean_ci(returns)
+            rows.append((policy.name, name, episodes, mean, std, low, high))
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)

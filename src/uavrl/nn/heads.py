@@ -93,14 +93,10 @@ class HybridDist:
         self.continuous = continuous
 
     def sample(self) -> torch.Tensor:
-        return torch.cat(
-            [self.discrete.sample().unsqueeze(-1).float(), self.continuous.sample()], dim=-1
-        )
+        return torch.cat([self.discrete.sample().unsqueeze(-1).float(), self.continuous.sample()], dim=-1)
 
     def mode(self) -> torch.Tensor:
-        return torch.cat(
-            [self.discrete.mode().unsqueeze(-1).float(), self.continuous.mode()], dim=-1
-        )
+        return torch.cat([self.discrete.mode().unsqueeze(-1).float(), self.continuous.mode()], dim=-1)
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         return self.discrete.log_prob(actions[..., 0]) + self.continuous.log_prob(actions[..., 1:])
@@ -126,9 +122,7 @@ class CategoricalHead(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.logits(features)
 
-    def distribution(
-        self, params: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> CategoricalDist:
+    def distribution(self, params: torch.Tensor, mask: torch.Tensor | None = None) -> CategoricalDist:
         return CategoricalDist(params, mask)
 
     def to_env(self, actions: torch.Tensor) -> np.ndarray:
@@ -146,14 +140,10 @@ class GaussianHead(nn.Module):
     low: torch.Tensor
     high: torch.Tensor
 
-    def __init__(
-        self, in_dim: int, low: np.ndarray, high: np.ndarray, squash: Squash = "clip"
-    ) -> None:
+    def __init__(self, in_dim: int, low: np.ndarray, high: np.ndarray, squash: Squash = "clip") -> None:
         super().__init__()
         if not (np.isfinite(low).all() and np.isfinite(high).all()):
-            raise ConfigError(
-                f"a Gaussian head needs finite action bounds, got low={low}, high={high}"
-            )
+            raise ConfigError(f"a Gaussian head needs finite action bounds, got low={low}, high={high}")
         self.dim = int(low.size)
         self.param_dim = 2 * self.dim
         self.action_shape = (self.dim,)
@@ -202,14 +192,10 @@ class HybridHead(nn.Module):
 
     def distribution(self, params: torch.Tensor, mask: torch.Tensor | None = None) -> HybridDist:
         logits, rest = params.split([self.discrete.n, self.continuous.param_dim], dim=-1)
-        return HybridDist(
-            self.discrete.distribution(logits, mask), self.continuous.distribution(rest)
-        )
+        return HybridDist(self.discrete.distribution(logits, mask), self.continuous.distribution(rest))
 
     def to_env(self, actions: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        return self.discrete.to_env(actions[..., 0].long()), self.continuous.to_env(
-            actions[..., 1:]
-        )
+        return self.discrete.to_env(actions[..., 0].long()), self.continuous.to_env(actions[..., 1:])
 
 
 ActionHead = CategoricalHead | GaussianHead | HybridHead

@@ -97,9 +97,7 @@ class ActorCritic(nn.Module):
         features = self.core_norm(core)
         return self.policy(features), self.value(features).squeeze(-1)
 
-    def step(
-        self, obs: torch.Tensor, h: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(self, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step for B copies: obs (B, D), h (B, H) -> params (B, P), value (B,), h' (B, H)."""
         x = self.encoder(obs)
         if self.gru is None:

@@ -1,0 +1,40 @@
+"""The rollout batch that actors hand to learners (time-major tensors, no gradients)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class RolloutBatch:
+    """T steps of B copies.
+
+    Attributes:
+        obs: (T, B, D) observations the actions were taken in.
+        actions: (T, B, *A) actions in the head's format.
+        behaviour_params: (T, B, P) distribution parameters the actions were sampled from.
+        rewards: (T, B) float.
+        terminated: (T, B) float, 1 where the step ended the episode.
+        truncated: (T, B) float, 1 where a time limit cut the episode.
+        final_values: (T, B) V(final_obs) at truncated steps, else 0.
+        starts: (T, B) float, 1 where ``obs[t]`` begins an episode (hidden state reset).
+        h0: (B, H) hidden state before step 0 (before its reset).
+        last_value: (B,) V(obs_T), the bootstrap after the last step.
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    behaviour_params: torch.Tensor
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    final_values: torch.Tensor
+    starts: torch.Tensor
+    h0: torch.Tensor
+    last_value: torch.Tensor
+
+    @property
+    def env_steps(self) -> int:
+        return int(self.rewards.numel())

@@ -1,0 +1,182 @@
+"""The typed run configuration: YAML in, validated, YAML out.
+
+It sits at the package root, beside ``errors``, because every layer from ``runners`` rightwards
+reads its own section. Unknown keys and bad values raise :class:`~uavrl.errors.ConfigError`
+naming the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from uavrl.envs.presets import ENV_ID
+from uavrl.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EnvConfig(_Section):
+    """Which environment the workers step.
+
+    ``id`` is any Gymnasium id, including ``"module:EnvName-v0"`` for a user's own env.
+    For ``uavrl/Offload-v0``, ``params`` are preset parameters (``preset``, ``reward_scale``...),
+    ``worker_cells`` puts worker ``i`` in scenario cell ``i`` (cell names, or one name for all),
+    and ``shared_pool`` attaches every worker to one cross-process cloud pool.
+    """
+
+    id: str = ENV_ID
+    params: dict[str, Any] = Field(default_factory=lambda: {"preset": "paper"})
+    worker_cells: list[str] | None = None
+    shared_pool: bool = False
+
+    @property
+    def is_uavrl(self) -> bool:
+        return self.id == ENV_ID
+
+
+class ModelConfig(_Section):
+    hidden_size: int = Field(128, ge=1)
+    recurrent: bool = True
+    layer_norm: bool = True
+    squash: Literal["clip", "tanh"] = "clip"
+
+
+class AlgoConfig(_Section):
+    """Actor-critic hyperparameters; ``gae_lambda = None`` means n-step returns."""
+
+    gamma: float = Field(0.99, ge=0.0, le=1.0)
+    gae_lambda: float | None = Field(None, ge=0.0, le=1.0)
+    lr: float = Field(1e-4, gt=0.0)
+    adam_eps: float = Field(1e-8, gt=0.0)
+    entropy_coef: float = Field(0.05, ge=0.0)
+    value_coef: float = Field(0.25, ge=0.0)
+    max_grad_norm: float = Field(40.0, gt=0.0)
+    rollout_length: int = Field(20, ge=1)
+    normalize_advantages: bool = False
+
+
+class RunnerConfig(_Section):
+    """How experience and gradients flow.
+
+    ``kind = "a3c"`` with ``share = True`` is A3C (one shared model), ``share = False`` is
+    individual learning (one model per worker, same worker code). ``total_env_steps`` counts
+    all workers; each worker gets an equal share. ``serial`` runs the A3C workers interleaved
+    in one process (same functions, for tests and debugging).
+    """
+
+    kind: Literal["a3c", "a2c"] = "a3c"
+    share: bool = True
+    n_workers: int = Field(2, ge=1)
+    envs_per_worker: int = Field(1, ge=1)
+    total_env_steps: int = Field(100_000, ge=1)
+    serial: bool = False
+    lock_updates: bool = True
+    checkpoint_every: int = Field(500, ge=1, description="global updates between checkpoints")
+    max_nonfinite: int = Field(10, ge=1, description="non-finite updates in a row before stopping")
+
+
+class EvalConfig(_Section):
+    """Greedy evaluation of the final model(s), written to ``summary.json``."""
+
+    episodes: int = Field(100, ge=1)
+    seed: int = Field(10_000, ge=0)
+    cells: list[str] | None = None
+
+
+class LogConfig(_Section):
+    tensorboard: bool = True
+    progress: bool = True
+
+
+class Config(_Section):
+    name: str = "run"
+    seed: int = Field(0, ge=0)
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    algo: AlgoConfig = Field(default_factory=AlgoConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        cells = self.env.worker_cells
+        if cells is not None:
+            if not self.env.is_uavrl:
+                raise ValueError(f"env.worker_cells is only for {ENV_ID}, not {self.env.id!r}")
+            if len(cells) not in (1, self.runner.n_workers):
+                raise ValueError(
+                    f"env.worker_cells must name 1 or runner.n_workers={self.runner.n_workers} "
+                    f"cells, got {len(cells)}"
+                )
+        if self.env.shared_pool and not self.env.is_uavrl:
+            raise ValueError(f"env.shared_pool is only for {ENV_ID}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def hash(self) -> str:
+        """Identity of the resolved config (12 hex digits of a SHA-256 of its JSON)."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "config"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f", got {value!r}"
+        lines.append(f"{field}: {e['msg']}{shown}")
+    return "; ".join(lines)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict, in order."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults), apply ``--set`` overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        if not isinstance(loaded, dict | None):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(loaded).__name__}")
+        data = loaded or {}
+        data.pop("meta", None)  # run directories add provenance under this key
+    return config_from_dict(apply_overrides(data, overrides or []))

@@ -1,0 +1,172 @@
+"""One batched interface over our cores and any Gymnasium environment.
+
+``VecEnv``: ``n`` copies, ``reset(seed, copy_indices)`` -> obs (n, D) float32, ``step(actions)`` ->
+:class:`VecStep`. Auto-reset follows the same-step convention: a finished copy's observation is
+the first of its next episode and ``final_obs`` holds the last one (rows of unfinished copies are
+unspecified). ``reset(seed, copy_indices)`` seeds copy ``j`` from ``(seed, copy_indices[j])``, so
+workers using disjoint index ranges of one run seed never share a random stream, and policies
+evaluated on the same indices share theirs (common random numbers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+
+from uavrl.envs.cloud import CloudPool
+from uavrl.envs.paper import PaperCore
+from uavrl.envs.presets import ENV_ID, make_core
+from uavrl.envs.rng import stream_key
+from uavrl.errors import ConfigError
+
+
+@dataclass
+class VecStep:
+    """What one batched step returns; arrays have leading dimension n."""
+
+    obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    final_obs: np.ndarray | None
+
+
+class VecEnv(Protocol):
+    n: int
+    obs_dim: int
+    action_space: gym.Space[Any]
+
+    def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray: ...
+
+    def step(self, actions: Any) -> VecStep: ...
+
+    def close(self) -> None: ...
+
+
+class CoreVecEnv:
+    """A uavrl batched core (no Python loop over copies)."""
+
+    def __init__(self, core: PaperCore) -> None:
+        self.core = core
+        self.n = core.n
+        self.obs_dim = core.obs_dim
+        self.action_space: gym.Space[Any] = gym.spaces.Discrete(core.n_actions)
+
+    def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray:
+        return self.core.reset(seed=seed, copy_indices=copy_indices)
+
+    def step(self, actions: Any) -> VecStep:
+        obs, reward, terminated, truncated, info = self.core.step(np.asarray(actions))
+        return VecStep(obs, reward, terminated, truncated, info.get("final_obs"))
+
+    def privileged(self) -> dict[str, np.ndarray]:
+        return self.core.privileged()
+
+    def close(self) -> None:
+        """Nothing to release: the core holds no OS resources."""
+
+
+class GymVecEnv:
+    """``n`` copies of any Gymnasium id (``"CartPole-v1"``, ``"my_pkg.envs:MyEnv-v0"``)."""
+
+    def __init__(self, env_id: str, n: int, **kwargs: Any) -> None:
+        try:
+            self.vec = gym.vector.SyncVectorEnv(
+                [lambda: gym.make(env_id, **kwargs) for _ in range(n)],
+                autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+            )
+        except gym.error.Error as err:
+            raise ConfigError(f"env.id {env_id!r} could not be made: {err}") from err
+        obs_space = self.vec.single_observation_space
+        if not isinstance(obs_space, gym.spaces.Box):
+            raise ConfigError(f"env.id {env_id!r}: observations must be a Box, got {obs_space}")
+        self.n = n
+        self.obs_dim = int(np.prod(obs_space.shape))
+        self.action_space = self.vec.single_action_space
+
+    def _flat(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(obs, dtype=np.float32).reshape(-1, self.obs_dim)
+
+    def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray:
+        seeds = [int(stream_key(seed, int(j)) >> np.uint64(33)) for j in copy_indices]
+        obs, _ = self.vec.reset(seed=seeds)
+        return self._flat(obs)
+
+    def step(self, actions: Any) -> VecStep:
+        obs, reward, terminated, truncated, info = self.vec.step(actions)
+        final_obs = None
+        if "final_obs" in info:
+            done = info["_final_obs"]
+            final_obs = self._flat(obs).copy()
+            final_obs[done] = self._flat(np.stack(info["final_obs"][done]))
+        return VecStep(
+            self._flat(obs),
+            np.asarray(reward, dtype=np.float32),
+            np.asarray(terminated, dtype=bool),
+            np.asarray(truncated, dtype=bool),
+            final_obs,
+        )
+
+    def close(self) -> None:
+        self.vec.close()
+
+
+class ConcatVecEnv:
+    """Several VecEnvs with one action space stepped as one batch (e.g. one per scenario cell)."""
+
+    def __init__(self, parts: Sequence[VecEnv]) -> None:
+        self.parts = list(parts)
+        first = self.parts[0]
+        if any(p.obs_dim != first.obs_dim or p.action_space != first.action_space for p in self.parts):
+            raise ConfigError("all parts of a concatenated env need the same spaces")
+        self.n = sum(p.n for p in self.parts)
+        self.obs_dim = first.obs_dim
+        self.action_space = first.action_space
+        self._bounds = np.cumsum([0] + [p.n for p in self.parts])
+
+    def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray:
+        bounds = zip(self.parts, self._bounds[:-1], self._bounds[1:], strict=True)
+        return np.concatenate([p.reset(seed, copy_indices[lo:hi]) for p, lo, hi in bounds])
+
+    def step(self, actions: Any) -> VecStep:
+        steps = [
+            p.step(_slice_actions(actions, int(lo), int(hi)))
+            for p, lo, hi in zip(self.parts, self._bounds[:-1], self._bounds[1:], strict=True)
+        ]
+        final = None
+        if any(s.final_obs is not None for s in steps):
+            final = np.concatenate([s.obs if s.final_obs is None else s.final_obs for s in steps])
+        return VecStep(
+            np.concatenate([s.obs for s in steps]),
+            np.concatenate([s.reward for s in steps]),
+            np.concatenate([s.terminated for s in steps]),
+            np.concatenate([s.truncated for s in steps]),
+            final,
+        )
+
+    def close(self) -> None:
+        for p in self.parts:
+            p.close()
+
+
+def _slice_actions(actions: Any, lo: int, hi: int) -> Any:
+    if isinstance(actions, tuple):
+        return tuple(a[lo:hi] for a in actions)
+    return actions[lo:hi]
+
+
+def make_vec_env(
+    env_id: str, n: int, params: dict[str, Any] | None = None, pool: CloudPool | None = None
+) -> VecEnv:
+    """``n`` copies of ``env_id`` with ``params``; uavrl ids use the batched core directly."""
+    params = dict(params or {})
+    if env_id == ENV_ID:
+        preset = params.pop("preset", "paper")
+        return CoreVecEnv(make_core(preset, n, pool=pool, **params))
+    if pool is not None:
+        raise ConfigError(f"a cloud pool can only be attached to {ENV_ID}, not {env_id!r}")
+    return GymVecEnv(env_id, n, **params)

@@ -1,0 +1,141 @@
+"""One training job -> one run directory.
+
+``runs/<name>/config.yaml`` (the resolved config plus provenance under ``meta``) is written
+before anything runs; ``summary.json`` closes the run, also when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from uavrl.config import Config, load_config
+from uavrl.errors import ConfigError
+from uavrl.experiments.evaluate import TorchPolicy, evaluate_learned
+from uavrl.runners.a2c import run_a2c
+from uavrl.runners.a3c import run_a3c
+from uavrl.runners.session import RunResult
+
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def provenance(config: Config) -> dict[str, Any]:
+    import gymnasium
+
+    import uavrl
+
+    return {
+        "config_hash": config.hash(),
+        "git_commit": _git_commit(),
+        "uavrl": uavrl.__version__,
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "numpy": np.__version__,
+        "gymnasium": gymnasium.__version__,
+    }
+
+
+def write_config(config: Config, run_dir: Path) -> None:
+    data = config.to_dict()
+    data["meta"] = provenance(config)
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def model_labels(config: Config, n_models: int) -> list[str]:
+    """Names of a run's learned models: ``a3c``, ``a2c`` or ``individual_w<i>``."""
+    if config.runner.kind == "a2c":
+        return ["a2c"]
+    if config.runner.share:
+        return ["a3c"]
+    return [f"individual_w{i}" for i in range(n_models)]
+
+
+def _summary(config: Config, result: RunResult, previous: dict[str, Any] | None) -> dict[str, Any]:
+    counters = result.counters
+    wall = result.wall_time_s + (previous or {}).get("wall_time_s", 0.0)
+    session_steps = counters["env_steps"] - (previous or {}).get("env_steps", 0)
+    return {
+        "status": "finished",
+        "config_hash": config.hash(),
+        "env_steps": counters["env_steps"],
+        "updates": counters["updates"],
+        "skipped_updates": counters["skipped_updates"],
+        "episodes": counters["episodes"],
+        "wall_time_s": wall,
+        "env_steps_per_s": session_steps / max(result.wall_time_s, 1e-9),
+    }
+
+
+def evaluate_final(config: Config, result: RunResult) -> dict[str, Any]:
+    """Greedy evaluation of every final model on the evaluation cells (mean over cells, models)."""
+    policies = [
+        TorchPolicy(model.eval(), label, greedy=True)
+        for model, label in zip(result.models, model_labels(config, len(result.models)), strict=True)
+    ]
+    table = evaluate_learned(policies, config, config.eval.episodes, config.eval.seed)
+    per_model = table.groupby("policy", sort=False)["mean"].mean()
+    return {
+        "mean_return": float(per_model.mean()),
+        "std": float(table["std"].mean()),
+        "episodes": config.eval.episodes,
+        "cells": list(dict.fromkeys(table["cell"])),
+        "per_model": {str(k): float(v) for k, v in per_model.items()},
+        "per_cell": {str(c): float(g["mean"].mean()) for c, g in table.groupby("cell", sort=False)},
+    }
+
+
+def train(config: Config, run_dir: Path | None = None) -> dict[str, Any]:
+    """Run a fresh training job; returns ``summary.json``'s content."""
+    run_dir = run_dir or Path("runs") / config.name
+    if (run_dir / SUMMARY_FILE).exists() or (run_dir / "checkpoints").exists():
+        raise ConfigError(
+            f"run directory {str(run_dir)!r} already holds a run; use --resume or another --run-dir"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_config(config, run_dir)
+    return _execute(config, run_dir, resume=False)
+
+
+def resume(run_dir: Path) -> dict[str, Any]:
+    """Continue a run from its last checkpoint, with its config and counters."""
+    if not (run_dir / CONFIG_FILE).exists():
+        raise ConfigError(f"--resume {str(run_dir)!r}: no {CONFIG_FILE} there")
+    return _execute(load_config(run_dir / CONFIG_FILE), run_dir, resume=True)
+
+
+def _execute(config: Config, run_dir: Path, resume: bool) -> dict[str, Any]:
+    summary_path = run_dir / SUMMARY_FILE
+    previous = json.loads(summary_path.read_text()) if resume and summary_path.exists() else None
+    runner = run_a2c if config.runner.kind == "a2c" else run_a3c
+    try:
+        result = runner(config, run_dir, resume=resume)
+    except BaseException as err:
+        failure = {"status": "failed", "config_hash": config.hash(), "error": f"{type(err).__name__}: {err}"}
+        summary_path.write_text(json.dumps(failure, indent=2))
+        raise
+    summary = _summary(config, result, previous)
+    summary["eval"] = evaluate_final(config, result)
+    summary_path.write_text(json.dumps(summary, indent=2))
+    return summary

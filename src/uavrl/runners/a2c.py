@@ -1,0 +1,37 @@
+"""A2C: every worker's envs step together in one process, one synchronous update per rollout.
+
+It is the A3C worker run alone over a concatenation of all N x K envs (copy ``j`` belongs to
+worker ``j // K`` and sits in that worker's scenario cell), so model, returns and loss are the
+same code. With a fixed seed the run is bitwise reproducible.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from uavrl.config import Config
+from uavrl.envs.vector import ConcatVecEnv
+from uavrl.runners.a3c import run_serial, updates_per_worker
+from uavrl.runners.session import RunResult, TrainingSession, make_pool
+from uavrl.runners.worker import Worker, derived_seed, make_worker_env
+
+
+def run_a2c(config: Config, run_dir: Path, resume: bool = False) -> RunResult:
+    """Train synchronously; writes logs and checkpoints under ``run_dir``."""
+    torch.set_num_threads(1)
+    r = config.runner
+    session = TrainingSession(config, run_dir, n_learners=1, n_slots=1, resume=resume)
+    pool = make_pool(config, cross_process=False)
+    env = ConcatVecEnv([make_worker_env(config, i, pool) for i in range(r.n_workers)])
+    env_seed = session.env_seed()
+    torch.manual_seed(derived_seed(config.seed, 3, env_seed))
+    worker = Worker(config, 0, session.models[0], session.optimizers[0], session.ctx.Lock(), env, env_seed)
+    session.start_writer()
+    try:
+        run_serial([worker], session, updates_per_worker(config))
+    finally:
+        session.checkpoint()
+        session.stop_writer()
+    return session.result()

@@ -1,0 +1,176 @@
+"""A3C (``share=True``) and individual learning (``share=False``) with Hogwild workers.
+
+N worker processes (spawn, one torch thread each) run the same :class:`Worker`. With sharing,
+all of them update one global model through one SharedAdam; without, worker ``i`` updates
+learner ``i`` alone. Envs, seeds and update counts are identical in the two arms. ``serial``
+runs the same workers interleaved in this process.
+"""
+
+from __future__ import annotations
+
+import math
+import queue as queue_module
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uavrl.config import Config
+from uavrl.envs.cloud import CloudPool
+from uavrl.nn.models import ActorCritic
+from uavrl.runners.session import RunResult, TrainingSession, WorkerFailed, make_pool
+from uavrl.runners.worker import SharedCounters, Worker, derived_seed, make_worker_env, metric_rows
+
+JOIN_TIMEOUT_S = 10.0
+
+
+def updates_per_worker(config: Config) -> int:
+    """Equal share of ``total_env_steps`` per worker, in whole rollouts."""
+    r = config.runner
+    per_update = r.n_workers * r.envs_per_worker * config.algo.rollout_length
+    return max(1, math.ceil(r.total_env_steps / per_update))
+
+
+def _learner_of(session: TrainingSession, worker_id: int) -> int:
+    return 0 if len(session.models) == 1 else worker_id
+
+
+def _one_update(worker: Worker, counters: SharedCounters, metrics: Any, start_time: float) -> None:
+    """One worker update, booked in the run counters and sent to the writer."""
+    stats, episodes = worker.update()
+    total = counters.add(stats.env_steps, stats.applied, len(episodes), worker.worker_id)
+    if episodes:
+        metrics.put(
+            metric_rows(stats, episodes, total, counters.worker_updates[worker.worker_id], start_time)
+        )
+
+
+def _worker_process(
+    config_data: dict[str, Any],
+    worker_id: int,
+    learner: ActorCritic,
+    optimizer: torch.optim.Optimizer,
+    lock: Any,
+    pool: CloudPool | None,
+    counters: SharedCounters,
+    metrics: Any,
+    errors: Any,
+    stop: Any,
+    env_seed: int,
+    target: int,
+    start_time: float,
+) -> None:
+    torch.set_num_threads(1)
+    try:
+        config = Config.model_validate(config_data)
+        torch.manual_seed(derived_seed(config.seed, 3, worker_id, env_seed))
+        env = make_worker_env(config, worker_id, pool)
+        worker = Worker(config, worker_id, learner, optimizer, lock, env, env_seed)
+        while counters.worker_updates[worker_id] < target and not stop.is_set():
+            _one_update(worker, counters, metrics, start_time)
+    except BaseException:
+        errors.put((worker_id, traceback.format_exc()))
+        sys.exit(1)
+
+
+def _stop_processes(processes: list[Any], stop: Any) -> None:
+    stop.set()
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    for p in processes:
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+            p.join()
+
+
+def _monitor(session: TrainingSession, processes: list[Any], errors: Any, stop: Any) -> None:
+    """Wait for the workers, checkpointing as updates accumulate; raise if one fails."""
+    while any(p.is_alive() for p in processes):
+        try:
+            worker_id, trace = errors.get(timeout=0.2)
+        except queue_module.Empty:
+            dead = [(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode not in (None, 0)]
+            if dead:
+                worker_id, trace = dead[0][0], f"worker process exited with code {dead[0][1]}"
+            else:
+                session.maybe_checkpoint()
+                continue
+        _stop_processes(processes, stop)
+        raise WorkerFailed(f"worker {worker_id} failed:\n{trace}")
+    failed = [(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode != 0]
+    if failed:
+        raise WorkerFailed(f"worker {failed[0][0]} exited with code {failed[0][1]}")
+
+
+def run_serial(workers: list[Worker], session: TrainingSession, target: int) -> None:
+    """Round-robin: one update of every unfinished worker per pass, in this process."""
+    counters = session.counters
+    while pending := [w for w in workers if counters.worker_updates[w.worker_id] < target]:
+        for worker in pending:
+            _one_update(worker, counters, session.metrics, session.start_time)
+        session.maybe_checkpoint()
+
+
+def run_a3c(config: Config, run_dir: Path, resume: bool = False) -> RunResult:
+    """Train with N asynchronous workers; writes logs and checkpoints under ``run_dir``.
+
+    On a worker failure the other workers are stopped, a checkpoint and every logged row are
+    written, and :class:`WorkerFailed` is raised with the worker's traceback.
+    """
+    r = config.runner
+    session = TrainingSession(config, run_dir, 1 if r.share else r.n_workers, r.n_workers, resume)
+    pool = make_pool(config, cross_process=not r.serial)
+    locks = [session.ctx.Lock() for _ in session.models]
+    target = updates_per_worker(config)
+    env_seed = session.env_seed()
+    session.start_writer()
+    try:
+        if r.serial:
+            torch.manual_seed(derived_seed(config.seed, 3, env_seed))
+            workers = [
+                Worker(
+                    config,
+                    i,
+                    session.models[_learner_of(session, i)],
+                    session.optimizers[_learner_of(session, i)],
+                    locks[_learner_of(session, i)],
+                    make_worker_env(config, i, pool),
+                    env_seed,
+                )
+                for i in range(r.n_workers)
+            ]
+            run_serial(workers, session, target)
+        else:
+            errors, stop = session.ctx.Queue(), session.ctx.Event()
+            processes = []
+            for i in range(r.n_workers):
+                k = _learner_of(session, i)
+                args = (
+                    config.to_dict(),
+                    i,
+                    session.models[k],
+                    session.optimizers[k],
+                    locks[k],
+                    pool,
+                    session.counters,
+                    session.metrics,
+                    errors,
+                    stop,
+                    env_seed,
+                    target,
+                    session.start_time,
+                )
+                processes.append(
+                    session.ctx.Process(target=_worker_process, args=args, name=f"uavrl-worker-{i}")
+                )
+            for p in processes:
+                p.start()
+            _monitor(session, processes, errors, stop)
+    finally:
+        session.checkpoint()
+        session.stop_writer()
+    return session.result()

@@ -1,0 +1,153 @@
+"""What every runner needs around its workers: learners, counters, the metrics writer,
+checkpoints, resume and a clean stop on failure."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uavrl.algo.optim import SharedAdam
+from uavrl.config import Config
+from uavrl.envs.cloud import CloudPool, CrossProcessPool, SharedPool
+from uavrl.envs.vector import make_vec_env
+from uavrl.errors import ConfigError
+from uavrl.nn.heads import describe_action_space
+from uavrl.nn.models import ActorCritic, ModelSpec, build_model
+from uavrl.runners.checkpoint import restore_training_state, save_checkpoint
+from uavrl.runners.metrics import writer_main
+from uavrl.runners.worker import SharedCounters, derived_seed, worker_env_params
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last"
+
+
+class WorkerFailed(RuntimeError):
+    """A worker raised or died; the message carries its traceback or exit code."""
+
+
+@dataclass
+class RunResult:
+    counters: dict[str, Any]
+    wall_time_s: float
+    models: list[ActorCritic]
+
+
+def model_spec(config: Config) -> ModelSpec:
+    """The architecture for the configured env (spaces read from one probe copy)."""
+    probe = make_vec_env(config.env.id, 1, worker_env_params(config, 0))
+    try:
+        return ModelSpec(
+            obs_dim=probe.obs_dim,
+            action=describe_action_space(probe.action_space),
+            hidden_size=config.model.hidden_size,
+            recurrent=config.model.recurrent,
+            layer_norm=config.model.layer_norm,
+            squash=config.model.squash,
+        )
+    finally:
+        probe.close()
+
+
+def make_pool(config: Config, cross_process: bool) -> CloudPool | None:
+    """The one cloud pool all workers share, when ``env.shared_pool`` asks for it."""
+    if not config.env.shared_pool:
+        return None
+    capacities = {
+        worker_env_params(config, i).get("cloud_capacity", 1000) for i in range(config.runner.n_workers)
+    }
+    if len(capacities) != 1:
+        raise ConfigError(
+            f"env.shared_pool needs one cloud_capacity across worker cells, got {sorted(capacities)}"
+        )
+    capacity = int(capacities.pop())
+    return CrossProcessPool(capacity) if cross_process else SharedPool(capacity)
+
+
+class TrainingSession:
+    """Learners, counters and the writer process of one run; checkpoints on demand.
+
+    Args:
+        n_learners: 1 for a shared model (A3C, A2C), ``n_workers`` for individual learning.
+        n_slots: how many workers keep an update counter.
+    """
+
+    def __init__(self, config: Config, run_dir: Path, n_learners: int, n_slots: int, resume: bool) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.ctx = mp.get_context("spawn")
+        self.spec = model_spec(config)
+        self.models = []
+        for i in range(n_learners):
+            torch.manual_seed(derived_seed(config.seed, 1, i))  # learner i starts alike in every arm
+            self.models.append(build_model(self.spec).share_memory())
+        self.optimizers = [
+            SharedAdam(m.parameters(), lr=config.algo.lr, eps=config.algo.adam_eps) for m in self.models
+        ]
+        self.counters = SharedCounters(n_slots, self.ctx)
+        self.resumes = 0
+        if resume:
+            meta = restore_training_state(self.checkpoint_dir, LAST, self.models, self.optimizers)
+            self.counters.restore(meta["counters"])
+            self.resumes = int(meta["counters"].get("resumes", 0)) + 1
+        self.metrics = self.ctx.Queue()
+        self.start_time = time.time()
+        self._writer: Any = None
+        self._last_checkpoint_updates = self.counters.snapshot()["updates"]
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / CHECKPOINT_DIR
+
+    def env_seed(self) -> int:
+        """Env seed of this (possibly resumed) session: a resumed run does not replay its streams."""
+        return self.config.seed if self.resumes == 0 else derived_seed(self.config.seed, 2, self.resumes)
+
+    def start_writer(self) -> None:
+        log = self.config.log
+        self._writer = self.ctx.Process(
+            target=writer_main,
+            args=(
+                self.metrics,
+                str(self.run_dir),
+                self.config.runner.total_env_steps,
+                self.counters.snapshot()["env_steps"],
+                log.tensorboard,
+                log.progress,
+            ),
+            name="uavrl-writer",
+        )
+        self._writer.start()
+
+    def stop_writer(self) -> None:
+        if self._writer is None:
+            return
+        self.metrics.put(None)
+        self._writer.join(timeout=60)
+        if self._writer.is_alive():
+            self._writer.terminate()
+        self._writer = None
+
+    def maybe_checkpoint(self) -> None:
+        updates = self.counters.snapshot()["updates"]
+        if updates - self._last_checkpoint_updates >= self.config.runner.checkpoint_every:
+            self.checkpoint()
+            self._last_checkpoint_updates = updates
+
+    def checkpoint(self, tag: str = LAST) -> Path:
+        counters = {**self.counters.snapshot(), "resumes": self.resumes}
+        return save_checkpoint(
+            self.checkpoint_dir,
+            tag,
+            self.models,
+            list(self.optimizers),
+            self.config.to_dict(),
+            counters,
+        )
+
+    def result(self) -> RunResult:
+        return RunResult(self.counters.snapshot(), time.time() - self.start_time, self.models)

@@ -1,0 +1,227 @@
+"""The actor-learner worker shared by A3C and individual learning.
+
+A worker owns a private ``local`` model and K envs, and updates a ``learner`` model through
+``optimizer``. A3C hands every worker the same shared learner and SharedAdam; individual learning
+hands each worker its own. The worker code cannot tell the two apart: that is the point.
+
+One update: sync local <- learner; collect T steps from K envs; zero the local gradients;
+re-evaluate the rollout with gradients; loss; backward; clip; (under the lock) point the
+learner's ``.grad`` at the local gradients, optimizer step, set the learner's grads to None.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from uavrl.algo.loss import rollout_loss
+from uavrl.config import Config
+from uavrl.envs.cloud import CloudPool
+from uavrl.envs.scenarios import resolve_cells
+from uavrl.envs.vector import VecEnv, make_vec_env
+from uavrl.nn.models import ActorCritic, build_model
+from uavrl.runners.rollout import RolloutCollector
+
+
+class NonFiniteError(RuntimeError):
+    """Too many updates in a row had a NaN or infinite loss or gradient."""
+
+
+class SharedCounters:
+    """Run-wide counters in shared memory (work the same in one process)."""
+
+    def __init__(self, n_workers: int, context: Any = None) -> None:
+        ctx = context or mp.get_context("spawn")
+        self.env_steps = ctx.Value("q", 0)
+        self.updates = ctx.Value("q", 0)
+        self.skipped_updates = ctx.Value("q", 0)
+        self.episodes = ctx.Value("q", 0)
+        self.worker_updates = ctx.Array("q", n_workers)
+
+    def add(self, env_steps: int, applied: bool, episodes: int, worker_id: int) -> int:
+        """Book one worker iteration; returns the run's env steps after it."""
+        with self.env_steps.get_lock():
+            self.env_steps.value += env_steps
+            total = int(self.env_steps.value)
+        with self.updates.get_lock():
+            if applied:
+                self.updates.value += 1
+            else:
+                self.skipped_updates.value += 1
+            self.episodes.value += episodes
+        self.worker_updates[worker_id] += 1
+        return total
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "env_steps": int(self.env_steps.value),
+            "updates": int(self.updates.value),
+            "skipped_updates": int(self.skipped_updates.value),
+            "episodes": int(self.episodes.value),
+            "worker_updates": list(self.worker_updates[:]),
+        }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        self.env_steps.value = saved["env_steps"]
+        self.updates.value = saved["updates"]
+        self.skipped_updates.value = saved.get("skipped_updates", 0)
+        self.episodes.value = saved.get("episodes", 0)
+        self.worker_updates[:] = saved["worker_updates"]
+
+
+def derived_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed for one purpose of one run (e.g. torch sampling of worker ``i``)."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def worker_env_params(config: Config, worker_id: int) -> dict[str, Any]:
+    """Env parameters of worker ``worker_id``: the base params plus its scenario cell."""
+    params = dict(config.env.params)
+    cells = config.env.worker_cells
+    if cells:
+        name = cells[worker_id] if len(cells) > 1 else cells[0]
+        params.update(resolve_cells(name)[0].env_params())
+    return params
+
+
+def make_worker_env(config: Config, worker_id: int, pool: CloudPool | None) -> VecEnv:
+    return make_vec_env(
+        config.env.id, config.runner.envs_per_worker, worker_env_params(config, worker_id), pool
+    )
+
+
+def transfer_gradients(local: ActorCritic, learner: ActorCritic) -> None:
+    """Point the learner's ``.grad`` at the local gradients (fresh tensors every update).
+
+    The optimizer step that follows reads them and ``zero_grad(set_to_none=True)`` drops them,
+    so nothing can accumulate across updates.
+    """
+    for local_p, learner_p in zip(local.parameters(), learner.parameters(), strict=True):
+        learner_p.grad = local_p.grad
+
+
+@dataclass
+class UpdateStats:
+    env_steps: int
+    applied: bool
+    policy_loss: float
+    value_loss: float
+    entropy: float
+    grad_norm: float
+
+
+class Worker:
+    """One actor-learner. ``update()`` runs one rollout and one optimizer step."""
+
+    def __init__(
+        self,
+        config: Config,
+        worker_id: int,
+        learner: ActorCritic,
+        optimizer: torch.optim.Optimizer,
+        lock: Any,
+        env: VecEnv,
+        env_seed: int,
+    ) -> None:
+        self.config = config
+        self.worker_id = worker_id
+        self.learner = learner
+        self.optimizer = optimizer
+        self.lock = lock if config.runner.lock_updates else contextlib.nullcontext()
+        self.local = build_model(learner.spec)
+        self.local.load_state_dict(learner.state_dict())
+        self.env = env
+        self.copies_per_worker = config.runner.envs_per_worker
+        first_copy = worker_id * self.copies_per_worker
+        self.collector = RolloutCollector(env, self.local, env_seed, first_copy)
+        self.nonfinite_streak = 0
+        self.episodes: dict[int, int] = {}
+
+    def update(self) -> tuple[UpdateStats, list[tuple[int, int, float, int]]]:
+        """One rollout + update.
+
+        Returns its stats and the finished episodes as (worker id, episode, return, length);
+        copy ``j`` of this worker's envs counts for worker ``worker_id + j // envs_per_worker``
+        (A2C steps every worker's envs in one batch).
+        """
+        algo = self.config.algo
+        self.local.load_state_dict(self.learner.state_dict())
+        batch, finished = self.collector.collect(self.local, algo.rollout_length)
+        self.local.zero_grad(set_to_none=True)
+        terms = rollout_loss(
+            self.local,
+            batch,
+            algo.gamma,
+            algo.gae_lambda,
+            algo.value_coef,
+            algo.entropy_coef,
+            algo.normalize_advantages,
+        )
+        grad_norm = math.nan
+        applied = bool(torch.isfinite(terms.total))
+        if applied:
+            terms.total.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.local.parameters(), algo.max_grad_norm))
+            applied = math.isfinite(grad_norm)
+        if applied:
+            with self.lock:
+                transfer_gradients(self.local, self.learner)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_streak = 0
+        else:
+            self.nonfinite_streak += 1
+            if self.nonfinite_streak >= self.config.runner.max_nonfinite:
+                raise NonFiniteError(
+                    f"worker {self.worker_id}: {self.nonfinite_streak} updates in a row had a non-finite "
+                    f"loss or gradient (loss {terms.total.item()}, grad norm {grad_norm}); "
+                    f"runner.max_nonfinite={self.config.runner.max_nonfinite}"
+                )
+        episodes = []
+        for ep in finished:
+            owner = self.worker_id + ep.copy // self.copies_per_worker
+            self.episodes[owner] = self.episodes.get(owner, 0) + 1
+            episodes.append((owner, self.episodes[owner], ep.episode_return, ep.length))
+        stats = UpdateStats(
+            batch.env_steps,
+            applied,
+            float(terms.policy.item()),
+            float(terms.value.item()),
+            float(terms.entropy.item()),
+            grad_norm,
+        )
+        return stats, episodes
+
+
+def metric_rows(
+    stats: UpdateStats,
+    episodes: list[tuple[int, int, float, int]],
+    env_steps: int,
+    worker_updates: int,
+    start_time: float,
+) -> list[dict[str, Any]]:
+    """``training_log.csv`` rows, one per finished episode."""
+    wall = time.time() - start_time
+    return [
+        {
+            "step": env_steps,
+            "worker_id": owner,
+            "episode": episode,
+            "return": ret,
+            "length": length,
+            "policy_loss": stats.policy_loss,
+            "value_loss": stats.value_loss,
+            "entropy": stats.entropy,
+            "grad_norm": stats.grad_norm,
+            "updates": worker_updates,
+            "wall_time": wall,
+        }
+        for owner, episode, ret, length in episodes
+    ]
