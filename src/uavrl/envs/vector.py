@@ -92,7 +92,7 @@ class GymVecEnv:
         return np.asarray(obs, dtype=np.float32).reshape(-1, self.obs_dim)
 
     def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray:
-        seeds = [int(stream_key(seed, int(j)) >> np.uint64(33)) for j in copy_indices]
+        seeds: list[int | None] = [int(stream_key(seed, int(j)) >> np.uint64(33)) for j in copy_indices]
         obs, _ = self.vec.reset(seed=seeds)
         return self._flat(obs)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,8 @@ ADAM_KEYS = ("exp_avg", "exp_avg_sq", "step")
 def save_checkpoint(
     directory: Path,
     tag: str,
-    models: list[ActorCritic],
-    optimizers: list[torch.optim.Optimizer],
+    models: Sequence[ActorCritic],
+    optimizers: Sequence[torch.optim.Optimizer],
     config: dict[str, Any],
     counters: dict[str, Any],
 ) -> Path:
@@ -82,7 +83,7 @@ def load_models(directory: Path, tag: str) -> tuple[list[ActorCritic], dict[str,
 
 
 def restore_training_state(
-    directory: Path, tag: str, models: list[ActorCritic], optimizers: list[torch.optim.Optimizer]
+    directory: Path, tag: str, models: Sequence[ActorCritic], optimizers: Sequence[torch.optim.Optimizer]
 ) -> dict[str, Any]:
     """Copy weights and Adam state into existing (possibly shared-memory) tensors, in place."""
     meta = read_meta(directory, tag)

@@ -79,6 +79,7 @@ class TrainingSession:
     def __init__(self, config: Config, run_dir: Path, n_learners: int, n_slots: int, resume: bool) -> None:
         self.config = config
         self.run_dir = run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
         self.ctx = mp.get_context("spawn")
         self.spec = model_spec(config)
         self.models = []
@@ -124,15 +125,26 @@ class TrainingSession:
         self._writer.start()
 
     def stop_writer(self) -> None:
+        """Flush and stop the writer; raise if it had failed (rows would have been lost)."""
         if self._writer is None:
             return
         self.metrics.put(None)
         self._writer.join(timeout=60)
         if self._writer.is_alive():
             self._writer.terminate()
-        self._writer = None
+            self._writer.join()
+        code, self._writer = self._writer.exitcode, None
+        if code != 0:
+            raise RuntimeError(
+                f"the metrics writer process failed (exit code {code}); see its traceback above"
+            )
+
+    def check_writer(self) -> None:
+        if self._writer is not None and self._writer.exitcode not in (None, 0):
+            raise RuntimeError(f"the metrics writer process failed (exit code {self._writer.exitcode})")
 
     def maybe_checkpoint(self) -> None:
+        self.check_writer()
         updates = self.counters.snapshot()["updates"]
         if updates - self._last_checkpoint_updates >= self.config.runner.checkpoint_every:
             self.checkpoint()

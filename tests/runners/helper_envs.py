@@ -1,0 +1,78 @@
+"""Small Gymnasium envs for runner tests, reachable as ``tests.runners.helper_envs:<Id>``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+class FaultyEnv(gym.Env[np.ndarray, np.int64]):
+    """A trivial env that misbehaves from step ``at_step`` on (counted across episodes).
+
+    ``fault``: ``"raise"`` raises, ``"nan"`` returns NaN rewards, ``"exit"`` kills the process.
+    """
+
+    def __init__(self, fault: str = "raise", at_step: int = 50) -> None:
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.fault, self.at_step, self.steps, self.t = fault, at_step, 0, 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action: np.int64) -> tuple[np.ndarray, float, bool, bool, dict]:
+        self.steps += 1
+        self.t += 1
+        reward = float(action)
+        if self.steps >= self.at_step:
+            if self.fault == "raise":
+                raise RuntimeError("injected env failure")
+            if self.fault == "exit":
+                os._exit(3)
+            reward = float("nan")
+        return np.full(2, 0.5, np.float32), reward, False, self.t >= 10, {}
+
+
+class CueMemoryEnv(gym.Env[np.ndarray, np.int64]):
+    """A cue (+1 / -1) is shown at the first step only; after ``delay`` blank steps, the action
+    at the last step earns +1 if it matches the cue, -1 otherwise. Memoryless policies cannot
+    do better than chance (expected return 0); a recurrent policy can reach 1."""
+
+    def __init__(self, delay: int = 4) -> None:
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.delay = delay
+        self.t = 0
+        self.cue = 1
+
+    def _obs(self) -> np.ndarray:
+        cue = float(self.cue) if self.t == 0 else 0.0
+        last = 1.0 if self.t == self.delay else 0.0
+        return np.array([cue, last], np.float32)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        self.cue = 1 if self.np_random.random() < 0.5 else -1
+        return self._obs(), {}
+
+    def step(self, action: np.int64) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self.t < self.delay:
+            self.t += 1
+            return self._obs(), 0.0, False, False, {}
+        reward = 1.0 if (int(action) == 1) == (self.cue == 1) else -1.0
+        return self._obs(), reward, True, False, {}
+
+
+for _id, _cls in (("Faulty-v0", FaultyEnv), ("CueMemory-v0", CueMemoryEnv)):
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=f"{__name__}:{_cls.__name__}")

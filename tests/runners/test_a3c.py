@@ -1,0 +1,92 @@
+"""A3C and individual learning: sharing, isolation, equal budgets, parallel = shared state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from uavrl.runners.a3c import run_a3c, updates_per_worker
+from uavrl.runners.session import TrainingSession, make_pool
+from uavrl.runners.worker import Worker, make_worker_env
+
+
+def _workers(config, tmp_path: Path) -> tuple[TrainingSession, list[Worker]]:
+    r = config.runner
+    session = TrainingSession(config, tmp_path, 1 if r.share else r.n_workers, r.n_workers, resume=False)
+    pool = make_pool(config, cross_process=False)
+    workers = []
+    for i in range(r.n_workers):
+        k = 0 if r.share else i
+        env = make_worker_env(config, i, pool)
+        workers.append(
+            Worker(config, i, session.models[k], session.optimizers[k], session.ctx.Lock(), env, config.seed)
+        )
+    return session, workers
+
+
+def _flat(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+
+
+def test_individual_update_touches_only_its_own_model(make_config, tmp_path: Path) -> None:
+    config = make_config(runner={"share": False})
+    session, workers = _workers(config, tmp_path)
+    assert workers[0].learner is not workers[1].learner
+    before = [_flat(m) for m in session.models]
+    workers[0].update()
+    assert not torch.equal(_flat(session.models[0]), before[0])
+    assert torch.equal(_flat(session.models[1]), before[1])
+    assert session.optimizers[0].steps == 1 and session.optimizers[1].steps == 0
+
+
+def test_shared_workers_read_the_same_global_parameters(make_config, tmp_path: Path) -> None:
+    config = make_config(runner={"share": True})
+    session, workers = _workers(config, tmp_path)
+    assert workers[0].learner is workers[1].learner is session.models[0]
+    workers[0].update()
+    after_first = _flat(session.models[0])
+    workers[1].update()  # syncs its local copy from the global model first
+    assert session.optimizers[0].steps == 2
+    workers[1].local.load_state_dict(session.models[0].state_dict())
+    assert torch.equal(_flat(workers[1].local), _flat(session.models[0]))
+    assert not torch.equal(after_first, _flat(session.models[0]))
+
+
+def test_arms_get_equal_env_steps_per_worker(make_config, tmp_path: Path) -> None:
+    for share in (True, False):
+        config = make_config(runner={"share": share})
+        result = run_a3c(config, tmp_path / str(share))
+        # 600 steps / (2 workers x 3 envs x 5 steps) = 20 updates per worker, 300 env steps each
+        assert updates_per_worker(config) == 20
+        assert result.counters["worker_updates"] == [20, 20]
+        assert result.counters["env_steps"] == 600
+        log = pd.read_csv(tmp_path / str(share) / "training_log.csv")
+        # episodes of 30 steps end after updates 6, 12 and 18: 3 copies x 3 episodes per worker
+        assert log.groupby("worker_id")["episode"].max().tolist() == [9, 9]
+
+
+def test_parallel_workers_update_one_shared_optimizer(make_config, tmp_path: Path) -> None:
+    config = make_config(runner={"serial": False, "total_env_steps": 1200}, env={"shared_pool": True})
+    result = run_a3c(config, tmp_path)
+    assert result.counters["worker_updates"] == [40, 40]
+    assert result.counters["updates"] == 80
+    from uavrl.runners.checkpoint import read_meta
+
+    meta = read_meta(tmp_path / "checkpoints", "last")
+    assert meta["n_models"] == 1 and meta["counters"]["updates"] == 80
+    log = pd.read_csv(tmp_path / "training_log.csv")
+    assert list(log.columns)[:5] == ["step", "worker_id", "episode", "return", "length"]
+    assert log["step"].max() <= result.counters["env_steps"] == 80 * 15
+
+
+def test_parallel_individual_learners_each_count_their_own_updates(make_config, tmp_path: Path) -> None:
+    config = make_config(runner={"serial": False, "share": False, "total_env_steps": 600})
+    run_a3c(config, tmp_path)
+    from uavrl.runners.checkpoint import load_models, read_meta
+
+    meta = read_meta(tmp_path / "checkpoints", "last")
+    assert meta["n_models"] == 2
+    models, _ = load_models(tmp_path / "checkpoints", "last")
+    assert not torch.equal(_flat(models[0]), _flat(models[1]))
