@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from uavrl.envs import make_core
-from uavrl.envs.cloud import CrossProcessPool, PrivatePools, SharedPool, grant_in_order
+from uavrl.envs.cloud import PerCopyPools, SharedPool, grant_in_order
 from uavrl.errors import ConfigError
 
 
@@ -38,13 +38,13 @@ def test_grant_in_order_equals_a_sequential_loop(level: int, requests: list) -> 
 
 
 def test_private_pools_are_independent() -> None:
-    pools = PrivatePools(100, 3)
+    pools = PerCopyPools(100, 3)
     granted = pools.take(np.array([60, 60, 150]), np.array([True, True, True]))
     assert granted.tolist() == [True, True, False]
     assert pools.levels(3).tolist() == [40, 40, 100]
 
 
-@pytest.mark.parametrize("pool", [SharedPool(50), PrivatePools(50, 1)])
+@pytest.mark.parametrize("pool", [SharedPool(50), PerCopyPools(50, 1)])
 def test_returning_more_than_was_taken_raises(pool: Any) -> None:
     with pytest.raises(RuntimeError, match="above capacity"):
         pool.give(np.array([1]))
@@ -55,64 +55,86 @@ def test_capacity_must_be_positive() -> None:
         SharedPool(-5)
 
 
-class _AuditedPool:
-    """Delegates to a cross-process pool and books each process's holding under its lock."""
+COPIES = 6
 
-    def __init__(self, pool: CrossProcessPool, held: Any, slot: int) -> None:
-        self.pool, self.held, self.slot = pool, held, slot
+
+class _AuditedPool:
+    """Delegates to a cross-process pool and books, under its lock, what each copy holds."""
+
+    def __init__(self, pool: Any, held: Any, slot: int) -> None:
+        self.pool, self.held, self.first = pool, held, slot * COPIES
         self.capacity = pool.capacity
+
+    def _book(self, units: np.ndarray, sign: int) -> None:
+        for j, u in enumerate(units.tolist()):
+            self.held[self.first + j] += sign * u
 
     def take(self, units: np.ndarray, want: np.ndarray) -> np.ndarray:
         with self.pool.lock():
             granted = self.pool.take(units, want)
-            self.held[self.slot] += int((units * granted).sum())
+            self._book(units * granted, +1)
         return granted
 
     def give(self, units: np.ndarray) -> None:
         with self.pool.lock():
             self.pool.give(units)
-            self.held[self.slot] -= int(units.sum())
+            self._book(units, -1)
 
     def levels(self, n: int) -> np.ndarray:
         return self.pool.levels(n)
 
 
-def _hammer(pool: CrossProcessPool, held: Any, slot: int, steps: int, errors: Any) -> None:
+def _hammer(pool: Any, held: Any, slot: int, steps: int, errors: Any) -> None:
     try:
         audited = _AuditedPool(pool, held, slot)
-        core = make_core("paper", 8, pool=audited, cloud_capacity=pool.capacity, episode_length=30)
+        core = make_core("paper", COPIES, pool=audited, cloud_capacity=pool.capacity, episode_length=30)
         core.reset(seed=slot)
         rng = np.random.default_rng(slot)
         for _ in range(steps):
-            core.step(rng.choice([0, 1, 1, 1, 2], size=8))
+            core.step(rng.choice([0, 1, 1, 1, 2], size=COPIES))
             with pool.lock():
-                assert held[slot] == core.held_cloud_units().sum()
+                mine = held[slot * COPIES : (slot + 1) * COPIES]
+                assert mine == core.held_cloud_units().tolist()
         core.reset()
-        assert held[slot] == 0
+        assert sum(held[slot * COPIES : (slot + 1) * COPIES]) == 0
     except BaseException as err:
         errors.put(f"agent {slot}: {err!r}")
         raise
 
 
-def test_four_processes_never_leak_or_create_units() -> None:
+def _conserved(pool: Any, held: list[int], capacity: int) -> None:
+    per_agent = np.array(held).reshape(4, COPIES)
+    if isinstance(pool, SharedPool):
+        assert 0 <= pool.level <= capacity
+        assert pool.level + per_agent.sum() == capacity
+    else:  # pool j is shared by copy j of every agent
+        levels = pool.level
+        assert ((levels >= 0) & (levels <= capacity)).all()
+        assert (levels + per_agent.sum(axis=0) == capacity).all()
+
+
+@pytest.mark.parametrize("kind", ["shared", "per_copy"])
+def test_four_processes_never_leak_or_create_units(kind: str) -> None:
     ctx = mp.get_context("spawn")
     capacity = 700
-    pool = CrossProcessPool(capacity)
-    held = ctx.Array("q", 4, lock=False)
+    pool: Any = (
+        SharedPool(capacity, cross_process=True)
+        if kind == "shared"
+        else PerCopyPools(capacity, COPIES, cross_process=True)
+    )
+    held = ctx.Array("q", 4 * COPIES, lock=False)
     errors = ctx.Queue()
-    workers = [ctx.Process(target=_hammer, args=(pool, held, i, 400, errors)) for i in range(4)]
+    workers = [ctx.Process(target=_hammer, args=(pool, held, i, 300, errors)) for i in range(4)]
     for w in workers:
         w.start()
     snapshots = 0
     while any(w.is_alive() for w in workers):
         with pool.lock():
-            level = pool.level
-            assert 0 <= level <= capacity
-            assert level + sum(held) == capacity
+            _conserved(pool, held[:], capacity)
         snapshots += 1
     for w in workers:
         w.join()
     assert errors.empty(), errors.get()
     assert all(w.exitcode == 0 for w in workers)
-    assert pool.level == capacity
+    _conserved(pool, [0] * 4 * COPIES, capacity)
     assert snapshots > 10

@@ -2,19 +2,24 @@
 
 Every pool has the same vectorised interface, so a batched core does not care which it has:
 
-- ``take(units, want)`` grants copy ``i`` its ``units[i]`` where ``want[i]``, atomically, in index
-  order (a copy is granted iff its request fits what earlier copies of the same call left);
+- ``take(units, want)`` grants copy ``i`` its ``units[i]`` where ``want[i]``, atomically;
 - ``give(units)`` returns ``units[i]`` held by copy ``i``;
 - ``levels(n)`` is the level each of ``n`` copies sees (privileged information for the oracle).
 
-``PrivatePools``: one pool per copy (independent agents, e.g. evaluation episodes in parallel).
-``SharedPool``: one pool shared by every copy of the process.
-``CrossProcessPool``: one pool in shared memory, guarded by a lock, shared across processes.
-A pool never holds fewer than 0 or more than ``capacity`` units: an over-return raises.
+``SharedPool``: one pool for every copy attached to it; the copies of one call are served in
+index order (a copy is granted iff its request fits what earlier copies left).
+``PerCopyPools``: pool ``j`` serves copy ``j``. Private pools of independent episodes are this,
+and so is the A3C setting: copy ``j`` of every worker attaches to pool ``j``, so each pool is
+shared by N agents (one per worker) however many envs a worker steps.
+
+Both live in process memory, or (``cross_process=True``) in shared memory behind one lock, to be
+handed to worker processes at creation (spawn-safe). A pool never holds fewer than 0 or more than
+``capacity`` units: an over-return raises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 from typing import Any, Protocol
 
@@ -29,7 +34,7 @@ class CloudPool(Protocol):
     capacity: int
 
     def take(self, units: np.ndarray, want: np.ndarray) -> np.ndarray:
-        """Grant requests in index order; returns (B,) bool."""
+        """Grant requests; returns (B,) bool."""
         ...
 
     def give(self, units: np.ndarray) -> None:
@@ -78,82 +83,98 @@ def _check_capacity(capacity: int) -> None:
     check_range("cloud_capacity", capacity, low=1, unit="units")
 
 
-class PrivatePools:
-    """One independent pool per copy."""
+class _Levels:
+    """``size`` int64 pool levels in process memory or in shared memory with a lock."""
 
-    def __init__(self, capacity: int, n: int) -> None:
+    def __init__(self, capacity: int, size: int, cross_process: bool) -> None:
         _check_capacity(capacity)
         self.capacity = int(capacity)
-        self.level = np.full(n, self.capacity, dtype=np.int64)
+        self._shared = mp.get_context("spawn").Array("q", [self.capacity] * size) if cross_process else None
+        self.values = self._view() if self._shared is not None else np.full(size, self.capacity, np.int64)
+
+    def _view(self) -> np.ndarray:
+        assert self._shared is not None
+        return np.frombuffer(self._shared.get_obj(), dtype=np.int64)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self._shared is not None:
+            del state["values"]  # a view into shared memory is rebuilt after unpickling
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._shared is not None:
+            self.values = self._view()
+
+    def lock(self) -> Any:
+        """The re-entrant lock guarding the levels (a no-op in process memory)."""
+        return self._shared.get_lock() if self._shared is not None else contextlib.nullcontext()
+
+    def check(self) -> None:
+        if (self.values > self.capacity).any():
+            raise RuntimeError(f"cloud pool above capacity {self.capacity}: {self.values.max()}")
+
+
+class PerCopyPools:
+    """Pool ``j`` serves copy ``j`` (private pools, or one pool per copy index across workers)."""
+
+    def __init__(self, capacity: int, n: int, cross_process: bool = False) -> None:
+        self._levels = _Levels(capacity, n, cross_process)
+        self.capacity = self._levels.capacity
+
+    @property
+    def level(self) -> np.ndarray:
+        return self._levels.values.copy()
+
+    def lock(self) -> Any:
+        return self._levels.lock()
 
     def take(self, units: np.ndarray, want: np.ndarray) -> np.ndarray:
-        granted = want & (units <= self.level)
-        self.level -= units * granted
+        with self._levels.lock():
+            levels = self._levels.values
+            granted = want & (units <= levels)
+            levels -= units * granted
         return granted
 
     def give(self, units: np.ndarray) -> None:
-        self.level += units
-        if (self.level > self.capacity).any():
-            raise RuntimeError(f"cloud pool above capacity {self.capacity}: {self.level.max()}")
+        with self._levels.lock():
+            self._levels.values += units
+            self._levels.check()
 
     def levels(self, n: int) -> np.ndarray:
-        return self.level.copy()
+        return self.level
 
 
 class SharedPool:
-    """One pool shared by all copies of one process."""
+    """One pool for every attached copy, served in index order within a call."""
 
-    def __init__(self, capacity: int) -> None:
-        _check_capacity(capacity)
-        self.capacity = int(capacity)
-        self.level = self.capacity
-
-    def take(self, units: np.ndarray, want: np.ndarray) -> np.ndarray:
-        granted, self.level = grant_in_order(self.level, units, want)
-        return granted
-
-    def give(self, units: np.ndarray) -> None:
-        level = self.level + int(units.sum())
-        if level > self.capacity:
-            raise RuntimeError(f"cloud pool above capacity {self.capacity}: {level}")
-        self.level = level
-
-    def levels(self, n: int) -> np.ndarray:
-        return np.full(n, self.level, dtype=np.int64)
-
-
-class CrossProcessPool:
-    """One pool in shared memory; pass it to worker processes at creation (spawn-safe)."""
-
-    def __init__(self, capacity: int, context: str = "spawn") -> None:
-        _check_capacity(capacity)
-        self.capacity = int(capacity)
-        self._value = mp.get_context(context).Value("q", self.capacity, lock=True)
+    def __init__(self, capacity: int, cross_process: bool = False) -> None:
+        self._levels = _Levels(capacity, 1, cross_process)
+        self.capacity = self._levels.capacity
 
     @property
     def level(self) -> int:
-        return int(self._value.value)
+        return int(self._levels.values[0])
 
     def lock(self) -> Any:
-        """The pool's re-entrant lock: hold it to read a consistent snapshot across processes."""
-        return self._value.get_lock()
+        return self._levels.lock()
 
     def take(self, units: np.ndarray, want: np.ndarray) -> np.ndarray:
         if not want.any():
             return want.copy()
-        with self._value.get_lock():
-            granted, self._value.value = grant_in_order(self._value.value, units, want)
+        with self._levels.lock():
+            granted, level = grant_in_order(int(self._levels.values[0]), units, want)
+            self._levels.values[0] = level
         return granted
 
     def give(self, units: np.ndarray) -> None:
         total = int(units.sum())
         if total == 0:
             return
-        with self._value.get_lock():
-            level = self._value.value + total
-            if level > self.capacity:
-                raise RuntimeError(f"cloud pool above capacity {self.capacity}: {level}")
-            self._value.value = level
+        with self._levels.lock():
+            self._levels.values[0] += total
+            self._levels.check()
 
     def levels(self, n: int) -> np.ndarray:
         return np.full(n, self.level, dtype=np.int64)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from uavrl.envs.channel import stationary_good, step_channel, transition_probabilities
-from uavrl.envs.cloud import CloudPool, PrivatePools
+from uavrl.envs.cloud import CloudPool, PerCopyPools
 from uavrl.envs.rng import BatchedStreams
 from uavrl.errors import ConfigError, check_range
 
@@ -113,7 +113,7 @@ class PaperCore:
         self.n = n
         self.params = params or PaperParams()
         if pool is None:
-            pool = PrivatePools(self.params.cloud_capacity, n)
+            pool = PerCopyPools(self.params.cloud_capacity, n)
         elif pool.capacity != self.params.cloud_capacity:
             raise ConfigError(
                 f"cloud_capacity is {self.params.cloud_capacity} but the attached pool holds "

@@ -13,7 +13,7 @@ import torch
 
 from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
-from uavrl.envs.cloud import CloudPool, CrossProcessPool, SharedPool
+from uavrl.envs.cloud import CloudPool, PerCopyPools
 from uavrl.envs.vector import make_vec_env
 from uavrl.errors import ConfigError
 from uavrl.nn.heads import describe_action_space
@@ -54,7 +54,11 @@ def model_spec(config: Config) -> ModelSpec:
 
 
 def make_pool(config: Config, cross_process: bool) -> CloudPool | None:
-    """The one cloud pool all workers share, when ``env.shared_pool`` asks for it."""
+    """With ``env.shared_pool``: pool ``j`` shared by copy ``j`` of every worker.
+
+    So each pool serves N agents (one per worker), as in the design, whatever the number of
+    envs per worker.
+    """
     if not config.env.shared_pool:
         return None
     capacities = {
@@ -65,7 +69,7 @@ def make_pool(config: Config, cross_process: bool) -> CloudPool | None:
             f"env.shared_pool needs one cloud_capacity across worker cells, got {sorted(capacities)}"
         )
     capacity = int(capacities.pop())
-    return CrossProcessPool(capacity) if cross_process else SharedPool(capacity)
+    return PerCopyPools(capacity, config.runner.envs_per_worker, cross_process)
 
 
 class TrainingSession:
