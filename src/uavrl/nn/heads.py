@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical, Normal
+from torch.distributions import Normal
 
 from uavrl.errors import ConfigError
 
@@ -32,24 +32,37 @@ def _linear(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
 
 
 class CategoricalDist:
-    """Categorical over ``n`` actions; masked actions get probability 0."""
+    """Categorical over ``n`` actions from unnormalised logits; masked actions get probability 0.
+
+    Sampling is Gumbel-max on the raw logits, so acting never normalises; ``log_prob`` and
+    ``entropy`` normalise once, lazily.
+    """
 
     def __init__(self, logits: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         if mask is not None:
             logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
-        self.dist = Categorical(logits=logits, validate_args=False)
+        self.logits = logits
+        self._log_p: torch.Tensor | None = None
+
+    @property
+    def log_p(self) -> torch.Tensor:
+        if self._log_p is None:
+            self._log_p = torch.log_softmax(self.logits, dim=-1)
+        return self._log_p
 
     def sample(self) -> torch.Tensor:
-        return self.dist.sample()
+        u = torch.rand_like(self.logits).clamp_(min=torch.finfo(self.logits.dtype).tiny)
+        return (self.logits - torch.log(-torch.log(u))).argmax(dim=-1)
 
     def mode(self) -> torch.Tensor:
-        return self.dist.logits.argmax(dim=-1)
+        return self.logits.argmax(dim=-1)
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
-        return self.dist.log_prob(actions.long())
+        return self.log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
 
     def entropy(self) -> torch.Tensor:
-        return self.dist.entropy()
+        log_p = self.log_p
+        return -(log_p.exp() * log_p).sum(dim=-1)
 
 
 class GaussianDist:

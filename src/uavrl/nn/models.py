@@ -63,7 +63,7 @@ def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
 class ActorCritic(nn.Module):
     """Linear -> (LayerNorm) -> ReLU -> core -> (LayerNorm) -> policy head and value head.
 
-    The core is ``Linear -> ReLU`` (feed-forward) or a ``GRUCell`` (recurrent).
+    The core is ``Linear -> ReLU`` (feed-forward) or a one-layer GRU (recurrent).
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -76,7 +76,7 @@ class ActorCritic(nn.Module):
             _norm(spec.layer_norm, hidden),
             nn.ReLU(),
         )
-        self.gru: nn.GRUCell | None = nn.GRUCell(hidden, hidden) if spec.recurrent else None
+        self.gru: nn.GRU | None = nn.GRU(hidden, hidden) if spec.recurrent else None
         self.feedforward: nn.Module = (
             nn.Identity()
             if spec.recurrent
@@ -103,7 +103,8 @@ class ActorCritic(nn.Module):
         if self.gru is None:
             params, value = self._outputs(self.feedforward(x))
             return params, value, h
-        h = self.gru(x, h)
+        gru = self.gru  # one step through the cell kernel: a length-1 sequence costs twice as much
+        h = torch.gru_cell(x, h, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0)
         params, value = self._outputs(h)
         return params, value, h
 
@@ -118,12 +119,16 @@ class ActorCritic(nn.Module):
         if self.gru is None:
             params, values = self._outputs(self.feedforward(x))
             return params, values, h0
+        # The fused GRU runs over each stretch in which no copy starts an episode; the hidden
+        # state is reset (per copy) only where a stretch begins.
+        cuts = [0, *(torch.nonzero(starts[1:].any(dim=1)).flatten() + 1).tolist(), obs_seq.shape[0]]
         h = h0
-        states = []
-        for t in range(obs_seq.shape[0]):
-            h = self.gru(x[t], reset_hidden(h, starts[t]))
-            states.append(h)
-        params, values = self._outputs(torch.stack(states))
+        chunks = []
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            out, h_n = self.gru(x[a:b], reset_hidden(h, starts[a]).unsqueeze(0))
+            chunks.append(out)
+            h = h_n[0]
+        params, values = self._outputs(torch.cat(chunks))
         return params, values, h
 
 

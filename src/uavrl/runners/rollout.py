@@ -23,67 +23,76 @@ class RolloutCollector:
     """Steps a VecEnv with a model, carrying observations and hidden state across rollouts.
 
     The hidden state is detached at rollout boundaries (collection runs without gradients; the
-    learner re-evaluates from ``h0``).
+    learner re-evaluates from ``h0``). Per-step data goes into NumPy buffers and becomes tensors
+    once per rollout: per-step tensor bookkeeping would cost as much as the model.
     """
 
     def __init__(self, env: VecEnv, model: ActorCritic, seed: int, first_copy: int = 0) -> None:
         self.env = env
         self.n = env.n
-        self.obs = torch.from_numpy(env.reset(seed, first_copy + np.arange(self.n)))
+        self.obs = env.reset(seed, first_copy + np.arange(self.n))
         self.h = model.initial_state(self.n)
-        self.starts = torch.ones(self.n)
+        self.starts = np.ones(self.n, dtype=bool)
         self._returns = np.zeros(self.n)
         self._lengths = np.zeros(self.n, dtype=np.int64)
+
+    def _act_state(self) -> torch.Tensor:
+        if self.starts.any():
+            return reset_hidden(self.h, torch.from_numpy(self.starts.astype(np.float32)))
+        return self.h
 
     @torch.no_grad()
     def collect(self, model: ActorCritic, length: int) -> tuple[RolloutBatch, list[FinishedEpisode]]:
         """Run ``length`` steps of every copy with ``model``; returns the batch and finished episodes."""
         head = model.policy
         t_b = (length, self.n)
-        obs = torch.empty(*t_b, self.obs.shape[-1])
+        obs = np.empty((*t_b, self.obs.shape[-1]), dtype=np.float32)
+        rewards = np.empty(t_b, dtype=np.float32)
+        terminated, truncated, starts = np.empty(t_b, bool), np.empty(t_b, bool), np.empty(t_b, bool)
         actions = torch.empty(*t_b, *head.action_shape, dtype=head.action_dtype)
         params_seq = torch.empty(*t_b, head.param_dim)
-        rewards, terminated, truncated = torch.zeros(t_b), torch.zeros(t_b), torch.zeros(t_b)
-        final_values, starts = torch.zeros(t_b), torch.empty(t_b)
+        final_values = torch.zeros(t_b)
         h0 = self.h
         finished: list[FinishedEpisode] = []
         for t in range(length):
             obs[t], starts[t] = self.obs, self.starts
-            params, _, self.h = model.step(self.obs, reset_hidden(self.h, self.starts))
+            params, _, self.h = model.step(torch.from_numpy(self.obs), self._act_state())
             action = head.distribution(params).sample()
             params_seq[t], actions[t] = params, action
             step = self.env.step(head.to_env(action))
-            rewards[t] = torch.from_numpy(step.reward)
-            terminated[t] = torch.from_numpy(step.terminated.astype(np.float32))
-            truncated[t] = torch.from_numpy(step.truncated.astype(np.float32))
+            rewards[t], terminated[t], truncated[t] = step.reward, step.terminated, step.truncated
             if step.truncated.any() and step.final_obs is not None:
                 _, value, _ = model.step(torch.from_numpy(step.final_obs), self.h)
-                final_values[t] = value * truncated[t]
-            self.obs = torch.from_numpy(step.obs)
-            done = step.terminated | step.truncated
-            self.starts = torch.from_numpy(done.astype(np.float32))
-            finished.extend(self._book(step.reward, done))
-        _, last_value, _ = model.step(self.obs, reset_hidden(self.h, self.starts))
+                final_values[t] = value * torch.from_numpy(step.truncated.astype(np.float32))
+            self.obs = step.obs
+            self.starts = step.terminated | step.truncated
+            if self.starts.any():
+                finished.extend(self._finish(step.reward))
+            else:
+                self._returns += step.reward
+                self._lengths += 1
+        _, last_value, _ = model.step(torch.from_numpy(self.obs), self._act_state())
+        as_float = (lambda a: torch.from_numpy(a.astype(np.float32)))
         batch = RolloutBatch(
-            obs,
-            actions,
-            params_seq,
-            rewards,
-            terminated,
-            truncated,
-            final_values,
-            starts,
-            h0,
-            last_value,
+            obs=torch.from_numpy(obs),
+            actions=actions,
+            behaviour_params=params_seq,
+            rewards=torch.from_numpy(rewards),
+            terminated=as_float(terminated),
+            truncated=as_float(truncated),
+            final_values=final_values,
+            starts=as_float(starts),
+            h0=h0,
+            last_value=last_value,
         )
         return batch, finished
 
-    def _book(self, reward: np.ndarray, done: np.ndarray) -> list[FinishedEpisode]:
+    def _finish(self, reward: np.ndarray) -> list[FinishedEpisode]:
         self._returns += reward
         self._lengths += 1
+        done = self.starts
         episodes = [
-            FinishedEpisode(int(i), float(self._returns[i]), int(self._lengths[i]))
-            for i in np.flatnonzero(done)
+            FinishedEpisode(int(i), float(self._returns[i]), int(self._lengths[i])) for i in np.flatnonzero(done)
         ]
         self._returns[done] = 0.0
         self._lengths[done] = 0
