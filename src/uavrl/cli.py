@@ -132,17 +132,30 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from uavrl.bench import env as bench_env
+    if args.target == "env":
+        from uavrl.bench import env as bench_env
 
-    with console.status("measuring env throughput"):
-        frame = bench_env.run(args.preset, seconds=args.seconds)
-    gym_rate = float(frame.loc[frame["impl"] == "gymnasium", "steps_per_s"].iloc[0])
-    table = Table(title=f"env steps/s, preset {args.preset}, random actions")
-    for column in ("impl", "batch", "steps/s", "x gymnasium"):
-        table.add_column(column, justify="right")
-    for row in frame.itertuples():
-        rate = float(row.steps_per_s)
-        table.add_row(str(row.impl), str(row.batch), f"{rate:,.0f}", f"{rate / gym_rate:.1f}")
+        with console.status("measuring env throughput"):
+            frame = bench_env.run(args.preset, seconds=args.seconds)
+        base = float(frame.loc[frame["impl"] == "gymnasium", "steps_per_s"].iloc[0])
+        title = f"env steps/s, preset {args.preset}, random actions"
+        label = "x gymnasium"
+    else:
+        from uavrl.bench import train as bench_train
+
+        workers = [int(x) for x in args.workers.split(",")]
+        envs = [int(x) for x in args.envs.split(",")]
+        with console.status("measuring training throughput (several minutes)"):
+            frame = bench_train.run(workers, envs, seconds=args.seconds)
+        base = float(frame.loc[frame["runner"] == "reference", "steps_per_s"].max())
+        title = "A3C training env steps/s, preset paper, GRU 128 + LayerNorm, rollout 20"
+        label = "x best reference"
+    table = Table(title=title)
+    for column in [*frame.columns[:-1], "steps/s", label]:
+        table.add_column(str(column), justify="right")
+    for row in frame.itertuples(index=False):
+        rate = float(row[-1])
+        table.add_row(*(str(v) for v in row[:-1]), f"{rate:,.0f}", f"{rate / base:.1f}")
     console.print(table)
     if args.csv:
         _write_csv(frame, args.csv)
@@ -182,9 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     base.set_defaults(func=cmd_baselines)
 
     bench = sub.add_parser("bench", help="throughput benchmarks")
-    bench.add_argument("target", choices=["env"])
+    bench.add_argument("target", choices=["env", "train"])
     bench.add_argument("--preset", default="paper")
-    bench.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    bench.add_argument("--seconds", type=float, default=None, help="time per measurement")
+    bench.add_argument("--workers", default="1,2", help="train: worker counts")
+    bench.add_argument("--envs", default="1,8,32", help="train: envs per worker")
     bench.add_argument("--csv", help="write the table here")
     bench.set_defaults(func=cmd_bench)
     return parser
@@ -201,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _check_positive(args)
+        if getattr(args, "seconds", 0) is None:
+            args.seconds = 2.0 if args.target == "env" else 10.0
         args.func(args)
     except ConfigError as err:
         console.print(f"[red]ConfigError:[/red] {err}")

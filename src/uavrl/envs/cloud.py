@@ -94,7 +94,7 @@ class _Levels:
 
     def _view(self) -> np.ndarray:
         assert self._shared is not None
-        return np.frombuffer(self._shared.get_obj(), dtype=np.int64)
+        return np.frombuffer(memoryview(self._shared.get_obj()).cast("B"), dtype=np.int64)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -12,6 +12,7 @@ Both share one interface, so runners never ask which they have:
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -103,8 +104,9 @@ class ActorCritic(nn.Module):
         if self.gru is None:
             params, value = self._outputs(self.feedforward(x))
             return params, value, h
-        gru = self.gru  # one step through the cell kernel: a length-1 sequence costs twice as much
-        h = torch.gru_cell(x, h, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0)
+        # One step through the cell kernel: a length-1 sequence through nn.GRU costs twice as much.
+        w_ih, w_hh, b_ih, b_hh = self.gru.all_weights[0]
+        h = torch.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
         params, value = self._outputs(h)
         return params, value, h
 
@@ -124,7 +126,7 @@ class ActorCritic(nn.Module):
         cuts = [0, *(torch.nonzero(starts[1:].any(dim=1)).flatten() + 1).tolist(), obs_seq.shape[0]]
         h = h0
         chunks = []
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        for a, b in itertools.pairwise(cuts):
             out, h_n = self.gru(x[a:b], reset_hidden(h, starts[a]).unsqueeze(0))
             chunks.append(out)
             h = h_n[0]

@@ -72,16 +72,15 @@ class RolloutCollector:
                 self._returns += step.reward
                 self._lengths += 1
         _, last_value, _ = model.step(torch.from_numpy(self.obs), self._act_state())
-        as_float = (lambda a: torch.from_numpy(a.astype(np.float32)))
         batch = RolloutBatch(
             obs=torch.from_numpy(obs),
             actions=actions,
             behaviour_params=params_seq,
             rewards=torch.from_numpy(rewards),
-            terminated=as_float(terminated),
-            truncated=as_float(truncated),
+            terminated=_as_float(terminated),
+            truncated=_as_float(truncated),
             final_values=final_values,
-            starts=as_float(starts),
+            starts=_as_float(starts),
             h0=h0,
             last_value=last_value,
         )
@@ -92,8 +91,13 @@ class RolloutCollector:
         self._lengths += 1
         done = self.starts
         episodes = [
-            FinishedEpisode(int(i), float(self._returns[i]), int(self._lengths[i])) for i in np.flatnonzero(done)
+            FinishedEpisode(int(i), float(self._returns[i]), int(self._lengths[i]))
+            for i in np.flatnonzero(done)
         ]
         self._returns[done] = 0.0
         self._lengths[done] = 0
         return episodes
+
+
+def _as_float(mask: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(mask.astype(np.float32))

@@ -1,0 +1,175 @@
+"""A3C training throughput on the `paper` preset with the GRU model.
+
+Rows ``runner = a3c``: N worker processes running the library's :class:`Worker` (K envs each,
+batched inference, rollout re-evaluation, shared model + SharedAdam under a lock).
+Rows ``runner = reference``: N processes running a worker written like the classic A3C design:
+one Gymnasium env, one forward per env step with the autograd graph kept through the rollout,
+one update every 20 steps, gradients copied to the shared model. Both use one torch thread per
+process and measure env steps per second after a warm-up.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import pandas as pd
+import torch
+
+from uavrl.algo.returns import n_step_returns
+from uavrl.config import Config, load_config
+from uavrl.envs import ENV_ID
+from uavrl.nn.models import ActorCritic, build_model
+from uavrl.runners.session import TrainingSession
+from uavrl.runners.worker import Worker, make_worker_env, transfer_gradients
+
+WORKERS = (1, 2)
+ENVS_PER_WORKER = (1, 8, 32)
+WARMUP_UPDATES = 3
+
+
+def bench_config(n_workers: int, envs_per_worker: int) -> Config:
+    """The design's A3C settings (GRU 128 + LayerNorm, T = 20) on the training cells."""
+    cells = ["v5-l200-c1000", "v10-l200-c1000", "v20-l200-c1000", "v30-l200-c1000", "v50-l200-c1000"]
+    return load_config(
+        None,
+        [
+            f"runner.n_workers={n_workers}",
+            f"runner.envs_per_worker={envs_per_worker}",
+            f"env.worker_cells={cells[:n_workers]}",
+            "log.tensorboard=false",
+            "log.progress=false",
+        ],
+    )
+
+
+def _library_loop(worker: Worker, seconds: float) -> tuple[int, float]:
+    for _ in range(WARMUP_UPDATES):
+        worker.update()
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        stats, _ = worker.update()
+        steps += stats.env_steps
+    return steps, time.perf_counter() - start
+
+
+def _reference_loop(
+    config: Config, worker_id: int, learner: ActorCritic, optimizer: Any, lock: Any, seconds: float
+) -> tuple[int, float]:
+    """The classic design: per-step forward with gradients, update every T steps."""
+    algo = config.algo
+    local = build_model(learner.spec)
+    env = gym.make(ENV_ID, **{**config.env.params, "velocity": 5.0 + 10.0 * worker_id})
+    obs, _ = env.reset(seed=worker_id)
+    h = local.initial_state(1)
+    steps, start, updates = 0, None, 0
+    while start is None or time.perf_counter() - start < seconds:
+        if updates == WARMUP_UPDATES:
+            steps, start = 0, time.perf_counter()
+        local.load_state_dict(learner.state_dict())
+        h = h.detach()
+        log_probs, values, entropies, rewards, dones = [], [], [], [], []
+        for _ in range(algo.rollout_length):
+            params, value, h = local.step(torch.as_tensor(obs).unsqueeze(0), h)
+            dist = local.policy.distribution(params)
+            action = dist.sample()
+            obs, reward, terminated, _, _ = env.step(int(action.item()))
+            log_probs.append(dist.log_prob(action))
+            entropies.append(dist.entropy())
+            values.append(value)
+            rewards.append(reward)
+            dones.append(float(terminated))
+            if terminated:
+                obs, _ = env.reset()
+                h = local.initial_state(1)
+        with torch.no_grad():
+            _, last_value, _ = local.step(torch.as_tensor(obs).unsqueeze(0), h)
+        value_seq = torch.cat(values)
+        returns = n_step_returns(
+            torch.tensor(rewards).unsqueeze(1),
+            last_value,
+            torch.tensor(dones).unsqueeze(1),
+            torch.zeros(len(rewards), 1),
+            torch.zeros(len(rewards), 1),
+            algo.gamma,
+        ).squeeze(1)
+        advantage = returns - value_seq
+        loss = (
+            -(torch.cat(log_probs) * advantage.detach()).mean()
+            + algo.value_coef * 0.5 * advantage.pow(2).mean()
+            - algo.entropy_coef * torch.cat(entropies).mean()
+        )
+        local.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(local.parameters(), algo.max_grad_norm)
+        with lock:
+            transfer_gradients(local, learner)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        steps += algo.rollout_length
+        updates += 1
+    assert start is not None
+    return steps, time.perf_counter() - start
+
+
+def _process(
+    kind: str,
+    config_data: dict[str, Any],
+    worker_id: int,
+    learner: ActorCritic,
+    optimizer: Any,
+    lock: Any,
+    seconds: float,
+    results: Any,
+) -> None:
+    torch.set_num_threads(1)
+    config = Config.model_validate(config_data)
+    if kind == "a3c":
+        env = make_worker_env(config, worker_id, None)
+        worker = Worker(config, worker_id, learner, optimizer, lock, env, config.seed)
+        results.put(_library_loop(worker, seconds))
+    else:
+        results.put(_reference_loop(config, worker_id, learner, optimizer, lock, seconds))
+
+
+def measure(kind: str, n_workers: int, envs_per_worker: int, seconds: float) -> float:
+    """Env steps per second of ``n_workers`` processes updating one shared model."""
+    config = bench_config(n_workers, envs_per_worker)
+    with tempfile.TemporaryDirectory() as tmp:
+        session = TrainingSession(config, Path(tmp), 1, n_workers, resume=False)
+        lock, results = session.ctx.Lock(), session.ctx.Queue()
+        processes = [
+            session.ctx.Process(
+                target=_process,
+                args=(
+                    kind,
+                    config.to_dict(),
+                    i,
+                    session.models[0],
+                    session.optimizers[0],
+                    lock,
+                    seconds,
+                    results,
+                ),
+            )
+            for i in range(n_workers)
+        ]
+        for p in processes:
+            p.start()
+        outcomes = [results.get(timeout=600) for _ in processes]
+        for p in processes:
+            p.join()
+    return sum(steps / elapsed for steps, elapsed in outcomes)
+
+
+def run(
+    workers: Sequence[int] = WORKERS, envs_per_worker: Sequence[int] = ENVS_PER_WORKER, seconds: float = 10.0
+) -> pd.DataFrame:
+    """Columns ``runner, n_workers, envs_per_worker, steps_per_s``."""
+    rows = [("reference", n, 1, measure("reference", n, 1, seconds)) for n in workers]
+    rows += [("a3c", n, k, measure("a3c", n, k, seconds)) for n in workers for k in envs_per_worker]
+    return pd.DataFrame(rows, columns=["runner", "n_workers", "envs_per_worker", "steps_per_s"])
