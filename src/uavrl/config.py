@@ -50,17 +50,25 @@ class ModelConfig(_Section):
 
 
 class AlgoConfig(_Section):
-    """Actor-critic hyperparameters; ``gae_lambda = None`` means n-step returns."""
+    """Actor-critic hyperparameters.
+
+    ``gae_lambda = None`` means n-step returns. ``lr_schedule = "linear"`` decays the learning
+    rate to 0 over ``runner.total_env_steps`` (counted over all workers). ``normalize_rewards``
+    divides rewards by a running std of the discounted return before they reach the loss
+    (logged episode returns stay raw).
+    """
 
     gamma: float = Field(0.99, ge=0.0, le=1.0)
     gae_lambda: float | None = Field(None, ge=0.0, le=1.0)
     lr: float = Field(1e-4, gt=0.0)
+    lr_schedule: Literal["constant", "linear"] = "constant"
     adam_eps: float = Field(1e-8, gt=0.0)
     entropy_coef: float = Field(0.05, ge=0.0)
     value_coef: float = Field(0.25, ge=0.0)
     max_grad_norm: float = Field(40.0, gt=0.0)
     rollout_length: int = Field(20, ge=1)
     normalize_advantages: bool = False
+    normalize_rewards: bool = False
 
 
 class RunnerConfig(_Section):

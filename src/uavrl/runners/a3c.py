@@ -40,7 +40,7 @@ def _learner_of(session: TrainingSession, worker_id: int) -> int:
 
 def _one_update(worker: Worker, counters: SharedCounters, metrics: Any, start_time: float) -> None:
     """One worker update, booked in the run counters and sent to the writer."""
-    stats, episodes = worker.update()
+    stats, episodes = worker.update(int(counters.env_steps.value))
     total = counters.add(stats.env_steps, stats.applied, len(episodes), worker.worker_id)
     if episodes:
         metrics.put(

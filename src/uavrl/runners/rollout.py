@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from uavrl.algo.batch import RolloutBatch
+from uavrl.algo.normalize import RewardScaler
 from uavrl.envs.vector import VecEnv
 from uavrl.nn.models import ActorCritic, reset_hidden
 
@@ -27,8 +28,16 @@ class RolloutCollector:
     once per rollout: per-step tensor bookkeeping would cost as much as the model.
     """
 
-    def __init__(self, env: VecEnv, model: ActorCritic, seed: int, first_copy: int = 0) -> None:
+    def __init__(
+        self,
+        env: VecEnv,
+        model: ActorCritic,
+        seed: int,
+        first_copy: int = 0,
+        reward_scaler: RewardScaler | None = None,
+    ) -> None:
         self.env = env
+        self.reward_scaler = reward_scaler
         self.n = env.n
         self.obs = env.reset(seed, first_copy + np.arange(self.n))
         self.h = model.initial_state(self.n)
@@ -60,12 +69,15 @@ class RolloutCollector:
             action = head.distribution(params).sample()
             params_seq[t], actions[t] = params, action
             step = self.env.step(head.to_env(action))
-            rewards[t], terminated[t], truncated[t] = step.reward, step.terminated, step.truncated
+            terminated[t], truncated[t] = step.terminated, step.truncated
+            done = step.terminated | step.truncated
+            scaler = self.reward_scaler
+            rewards[t] = step.reward if scaler is None else scaler(step.reward, done)
             if step.truncated.any() and step.final_obs is not None:
                 _, value, _ = model.step(torch.from_numpy(step.final_obs), self.h)
                 final_values[t] = value * torch.from_numpy(step.truncated.astype(np.float32))
             self.obs = step.obs
-            self.starts = step.terminated | step.truncated
+            self.starts = done
             if self.starts.any():
                 finished.extend(self._finish(step.reward))
             else:

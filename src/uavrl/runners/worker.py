@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from uavrl.algo.loss import rollout_loss
+from uavrl.algo.normalize import RewardScaler
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.envs.scenarios import resolve_cells
@@ -140,13 +141,22 @@ class Worker:
         self.env = env
         self.copies_per_worker = config.runner.envs_per_worker
         first_copy = worker_id * self.copies_per_worker
-        self.collector = RolloutCollector(env, self.local, env_seed, first_copy)
+        scaler = RewardScaler(env.n, config.algo.gamma) if config.algo.normalize_rewards else None
+        self.collector = RolloutCollector(env, self.local, env_seed, first_copy, scaler)
         self.nonfinite_streak = 0
         self.episodes: dict[int, int] = {}
 
-    def update(self) -> tuple[UpdateStats, list[tuple[int, int, float, int]]]:
+    def learning_rate(self, env_steps: int) -> float:
+        """The configured schedule at ``env_steps`` run-wide env steps."""
+        algo, total = self.config.algo, self.config.runner.total_env_steps
+        if algo.lr_schedule == "linear":
+            return algo.lr * max(0.0, 1.0 - env_steps / total)
+        return algo.lr
+
+    def update(self, env_steps: int = 0) -> tuple[UpdateStats, list[tuple[int, int, float, int]]]:
         """One rollout + update.
 
+        ``env_steps``: run-wide env steps so far (sets a scheduled learning rate).
         Returns its stats and the finished episodes as (worker id, episode, return, length);
         copy ``j`` of this worker's envs counts for worker ``worker_id + j // envs_per_worker``
         (A2C steps every worker's envs in one batch).
@@ -172,6 +182,8 @@ class Worker:
             applied = math.isfinite(grad_norm)
         if applied:
             with self.lock:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.learning_rate(env_steps)
                 transfer_gradients(self.local, self.learner)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
