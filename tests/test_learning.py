@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from uavrl.config import load_config
-from uavrl.envs.baselines import LocalElseOffload, cell_returns
+from uavrl.envs import ENV_ID
+from uavrl.envs.baselines import LocalElseOffload
+from uavrl.envs.episodes import episode_returns
 from uavrl.envs.scenarios import resolve_cells
+from uavrl.envs.vector import make_vec_env
 from uavrl.experiments.train import train
 
 pytestmark = pytest.mark.slow
@@ -28,9 +31,15 @@ def test_a3c_beats_local_else_offload_on_the_paper_training_cells(tmp_path: Path
     config = load_config(CONFIGS / "paper_learning_check.yaml", QUIET)
     summary = train(config, tmp_path)
     cells = resolve_cells(config.eval.cells or "seen")
-    baseline = np.mean(
+    copies = np.arange(config.eval.episodes)
+    baseline = np.mean(  # the heuristic on the run's own env parameters (reward scale included)
         [
-            cell_returns(LocalElseOffload(), "paper", c, config.eval.episodes, config.eval.seed).mean()
+            episode_returns(
+                LocalElseOffload(),
+                make_vec_env(ENV_ID, copies.size, {**config.env.params, **c.env_params()}),
+                config.eval.seed,
+                copies,
+            ).mean()
             for c in cells
         ]
     )
