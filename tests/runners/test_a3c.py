@@ -26,6 +26,19 @@ def _workers(config, tmp_path: Path) -> tuple[TrainingSession, list[Worker]]:
     return session, workers
 
 
+def _optimizer_steps(run_dir: Path) -> dict[int, int]:
+    """Adam step counter of every learner in the last checkpoint (all its parameters agree)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(run_dir / "checkpoints" / "last.safetensors"))
+    steps: dict[int, set[int]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim") and key.endswith(".step"):
+            steps.setdefault(int(key[5 : key.index(".")]), set()).add(int(value.item()))
+    assert all(len(s) == 1 for s in steps.values()), steps
+    return {k: s.pop() for k, s in steps.items()}
+
+
 def _flat(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
 
@@ -76,6 +89,8 @@ def test_parallel_workers_update_one_shared_optimizer(make_config, tmp_path: Pat
 
     meta = read_meta(tmp_path / "checkpoints", "last")
     assert meta["n_models"] == 1 and meta["counters"]["updates"] == 80
+    # both processes stepped the one shared optimizer: its shared step counter saw all 80
+    assert _optimizer_steps(tmp_path) == {0: 80}
     log = pd.read_csv(tmp_path / "training_log.csv")
     assert list(log.columns)[:5] == ["step", "worker_id", "episode", "return", "length"]
     assert log["step"].max() <= result.counters["env_steps"] == 80 * 15
@@ -90,3 +105,4 @@ def test_parallel_individual_learners_each_count_their_own_updates(make_config, 
     assert meta["n_models"] == 2
     models, _ = load_models(tmp_path / "checkpoints", "last")
     assert not torch.equal(_flat(models[0]), _flat(models[1]))
+    assert _optimizer_steps(tmp_path) == {0: 20, 1: 20}  # each learner stepped by its own worker only

@@ -50,6 +50,7 @@ def test_resume_continues_the_counters(make_config, tmp_path: Path) -> None:
     rows_before = (tmp_path / "training_log.csv").read_text().count("\n")
     second = resume(tmp_path)
     assert second["env_steps"] == 1200
+    assert second["wall_time_s"] > first["wall_time_s"]  # both sessions counted
     assert second["updates"] == 80
     meta = json.loads((tmp_path / "checkpoints" / "last.json").read_text())
     assert meta["counters"]["worker_updates"] == [40, 40]

@@ -72,10 +72,8 @@ def model_labels(config: Config, n_models: int) -> list[str]:
     return [f"individual_w{i}" for i in range(n_models)]
 
 
-def _summary(config: Config, result: RunResult, previous: dict[str, Any] | None) -> dict[str, Any]:
+def _summary(config: Config, result: RunResult) -> dict[str, Any]:
     counters = result.counters
-    wall = result.wall_time_s + (previous or {}).get("wall_time_s", 0.0)
-    session_steps = counters["env_steps"] - (previous or {}).get("env_steps", 0)
     return {
         "status": "finished",
         "config_hash": config.hash(),
@@ -83,8 +81,8 @@ def _summary(config: Config, result: RunResult, previous: dict[str, Any] | None)
         "updates": counters["updates"],
         "skipped_updates": counters["skipped_updates"],
         "episodes": counters["episodes"],
-        "wall_time_s": wall,
-        "env_steps_per_s": session_steps / max(result.wall_time_s, 1e-9),
+        "wall_time_s": result.wall_time_s,
+        "env_steps_per_s": result.session_env_steps / max(result.session_wall_time_s, 1e-9),
     }
 
 
@@ -127,7 +125,6 @@ def resume(run_dir: Path) -> dict[str, Any]:
 
 def _execute(config: Config, run_dir: Path, resume: bool) -> dict[str, Any]:
     summary_path = run_dir / SUMMARY_FILE
-    previous = json.loads(summary_path.read_text()) if resume and summary_path.exists() else None
     runner = run_a2c if config.runner.kind == "a2c" else run_a3c
     try:
         result = runner(config, run_dir, resume=resume)
@@ -135,7 +132,7 @@ def _execute(config: Config, run_dir: Path, resume: bool) -> dict[str, Any]:
         failure = {"status": "failed", "config_hash": config.hash(), "error": f"{type(err).__name__}: {err}"}
         summary_path.write_text(json.dumps(failure, indent=2))
         raise
-    summary = _summary(config, result, previous)
+    summary = _summary(config, result)
     summary["eval"] = evaluate_final(config, result)
     summary_path.write_text(json.dumps(summary, indent=2))
     return summary

@@ -25,6 +25,7 @@ from uavrl.runners.session import RunResult, TrainingSession, WorkerFailed, make
 from uavrl.runners.worker import SharedCounters, Worker, derived_seed, make_worker_env, metric_rows
 
 JOIN_TIMEOUT_S = 10.0
+TRACEBACK_GRACE_S = 2.0  # a worker that raised may exit before its traceback reaches the queue
 
 
 def updates_per_worker(config: Config) -> int:
@@ -87,23 +88,26 @@ def _stop_processes(processes: list[Any], stop: Any) -> None:
             p.join()
 
 
-def _monitor(session: TrainingSession, processes: list[Any], errors: Any, stop: Any) -> None:
+def _failure(processes: list[Any], errors: Any) -> tuple[int, str] | None:
+    """The first reported traceback, else the first worker that died without one."""
+    dead = [(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode not in (None, 0)]
+    try:
+        worker_id, trace = errors.get(timeout=TRACEBACK_GRACE_S if dead else 0.2)
+        return int(worker_id), str(trace)
+    except queue_module.Empty:
+        return (dead[0][0], f"worker process exited with code {dead[0][1]}") if dead else None
+
+
+def _monitor(session: TrainingSession, processes: list[Any], errors: Any) -> None:
     """Wait for the workers, checkpointing as updates accumulate; raise if one fails."""
     while any(p.is_alive() for p in processes):
-        try:
-            worker_id, trace = errors.get(timeout=0.2)
-        except queue_module.Empty:
-            dead = [(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode not in (None, 0)]
-            if dead:
-                worker_id, trace = dead[0][0], f"worker process exited with code {dead[0][1]}"
-            else:
-                session.maybe_checkpoint()
-                continue
-        _stop_processes(processes, stop)
-        raise WorkerFailed(f"worker {worker_id} failed:\n{trace}")
-    failed = [(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode != 0]
-    if failed:
-        raise WorkerFailed(f"worker {failed[0][0]} exited with code {failed[0][1]}")
+        failure = _failure(processes, errors)
+        if failure is not None:
+            raise WorkerFailed(f"worker {failure[0]} failed:\n{failure[1]}")
+        session.maybe_checkpoint()
+    failure = _failure(processes, errors)
+    if failure is not None:
+        raise WorkerFailed(f"worker {failure[0]} failed:\n{failure[1]}")
 
 
 def run_serial(workers: list[Worker], session: TrainingSession, target: int) -> None:
@@ -169,7 +173,10 @@ def run_a3c(config: Config, run_dir: Path, resume: bool = False) -> RunResult:
                 )
             for p in processes:
                 p.start()
-            _monitor(session, processes, errors, stop)
+            try:
+                _monitor(session, processes, errors)
+            finally:  # also on Ctrl-C or a failed checkpoint: never leave workers running
+                _stop_processes(processes, stop)
     finally:
         session.checkpoint()
         session.stop_writer()

@@ -32,8 +32,15 @@ class WorkerFailed(RuntimeError):
 
 @dataclass
 class RunResult:
+    """Counters and models at the end of a session.
+
+    ``wall_time_s`` counts every session of the run (resumes included); ``session_*`` only this one.
+    """
+
     counters: dict[str, Any]
     wall_time_s: float
+    session_wall_time_s: float
+    session_env_steps: int
     models: list[ActorCritic]
 
 
@@ -95,10 +102,13 @@ class TrainingSession:
         ]
         self.counters = SharedCounters(n_slots, self.ctx)
         self.resumes = 0
+        self.prior_wall_time_s = 0.0
         if resume:
             meta = restore_training_state(self.checkpoint_dir, LAST, self.models, self.optimizers)
             self.counters.restore(meta["counters"])
             self.resumes = int(meta["counters"].get("resumes", 0)) + 1
+            self.prior_wall_time_s = float(meta["counters"].get("wall_time_s", 0.0))
+        self.start_env_steps = self.counters.snapshot()["env_steps"]
         self.metrics = self.ctx.Queue()
         self.start_time = time.time()
         self._writer: Any = None
@@ -120,7 +130,7 @@ class TrainingSession:
                 self.metrics,
                 str(self.run_dir),
                 self.config.runner.total_env_steps,
-                self.counters.snapshot()["env_steps"],
+                self.start_env_steps,
                 log.tensorboard,
                 log.progress,
             ),
@@ -155,7 +165,7 @@ class TrainingSession:
             self._last_checkpoint_updates = updates
 
     def checkpoint(self, tag: str = LAST) -> Path:
-        counters = {**self.counters.snapshot(), "resumes": self.resumes}
+        counters = {**self.counters.snapshot(), "resumes": self.resumes, "wall_time_s": self._wall_time()}
         return save_checkpoint(
             self.checkpoint_dir,
             tag,
@@ -165,5 +175,15 @@ class TrainingSession:
             counters,
         )
 
+    def _wall_time(self) -> float:
+        return self.prior_wall_time_s + time.time() - self.start_time
+
     def result(self) -> RunResult:
-        return RunResult(self.counters.snapshot(), time.time() - self.start_time, self.models)
+        counters = self.counters.snapshot()
+        return RunResult(
+            counters,
+            self._wall_time(),
+            time.time() - self.start_time,
+            counters["env_steps"] - self.start_env_steps,
+            self.models,
+        )
