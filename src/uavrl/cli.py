@@ -132,6 +132,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.seconds is None:
+        args.seconds = 2.0 if args.target == "env" else 10.0
     if args.target == "env":
         from uavrl.bench import env as bench_env
 
@@ -216,8 +218,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _check_positive(args)
-        if getattr(args, "seconds", 0) is None:
-            args.seconds = 2.0 if args.target == "env" else 10.0
         args.func(args)
     except ConfigError as err:
         console.print(f"[red]ConfigError:[/red] {err}")
