@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import pandas as pd
 import torch
 
@@ -28,7 +29,7 @@ from uavrl.runners.session import TrainingSession
 from uavrl.runners.worker import Worker, make_worker_env, transfer_gradients
 
 WORKERS = (1, 2)
-ENVS_PER_WORKER = (1, 8, 32)
+ENVS_PER_WORKER = (1, 8, 32, 64, 128)
 WARMUP_UPDATES = 3
 
 
@@ -167,9 +168,23 @@ def measure(kind: str, n_workers: int, envs_per_worker: int, seconds: float) -> 
 
 
 def run(
-    workers: Sequence[int] = WORKERS, envs_per_worker: Sequence[int] = ENVS_PER_WORKER, seconds: float = 10.0
+    workers: Sequence[int] = WORKERS,
+    envs_per_worker: Sequence[int] = ENVS_PER_WORKER,
+    seconds: float = 10.0,
+    rounds: int = 3,
 ) -> pd.DataFrame:
-    """Columns ``runner, n_workers, envs_per_worker, steps_per_s``."""
-    rows = [("reference", n, 1, measure("reference", n, 1, seconds)) for n in workers]
-    rows += [("a3c", n, k, measure("a3c", n, k, seconds)) for n in workers for k in envs_per_worker]
+    """Columns ``runner, n_workers, envs_per_worker, steps_per_s``.
+
+    Every configuration is measured once per round for ``seconds / rounds``, rounds interleaved,
+    and reported as its median: this machine's speed drifts by up to 3x within minutes, and
+    interleaving spreads the drift over all rows instead of penalising whichever ran during a
+    slow spell.
+    """
+    grid = [("reference", n, 1) for n in workers]
+    grid += [("a3c", n, k) for n in workers for k in envs_per_worker]
+    samples: dict[tuple[str, int, int], list[float]] = {key: [] for key in grid}
+    for _ in range(rounds):
+        for key in grid:
+            samples[key].append(measure(*key, seconds / rounds))
+    rows = [(*key, float(np.median(samples[key]))) for key in grid]
     return pd.DataFrame(rows, columns=["runner", "n_workers", "envs_per_worker", "steps_per_s"])

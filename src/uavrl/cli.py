@@ -1,4 +1,4 @@
-"""Command line: ``uavrl train | evaluate | baselines | bench``."""
+"""Command line: ``uavrl train | evaluate | baselines | study | report | bench``."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def results_table(results: pd.DataFrame, title: str) -> Table:
 def cmd_baselines(args: argparse.Namespace) -> None:
     from uavrl.envs.baselines import reference_policies
     from uavrl.envs.scenarios import CELL_SETS, resolve_cells
-    from uavrl.experiments.evaluate import POOL_MODE, evaluate_policies
+    from uavrl.experiments.evaluate import POOL_MODE, cell_targets, evaluate_policies
 
     cells = resolve_cells(args.cells)
     with console.status("tuning thresholds on the seen cells"):
@@ -58,7 +58,8 @@ def cmd_baselines(args: argparse.Namespace) -> None:
     tuned = ", ".join(f"{p.name} theta={p.theta}" for p in policies if hasattr(p, "theta"))
     console.print(f"tuned on seen cells: {tuned}")
     with console.status(f"evaluating {len(policies)} policies on {len(cells)} cells"):
-        results = evaluate_policies(policies, args.preset, cells, args.episodes, args.seed)
+        targets = cell_targets({"preset": args.preset}, cells)
+        results = evaluate_policies(policies, targets, args.episodes, args.seed)
     title = (
         f"preset {args.preset}: mean episode return ± 95% CI, {args.episodes} episodes per cell, "
         f"seed {args.seed}, cloud pool {POOL_MODE}"
@@ -95,32 +96,30 @@ def cmd_train(args: argparse.Namespace) -> None:
 def _evaluate_run(run_dir: Path, episodes: int, cells: str | None, csv: str | None) -> None:
     from uavrl.config import config_from_dict
     from uavrl.envs.baselines import reference_policies
-    from uavrl.envs.scenarios import CELL_SETS, resolve_cells
-    from uavrl.experiments.evaluate import POOL_MODE, TorchPolicy, eval_targets, evaluate_learned
-    from uavrl.experiments.evaluate import evaluate_policies as evaluate_references
+    from uavrl.envs.scenarios import CELL_SETS
+    from uavrl.experiments.evaluate import POOL_MODE, TorchPolicy, eval_targets, evaluate_policies
     from uavrl.experiments.train import model_labels
     from uavrl.runners.checkpoint import load_models
     from uavrl.runners.session import CHECKPOINT_DIR, LAST
 
     models, meta = load_models(run_dir / CHECKPOINT_DIR, LAST)
     config = config_from_dict(meta["config"])
+    seed = config.eval.seed
     policies = [
-        TorchPolicy(model.eval(), f"{label}_{mode}", greedy=(mode == "greedy"))
+        TorchPolicy(model.eval(), f"{label}_{mode}", greedy=(mode == "greedy"), seed=seed)
         for model, label in zip(models, model_labels(config, len(models)), strict=True)
         for mode in ("greedy", "stochastic")
     ]
-    seed = config.eval.seed
+    targets = eval_targets(config, cells)
     with console.status(f"evaluating {len(policies)} learned policies"):
-        results = evaluate_learned(policies, config, episodes, seed, cells)
+        results = evaluate_policies(policies, targets, episodes, seed, config.env.id)
     title = f"{run_dir}: mean episode return ± 95% CI, {episodes} episodes per cell, seed {seed}"
     if config.env.is_uavrl:
         preset = config.env.params.get("preset", "paper")
-        target_cells = [resolve_cells(name)[0] for name, _ in eval_targets(config, cells)]
         with console.status("tuning and evaluating the reference policies"):
             references = reference_policies(preset, CELL_SETS["seen"], episodes, seed)
-            results = pd.concat(
-                [evaluate_references(references, preset, target_cells, episodes, seed), results]
-            )
+            # Same targets (reward scale included) as the learned policies.
+            results = pd.concat([evaluate_policies(references, targets, episodes, seed), results])
         title += f", cloud pool {POOL_MODE}"
     console.print(results_table(results, title))
     if csv:
@@ -133,7 +132,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     if args.seconds is None:
-        args.seconds = 2.0 if args.target == "env" else 10.0
+        args.seconds = 2.0 if args.target == "env" else 24.0
     if args.target == "env":
         from uavrl.bench import env as bench_env
 
@@ -161,6 +160,32 @@ def cmd_bench(args: argparse.Namespace) -> None:
     console.print(table)
     if args.csv:
         _write_csv(frame, args.csv)
+
+
+def cmd_study(args: argparse.Namespace) -> None:
+    from uavrl.experiments.report import write_report
+    from uavrl.experiments.study import StudyFailed, load_study, plan, run_study
+
+    study = load_study(args.config, args.set)
+    study_dir = Path(args.run_dir) if args.run_dir else Path("runs") / study.name
+    console.print(
+        f"study {study.name}: {len(plan(study, study_dir))} runs into {study_dir}, {study.parallel} at a time"
+    )
+    try:
+        with console.status("starting") as status:
+            _, progress = run_study(study, study_dir, lambda p: status.update(p.line(study.parallel)))
+        console.print(progress.line(study.parallel))
+    except StudyFailed as err:
+        console.print(f"[red]{err}[/red]")
+        write_report(study_dir)
+        raise SystemExit(1) from None
+    console.print(f"results: {study_dir / 'results.csv'}; report: {write_report(study_dir)}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from uavrl.experiments.report import write_report
+
+    console.print(f"wrote {write_report(Path(args.study_dir))}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,12 +221,24 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--csv", help="write the results table here")
     base.set_defaults(func=cmd_baselines)
 
+    study = sub.add_parser("study", help="arms x ablation rows x seeds, then results.csv and report.md")
+    study.add_argument("--config", required=True, help="study YAML (configs/study_*.yaml)")
+    study.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a study value"
+    )
+    study.add_argument("--run-dir", help="study directory (default runs/<name>)")
+    study.set_defaults(func=cmd_study)
+
+    report = sub.add_parser("report", help="recompute results.csv and write report.md + figures")
+    report.add_argument("study_dir", help="a study directory written by `uavrl study`")
+    report.set_defaults(func=cmd_report)
+
     bench = sub.add_parser("bench", help="throughput benchmarks")
     bench.add_argument("target", choices=["env", "train"])
     bench.add_argument("--preset", default="paper")
     bench.add_argument("--seconds", type=float, default=None, help="time per measurement")
     bench.add_argument("--workers", default="1,2", help="train: worker counts")
-    bench.add_argument("--envs", default="1,8,32", help="train: envs per worker")
+    bench.add_argument("--envs", default="1,8,32,64,128", help="train: envs per worker")
     bench.add_argument("--csv", help="write the table here")
     bench.set_defaults(func=cmd_bench)
     return parser

@@ -19,11 +19,13 @@ from uavrl.envs.presets import ENV_ID
 from uavrl.errors import ConfigError
 
 
-class _Section(BaseModel):
+class ConfigSection(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class EnvConfig(_Section):
+class EnvConfig(ConfigSection):
     """Which environment the workers step.
 
     ``id`` is any Gymnasium id, including ``"module:EnvName-v0"`` for a user's own env.
@@ -42,14 +44,14 @@ class EnvConfig(_Section):
         return self.id == ENV_ID
 
 
-class ModelConfig(_Section):
+class ModelConfig(ConfigSection):
     hidden_size: int = Field(128, ge=1)
     recurrent: bool = True
     layer_norm: bool = True
     squash: Literal["clip", "tanh"] = "clip"
 
 
-class AlgoConfig(_Section):
+class AlgoConfig(ConfigSection):
     """Actor-critic hyperparameters.
 
     ``gae_lambda = None`` means n-step returns. ``lr_schedule = "linear"`` decays the learning
@@ -71,7 +73,7 @@ class AlgoConfig(_Section):
     normalize_rewards: bool = False
 
 
-class RunnerConfig(_Section):
+class RunnerConfig(ConfigSection):
     """How experience and gradients flow.
 
     ``kind = "a3c"`` with ``share = True`` is A3C (one shared model), ``share = False`` is
@@ -91,7 +93,7 @@ class RunnerConfig(_Section):
     max_nonfinite: int = Field(10, ge=1, description="non-finite updates in a row before stopping")
 
 
-class EvalConfig(_Section):
+class EvalConfig(ConfigSection):
     """Greedy evaluation of the final model(s), written to ``summary.json``."""
 
     episodes: int = Field(100, ge=1)
@@ -99,12 +101,12 @@ class EvalConfig(_Section):
     cells: list[str] | None = None
 
 
-class LogConfig(_Section):
+class LogConfig(ConfigSection):
     tensorboard: bool = True
     progress: bool = True
 
 
-class Config(_Section):
+class Config(ConfigSection):
     name: str = "run"
     seed: int = Field(0, ge=0)
     env: EnvConfig = Field(default_factory=EnvConfig)
@@ -141,7 +143,7 @@ class Config(_Section):
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _format_error(err: ValidationError) -> str:
+def format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "config"
@@ -155,7 +157,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
+        raise ConfigError(format_validation_error(err)) from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

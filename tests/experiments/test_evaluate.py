@@ -9,7 +9,13 @@ from scipy import stats
 
 from uavrl.envs.baselines import ConstantPolicy, LocalElseOffload
 from uavrl.envs.scenarios import Cell
-from uavrl.experiments.evaluate import RESULT_COLUMNS, evaluate_policies, mean_ci, percent_of_oracle
+from uavrl.experiments.evaluate import (
+    RESULT_COLUMNS,
+    cell_targets,
+    evaluate_policies,
+    mean_ci,
+    percent_of_oracle,
+)
 
 
 def test_mean_ci_matches_scipy() -> None:
@@ -38,7 +44,8 @@ def test_percent_of_oracle_uses_the_best_floor_policy() -> None:
 
 def test_evaluate_policies_rows_and_columns() -> None:
     policies = [ConstantPolicy(0, "always_local"), LocalElseOffload()]
-    frame = evaluate_policies(policies, "paper", [Cell(5), Cell(90)], episodes=6, seed=0)
+    targets = cell_targets({"preset": "paper"}, [Cell(5), Cell(90)])
+    frame = evaluate_policies(policies, targets, episodes=6, seed=0)
     assert list(frame.columns) == RESULT_COLUMNS
     assert len(frame) == 4
     assert (frame["ci_low"] <= frame["mean"]).all() and (frame["mean"] <= frame["ci_high"]).all()

@@ -15,7 +15,8 @@ import torch
 from scipy import stats
 
 from uavrl.config import Config
-from uavrl.envs.baselines import FLOOR_POLICIES, Policy, cell_returns
+from uavrl.envs import ENV_ID
+from uavrl.envs.baselines import FLOOR_POLICIES, Policy
 from uavrl.envs.episodes import episode_returns
 from uavrl.envs.scenarios import Cell, resolve_cells
 from uavrl.envs.vector import make_vec_env
@@ -36,16 +37,36 @@ def mean_ci(returns: np.ndarray, level: float = 0.95) -> tuple[float, float, flo
     return mean, std, mean - half, mean + half
 
 
+EvalTarget = tuple[str, dict[str, Any]]
+"""(name, env parameters) of one evaluation setting, e.g. a scenario cell."""
+
+
+def cell_targets(base_params: dict[str, Any], cells: Sequence[Cell]) -> list[EvalTarget]:
+    """One target per cell: ``base_params`` (preset, reward scale...) plus the cell's parameters."""
+    return [(cell.name, {**base_params, **cell.env_params()}) for cell in cells]
+
+
 def evaluate_policies(
-    policies: Sequence[Policy], preset: str, cells: Sequence[Cell], episodes: int, seed: int
+    policies: Sequence[Policy | TorchPolicy],
+    targets: Sequence[EvalTarget],
+    episodes: int,
+    seed: int,
+    env_id: str = ENV_ID,
 ) -> pd.DataFrame:
-    """One row per (policy, cell) with the columns of :data:`RESULT_COLUMNS`."""
+    """One row per (policy, target) with the columns of :data:`RESULT_COLUMNS`.
+
+    Learned and reference policies alike: in a target every policy sees the same streams
+    (seed, copies ``0 .. episodes - 1``) under the same env parameters.
+    """
     rows = []
-    for cell in cells:
+    copies = np.arange(episodes)
+    for name, params in targets:
         for policy in policies:
-            returns = cell_returns(policy, preset, cell, episodes, seed)
+            env = make_vec_env(env_id, episodes, params)
+            returns = episode_returns(policy, env, seed, copies, privileged=policy.needs_privileged)
+            env.close()
             mean, std, low, high = mean_ci(returns)
-            rows.append((policy.name, cell.name, episodes, mean, std, low, high))
+            rows.append((policy.name, name, episodes, mean, std, low, high))
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
@@ -63,20 +84,23 @@ def percent_of_oracle(results: pd.DataFrame) -> pd.Series:
 class TorchPolicy:
     """A trained model behind the reference-policy call signature (hidden state carried).
 
-    ``greedy`` takes the distribution's mode, otherwise actions are sampled. Used with
+    ``greedy`` takes the distribution's mode, otherwise actions are sampled, with torch's global
+    generator reseeded from ``seed`` at every reset, so a stochastic evaluation is reproducible. Used with
     :func:`~uavrl.envs.episodes.episode_returns`, which resets it before each batch of episodes.
     """
 
     needs_privileged = False
 
-    def __init__(self, model: ActorCritic, name: str, greedy: bool) -> None:
+    def __init__(self, model: ActorCritic, name: str, greedy: bool, seed: int = 0) -> None:
         self.model = model
         self.name = name
         self.greedy = greedy
+        self.seed = seed
         self.h = model.initial_state(1)
 
     def reset(self, n: int) -> None:
         self.h = self.model.initial_state(n)
+        torch.manual_seed(self.seed)
 
     @torch.no_grad()
     def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> Any:
@@ -85,9 +109,7 @@ class TorchPolicy:
         return self.model.policy.to_env(dist.mode() if self.greedy else dist.sample())
 
 
-def eval_targets(
-    config: Config, cells_spec: str | list[str] | None = None
-) -> list[tuple[str, dict[str, Any]]]:
+def eval_targets(config: Config, cells_spec: str | list[str] | None = None) -> list[EvalTarget]:
     """(name, env params) for every evaluation cell: the named cells, else the training cells.
 
     A non-uavrl env has one target, named by its id.
@@ -98,24 +120,4 @@ def eval_targets(
     base = dict(config.env.params)
     if not spec:
         return [("default", base)]
-    return [(cell.name, {**base, **cell.env_params()}) for cell in resolve_cells(spec)]
-
-
-def evaluate_learned(
-    policies: Sequence[TorchPolicy],
-    config: Config,
-    episodes: int,
-    seed: int,
-    cells: str | list[str] | None = None,
-) -> pd.DataFrame:
-    """Every learned policy on every evaluation target, same streams for all (private pools)."""
-    rows = []
-    copies = np.arange(episodes)
-    for name, params in eval_targets(config, cells):
-        for policy in policies:
-            env = make_vec_env(config.env.id, episodes, params)
-            returns = episode_returns(policy, env, seed, copies)
-            env.close()
-            mean, std, low, high = mean_ci(returns)
-            rows.append((policy.name, name, episodes, mean, std, low, high))
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return cell_targets(base, resolve_cells(spec))

@@ -18,7 +18,7 @@ import yaml
 
 from uavrl.config import Config, load_config
 from uavrl.errors import ConfigError
-from uavrl.experiments.evaluate import TorchPolicy, evaluate_learned
+from uavrl.experiments.evaluate import TorchPolicy, eval_targets, evaluate_policies
 from uavrl.runners.a2c import run_a2c
 from uavrl.runners.a3c import run_a3c
 from uavrl.runners.session import RunResult
@@ -92,7 +92,9 @@ def evaluate_final(config: Config, result: RunResult) -> dict[str, Any]:
         TorchPolicy(model.eval(), label, greedy=True)
         for model, label in zip(result.models, model_labels(config, len(result.models)), strict=True)
     ]
-    table = evaluate_learned(policies, config, config.eval.episodes, config.eval.seed)
+    table = evaluate_policies(
+        policies, eval_targets(config), config.eval.episodes, config.eval.seed, config.env.id
+    )
     per_model = table.groupby("policy", sort=False)["mean"].mean()
     return {
         "mean_return": float(per_model.mean()),

@@ -20,6 +20,8 @@ LOG_COLUMNS = [
     "value_loss",
     "entropy",
     "grad_norm",
+    "lr",
+    "entropy_coef",
     "updates",
     "wall_time",
 ]

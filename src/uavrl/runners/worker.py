@@ -116,6 +116,8 @@ class UpdateStats:
     value_loss: float
     entropy: float
     grad_norm: float
+    lr: float
+    entropy_coef: float
 
 
 class Worker:
@@ -175,6 +177,7 @@ class Worker:
             algo.normalize_advantages,
         )
         grad_norm = math.nan
+        lr = self.learning_rate(env_steps)
         applied = bool(torch.isfinite(terms.total))
         if applied:
             terms.total.backward()
@@ -183,7 +186,7 @@ class Worker:
         if applied:
             with self.lock:
                 for group in self.optimizer.param_groups:
-                    group["lr"] = self.learning_rate(env_steps)
+                    group["lr"] = lr
                 transfer_gradients(self.local, self.learner)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -208,6 +211,8 @@ class Worker:
             float(terms.value.item()),
             float(terms.entropy.item()),
             grad_norm,
+            lr,
+            algo.entropy_coef,
         )
         return stats, episodes
 
@@ -232,6 +237,8 @@ def metric_rows(
             "value_loss": stats.value_loss,
             "entropy": stats.entropy,
             "grad_norm": stats.grad_norm,
+            "lr": stats.lr,
+            "entropy_coef": stats.entropy_coef,
             "updates": worker_updates,
             "wall_time": wall,
         }

@@ -1,0 +1,505 @@
+"""Multi-seed studies: arms x ablation rows x seeds, trained in parallel, resumable, evaluated alike.
+
+A study directory holds::
+
+    study.yaml                          the resolved study config
+    references.csv (+ .json)            reference policies on every evaluation cell
+    runs/<arm>/<ablation>/seed<k>/      one training run (config.yaml with its hash,
+                                        training_log.csv, checkpoints/, summary.json, job.log)
+                                        plus eval.csv and eval.json (the study's evaluation)
+    results.csv                         one row per (arm, ablation, seed, model, cell, selection)
+
+Each run executes in its own process (``python -m uavrl.experiments.study RUN_DIR``), at most
+``parallel`` at a time. A rerun skips every run whose ``summary.json`` is finished with the same
+config hash and whose evaluation matches the study's; an interrupted run resumes from its last
+checkpoint; a run whose config changed is moved aside (``<dir>.stale-<hash>``) and rerun.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from uavrl.config import (
+    Config,
+    ConfigSection,
+    apply_overrides,
+    config_from_dict,
+    format_validation_error,
+    load_config,
+)
+from uavrl.envs import ENV_ID
+from uavrl.envs.baselines import reference_policies
+from uavrl.envs.scenarios import resolve_cells
+from uavrl.errors import ConfigError
+from uavrl.experiments.evaluate import TorchPolicy, cell_targets, evaluate_policies
+from uavrl.experiments.train import CONFIG_FILE, SUMMARY_FILE, model_labels, resume, train, write_config
+
+Arm = Literal["a3c", "individual", "a3c_equal_updates"]
+Selection = Literal["greedy", "stochastic"]
+
+RESULTS_COLUMNS = [
+    "arm",
+    "ablation",
+    "seed",
+    "model",
+    "cell",
+    "held_out",
+    "selection",
+    "episodes",
+    "mean_return",
+]
+REFERENCE_ARM = "reference"
+REFERENCE_SELECTION = "rule"
+EVAL_FILE = "eval.csv"
+EVAL_META = "eval.json"
+STUDY_EVAL_FILE = "study_eval.json"
+JOB_LOG = "job.log"
+STUDY_FILE = "study.yaml"
+REFERENCES_FILE = "references.csv"
+RESULTS_FILE = "results.csv"
+# Settings that define an arm or a seed; an ablation row may not change them.
+_RESERVED = ("seed", "name", "runner.share", "runner.total_env_steps", "runner.kind")
+
+
+def _both_selections() -> list[Selection]:
+    return ["greedy", "stochastic"]
+
+
+def _both_arms() -> list[Literal["a3c", "individual"]]:
+    return ["a3c", "individual"]
+
+
+def _baseline_only() -> dict[str, list[str]]:
+    return {"baseline": []}
+
+
+class StudyEvaluation(ConfigSection):
+    """How every policy is evaluated: the same cells, streams and env parameters for all.
+
+    ``env_params`` (preset, reward scale...) are the evaluation's, not the training run's, so
+    returns are comparable across ablation rows that train with another reward scale or
+    cloud capacity. ``held_out`` in ``results.csv`` marks the cells of ``held_out_cells``.
+    """
+
+    episodes: int = Field(100, ge=1)
+    seed: int = Field(1_000_000, ge=0)
+    train_cells: list[str] = Field(default_factory=lambda: ["seen"])
+    held_out_cells: list[str] = Field(default_factory=lambda: ["held_out"])
+    selections: list[Selection] = Field(default_factory=_both_selections)
+    env_params: dict[str, Any] = Field(default_factory=lambda: {"preset": "paper"})
+    tuning_episodes: int = Field(100, ge=1, description="episodes per theta when tuning thresholds")
+
+    def hash(self) -> str:
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class StudyConfig(ConfigSection):
+    """Arms x ablation rows x seeds on a base run config.
+
+    - ``base``: a run config (as in ``configs/*.yaml``) on ``uavrl/Offload-v0``.
+    - ``arms``: ``a3c`` (share=True) and ``individual`` (share=False), identical otherwise;
+      ``a3c_equal_updates`` is A3C with ``1 / n_workers`` of the env steps, so its global model
+      receives as many updates as one individual model (run for ``equal_updates_rows``).
+    - ``env_steps_per_worker``: every worker of every arm and row gets this many env steps
+      (``runner.total_env_steps = env_steps_per_worker * n_workers``).
+    - ``ablations``: row name -> ``--set`` overrides of the base; the first row is the baseline
+      and must be empty.
+    - ``parallel``: training runs at once (each run is one process in serial mode, or N+1
+      processes otherwise).
+    """
+
+    name: str = "study"
+    base: dict[str, Any]
+    arms: list[Literal["a3c", "individual"]] = Field(default_factory=_both_arms)
+    equal_updates_rows: list[str] = Field(default_factory=list)
+    seeds: int = Field(10, ge=1)
+    first_seed: int = Field(0, ge=0)
+    env_steps_per_worker: int = Field(ge=1)
+    ablations: dict[str, list[str]] = Field(default_factory=_baseline_only)
+    parallel: int = Field(2, ge=1)
+    evaluation: StudyEvaluation = Field(default_factory=StudyEvaluation)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudyConfig:
+        if not self.ablations:
+            raise ValueError("ablations must name at least the baseline row")
+        first, overrides = next(iter(self.ablations.items()))
+        if overrides:
+            raise ValueError(f"the first ablation row ({first!r}) is the baseline and must be empty")
+        if len(set(self.arms)) != len(self.arms) or not self.arms:
+            raise ValueError(f"arms must be distinct and non-empty, got {self.arms}")
+        for row in self.equal_updates_rows:
+            if row not in self.ablations:
+                raise ValueError(f"equal_updates_rows names {row!r}, not one of {list(self.ablations)}")
+        for row, items in self.ablations.items():
+            if "/" in row or row.startswith("."):
+                raise ValueError(f"ablation row name {row!r} must not contain '/' or start with '.'")
+            for item in items:
+                key = item.partition("=")[0]
+                if key in _RESERVED:
+                    raise ValueError(f"ablation {row!r} may not set {key!r} (the study sets it)")
+        resolve_cells([*self.evaluation.train_cells, *self.evaluation.held_out_cells])
+        for run in plan(self, Path(".")):
+            if not run.config.env.is_uavrl or run.config.runner.kind != "a3c":
+                raise ValueError(f"base must be an a3c run on {ENV_ID} (row {run.ablation!r})")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
+    """Read a study YAML, apply ``--set`` overrides (``seeds=2``, ``base.algo.lr=1e-3``), validate.
+
+    ``base`` may be a mapping or the path of a run config, relative to the study file; then
+    ``base_set`` (a list of ``--set`` strings) is applied to it.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"study config {str(path)!r} does not exist") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"study config {str(path)!r} must hold a mapping")
+    if isinstance(data.get("base"), str):
+        base = load_config(path.parent / data["base"]).to_dict()
+        data["base"] = apply_overrides(base, data.pop("base_set", None) or [])
+    data = apply_overrides(data, overrides or [])
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    arm: str
+    ablation: str
+    seed: int
+    config: Config
+    run_dir: Path
+
+    @property
+    def label(self) -> str:
+        return f"{self.arm}/{self.ablation}/seed{self.seed}"
+
+
+def run_config(study: StudyConfig, arm: str, ablation: str, seed: int) -> Config:
+    """The resolved run config of one (arm, ablation row, seed)."""
+    data = apply_overrides(copy.deepcopy(study.base), study.ablations[ablation])
+    try:
+        n_workers = config_from_dict(data).runner.n_workers
+    except ConfigError as err:
+        raise ConfigError(f"ablation {ablation!r}: {err}") from None
+    steps = study.env_steps_per_worker * (1 if arm == "a3c_equal_updates" else n_workers)
+    data = apply_overrides(
+        data,
+        [
+            f"name={study.name}/{arm}/{ablation}/seed{seed}",
+            f"seed={study.first_seed + seed}",
+            f"runner.share={arm != 'individual'}",
+            f"runner.total_env_steps={steps}",
+            "log.progress=false",
+        ],
+    )
+    try:
+        return config_from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"ablation {ablation!r}, arm {arm!r}: {err}") from None
+
+
+def plan(study: StudyConfig, study_dir: Path) -> list[PlannedRun]:
+    """Every run of the study, rows in config order, then arms, then seeds."""
+    runs = []
+    for ablation in study.ablations:
+        arms: list[str] = list(study.arms)
+        if ablation in study.equal_updates_rows:
+            arms.append("a3c_equal_updates")
+        for arm in arms:
+            for seed in range(study.seeds):
+                config = run_config(study, arm, ablation, seed)
+                run_dir = study_dir / "runs" / arm / ablation / f"seed{seed}"
+                runs.append(PlannedRun(arm, ablation, seed, config, run_dir))
+    return runs
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_finished(run_dir: Path, config_hash: str, eval_hash: str) -> bool:
+    """Trained to the end with this config and evaluated with this evaluation."""
+    summary = _read_json(run_dir / SUMMARY_FILE)
+    meta = _read_json(run_dir / EVAL_META)
+    return (
+        summary is not None
+        and summary.get("status") == "finished"
+        and summary.get("config_hash") == config_hash
+        and meta is not None
+        and meta.get("config_hash") == config_hash
+        and meta.get("eval_hash") == eval_hash
+        and (run_dir / EVAL_FILE).exists()
+    )
+
+
+def prepare_run(run: PlannedRun, evaluation: StudyEvaluation) -> None:
+    """Write the run's config and evaluation; a directory holding another config is moved aside."""
+    config_path = run.run_dir / CONFIG_FILE
+    if config_path.exists():
+        stored = yaml.safe_load(config_path.read_text()) or {}
+        old_hash = (stored.get("meta") or {}).get("config_hash")
+        if old_hash != run.config.hash():
+            run.run_dir.rename(run.run_dir.with_name(f"{run.run_dir.name}.stale-{old_hash}"))
+    if not config_path.exists():
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run.config, run.run_dir)
+    (run.run_dir / STUDY_EVAL_FILE).write_text(evaluation.model_dump_json())
+
+
+def evaluation_cells(evaluation: StudyEvaluation) -> list[tuple[str, dict[str, Any], bool]]:
+    """(cell name, env params, held out) for every evaluation cell, training cells first."""
+    train_cells = resolve_cells(evaluation.train_cells)
+    held_out = [c for c in resolve_cells(evaluation.held_out_cells) if c not in train_cells]
+    cells = [(c, False) for c in train_cells] + [(c, True) for c in held_out]
+    return [
+        (name, params, flag)
+        for (name, params), (_, flag) in zip(
+            cell_targets(evaluation.env_params, [c for c, _ in cells]), cells, strict=True
+        )
+    ]
+
+
+def evaluate_run(run_dir: Path, evaluation: StudyEvaluation) -> pd.DataFrame:
+    """Every final model of a run on every evaluation cell, each selection mode."""
+    from uavrl.runners.checkpoint import load_models
+    from uavrl.runners.session import CHECKPOINT_DIR, LAST
+
+    models, meta = load_models(run_dir / CHECKPOINT_DIR, LAST)
+    config = config_from_dict(meta["config"])
+    labels = model_labels(config, len(models))
+    cells = evaluation_cells(evaluation)
+    targets = [(name, params) for name, params, _ in cells]
+    held_out = {name: flag for name, _, flag in cells}
+    frames = []
+    for selection in evaluation.selections:
+        policies = [
+            TorchPolicy(model.eval(), label, greedy=selection == "greedy", seed=evaluation.seed)
+            for model, label in zip(models, labels, strict=True)
+        ]
+        frame = evaluate_policies(policies, targets, evaluation.episodes, evaluation.seed)
+        frame["selection"] = selection
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    return pd.DataFrame(
+        {
+            "model": table["policy"],
+            "cell": table["cell"],
+            "held_out": table["cell"].map(held_out),
+            "selection": table["selection"],
+            "episodes": table["episodes"],
+            "mean_return": table["mean"],
+        }
+    )
+
+
+def run_job(run_dir: Path) -> None:
+    """Train (or resume, or skip if trained) one run, then evaluate it for the study."""
+    config = load_config(run_dir / CONFIG_FILE)
+    evaluation = StudyEvaluation.model_validate_json((run_dir / STUDY_EVAL_FILE).read_text())
+    summary = _read_json(run_dir / SUMMARY_FILE)
+    trained = (
+        summary is not None
+        and summary.get("status") == "finished"
+        and summary.get("config_hash") == config.hash()
+    )
+    if not trained:
+        if (run_dir / "checkpoints").exists():
+            resume(run_dir)
+        else:
+            # A failed attempt that never checkpointed: start over with the same config.
+            for name in (SUMMARY_FILE, "training_log.csv"):
+                (run_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+            train(config, run_dir)
+    table = evaluate_run(run_dir, evaluation)
+    table.to_csv(run_dir / EVAL_FILE, index=False)
+    meta = {"config_hash": config.hash(), "eval_hash": evaluation.hash()}
+    (run_dir / EVAL_META).write_text(json.dumps(meta, indent=2))
+
+
+def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
+    """Reference policies on every evaluation cell (thresholds tuned on the training cells)."""
+    evaluation = study.evaluation
+    path, meta_path = study_dir / REFERENCES_FILE, study_dir / "references.json"
+    meta = _read_json(meta_path)
+    if path.exists() and meta is not None and meta.get("eval_hash") == evaluation.hash():
+        return pd.read_csv(path)
+    preset = evaluation.env_params.get("preset", "paper")
+    policies = reference_policies(
+        preset, resolve_cells(evaluation.train_cells), evaluation.tuning_episodes, evaluation.seed
+    )
+    cells = evaluation_cells(evaluation)
+    table = evaluate_policies(policies, [(n, p) for n, p, _ in cells], evaluation.episodes, evaluation.seed)
+    table["held_out"] = table["cell"].map({name: flag for name, _, flag in cells})
+    table.to_csv(path, index=False)
+    thetas = {p.name: int(p.theta) for p in policies if hasattr(p, "theta")}
+    meta_path.write_text(json.dumps({"eval_hash": evaluation.hash(), "theta": thetas}, indent=2))
+    return table
+
+
+def collect_results(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
+    """``results.csv``: every evaluated run's rows plus the reference policies' rows."""
+    frames = []
+    for run in plan(study, study_dir):
+        path = run.run_dir / EVAL_FILE
+        if not is_finished(run.run_dir, run.config.hash(), study.evaluation.hash()):
+            continue
+        frame = pd.read_csv(path)
+        frame.insert(0, "arm", run.arm)
+        frame.insert(1, "ablation", run.ablation)
+        frame.insert(2, "seed", run.seed)
+        frames.append(frame)
+    references = pd.read_csv(study_dir / REFERENCES_FILE)
+    frames.append(
+        pd.DataFrame(
+            {
+                "arm": REFERENCE_ARM,
+                "ablation": "",
+                "seed": study.evaluation.seed,
+                "model": references["policy"],
+                "cell": references["cell"],
+                "held_out": references["held_out"],
+                "selection": REFERENCE_SELECTION,
+                "episodes": references["episodes"],
+                "mean_return": references["mean"],
+            }
+        )
+    )
+    results = pd.concat(frames, ignore_index=True)[RESULTS_COLUMNS]
+    results.to_csv(study_dir / RESULTS_FILE, index=False)
+    return results
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int = 0
+    skipped: int = 0
+    running: int = 0
+    failed: int = 0
+    started: float = 0.0
+    durations: tuple[float, ...] = ()
+
+    @property
+    def left(self) -> int:
+        return self.total - self.done - self.skipped - self.running - self.failed
+
+    def eta_s(self, parallel: int) -> float | None:
+        if not self.durations:
+            return None
+        return float(np.mean(self.durations)) * (self.left + self.running) / parallel
+
+    def line(self, parallel: int) -> str:
+        eta = self.eta_s(parallel)
+        eta_text = "?" if eta is None else f"{eta / 60:.1f} min"
+        return (
+            f"runs: {self.done + self.skipped}/{self.total} done ({self.skipped} skipped), "
+            f"{self.running} running, {self.left} left, {self.failed} failed; "
+            f"elapsed {(time.time() - self.started) / 60:.1f} min, ETA {eta_text}"
+        )
+
+
+class StudyFailed(RuntimeError):
+    """Some runs failed; the others are finished and in ``results.csv``."""
+
+
+def run_study(
+    study: StudyConfig,
+    study_dir: Path,
+    report: Callable[[Progress], None] | None = None,
+    poll_s: float = 0.5,
+) -> tuple[pd.DataFrame, Progress]:
+    """Run (or finish) every run of the study, then write ``results.csv``."""
+    study_dir.mkdir(parents=True, exist_ok=True)
+    (study_dir / STUDY_FILE).write_text(yaml.safe_dump(study.to_dict(), sort_keys=False))
+    runs = plan(study, study_dir)
+    eval_hash = study.evaluation.hash()
+    progress = Progress(total=len(runs), started=time.time())
+    pending = []
+    for run in runs:
+        if is_finished(run.run_dir, run.config.hash(), eval_hash):
+            progress.skipped += 1
+        else:
+            prepare_run(run, study.evaluation)
+            pending.append(run)
+    write_references(study, study_dir)
+    running: dict[str, tuple[PlannedRun, subprocess.Popen[bytes], float]] = {}
+    failures: list[str] = []
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        while pending or running:
+            while pending and len(running) < study.parallel:
+                run = pending.pop(0)
+                with (run.run_dir / JOB_LOG).open("ab") as log:
+                    process = subprocess.Popen(
+                        [sys.executable, "-m", "uavrl.experiments.study", str(run.run_dir)],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                    )
+                running[run.label] = (run, process, time.time())
+            progress.running = len(running)
+            if report:
+                report(progress)
+            time.sleep(poll_s)
+            for label, (run, process, start) in list(running.items()):
+                code = process.poll()
+                if code is None:
+                    continue
+                del running[label]
+                if code == 0:
+                    progress.done += 1
+                    progress.durations = (*progress.durations, time.time() - start)
+                else:
+                    progress.failed += 1
+                    failures.append(f"{label} (exit {code}, see {run.run_dir / JOB_LOG})")
+            progress.running = len(running)
+    finally:
+        for _, process, _ in running.values():
+            process.terminate()
+        for _, process, _ in running.values():
+            process.wait()
+    if report:
+        report(progress)
+    results = collect_results(study, study_dir)
+    if failures:
+        raise StudyFailed(f"{len(failures)} run(s) failed: " + "; ".join(failures))
+    return results, progress
+
+
+if __name__ == "__main__":
+    import torch
+
+    torch.set_num_threads(1)
+    run_job(Path(sys.argv[1]))

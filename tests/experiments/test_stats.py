@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from uavrl.experiments import stats
+
+
+def test_seed_summary_by_hand() -> None:
+    # Seed values (row means): 2, 4, 9.
+    scores = np.array([[1.0, 3.0], [4.0, 4.0], [8.0, 10.0]])
+    s = stats.seed_summary(scores)
+    assert s.n_seeds == 3
+    assert s.mean == pytest.approx(5.0)
+    assert s.std == pytest.approx(np.sqrt(((2 - 5) ** 2 + (4 - 5) ** 2 + (9 - 5) ** 2) / 2))
+    assert s.cv == pytest.approx(s.std / 5.0)
+    assert (s.worst, s.best) == (2.0, 9.0)
+
+
+def test_iqm_by_hand_and_against_scipy() -> None:
+    # 8 values: drop the lowest 2 and highest 2, average the middle 4.
+    x = np.array([100.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, -50.0])
+    assert stats.iqm(x) == pytest.approx((2 + 3 + 4 + 5) / 4)
+    rng = np.random.default_rng(3)
+    m = rng.normal(size=(7, 5))
+    assert stats.iqm(m) == pytest.approx(sps.trim_mean(m.ravel(), 0.25))
+
+
+def _reference_bootstrap(scores: np.ndarray, reps: int, seed: int) -> tuple[float, float]:
+    """The stratified bootstrap written as plain loops: per replicate, per cell, resample seeds."""
+    rng = np.random.default_rng(seed)
+    n, c = scores.shape
+    out = []
+    all_rows = rng.integers(0, n, size=(reps, n, c))
+    for rows in all_rows:
+        sample = np.empty_like(scores)
+        for j in range(c):
+            for i in range(n):
+                sample[i, j] = scores[rows[i, j], j]
+        out.append(sps.trim_mean(sample.ravel(), 0.25))
+    return float(np.percentile(out, 2.5)), float(np.percentile(out, 97.5))
+
+
+def test_stratified_bootstrap_matches_loop_reference() -> None:
+    scores = np.random.default_rng(0).normal(10.0, 3.0, size=(6, 4))
+    ci = stats.stratified_bootstrap_ci(scores, reps=300, seed=7)
+    assert ci == pytest.approx(_reference_bootstrap(scores, 300, 7))
+    assert ci[0] < stats.iqm(scores) < ci[1]
+
+
+def test_stratified_bootstrap_keeps_cells_apart() -> None:
+    # Cell 0 holds only zeros and cell 1 only ones: any within-cell resample has the same
+    # multiset of values, so the IQM never moves. Resampling across cells would move it.
+    scores = np.column_stack([np.zeros(5), np.ones(5)])
+    low, high = stats.stratified_bootstrap_ci(scores, reps=200)
+    assert low == high == pytest.approx(stats.iqm(scores))
+
+
+def test_bootstrap_ci_coverage_of_the_mean() -> None:
+    # A 95% percentile interval for the mean of N(0, 1) samples covers 0 in roughly 95% of trials.
+    rng = np.random.default_rng(1)
+    hits = 0
+    trials = 200
+    for t in range(trials):
+        x = rng.normal(size=(30, 1))
+        low, high = stats.stratified_bootstrap_ci(x, "mean", reps=400, seed=t)
+        hits += low <= 0.0 <= high
+    assert 0.88 <= hits / trials <= 0.99
+
+
+def test_probability_of_improvement_by_hand() -> None:
+    x = np.array([[1.0], [3.0]])
+    y = np.array([[2.0], [3.0], [0.0]])
+    # Pairs (x, y): (1,2) 0, (1,3) 0, (1,0) 1, (3,2) 1, (3,3) 0.5, (3,0) 1 -> 3.5 / 6.
+    assert stats.probability_of_improvement(x, y) == pytest.approx(3.5 / 6)
+    # Two cells: averaged per cell. Cell 2 is all x > y.
+    x2 = np.column_stack([x[:, 0], [10.0, 10.0]])
+    y2 = np.column_stack([y[:, 0], [0.0, 0.0, 0.0]])
+    assert stats.probability_of_improvement(x2, y2) == pytest.approx((3.5 / 6 + 1.0) / 2)
+    # Equals the normalised Mann-Whitney U in one cell.
+    u = sps.mannwhitneyu(x[:, 0], y[:, 0]).statistic
+    assert stats.probability_of_improvement(x, y) == pytest.approx(u / 6)
+
+
+def test_welch_against_scipy_and_by_hand() -> None:
+    x = np.array([3.1, 4.5, 2.2, 5.0, 3.8])
+    y = np.array([1.0, 2.5, 1.9, 0.4, 2.2, 3.0, 1.1])
+    ours = stats.welch_t(x, y)
+    ref = sps.ttest_ind(x, y, equal_var=False)
+    assert ours.statistic == pytest.approx(ref.statistic)
+    assert ours.p_value == pytest.approx(ref.pvalue)
+    vx, vy = x.var(ddof=1) / 5, y.var(ddof=1) / 7
+    assert ours.df == pytest.approx((vx + vy) ** 2 / (vx**2 / 4 + vy**2 / 6))
+    with pytest.raises(ValueError, match=">= 2 values"):
+        stats.welch_t(x[:1], y)
+
+
+def test_mann_whitney_against_scipy() -> None:
+    x = np.array([1.0, 4.0, 6.0, 7.0])
+    y = np.array([2.0, 3.0, 5.0, 5.0, 8.0])
+    ours = stats.mann_whitney_u(x, y)
+    ref = sps.mannwhitneyu(x, y, alternative="two-sided")
+    assert ours.statistic == pytest.approx(ref.statistic)
+    assert ours.p_value == pytest.approx(ref.pvalue)
+    # Completely separated samples of 3 and 3: exact two-sided p = 2 / C(6, 3).
+    assert stats.mann_whitney_u(np.array([4.0, 5, 6]), np.array([1.0, 2, 3])).p_value == pytest.approx(2 / 20)
+
+
+def test_holm_by_hand() -> None:
+    p = [0.01, 0.04, 0.03, 0.005]
+    # Sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> monotone 0.06.
+    assert stats.holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert stats.holm([0.2]) == pytest.approx([0.2])
+
+
+def test_bad_scores_are_rejected() -> None:
+    with pytest.raises(ValueError, match="NaN or inf"):
+        stats.iqm(np.array([1.0, np.nan]))
+    with pytest.raises(ValueError, match="share their cells"):
+        stats.probability_of_improvement(np.ones((2, 2)), np.ones((2, 3)))
