@@ -27,6 +27,13 @@ def test_a3c_solves_cartpole(tmp_path: Path) -> None:
     assert summary["eval"]["mean_return"] >= 475.0
 
 
+def test_a3c_gaussian_head_swings_up_pendulum(tmp_path: Path) -> None:
+    config = load_config(CONFIGS / "pendulum_a3c.yaml", QUIET)
+    summary = train(config, tmp_path)
+    assert summary["eval"]["episodes"] >= 50
+    assert summary["eval"]["mean_return"] >= -200.0
+
+
 def test_a3c_beats_local_else_offload_on_the_paper_training_cells(tmp_path: Path) -> None:
     config = load_config(CONFIGS / "paper_learning_check.yaml", QUIET)
     summary = train(config, tmp_path)

@@ -169,12 +169,13 @@ def cmd_study(args: argparse.Namespace) -> None:
     study = load_study(args.config, args.set)
     study_dir = Path(args.run_dir) if args.run_dir else Path("runs") / study.name
     console.print(
-        f"study {study.name}: {len(plan(study, study_dir))} runs into {study_dir}, {study.parallel} at a time"
+        f"study {study.name}: {len(plan(study, study_dir))} runs into {study_dir}, "
+        f"{study.runs_at_once} at a time"
     )
     try:
         with console.status("starting") as status:
-            _, progress = run_study(study, study_dir, lambda p: status.update(p.line(study.parallel)))
-        console.print(progress.line(study.parallel))
+            _, progress = run_study(study, study_dir, lambda p: status.update(p.line(study.runs_at_once)))
+        console.print(progress.line(study.runs_at_once))
     except StudyFailed as err:
         console.print(f"[red]{err}[/red]")
         write_report(study_dir)

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -121,8 +122,8 @@ class StudyConfig(ConfigSection):
       (``runner.total_env_steps = env_steps_per_worker * n_workers``).
     - ``ablations``: row name -> ``--set`` overrides of the base; the first row is the baseline
       and must be empty.
-    - ``parallel``: training runs at once (each run is one process in serial mode, or N+1
-      processes otherwise).
+    - ``parallel``: training runs at once, default one per core (each run is one process in
+      serial mode, or N + 1 processes otherwise).
     """
 
     name: str = "study"
@@ -133,7 +134,7 @@ class StudyConfig(ConfigSection):
     first_seed: int = Field(0, ge=0)
     env_steps_per_worker: int = Field(ge=1)
     ablations: dict[str, list[str]] = Field(default_factory=_baseline_only)
-    parallel: int = Field(2, ge=1)
+    parallel: int | None = Field(None, ge=1)
     evaluation: StudyEvaluation = Field(default_factory=StudyEvaluation)
 
     @model_validator(mode="after")
@@ -163,6 +164,10 @@ class StudyConfig(ConfigSection):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    @property
+    def runs_at_once(self) -> int:
+        return self.parallel or os.cpu_count() or 1
 
 
 def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
@@ -459,7 +464,7 @@ def run_study(
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
         while pending or running:
-            while pending and len(running) < study.parallel:
+            while pending and len(running) < study.runs_at_once:
                 run = pending.pop(0)
                 with (run.run_dir / JOB_LOG).open("ab") as log:
                     process = subprocess.Popen(
@@ -486,10 +491,14 @@ def run_study(
                     failures.append(f"{label} (exit {code}, see {run.run_dir / JOB_LOG})")
             progress.running = len(running)
     finally:
+        # On Ctrl-C or an error here: SIGINT lets each run checkpoint before it exits.
         for _, process, _ in running.values():
-            process.terminate()
+            process.send_signal(signal.SIGINT)
         for _, process, _ in running.values():
-            process.wait()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
     if report:
         report(progress)
     results = collect_results(study, study_dir)

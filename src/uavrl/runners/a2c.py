@@ -14,7 +14,7 @@ import torch
 from uavrl.config import Config
 from uavrl.envs.vector import ConcatVecEnv
 from uavrl.runners.a3c import run_serial, updates_per_worker
-from uavrl.runners.session import RunResult, TrainingSession, make_pool
+from uavrl.runners.session import RunResult, TrainingSession
 from uavrl.runners.worker import Worker, derived_seed, make_worker_env
 
 
@@ -23,7 +23,7 @@ def run_a2c(config: Config, run_dir: Path, resume: bool = False) -> RunResult:
     torch.set_num_threads(1)
     r = config.runner
     session = TrainingSession(config, run_dir, n_learners=1, n_slots=1, resume=resume)
-    pool = make_pool(config, cross_process=False)
+    pool = session.open_pool(cross_process=False)
     env = ConcatVecEnv([make_worker_env(config, i, pool) for i in range(r.n_workers)])
     env_seed = session.env_seed()
     torch.manual_seed(derived_seed(config.seed, 3, env_seed))

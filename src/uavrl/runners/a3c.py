@@ -21,7 +21,7 @@ import torch
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.nn.models import ActorCritic
-from uavrl.runners.session import RunResult, TrainingSession, WorkerFailed, make_pool
+from uavrl.runners.session import RunResult, TrainingSession, WorkerFailed
 from uavrl.runners.worker import SharedCounters, Worker, derived_seed, make_worker_env, metric_rows
 
 JOIN_TIMEOUT_S = 10.0
@@ -127,7 +127,7 @@ def run_a3c(config: Config, run_dir: Path, resume: bool = False) -> RunResult:
     """
     r = config.runner
     session = TrainingSession(config, run_dir, 1 if r.share else r.n_workers, r.n_workers, resume)
-    pool = make_pool(config, cross_process=not r.serial)
+    pool = session.open_pool(cross_process=not r.serial)
     locks = [session.ctx.Lock() for _ in session.models]
     target = updates_per_worker(config)
     env_seed = session.env_seed()

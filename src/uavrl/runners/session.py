@@ -3,6 +3,7 @@ checkpoints, resume and a clean stop on failure."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from uavrl.runners.worker import SharedCounters, derived_seed, worker_env_params
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last"
+ENVIRONMENT_FILE = "environment.json"
 
 
 class WorkerFailed(RuntimeError):
@@ -117,6 +119,26 @@ class TrainingSession:
     @property
     def checkpoint_dir(self) -> Path:
         return self.run_dir / CHECKPOINT_DIR
+
+    def open_pool(self, cross_process: bool) -> CloudPool | None:
+        """The run's cloud pool (or None), recorded with every worker's env parameters.
+
+        ``environment.json`` is written from the objects the workers will use, so a run
+        directory shows which cells and which pool capacity actually reached the envs.
+        """
+        pool = make_pool(self.config, cross_process)
+        r = self.config.runner
+        record = {
+            "env_id": self.config.env.id,
+            "shared_pool": pool is not None,
+            "pool_capacity": None if pool is None else pool.capacity,
+            "workers": [
+                {"worker_id": i, "envs": r.envs_per_worker, "params": worker_env_params(self.config, i)}
+                for i in range(r.n_workers)
+            ],
+        }
+        (self.run_dir / ENVIRONMENT_FILE).write_text(json.dumps(record, indent=2))
+        return pool
 
     def env_seed(self) -> int:
         """Env seed of this (possibly resumed) session: a resumed run does not replay its streams."""

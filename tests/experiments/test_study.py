@@ -1,0 +1,193 @@
+"""The study runner: planning, validation, the setting of every ablation row reaching the
+trainer, run directories, resumability."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from safetensors.numpy import load_file
+
+from uavrl.errors import ConfigError
+from uavrl.experiments.study import (
+    Progress,
+    load_study,
+    plan,
+    run_study,
+)
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+# Tiny budgets and two evaluation cells keep each run to a few seconds.
+TINY = [
+    "seeds=1",
+    "env_steps_per_worker=400",
+    "base.runner.envs_per_worker=2",
+    "base.eval.episodes=2",
+    "base.eval.cells=[v5-l200-c1000]",
+    "base.log.tensorboard=false",
+    "evaluation.episodes=3",
+    "evaluation.tuning_episodes=3",
+    "evaluation.train_cells=[v5-l200-c1000]",
+    "evaluation.held_out_cells=[v90-l200-c1000]",
+]
+
+
+def test_study_configs_load_and_plan() -> None:
+    paper = load_study(CONFIGS / "study_paper.yaml")
+    runs = plan(paper, Path("x"))
+    rows = list(paper.ablations)
+    assert rows[0] == "baseline" and len(rows) == 19
+    # 2 arms x 19 rows x 10 seeds + the equal-update variant on the baseline row.
+    assert len(runs) == 2 * 19 * 10 + 10
+    quick = load_study(CONFIGS / "study_quick.yaml")
+    assert quick.seeds == 2 and len(quick.ablations) == 3
+
+
+def test_every_worker_gets_the_same_env_steps_and_rows_change_one_setting() -> None:
+    study = load_study(CONFIGS / "study_paper.yaml")
+    runs = {(r.arm, r.ablation, r.seed): r.config for r in plan(study, Path("x"))}
+    per_worker = study.env_steps_per_worker
+    for (arm, _, _), config in runs.items():
+        expected = per_worker * (1 if arm == "a3c_equal_updates" else config.runner.n_workers)
+        assert config.runner.total_env_steps == expected
+    assert runs[("a3c", "workers_3", 0)].runner.total_env_steps == 3 * per_worker
+    a3c, individual = runs[("a3c", "baseline", 4)], runs[("individual", "baseline", 4)]
+    assert (a3c.runner.share, individual.runner.share) == (True, False)
+    assert a3c.seed == individual.seed == 4
+    # Apart from the arm and the name, an ablation row differs from the baseline only where it says.
+    base = runs[("a3c", "baseline", 0)].to_dict()
+    row = runs[("a3c", "entropy_0.01", 0)].to_dict()
+    base.pop("name"), row.pop("name")
+    assert row["algo"].pop("entropy_coef") == 0.01 and base["algo"].pop("entropy_coef") == 0.05
+    assert row == base
+    assert len({c.hash() for c in runs.values()}) == len(runs)
+
+
+def test_bad_study_configs_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="baseline and must be empty"):
+        load_study(CONFIGS / "study_quick.yaml", ["ablations={first: [model.layer_norm=false]}"])
+    with pytest.raises(ConfigError, match=r"may not set 'runner\.share'"):
+        load_study(CONFIGS / "study_quick.yaml", ["ablations={baseline: [], x: [runner.share=false]}"])
+    with pytest.raises(ConfigError, match=r"ablation 'bad'.*hidden_size"):
+        load_study(CONFIGS / "study_quick.yaml", ["ablations={baseline: [], bad: [model.hidden_size=0]}"])
+    with pytest.raises(ConfigError, match="arms"):
+        load_study(CONFIGS / "study_quick.yaml", ["arms=[a3c, impala]"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_study(tmp_path / "missing.yaml")
+
+
+@pytest.fixture(scope="module")
+def ablation_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rows = {
+        "baseline": [],
+        "no_layer_norm": ["model.layer_norm=false"],
+        "feedforward": ["model.recurrent=false"],
+        "workers_3": [
+            "runner.n_workers=3",
+            "env.worker_cells=[v5-l200-c1000, v20-l200-c1000, v50-l200-c1000]",
+        ],
+        "cloud_500": [
+            "env.worker_cells=[v5-l200-c500, v10-l200-c500, v20-l200-c500, v30-l200-c500, v50-l200-c500]"
+        ],
+        "entropy_0.01": ["algo.entropy_coef=0.01"],
+    }
+    study = load_study(
+        CONFIGS / "study_paper.yaml",
+        [*TINY, "arms=[a3c]", "equal_updates_rows=[]", f"ablations={json.dumps(rows)}"],
+    )
+    directory = tmp_path_factory.mktemp("ablation_study")
+    run_study(study, directory, poll_s=0.1)
+    return directory
+
+
+def _run(study_dir: Path, ablation: str, arm: str = "a3c", seed: int = 0) -> Path:
+    return study_dir / "runs" / arm / ablation / f"seed{seed}"
+
+
+def _weights(run_dir: Path) -> dict[str, object]:
+    """The model parameters of a run's final checkpoint (optimizer state left out)."""
+    tensors = load_file(str(run_dir / "checkpoints" / "last.safetensors"))
+    return {k: v for k, v in tensors.items() if k.startswith("model0.")}
+
+
+def test_each_ablation_setting_reaches_the_trainer(ablation_study: Path) -> None:
+    baseline = _weights(_run(ablation_study, "baseline"))
+    assert any("norm" in k for k in baseline) and any("gru" in k for k in baseline)
+
+    no_ln = _weights(_run(ablation_study, "no_layer_norm"))
+    assert set(baseline) - set(no_ln) == {
+        f"model0.{norm}.{p}" for norm in ("encoder.1", "core_norm") for p in ("weight", "bias")
+    }
+    assert any("gru" in k for k in no_ln)
+
+    feedforward = _weights(_run(ablation_study, "feedforward"))
+    assert not any("gru" in k for k in feedforward)
+
+    log = pd.read_csv(_run(ablation_study, "workers_3") / "training_log.csv")
+    assert sorted(log["worker_id"].unique()) == [0, 1, 2]
+    assert sorted(
+        pd.read_csv(_run(ablation_study, "baseline") / "training_log.csv")["worker_id"].unique()
+    ) == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+
+    environment = json.loads((_run(ablation_study, "cloud_500") / "environment.json").read_text())
+    assert environment["shared_pool"] and environment["pool_capacity"] == 500
+    assert {w["params"]["cloud_capacity"] for w in environment["workers"]} == {500}
+    baseline_env = json.loads((_run(ablation_study, "baseline") / "environment.json").read_text())
+    assert baseline_env["pool_capacity"] == 1000
+
+    logged = pd.read_csv(_run(ablation_study, "entropy_0.01") / "training_log.csv")["entropy_coef"]
+    assert (logged == 0.01).all()
+    assert (pd.read_csv(_run(ablation_study, "baseline") / "training_log.csv")["entropy_coef"] == 0.05).all()
+
+
+def test_run_directories_carry_their_config_and_hash(ablation_study: Path) -> None:
+    study = load_study(ablation_study / "study.yaml")
+    for run in plan(study, ablation_study):
+        stored = yaml.safe_load((run.run_dir / "config.yaml").read_text())
+        summary = json.loads((run.run_dir / "summary.json").read_text())
+        assert stored["meta"]["config_hash"] == summary["config_hash"] == run.config.hash()
+
+
+def test_rerun_skips_finished_runs_and_reruns_a_changed_one(ablation_study: Path) -> None:
+    study = load_study(ablation_study / "study.yaml")
+    before = (_run(ablation_study, "baseline") / "summary.json").stat().st_mtime_ns
+    _, progress = run_study(study, ablation_study, poll_s=0.1)
+    assert progress.skipped == progress.total and progress.done == 0
+    assert (_run(ablation_study, "baseline") / "summary.json").stat().st_mtime_ns == before
+    # Change one row: only its run reruns; the old directory is kept aside.
+    rows = {**study.ablations, "entropy_0.01": ["algo.entropy_coef=0.02"]}
+    changed = study.model_copy(update={"ablations": rows})
+    _, progress = run_study(changed, ablation_study, poll_s=0.1)
+    assert (progress.done, progress.skipped) == (1, progress.total - 1)
+    assert list((ablation_study / "runs" / "a3c" / "entropy_0.01").glob("seed0.stale-*"))
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(ablation_study: Path) -> None:
+    study = load_study(ablation_study / "study.yaml")
+    run_dir = _run(ablation_study, "feedforward")
+    log_rows = len(pd.read_csv(run_dir / "training_log.csv"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(
+        json.dumps({"status": "failed", "config_hash": summary["config_hash"]})
+    )
+    _, progress = run_study(study, ablation_study, poll_s=0.1)
+    assert progress.done == 1
+    resumed = json.loads((run_dir / "summary.json").read_text())
+    # The checkpoint already held the whole budget: nothing is trained twice.
+    assert resumed["status"] == "finished" and resumed["env_steps"] == summary["env_steps"]
+    assert len(pd.read_csv(run_dir / "training_log.csv")) == log_rows
+
+
+def test_progress_estimates_time_left() -> None:
+    progress = Progress(total=10, done=2, running=2, durations=(50.0, 70.0))
+    assert progress.left == 6
+    assert progress.eta_s(parallel=2) == pytest.approx(60.0 * 8 / 2)
+    assert Progress(total=3).eta_s(2) is None
+    assert "2/10 done" in progress.line(2)
