@@ -55,7 +55,7 @@ def test_bench_env_writes_its_table(tmp_path: Path) -> None:
 def test_bench_train_measures_library_and_reference_workers(tmp_path: Path) -> None:
     from uavrl.bench import train as bench_train
 
-    frame = bench_train.run(workers=[1], envs_per_worker=[4], seconds=0.5)
+    frame = bench_train.run(workers=[1], envs_per_worker=[4], seconds=0.5, rounds=1)
     assert list(frame.columns) == ["runner", "n_workers", "envs_per_worker", "steps_per_s"]
     assert frame["runner"].tolist() == ["reference", "a3c"]
     assert (frame["steps_per_s"] > 0).all()

@@ -163,8 +163,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_study(args: argparse.Namespace) -> None:
+    from rich.status import Status
+
     from uavrl.experiments.report import write_report
-    from uavrl.experiments.study import StudyFailed, load_study, plan, run_study
+    from uavrl.experiments.study import Progress, StudyFailed, load_study, plan, run_study
 
     study = load_study(args.config, args.set)
     study_dir = Path(args.run_dir) if args.run_dir else Path("runs") / study.name
@@ -172,9 +174,18 @@ def cmd_study(args: argparse.Namespace) -> None:
         f"study {study.name}: {len(plan(study, study_dir))} runs into {study_dir}, "
         f"{study.runs_at_once} at a time"
     )
+    shown: list[tuple[int, int, int]] = []
+
+    def show(progress: Progress, status: Status) -> None:
+        status.update(progress.line(study.runs_at_once))
+        state = (progress.done + progress.skipped, progress.running, progress.failed)
+        if not console.is_terminal and (not shown or shown[-1] != state):
+            console.print(progress.line(study.runs_at_once))  # logs and CI get a line per change
+            shown.append(state)
+
     try:
         with console.status("starting") as status:
-            _, progress = run_study(study, study_dir, lambda p: status.update(p.line(study.runs_at_once)))
+            _, progress = run_study(study, study_dir, lambda p: show(p, status))
         console.print(progress.line(study.runs_at_once))
     except StudyFailed as err:
         console.print(f"[red]{err}[/red]")

@@ -167,6 +167,25 @@ def headline_table(results: pd.DataFrame, ablation: str, selection: str, held_ou
     return "\n".join(lines)
 
 
+def arm_comparisons(results: pd.DataFrame, ablation: str, selection: str, held_out: bool) -> str:
+    """A3C (and its equal-update variant) against the individual arm's per-seed model mean."""
+    y = seed_scores(results, "individual", ablation, selection, held_out)
+    lines = [
+        "| comparison | gap [95% CI] | P(X > Y) | Welch p | MWU p |",
+        "|---|---|---|---|---|",
+    ]
+    for arm in ("a3c", "a3c_equal_updates"):
+        x = seed_scores(results, arm, ablation, selection, held_out)
+        if x.size == 0 or y.size == 0:
+            continue
+        c = compare(x, y)
+        lines.append(
+            f"| {arm} vs individual | {c.gap:+.2f} [{_fmt(c.ci[0])}, {_fmt(c.ci[1])}] | "
+            f"{c.p_improvement:.2f} | {_p(c.welch_p)} | {_p(c.mwu_p)} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def comparison_rows(results: pd.DataFrame, selection: str, held_out: bool) -> pd.DataFrame:
     """A3C vs individual per ablation row, with Holm-adjusted p-values across rows."""
     rows = []
@@ -212,26 +231,31 @@ def comparison_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def learning_curves(study: StudyConfig, study_dir: Path, ablation: str) -> dict[str, np.ndarray]:
-    """Per arm: (seeds, bins) mean episode return per env-step bin (bin edges over the budget)."""
+def learning_curves(
+    study: StudyConfig, study_dir: Path, ablation: str
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per arm: env steps per worker at the bin ends (bins,) and the mean training episode
+    return per bin of every seed (seeds, bins)."""
     curves: dict[str, list[np.ndarray]] = {}
+    steps: dict[str, np.ndarray] = {}
     for run in plan(study, study_dir):
         log = run.run_dir / "training_log.csv"
         if run.ablation != ablation or not log.exists():
             continue
         frame = pd.read_csv(log, usecols=["step", "return"])
-        edges = np.linspace(0, run.config.runner.total_env_steps, CURVE_BINS + 1)
+        total = run.config.runner.total_env_steps
+        edges = np.linspace(0, total, CURVE_BINS + 1)
         bins = np.clip(np.digitize(frame["step"], edges[1:-1]), 0, CURVE_BINS - 1)
         means = frame.groupby(bins)["return"].mean().reindex(range(CURVE_BINS))
         curves.setdefault(run.arm, []).append(means.to_numpy(dtype=np.float64))
-    return {arm: np.vstack(rows) for arm, rows in curves.items()}
+        steps[run.arm] = edges[1:] / run.config.runner.n_workers
+    return {arm: (steps[arm], np.vstack(rows)) for arm, rows in curves.items()}
 
 
 def plot_learning_curves(study: StudyConfig, study_dir: Path, ablation: str, path: Path) -> None:
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
-    for arm, curves in learning_curves(study, study_dir, ablation).items():
-        steps = study.env_steps_per_worker * np.arange(1, CURVE_BINS + 1) / CURVE_BINS
+    for arm, (steps, curves) in learning_curves(study, study_dir, ablation).items():
         median, low, high = np.full((3, CURVE_BINS), np.nan)
         for b, column in enumerate(curves.T):
             values = column[np.isfinite(column)]
@@ -366,6 +390,8 @@ def write_report(study_dir: Path) -> Path:
                 f"## {label.capitalize()}, {selection} selection, row `{baseline}`",
                 "",
                 headline_table(results, baseline, selection, held_out),
+                "",
+                arm_comparisons(results, baseline, selection, held_out),
                 "",
             ]
     forest: dict[str, pd.DataFrame] = {}
