@@ -81,6 +81,18 @@ def test_probability_of_improvement_by_hand() -> None:
     assert stats.probability_of_improvement(x, y) == pytest.approx(u / 6)
 
 
+def test_rounding_noise_counts_as_a_tie() -> None:
+    # The individual arm's value is a mean over its models: 5 equal returns averaged can differ
+    # from the return itself in the last bit. That must not read as an improvement.
+    v = 127.04
+    mean_of_five = np.mean([v, v, v, v, v]) + 1e-13
+    x, y = np.array([[v], [v]]), np.array([[mean_of_five], [mean_of_five]])
+    assert stats.probability_of_improvement(x, y) == 0.5
+    assert stats.mann_whitney_u(x[:, 0], y[:, 0]).statistic == 2.0
+    assert stats.mann_whitney_u(x[:, 0], y[:, 0]).p_value == pytest.approx(1.0)
+    assert stats.welch_t(x[:, 0], y[:, 0]).p_value == 1.0
+
+
 def test_welch_against_scipy_and_by_hand() -> None:
     x = np.array([3.1, 4.5, 2.2, 5.0, 3.8])
     y = np.array([1.0, 2.5, 1.9, 0.4, 2.2, 3.0, 1.1])

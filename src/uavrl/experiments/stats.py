@@ -101,6 +101,13 @@ def stratified_bootstrap_ci(
     return float(low), float(high)
 
 
+def _ties_to_zero(diff: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Differences within rounding of the operands count as ties: a mean of N equal returns can
+    differ from the return itself in the last bit."""
+    scale = np.maximum(np.maximum(np.abs(x), np.abs(y)), 1.0)
+    return np.where(np.abs(diff) <= 1e-9 * scale, 0.0, diff)
+
+
 def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
     """P(X > Y) + P(X = Y) / 2 over all seed pairs, computed per cell and averaged over cells.
 
@@ -109,7 +116,7 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
     x, y = _matrix(x), _matrix(y)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must share their cells, got {x.shape[1]} and {y.shape[1]} columns")
-    diff = x[:, None, :] - y[None, :, :]
+    diff = _ties_to_zero(x[:, None, :] - y[None, :, :], x[:, None, :], y[None, :, :])
     per_pair = (diff > 0) + 0.5 * (diff == 0)
     return float(per_pair.mean(axis=(0, 1)).mean())
 
@@ -128,8 +135,9 @@ def welch_t(x: np.ndarray, y: np.ndarray) -> TestResult:
         raise ValueError(f"Welch's t test needs >= 2 values per group, got {x.size} and {y.size}")
     vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
     se2 = vx + vy
-    if se2 == 0:
-        equal = x.mean() == y.mean()
+    scale = max(float(np.abs(x).max()), float(np.abs(y).max()), 1.0)
+    if se2 <= (1e-9 * scale) ** 2:  # both samples constant up to rounding
+        equal = abs(x.mean() - y.mean()) <= 1e-9 * scale
         return TestResult(0.0 if equal else float(np.sign(x.mean() - y.mean())) * np.inf, float(equal))
     t = (x.mean() - y.mean()) / np.sqrt(se2)
     df = se2**2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
@@ -145,9 +153,10 @@ def mann_whitney_u(x: np.ndarray, y: np.ndarray) -> TestResult:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.size < 1 or y.size < 1:
         raise ValueError("Mann-Whitney U needs at least one value per group")
-    diff = x[:, None] - y[None, :]
+    diff = _ties_to_zero(x[:, None] - y[None, :], x[:, None], y[None, :])
     u = float((diff > 0).sum() + 0.5 * (diff == 0).sum())
-    p = float(stats.mannwhitneyu(x, y, alternative="two-sided").pvalue)
+    # Ranks on values rounded to 1e-9, so that rounding noise does not break ties.
+    p = float(stats.mannwhitneyu(np.round(x, 9), np.round(y, 9), alternative="two-sided").pvalue)
     return TestResult(u, p)
 
 
