@@ -186,7 +186,8 @@ def cmd_study(args: argparse.Namespace) -> None:
     try:
         with console.status("starting") as status:
             _, progress = run_study(study, study_dir, lambda p: show(p, status))
-        console.print(progress.line(study.runs_at_once))
+        if console.is_terminal:
+            console.print(progress.line(study.runs_at_once))
     except StudyFailed as err:
         console.print(f"[red]{err}[/red]")
         write_report(study_dir)
