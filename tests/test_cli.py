@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from uavrl.cli import main
 
@@ -59,3 +60,10 @@ def test_bench_train_measures_library_and_reference_workers(tmp_path: Path) -> N
     assert list(frame.columns) == ["runner", "n_workers", "envs_per_worker", "steps_per_s"]
     assert frame["runner"].tolist() == ["reference", "a3c"]
     assert (frame["steps_per_s"] > 0).all()
+
+
+def test_study_refuses_a_bad_value_naming_the_field(capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(Path(__file__).parent.parent / "configs" / "study_quick.yaml")
+    assert main(["study", "--config", config, "--set", "seeds=0"]) == 2
+    out = capsys.readouterr().out
+    assert "seeds" in out and "greater than or equal to 1" in out
