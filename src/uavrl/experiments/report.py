@@ -290,7 +290,7 @@ def plot_per_cell(results: pd.DataFrame, references: pd.DataFrame, ablation: str
         ref = references[references["policy"] == name].set_index("cell").reindex(cells)
         if ref["mean"].notna().any():
             series.append((name, ref["mean"].to_numpy(), (ref["ci_high"] - ref["mean"]).to_numpy()))
-    fig = Figure(figsize=(max(10, 0.5 * len(cells) * len(series) / 3), 5))
+    fig = Figure(figsize=(max(10.0, 0.45 * len(cells)), 5))
     ax = fig.subplots()
     width = 0.8 / max(len(series), 1)
     x = np.arange(len(cells))
