@@ -363,12 +363,11 @@ def write_report(study_dir: Path) -> Path:
     results = collect_results(study, study_dir)
     references = pd.read_csv(study_dir / REFERENCES_FILE)
     baseline = next(iter(study.ablations))
-    n_runs = results.loc[results["arm"] != REFERENCE_ARM, ["arm", "ablation", "seed"]].drop_duplicates()
-    selections = [s for s in study.evaluation.selections]
+    evaluated = results.loc[results["arm"] != REFERENCE_ARM, ["arm", "ablation", "seed"]].drop_duplicates()
     out = [
         f"# Study `{study.name}`",
         "",
-        f"{len(n_runs)} of {len(plan(study, study_dir))} runs evaluated; {study.seeds} seed(s) per arm, "
+        f"{len(evaluated)} of {len(plan(study, study_dir))} runs evaluated; {study.seeds} seed(s) per arm, "
         f"{study.env_steps_per_worker:,} env steps per worker; evaluation: {study.evaluation.episodes} "
         f"episodes per cell, seed {study.evaluation.seed}, same streams for every policy, env "
         f"parameters {study.evaluation.env_params}. Seed-level statistics: a model's mean over cells, "
@@ -384,7 +383,7 @@ def write_report(study_dir: Path) -> Path:
         "per_cell.png": lambda p: plot_per_cell(results, references, baseline, p),
         "percent_of_oracle.png": lambda p: plot_percent_of_oracle(results, baseline, p),
     }
-    for selection in selections:
+    for selection in study.evaluation.selections:
         for held_out, label in ((False, "training cells"), (True, "held-out cells")):
             out += [
                 f"## {label.capitalize()}, {selection} selection, row `{baseline}`",
