@@ -51,7 +51,6 @@ from uavrl.errors import ConfigError
 from uavrl.experiments.evaluate import TorchPolicy, cell_targets, evaluate_policies
 from uavrl.experiments.train import CONFIG_FILE, SUMMARY_FILE, model_labels, resume, train, write_config
 
-Arm = Literal["a3c", "individual", "a3c_equal_updates"]
 Selection = Literal["greedy", "stochastic"]
 
 RESULTS_COLUMNS = [
