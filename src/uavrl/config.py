@@ -19,6 +19,12 @@ from uavrl.envs.presets import ENV_ID
 from uavrl.errors import ConfigError
 
 
+def content_hash(section: BaseModel) -> str:
+    """Identity of a resolved config section (12 hex digits of a SHA-256 of its sorted JSON)."""
+    text = json.dumps(section.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 class ConfigSection(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
 
@@ -138,9 +144,7 @@ class Config(ConfigSection):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def hash(self) -> str:
-        """Identity of the resolved config (12 hex digits of a SHA-256 of its JSON)."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return content_hash(self)
 
 
 def format_validation_error(err: ValidationError) -> str:
@@ -177,16 +181,21 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """The mapping in a YAML file (empty file: ``{}``); a missing file or another type is refused."""
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {str(path)!r} does not exist") from None
+    if not isinstance(loaded, dict | None):
+        raise ConfigError(f"{what} {str(path)!r} must hold a mapping, got {type(loaded).__name__}")
+    return loaded or {}
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or the defaults), apply ``--set`` overrides, validate."""
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        if not isinstance(loaded, dict | None):
-            raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(loaded).__name__}")
-        data = loaded or {}
+        data = read_yaml_mapping(path, "config file")
         data.pop("meta", None)  # run directories add provenance under this key
     return config_from_dict(apply_overrides(data, overrides or []))

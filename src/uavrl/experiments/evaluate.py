@@ -76,9 +76,14 @@ def percent_of_oracle(results: pd.DataFrame) -> pd.Series:
     ``J_floor`` is the best of random / always-LOCAL / always-OFFLOAD.
     """
     by_policy = results.groupby("policy", sort=False)["mean"].mean()
-    floor = by_policy[[p for p in FLOOR_POLICIES if p in by_policy.index]].max()
-    span = by_policy["oracle"] - floor
-    return 100.0 * (by_policy - floor) / span
+    return oracle_score(by_policy, by_policy)
+
+
+def oracle_score(value: Any, references: pd.Series) -> Any:
+    """``100 * (value - J_floor) / (J_oracle - J_floor)`` from reference means (index: policy
+    names); ``value`` is a number, array or Series of mean returns on the same cells."""
+    floor = references[[p for p in FLOOR_POLICIES if p in references.index]].max()
+    return 100.0 * (value - floor) / (references["oracle"] - floor)
 
 
 class TorchPolicy:

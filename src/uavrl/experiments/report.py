@@ -15,8 +15,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats as sps
 
-from uavrl.envs.baselines import FLOOR_POLICIES
 from uavrl.experiments import stats
+from uavrl.experiments.evaluate import oracle_score
 from uavrl.experiments.study import (
     REFERENCE_ARM,
     REFERENCES_FILE,
@@ -77,12 +77,6 @@ def reference_means(results: pd.DataFrame, held_out: bool) -> pd.Series:
     return rows.groupby("model")["mean_return"].mean()
 
 
-def percent_of_oracle(value: float | np.ndarray, references: pd.Series) -> float | np.ndarray:
-    """``100 (J - J_floor) / (J_oracle - J_floor)``, floor = best of random / LOCAL / OFFLOAD."""
-    floor = references[[p for p in FLOOR_POLICIES if p in references.index]].max()
-    return 100.0 * (value - floor) / (references["oracle"] - floor)
-
-
 @dataclass(frozen=True)
 class ArmRow:
     name: str
@@ -95,7 +89,7 @@ class ArmRow:
 def arm_row(name: str, scores: np.ndarray, references: pd.Series) -> ArmRow:
     summary = stats.seed_summary(scores)
     ci = stats.stratified_bootstrap_ci(scores, "iqm", BOOTSTRAP_REPS)
-    return ArmRow(name, summary, stats.iqm(scores), ci, float(percent_of_oracle(summary.mean, references)))
+    return ArmRow(name, summary, stats.iqm(scores), ci, float(oracle_score(summary.mean, references)))
 
 
 @dataclass(frozen=True)
@@ -162,7 +156,7 @@ def headline_table(results: pd.DataFrame, ablation: str, selection: str, held_ou
         )
     for name in REFERENCE_ORDER:
         if name in references.index:
-            pct = float(percent_of_oracle(references[name], references))
+            pct = float(oracle_score(references[name], references))
             lines.append(f"| *{name}* | - | {references[name]:.2f} | - | - | - | - | {pct:.0f}% |")
     return "\n".join(lines)
 
@@ -330,11 +324,11 @@ def plot_percent_of_oracle(results: pd.DataFrame, ablation: str, path: Path) -> 
         means, halves = [], []
         for name in names:
             if name in REFERENCE_ORDER:
-                means.append(float(percent_of_oracle(references.get(name, np.nan), references)))
+                means.append(float(oracle_score(references.get(name, np.nan), references)))
                 halves.append(0.0)
                 continue
             values = np.asarray(
-                percent_of_oracle(
+                oracle_score(
                     seed_scores(results, name, ablation, "greedy", held_out).mean(axis=1), references
                 )
             )

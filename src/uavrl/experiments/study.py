@@ -18,7 +18,6 @@ checkpoint; a run whose config changed is moved aside (``<dir>.stale-<hash>``) a
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -41,8 +40,10 @@ from uavrl.config import (
     ConfigSection,
     apply_overrides,
     config_from_dict,
+    content_hash,
     format_validation_error,
     load_config,
+    read_yaml_mapping,
 )
 from uavrl.envs import ENV_ID
 from uavrl.envs.baselines import reference_policies
@@ -106,8 +107,7 @@ class StudyEvaluation(ConfigSection):
     tuning_episodes: int = Field(100, ge=1, description="episodes per theta when tuning thresholds")
 
     def hash(self) -> str:
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return content_hash(self)
 
 
 class StudyConfig(ConfigSection):
@@ -176,12 +176,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
     ``base_set`` (a list of ``--set`` strings) is applied to it.
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"study config {str(path)!r} does not exist") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"study config {str(path)!r} must hold a mapping")
+    data = read_yaml_mapping(path, "study config")
     if isinstance(data.get("base"), str):
         base = load_config(path.parent / data["base"]).to_dict()
         data["base"] = apply_overrides(base, data.pop("base_set", None) or [])
@@ -252,14 +247,21 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def is_finished(run_dir: Path, config_hash: str, eval_hash: str) -> bool:
-    """Trained to the end with this config and evaluated with this evaluation."""
+def is_trained(run_dir: Path, config_hash: str) -> bool:
+    """``summary.json`` says the run finished training with this config."""
     summary = _read_json(run_dir / SUMMARY_FILE)
-    meta = _read_json(run_dir / EVAL_META)
     return (
         summary is not None
         and summary.get("status") == "finished"
         and summary.get("config_hash") == config_hash
+    )
+
+
+def is_finished(run_dir: Path, config_hash: str, eval_hash: str) -> bool:
+    """Trained to the end with this config and evaluated with this evaluation."""
+    meta = _read_json(run_dir / EVAL_META)
+    return (
+        is_trained(run_dir, config_hash)
         and meta is not None
         and meta.get("config_hash") == config_hash
         and meta.get("eval_hash") == eval_hash
@@ -285,13 +287,8 @@ def evaluation_cells(evaluation: StudyEvaluation) -> list[tuple[str, dict[str, A
     """(cell name, env params, held out) for every evaluation cell, training cells first."""
     train_cells = resolve_cells(evaluation.train_cells)
     held_out = [c for c in resolve_cells(evaluation.held_out_cells) if c not in train_cells]
-    cells = [(c, False) for c in train_cells] + [(c, True) for c in held_out]
-    return [
-        (name, params, flag)
-        for (name, params), (_, flag) in zip(
-            cell_targets(evaluation.env_params, [c for c, _ in cells]), cells, strict=True
-        )
-    ]
+    targets = cell_targets(evaluation.env_params, [*train_cells, *held_out])
+    return [(name, params, i >= len(train_cells)) for i, (name, params) in enumerate(targets)]
 
 
 def evaluate_run(run_dir: Path, evaluation: StudyEvaluation) -> pd.DataFrame:
@@ -331,13 +328,7 @@ def run_job(run_dir: Path) -> None:
     """Train (or resume, or skip if trained) one run, then evaluate it for the study."""
     config = load_config(run_dir / CONFIG_FILE)
     evaluation = StudyEvaluation.model_validate_json((run_dir / STUDY_EVAL_FILE).read_text())
-    summary = _read_json(run_dir / SUMMARY_FILE)
-    trained = (
-        summary is not None
-        and summary.get("status") == "finished"
-        and summary.get("config_hash") == config.hash()
-    )
-    if not trained:
+    if not is_trained(run_dir, config.hash()):
         if (run_dir / "checkpoints").exists():
             resume(run_dir)
         else:
