@@ -23,7 +23,7 @@ def test_baselines_writes_the_promised_csv(tmp_path: Path) -> None:
     ]
     assert main([*argv, "--seed", "3", "--csv", str(out)]) == 0
     frame = pd.read_csv(out)
-    assert list(frame.columns) == ["policy", "cell", "episodes", "mean", "std", "ci_low", "ci_high"]
+    assert list(frame.columns) == ["policy", "cell", "regime", "episodes", "mean", "std", "ci_low", "ci_high"]
     assert len(frame) == 2 * 7
     assert set(frame["policy"]) == {
         "random",
@@ -67,3 +67,41 @@ def test_study_refuses_a_bad_value_naming_the_field(capsys: pytest.CaptureFixtur
     assert main(["study", "--config", config, "--set", "seeds=0"]) == 2
     out = capsys.readouterr().out
     assert "seeds" in out and "greater than or equal to 1" in out
+
+
+def test_evaluate_defaults_to_the_training_regime_and_pool_chooses(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    argv = [
+        "train",
+        "--config",
+        str(Path(__file__).parent.parent / "configs" / "paper_a3c_design.yaml"),
+        "--run-dir",
+        str(run),
+        *(
+            f"--set={s}"
+            for s in (
+                "runner.serial=true",
+                "runner.n_workers=2",
+                "runner.envs_per_worker=2",
+                "runner.total_env_steps=200",
+                "env.worker_cells=[v5-l200-c1000, v50-l200-c1000]",
+                "eval.episodes=2",
+                "eval.cells=[v5-l200-c1000]",
+                "log.tensorboard=false",
+                "log.progress=false",
+            )
+        ),
+    ]
+    assert main(argv) == 0
+    shared, private = tmp_path / "shared.csv", tmp_path / "private.csv"
+    assert main(["evaluate", "--run", str(run), "--episodes", "2", "--csv", str(shared)]) == 0
+    frame = pd.read_csv(shared)
+    assert set(frame["regime"]) == {"shared"}
+    assert set(frame["cell"]) == {"v5-l200-c1000", "train_world"}
+    assert {"a3c_greedy", "a3c_stochastic", "threshold", "oracle"} <= set(frame["policy"])
+    assert (
+        main(["evaluate", "--run", str(run), "--episodes", "2", "--pool", "private", "--csv", str(private)])
+        == 0
+    )
+    frame = pd.read_csv(private)
+    assert set(frame["regime"]) == {"private"} and set(frame["cell"]) == {"v5-l200-c1000"}

@@ -24,8 +24,13 @@ def _write_csv(frame: pd.DataFrame, path: str) -> None:
     console.print(f"wrote {target}")
 
 
-def results_table(results: pd.DataFrame, title: str) -> Table:
-    """Cells x policies, ``mean ± CI half-width``; then the mean over cells and % of oracle."""
+def results_table(results: pd.DataFrame, what: str, episodes: int, seed: int) -> Table:
+    """Cells x policies, ``mean ± CI half-width``; then the mean over cells and % of oracle.
+
+    The title names the pool regime; the training world (shared regime) is a row of its own,
+    left out of the mean over cells.
+    """
+    from uavrl.envs.worlds import TRAIN_WORLD
     from uavrl.experiments.evaluate import percent_of_oracle
 
     policies = list(dict.fromkeys(results["policy"]))
@@ -33,16 +38,21 @@ def results_table(results: pd.DataFrame, title: str) -> Table:
     pivot = results.pivot(index="cell", columns="policy", values=["mean", "ci_high"])
     means = pivot["mean"].loc[cells, policies].to_numpy()
     halves = pivot["ci_high"].loc[cells, policies].to_numpy() - means
-    table = Table(title=title)
+    regime = ", ".join(dict.fromkeys(results["regime"]))
+    table = Table(
+        title=f"{what}: mean episode return per agent ± 95% CI, {episodes} episodes per cell, "
+        f"seed {seed}, {regime} cloud pools"
+    )
     table.add_column("cell")
     for policy in policies:
         table.add_column(policy, justify="right")
     for i, cell in enumerate(cells):
         table.add_row(cell, *(f"{m:.1f} ±{h:.1f}" for m, h in zip(means[i], halves[i], strict=True)))
     table.add_section()
-    table.add_row("mean over cells", *(f"{m:.1f}" for m in means.mean(axis=0)))
+    in_cells = [i for i, c in enumerate(cells) if c != TRAIN_WORLD]
+    table.add_row("mean over cells", *(f"{m:.1f}" for m in means[in_cells].mean(axis=0)))
     if "oracle" in policies:
-        pct = percent_of_oracle(results)
+        pct = percent_of_oracle(results[results["cell"] != TRAIN_WORLD])
         table.add_row("% of oracle", *(f"{pct[p]:.0f}%" for p in policies))
     return table
 
@@ -50,21 +60,22 @@ def results_table(results: pd.DataFrame, title: str) -> Table:
 def cmd_baselines(args: argparse.Namespace) -> None:
     from uavrl.envs.baselines import reference_policies
     from uavrl.envs.scenarios import CELL_SETS, resolve_cells
-    from uavrl.experiments.evaluate import POOL_MODE, cell_targets, evaluate_policies
+    from uavrl.envs.worlds import cell_worlds
+    from uavrl.experiments.evaluate import evaluate_policies
 
     cells = resolve_cells(args.cells)
+    base = {"preset": args.preset}
+
+    def worlds(chosen: list) -> list:
+        return cell_worlds([(c.name, {**base, **c.env_params()}) for c in chosen], args.pool, args.agents)
+
     with console.status("tuning thresholds on the seen cells"):
-        policies = reference_policies(args.preset, CELL_SETS["seen"], args.tune_episodes, args.seed)
+        policies = reference_policies(worlds(CELL_SETS["seen"]), args.tune_episodes, args.seed)
     tuned = ", ".join(f"{p.name} theta={p.theta}" for p in policies if hasattr(p, "theta"))
-    console.print(f"tuned on seen cells: {tuned}")
+    console.print(f"tuned on seen cells ({args.pool} pools): {tuned}")
     with console.status(f"evaluating {len(policies)} policies on {len(cells)} cells"):
-        targets = cell_targets({"preset": args.preset}, cells)
-        results = evaluate_policies(policies, targets, args.episodes, args.seed)
-    title = (
-        f"preset {args.preset}: mean episode return ± 95% CI, {args.episodes} episodes per cell, "
-        f"seed {args.seed}, cloud pool {POOL_MODE}"
-    )
-    console.print(results_table(results, title))
+        results = evaluate_policies(policies, worlds(cells), args.episodes, args.seed)
+    console.print(results_table(results, f"preset {args.preset}", args.episodes, args.seed))
     if args.csv:
         _write_csv(results, args.csv)
 
@@ -90,44 +101,50 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"{ev['mean_return']:.2f} over {ev['episodes']} episodes x {len(ev['cells'])} cell(s)"
     )
     if args.evaluate:
-        _evaluate_run(run_dir, args.episodes or ev["episodes"], None, None)
+        _evaluate_run(run_dir, args.episodes or ev["episodes"], None, None, None)
 
 
-def _evaluate_run(run_dir: Path, episodes: int, cells: str | None, csv: str | None) -> None:
+def _evaluate_run(run_dir: Path, episodes: int, cells: str | None, csv: str | None, pool: str | None) -> None:
     from uavrl.config import config_from_dict
     from uavrl.envs.baselines import reference_policies
-    from uavrl.envs.scenarios import CELL_SETS
-    from uavrl.experiments.evaluate import POOL_MODE, TorchPolicy, eval_targets, evaluate_policies
-    from uavrl.experiments.train import model_labels
+    from uavrl.experiments.evaluate import (
+        eval_worlds,
+        evaluate_policies,
+        run_policies,
+        training_regime,
+        tuning_worlds,
+    )
     from uavrl.runners.checkpoint import load_models
     from uavrl.runners.session import CHECKPOINT_DIR, LAST
 
     models, meta = load_models(run_dir / CHECKPOINT_DIR, LAST)
     config = config_from_dict(meta["config"])
     seed = config.eval.seed
+    regime = pool or training_regime(config)
+    if pool and not config.env.is_uavrl:
+        raise ConfigError(f"--pool applies to uavrl/Offload-v0 runs only, not {config.env.id!r}")
     policies = [
-        TorchPolicy(model.eval(), f"{label}_{mode}", greedy=(mode == "greedy"), seed=seed)
-        for model, label in zip(models, model_labels(config, len(models)), strict=True)
+        p
         for mode in ("greedy", "stochastic")
+        for p in run_policies(config, models, regime, mode == "greedy", seed, f"_{mode}")  # type: ignore[arg-type]
     ]
-    targets = eval_targets(config, cells)
+    worlds = eval_worlds(config, regime, cells)  # type: ignore[arg-type]
     with console.status(f"evaluating {len(policies)} learned policies"):
-        results = evaluate_policies(policies, targets, episodes, seed, config.env.id)
-    title = f"{run_dir}: mean episode return ± 95% CI, {episodes} episodes per cell, seed {seed}"
+        results = evaluate_policies(policies, worlds, episodes, seed, config.env.id)
     if config.env.is_uavrl:
-        preset = config.env.params.get("preset", "paper")
-        with console.status("tuning and evaluating the reference policies"):
-            references = reference_policies(preset, CELL_SETS["seen"], episodes, seed)
-            # Same targets (reward scale included) as the learned policies.
-            results = pd.concat([evaluate_policies(references, targets, episodes, seed), results])
-        title += f", cloud pool {POOL_MODE}"
-    console.print(results_table(results, title))
+        with console.status(f"tuning ({regime} pools, training cells) and evaluating the reference policies"):
+            references = reference_policies(tuning_worlds(config, regime), episodes, seed)  # type: ignore[arg-type]
+            # Same worlds (reward scale included) as the learned policies.
+            results = pd.concat([evaluate_policies(references, worlds, episodes, seed), results])
+    trained_in = training_regime(config) if config.env.is_uavrl else "private"
+    note = "" if regime == trained_in else f" (transfer: trained with {trained_in} pools)"
+    console.print(results_table(results, f"{run_dir}{note}", episodes, seed))
     if csv:
         _write_csv(results, csv)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    _evaluate_run(Path(args.run), args.episodes, args.cells, args.csv)
+    _evaluate_run(Path(args.run), args.episodes, args.cells, args.csv, args.pool)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -223,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=100, help="episodes per cell")
     evaluate.add_argument("--cells", help="cell sets and/or names (default: the run's eval cells)")
     evaluate.add_argument("--csv", help="write the results table here")
+    evaluate.add_argument(
+        "--pool", choices=["shared", "private"], help="cloud pool regime (default: the run's training regime)"
+    )
     evaluate.set_defaults(func=cmd_evaluate)
 
     base = sub.add_parser("baselines", help="evaluate the reference policies over scenario cells")
@@ -231,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--tune-episodes", type=int, default=100, help="episodes per cell per theta")
     base.add_argument("--cells", default="seen", help="cell sets and/or cell names, comma-separated")
     base.add_argument("--seed", type=int, default=0)
+    base.add_argument("--pool", choices=["private", "shared"], default="private", help="cloud pool regime")
+    base.add_argument("--agents", type=int, default=5, help="agents per shared pool (--pool shared)")
     base.add_argument("--csv", help="write the results table here")
     base.set_defaults(func=cmd_baselines)
 
@@ -258,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_positive(args: argparse.Namespace) -> None:
-    for name in ("episodes", "tune_episodes", "seconds"):
+    for name in ("episodes", "tune_episodes", "seconds", "agents"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")

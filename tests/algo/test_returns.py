@@ -58,3 +58,25 @@ def test_gae_with_lambda_one_gives_n_step_returns() -> None:
     _, ret = gae(rewards, values, last, terminated, truncated, final_values, 0.97, 1.0)
     expected = n_step_returns(rewards, last, terminated, truncated, final_values, 0.97)
     torch.testing.assert_close(ret, expected)
+
+
+def test_a_step_both_terminated_and_truncated_counts_as_terminated() -> None:
+    # Step 1 ends the episode with both flags set; V(final_obs) must not be used and the
+    # continuation factor must not flip sign (1 - term - trunc would be -1 there).
+    terminated = torch.tensor([[0.0], [1.0], [0.0]])
+    truncated = torch.tensor([[0.0], [1.0], [0.0]])
+    final_values = torch.tensor([[0.0], [7.0], [0.0]])
+    rewards = torch.tensor([[1.0], [2.0], [3.0]])
+    values = torch.tensor([[0.5], [0.6], [0.7]])
+    last = torch.tensor([4.0])
+    r2 = 3.0 + GAMMA * 4.0
+    r1 = 2.0
+    r0 = 1.0 + GAMMA * r1
+    returns = n_step_returns(rewards, last, terminated, truncated, final_values, GAMMA)
+    assert returns.squeeze(1).tolist() == pytest.approx([r0, r1, r2])
+    lam = 0.5
+    d2 = 3.0 + GAMMA * 4.0 - 0.7
+    d1 = 2.0 - 0.6
+    d0 = 1.0 + GAMMA * 0.6 - 0.5
+    adv, _ = gae(rewards, values, last, terminated, truncated, final_values, GAMMA, lam)
+    assert adv.squeeze(1).tolist() == pytest.approx([d0 + GAMMA * lam * d1, d1, d2])

@@ -16,6 +16,7 @@ from uavrl.envs.baselines import (
 )
 from uavrl.envs.paper import DISCARD, LOCAL, OFFLOAD, Obs
 from uavrl.envs.scenarios import CELL_SETS, Cell
+from uavrl.envs.worlds import World, cell_worlds
 
 
 def _obs(free_local: int, task_units: int, task_time: int, slots_full: bool = False) -> np.ndarray:
@@ -59,7 +60,8 @@ def test_oracle_offloads_only_when_it_would_succeed() -> None:
 
 def test_vectorised_tuning_scores_equal_scalar_evaluations() -> None:
     cells = [Cell(10), Cell(50)]
-    best, scores = tune_theta(ThresholdPolicy, "paper", cells, episodes=20, seed=4, grid=(10, 30))
+    worlds = [World(c.name, ({"preset": "paper", **c.env_params()},), shared=False) for c in cells]
+    best, scores = tune_theta(ThresholdPolicy, worlds, episodes=20, seed=4, grid=(10, 30))
     for theta in (10, 30):
         direct = np.mean(
             [
@@ -82,7 +84,8 @@ def test_policies_share_the_exogenous_streams() -> None:
 def test_reference_ordering_holds_on_the_training_cells() -> None:
     """The ordering environment.md reports for the original design, on the fixed env."""
     seen = CELL_SETS["seen"]
-    policies = reference_policies("paper", seen, tuning_episodes=40, seed=0)
+    worlds = cell_worlds([(c.name, {"preset": "paper", **c.env_params()}) for c in seen], "private", 1)
+    policies = reference_policies(worlds, tuning_episodes=40, seed=0)
     means = {
         p.name: np.mean([cell_returns(p, "paper", c, 100, seed=1).mean() for c in seen]) for p in policies
     }

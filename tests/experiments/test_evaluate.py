@@ -9,9 +9,9 @@ from scipy import stats
 
 from uavrl.envs.baselines import ConstantPolicy, LocalElseOffload
 from uavrl.envs.scenarios import Cell
+from uavrl.envs.worlds import cell_worlds
 from uavrl.experiments.evaluate import (
     RESULT_COLUMNS,
-    cell_targets,
     evaluate_policies,
     mean_ci,
     percent_of_oracle,
@@ -44,9 +44,12 @@ def test_percent_of_oracle_uses_the_best_floor_policy() -> None:
 
 def test_evaluate_policies_rows_and_columns() -> None:
     policies = [ConstantPolicy(0, "always_local"), LocalElseOffload()]
-    targets = cell_targets({"preset": "paper"}, [Cell(5), Cell(90)])
-    frame = evaluate_policies(policies, targets, episodes=6, seed=0)
+    worlds = cell_worlds(
+        [(c.name, {"preset": "paper", **c.env_params()}) for c in (Cell(5), Cell(90))], "private", 1
+    )
+    frame = evaluate_policies(policies, worlds, episodes=6, seed=0)
     assert list(frame.columns) == RESULT_COLUMNS
     assert len(frame) == 4
     assert (frame["ci_low"] <= frame["mean"]).all() and (frame["mean"] <= frame["ci_high"]).all()
     assert set(frame["cell"]) == {"v5-l200-c1000", "v90-l200-c1000"}
+    assert set(frame["regime"]) == {"private"}

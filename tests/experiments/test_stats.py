@@ -130,3 +130,20 @@ def test_bad_scores_are_rejected() -> None:
         stats.iqm(np.array([1.0, np.nan]))
     with pytest.raises(ValueError, match="share their cells"):
         stats.probability_of_improvement(np.ones((2, 2)), np.ones((2, 3)))
+
+
+def test_normalised_iqm_by_hand() -> None:
+    # Two cells of very different scale: raw returns 10x apart, the same normalised scores.
+    raw = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [4.0, 40.0]])
+    floor, oracle = np.array([0.0, 0.0]), np.array([4.0, 40.0])
+    norm = stats.normalised_scores(raw, floor, oracle)
+    np.testing.assert_allclose(norm[:, 0], norm[:, 1])
+    np.testing.assert_allclose(norm[:, 0], [0.25, 0.5, 0.75, 1.0])
+    # IQM of the 8 normalised values (0.25, 0.25, 0.5, 0.5, 0.75, 0.75, 1, 1): trim 2 each side.
+    assert stats.iqm(norm) == pytest.approx((0.5 + 0.5 + 0.75 + 0.75) / 4)
+    # On raw scores the IQM trims whole cells' worth of scale instead: 2, 3, 4, 10 survive.
+    assert stats.iqm(raw) == pytest.approx((3.0 + 4.0 + 10.0 + 20.0) / 4)
+    shifted = stats.normalised_scores(np.array([[5.0], [7.0]]), np.array([3.0]), np.array([11.0]))
+    np.testing.assert_allclose(shifted[:, 0], [0.25, 0.5])
+    with pytest.raises(ValueError, match="oracle must beat the floor"):
+        stats.normalised_scores(raw, np.array([0.0, 50.0]), oracle)

@@ -147,6 +147,22 @@ def test_each_ablation_setting_reaches_the_trainer(ablation_study: Path) -> None
     assert (pd.read_csv(_run(ablation_study, "baseline") / "training_log.csv")["entropy_coef"] == 0.05).all()
 
 
+def test_rows_that_move_the_training_cells_are_scored_on_their_own_split(ablation_study: Path) -> None:
+    results = pd.read_csv(ablation_study / "results.csv")
+    c500 = [f"v{v}-l200-c500" for v in (5, 10, 20, 30, 50)]
+    row = results[(results["ablation"] == "cloud_500") & (results["cell"] != "train_world")]
+    assert set(row["train_cells"]) == {";".join(c500)}
+    held_out = row.groupby("cell")["held_out"].first()
+    assert not held_out[c500].any()
+    assert held_out[["v5-l200-c1000", "v90-l200-c1000"]].all()  # the study's cells, not its own
+    workers_3 = results[(results["ablation"] == "workers_3") & (results["arm"] == "a3c")]
+    assert set(workers_3["train_cells"]) == {"v5-l200-c1000;v20-l200-c1000;v50-l200-c1000"}
+    assert not workers_3.set_index("cell").loc["v20-l200-c1000", "held_out"].any()
+    # Reference thresholds are tuned per row and regime, in the row's own world.
+    thetas = json.loads((ablation_study / "references.json").read_text())["theta"]
+    assert len(thetas) == 2 * 3  # (baseline cells, workers_3, cloud_500) x 2 regimes
+
+
 def test_run_directories_carry_their_config_and_hash(ablation_study: Path) -> None:
     study = load_study(ablation_study / "study.yaml")
     for run in plan(study, ablation_study):

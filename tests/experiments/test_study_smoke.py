@@ -27,26 +27,45 @@ def test_quick_study_outputs_are_consistent(quick_study: Path) -> None:
     results = pd.read_csv(quick_study / "results.csv")
     assert list(results.columns) == RESULTS_COLUMNS
     learned = results[results["arm"] != "reference"]
-    n_cells, n_selections, n_rows, n_seeds = 2, 2, 3, 2
-    # a3c: 1 model per run; individual: 5 models per run.
-    assert len(learned[learned["arm"] == "a3c"]) == n_rows * n_seeds * n_cells * n_selections
-    assert len(learned[learned["arm"] == "individual"]) == 5 * n_rows * n_seeds * n_cells * n_selections
-    assert set(learned["model"]) == {"a3c", *(f"individual_w{i}" for i in range(5))}
-    assert set(learned["cell"]) == {"v5-l200-c1000", "v90-l200-c1000"}
+    n_selections, n_rows, n_seeds = 2, 3, 2
+    seen = [f"v{v}-l200-c1000" for v in (5, 10, 20, 30, 50)]
+    # Every run is judged in its own training cells (the 5 seen cells of its workers) plus the
+    # held-out cell, in its training regime (shared: + the training world) and the other one.
+    n_worlds = {"shared": 6 + 1, "private": 6}
+    # a3c: 1 model acting as every agent; individual: 5 models alone (private) or as one team (shared).
+    per_run = {"a3c": sum(n_worlds.values()), "individual": n_worlds["shared"] + 5 * n_worlds["private"]}
+    for arm, count in per_run.items():
+        assert len(learned[learned["arm"] == arm]) == n_rows * n_seeds * count * n_selections
+    assert set(learned["model"]) == {"a3c", "individual", *(f"individual_w{i}" for i in range(5))}
+    assert set(learned.loc[learned["regime"] == "shared", "model"]) == {"a3c", "individual"}
+    assert set(learned["cell"]) == {*seen, "v90-l200-c1000", "train_world"}
     assert learned.groupby("cell")["held_out"].first().to_dict() == {
-        "v5-l200-c1000": False,
+        **dict.fromkeys(seen, False),
         "v90-l200-c1000": True,
+        "train_world": False,
     }
+    assert (learned["train_cells"] == ";".join(seen)).all()
+    # The study's runs train with shared pools: private is the transfer regime.
+    assert (learned["transfer"] == (learned["regime"] == "private")).all()
     assert (learned["episodes"] == 3).all()
     references = results[results["arm"] == "reference"]
     assert {"random", "always_local", "always_offload", "threshold", "oracle"} <= set(references["model"])
+    assert set(references["regime"]) == {"shared", "private"}
+    assert set(references["ablation"]) == set(study.ablations)
     for run in plan(study, quick_study):
         summary = json.loads((run.run_dir / "summary.json").read_text())
         assert summary["status"] == "finished" and summary["config_hash"] == run.config.hash()
         assert summary["env_steps"] >= study.env_steps_per_worker * run.config.runner.n_workers
     report = (quick_study / "report.md").read_text()
     assert "| a3c | 2 |" in report and "*oracle*" in report
-    for figure in ("learning_curves.png", "per_cell.png", "gap_forest.png", "percent_of_oracle.png"):
+    assert "shared cloud pools (its training regime)" in report
+    assert "private cloud pools (transfer" in report and "the training world itself" in report
+    figures = (
+        "per_cell_baseline_shared.png",
+        "per_cell_baseline_private.png",
+        "percent_of_oracle_baseline_shared.png",
+    )
+    for figure in ("learning_curves.png", "gap_forest.png", *figures):
         assert (quick_study / figure).stat().st_size > 1000
 
 

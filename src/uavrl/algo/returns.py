@@ -5,11 +5,19 @@ Termination and time-limit truncation differ: after a terminal step nothing foll
 from ``V(final_obs)``, the value of the observation the time limit cut off, passed in as
 ``final_values``. Shapes: every (T, B) argument is float; ``last_value`` (B,) is V(obs_T), the
 value of the observation after the rollout.
+
+A step that is both terminated and truncated (a time limit that coincides with a terminal
+state) counts as terminated: nothing follows a terminal state, whatever the clock says.
 """
 
 from __future__ import annotations
 
 import torch
+
+
+def _truncated_only(terminated: torch.Tensor, truncated: torch.Tensor) -> torch.Tensor:
+    """(T, B) float: 1 where a step was truncated and not also terminated."""
+    return truncated * (1.0 - terminated)
 
 
 def _next_values(
@@ -36,6 +44,7 @@ def n_step_returns(
     ``R_T = V(obs_T)``; at a terminal step ``R_t = r_t``; at a truncated step
     ``R_t = r_t + gamma * V(final_obs_t)``.
     """
+    truncated = _truncated_only(terminated, truncated)
     returns = torch.empty_like(rewards)
     running = last_value
     for t in reversed(range(rewards.shape[0])):
@@ -61,6 +70,7 @@ def gae(
     ``A_t = delta_t + gamma * lam * (1 - term_t - trunc_t) * A_{t+1}``; ``returns = A + V``.
     With ``lam = 1`` the returns equal :func:`n_step_returns`.
     """
+    truncated = _truncated_only(terminated, truncated)
     next_values = _next_values(values, last_value, truncated, final_values)
     deltas = rewards + gamma * (1.0 - terminated) * next_values - values
     advantages = torch.empty_like(rewards)

@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from uavrl.envs.episodes import episode_returns
 from uavrl.envs.paper import DISCARD, LOCAL, MAX_TASK_TIME, OFFLOAD, UNIT_NORM, Obs
-from uavrl.envs.presets import ENV_ID
 from uavrl.envs.scenarios import Cell
-from uavrl.envs.vector import make_vec_env
+from uavrl.envs.worlds import World
 
 THETA_GRID = tuple(range(1, MAX_TASK_TIME + 1))
 # Tuning episodes use streams far from evaluation streams (same seed, disjoint copy indices).
@@ -136,55 +134,44 @@ Policy = RandomPolicy | ConstantPolicy | LocalElseOffload | ThresholdPolicy | Gr
 def cell_returns(
     policy: Policy, preset: str, cell: Cell, episodes: int, seed: int, first_copy: int = 0
 ) -> np.ndarray:
-    """(episodes,) returns of ``policy`` in ``cell`` on streams ``first_copy + [0, episodes)``."""
-    env = make_vec_env(ENV_ID, episodes, {"preset": preset, **cell.env_params()})
-    copies = first_copy + np.arange(episodes)
-    return episode_returns(policy, env, seed, copies, privileged=policy.needs_privileged)
+    """(episodes,) returns of ``policy`` alone in ``cell`` on streams ``first_copy + [0, episodes)``."""
+    world = World(cell.name, ({"preset": preset, **cell.env_params()},), shared=False)
+    return world.episode_returns(policy, seed, first_copy + np.arange(episodes), policy.needs_privileged)
 
 
 def tune_theta(
     make_policy: Callable[[np.ndarray], Policy],
-    preset: str,
-    cells: Sequence[Cell],
+    worlds: Sequence[World],
     episodes: int,
     seed: int,
     grid: Sequence[int] = THETA_GRID,
 ) -> tuple[int, dict[int, float]]:
-    """Grid search of the admission threshold on ``cells`` (training cells only).
+    """Grid search of the admission threshold in ``worlds`` (the training cells only).
 
     The whole grid runs as one batch: ``theta`` is a per-copy array and every theta sees the
-    same ``episodes`` streams (common random numbers), disjoint from the evaluation streams.
+    same ``episodes`` streams (common random numbers), disjoint from the evaluation streams. In
+    a world of N agents every agent of an episode uses the same theta (a reference policy acts
+    as N copies of itself), so a shared pool is tuned for as it is shared.
 
     Returns:
         The best theta (the smallest among ties) and the mean return of every theta tried.
     """
-    thetas = np.repeat(np.asarray(grid), episodes)
-    copies = TUNING_FIRST_COPY + np.tile(np.arange(episodes), len(grid))
-    policy = make_policy(thetas)
-    per_cell = [
-        episode_returns(
-            policy,
-            make_vec_env(ENV_ID, copies.size, {"preset": preset, **cell.env_params()}),
-            seed,
-            copies,
-            privileged=policy.needs_privileged,
-        )
-        .reshape(len(grid), episodes)
-        .mean(axis=1)
-        for cell in cells
-    ]
-    means = np.mean(per_cell, axis=0)
+    base = TUNING_FIRST_COPY + np.tile(np.arange(episodes), len(grid))
+    per_world = []
+    for world in worlds:
+        policy = make_policy(np.tile(np.repeat(np.asarray(grid), episodes), world.n_agents))
+        returns = world.episode_returns(policy, seed, base, privileged=policy.needs_privileged)
+        per_world.append(returns.reshape(len(grid), episodes).mean(axis=1))
+    means = np.mean(per_world, axis=0)
     scores = {int(theta): float(m) for theta, m in zip(grid, means, strict=True)}
     return int(grid[int(np.argmax(means))]), scores
 
 
-def reference_policies(
-    preset: str, tuning_cells: Sequence[Cell], tuning_episodes: int, seed: int
-) -> list[Policy]:
-    """Every reference policy, thresholds tuned on ``tuning_cells``."""
-    theta, _ = tune_theta(ThresholdPolicy, preset, tuning_cells, tuning_episodes, seed)
-    theta_est, _ = tune_theta(GreedyEstimated, preset, tuning_cells, tuning_episodes, seed)
-    theta_oracle, _ = tune_theta(GreedyOracle, preset, tuning_cells, tuning_episodes, seed)
+def reference_policies(tuning_worlds: Sequence[World], tuning_episodes: int, seed: int) -> list[Policy]:
+    """Every reference policy, thresholds tuned in ``tuning_worlds`` (training cells, one regime)."""
+    theta, _ = tune_theta(ThresholdPolicy, tuning_worlds, tuning_episodes, seed)
+    theta_est, _ = tune_theta(GreedyEstimated, tuning_worlds, tuning_episodes, seed)
+    theta_oracle, _ = tune_theta(GreedyOracle, tuning_worlds, tuning_episodes, seed)
     return [
         RandomPolicy(seed),
         ConstantPolicy(LOCAL, "always_local"),

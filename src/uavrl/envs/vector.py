@@ -148,6 +148,16 @@ class ConcatVecEnv:
             final,
         )
 
+    def privileged(self) -> dict[str, np.ndarray]:
+        """The parts' hidden states, concatenated (every part must expose one)."""
+        states = []
+        for p in self.parts:
+            hidden_state = getattr(p, "privileged", None)
+            if hidden_state is None:
+                raise ValueError(f"{type(p).__name__} exposes no privileged state for an oracle policy")
+            states.append(hidden_state())
+        return {key: np.concatenate([s[key] for s in states]) for key in states[0]}
+
     def close(self) -> None:
         for p in self.parts:
             p.close()

@@ -1,7 +1,9 @@
 """Evaluation of policies over scenario cells, with common random numbers.
 
-Every policy sees the same evaluation streams in a cell (same seed, same copy indices), each
-episode on its own private, recycled cloud pool.
+Every policy sees the same evaluation streams in a world (same seed, same copy indices). A world
+has a pool regime (``envs.worlds``): ``private`` (each agent alone, its own recycled pool) or
+``shared`` (N agents on one pool per episode, as in training with ``env.shared_pool``). A run is
+judged in its training regime; the other regime is a transfer result.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from scipy import stats
 from uavrl.config import Config
 from uavrl.envs import ENV_ID
 from uavrl.envs.baselines import FLOOR_POLICIES, Policy
-from uavrl.envs.episodes import episode_returns
+from uavrl.envs.paper import PaperParams
 from uavrl.envs.scenarios import Cell, resolve_cells
-from uavrl.envs.vector import make_vec_env
+from uavrl.envs.worlds import AgentTeam, Regime, World, cell_worlds, training_world
 from uavrl.nn.models import ActorCritic
+from uavrl.runners.worker import worker_env_params
 
-POOL_MODE = "private per episode, recycled"
-RESULT_COLUMNS = ["policy", "cell", "episodes", "mean", "std", "ci_low", "ci_high"]
+RESULT_COLUMNS = ["policy", "cell", "regime", "episodes", "mean", "std", "ci_low", "ci_high"]
 
 
 def mean_ci(returns: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
@@ -37,36 +39,26 @@ def mean_ci(returns: np.ndarray, level: float = 0.95) -> tuple[float, float, flo
     return mean, std, mean - half, mean + half
 
 
-EvalTarget = tuple[str, dict[str, Any]]
-"""(name, env parameters) of one evaluation setting, e.g. a scenario cell."""
-
-
-def cell_targets(base_params: dict[str, Any], cells: Sequence[Cell]) -> list[EvalTarget]:
-    """One target per cell: ``base_params`` (preset, reward scale...) plus the cell's parameters."""
-    return [(cell.name, {**base_params, **cell.env_params()}) for cell in cells]
-
-
 def evaluate_policies(
-    policies: Sequence[Policy | TorchPolicy],
-    targets: Sequence[EvalTarget],
+    policies: Sequence[Policy | TorchPolicy | AgentTeam],
+    worlds: Sequence[World],
     episodes: int,
     seed: int,
     env_id: str = ENV_ID,
 ) -> pd.DataFrame:
-    """One row per (policy, target) with the columns of :data:`RESULT_COLUMNS`.
+    """One row per (policy, world) with the columns of :data:`RESULT_COLUMNS`.
 
-    Learned and reference policies alike: in a target every policy sees the same streams
-    (seed, copies ``0 .. episodes - 1``) under the same env parameters.
+    Learned and reference policies alike: in a world every policy sees the same streams (seed,
+    copies ``0 .. episodes - 1`` of each agent) under the same env parameters, and acts for all
+    of the world's agents; an episode's return is the mean over the agents.
     """
     rows = []
     copies = np.arange(episodes)
-    for name, params in targets:
+    for world in worlds:
         for policy in policies:
-            env = make_vec_env(env_id, episodes, params)
-            returns = episode_returns(policy, env, seed, copies, privileged=policy.needs_privileged)
-            env.close()
+            returns = world.episode_returns(policy, seed, copies, policy.needs_privileged, env_id)
             mean, std, low, high = mean_ci(returns)
-            rows.append((policy.name, name, episodes, mean, std, low, high))
+            rows.append((policy.name, world.name, world.regime, episodes, mean, std, low, high))
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
@@ -114,15 +106,89 @@ class TorchPolicy:
         return self.model.policy.to_env(dist.mode() if self.greedy else dist.sample())
 
 
-def eval_targets(config: Config, cells_spec: str | list[str] | None = None) -> list[EvalTarget]:
-    """(name, env params) for every evaluation cell: the named cells, else the training cells.
+def training_regime(config: Config) -> Regime:
+    """The pool regime a run trained in."""
+    return "shared" if config.env.shared_pool else "private"
 
-    A non-uavrl env has one target, named by its id.
+
+def agent_params(config: Config, base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Env parameters of each of the run's N agents (workers): ``base`` (default the run's own
+    env params) plus the worker's training cell."""
+    return [worker_env_params(config, i, base) for i in range(config.runner.n_workers)]
+
+
+def training_cells(config: Config) -> list[Cell]:
+    """The distinct scenario cells a run trained in (its ``worker_cells``, else its env params)."""
+    if config.env.worker_cells:
+        return resolve_cells(config.env.worker_cells)
+    params, defaults = config.env.params, PaperParams()
+    return [
+        Cell(
+            float(params.get("velocity", defaults.velocity)),
+            int(params.get("local_capacity", defaults.local_capacity)),
+            int(params.get("cloud_capacity", defaults.cloud_capacity)),
+        )
+    ]
+
+
+def regime_worlds(
+    config: Config, regime: Regime, cells: Sequence[Cell], base: dict[str, Any] | None = None
+) -> list[World]:
+    """Evaluation worlds of a run in ``regime``: one per cell (N agents of that cell on one pool
+    when shared, one agent alone when private), then the shared training world itself."""
+    base = dict(config.env.params if base is None else base)
+    worlds = cell_worlds(
+        [(c.name, {**base, **c.env_params()}) for c in cells], regime, config.runner.n_workers
+    )
+    if regime == "shared":
+        worlds.append(training_world(agent_params(config, base)))
+    return worlds
+
+
+def tuning_worlds(config: Config, regime: Regime, base: dict[str, Any] | None = None) -> list[World]:
+    """Where the reference thresholds of a run are tuned: its training cells in its regime
+    (shared: the training world itself; private: each training cell alone)."""
+    base = dict(config.env.params if base is None else base)
+    if regime == "shared":
+        return [training_world(agent_params(config, base))]
+    return cell_worlds([(c.name, {**base, **c.env_params()}) for c in training_cells(config)], regime, 1)
+
+
+def run_policies(
+    config: Config, models: Sequence[ActorCritic], regime: Regime, greedy: bool, seed: int, suffix: str = ""
+) -> list[TorchPolicy | AgentTeam]:
+    """A run's learned policies for ``regime``.
+
+    One shared model (A3C, A2C) acts as every agent. Individual models are scored one by one
+    when private, and as a team (model ``i`` as agent ``i``) when shared.
     """
+    labels = model_labels(config, len(models))
+    policies: list[TorchPolicy | AgentTeam] = [
+        TorchPolicy(model.eval(), label + suffix, greedy, seed)
+        for model, label in zip(models, labels, strict=True)
+    ]
+    if regime == "shared" and len(policies) > 1:
+        return [AgentTeam(policies, "individual" + suffix)]
+    return policies
+
+
+def model_labels(config: Config, n_models: int) -> list[str]:
+    """Names of a run's learned models: ``a3c``, ``a2c`` or ``individual_w<i>``."""
+    if config.runner.kind == "a2c":
+        return ["a2c"]
+    if config.runner.share:
+        return ["a3c"]
+    return [f"individual_w{i}" for i in range(n_models)]
+
+
+def eval_worlds(
+    config: Config, regime: Regime | None = None, cells_spec: str | list[str] | None = None
+) -> list[World]:
+    """Worlds for a run's evaluation: the named cells (default ``eval.cells``, else the training
+    cells) in ``regime`` (default the training regime). A non-uavrl env has one world, named by
+    its id."""
     if not config.env.is_uavrl:
-        return [(config.env.id, dict(config.env.params))]
-    spec = cells_spec or config.eval.cells or config.env.worker_cells
-    base = dict(config.env.params)
-    if not spec:
-        return [("default", base)]
-    return cell_targets(base, resolve_cells(spec))
+        return [World(config.env.id, (dict(config.env.params),), shared=False)]
+    spec = cells_spec or config.eval.cells
+    cells = resolve_cells(spec) if spec else training_cells(config)
+    return regime_worlds(config, regime or training_regime(config), cells)

@@ -7,6 +7,8 @@ per seed shown beside it; models are never pooled as if they were seeds.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +17,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats as sps
 
+from uavrl.envs.baselines import FLOOR_POLICIES
+from uavrl.envs.scenarios import resolve_cells
+from uavrl.envs.worlds import REGIMES, TRAIN_WORLD
 from uavrl.experiments import stats
 from uavrl.experiments.evaluate import oracle_score
 from uavrl.experiments.study import (
     REFERENCE_ARM,
-    REFERENCES_FILE,
+    REFERENCE_SELECTION,
     STUDY_FILE,
     StudyConfig,
     collect_results,
@@ -44,22 +49,47 @@ REFERENCE_ORDER = (
 )
 
 
-def seed_scores(results: pd.DataFrame, arm: str, ablation: str, selection: str, held_out: bool) -> np.ndarray:
-    """(seeds, cells) matrix of one arm; ``individual`` averages its models per seed and cell.
+@dataclass(frozen=True)
+class View:
+    """Which evaluation rows a table reads: an ablation row, a pool regime, a selection mode,
+    training or held-out cells. ``transfer`` is derived: the regime the row did not train in."""
+
+    ablation: str
+    regime: str
+    selection: str
+    held_out: bool
+
+    def select(self, results: pd.DataFrame, arm: str) -> pd.DataFrame:
+        selection = REFERENCE_SELECTION if arm == REFERENCE_ARM else self.selection
+        return results[
+            (results["arm"] == arm)
+            & (results["ablation"] == self.ablation)
+            & (results["regime"] == self.regime)
+            & (results["selection"] == selection)
+            & (results["held_out"] == self.held_out)
+            & (results["cell"] != TRAIN_WORLD)
+        ]
+
+
+def training_regimes(results: pd.DataFrame) -> dict[str, str]:
+    """Per ablation row, the pool regime its runs trained in."""
+    own = results[~results["transfer"].astype(bool)]
+    return {str(k): str(v) for k, v in own.groupby("ablation", sort=False)["regime"].first().items()}
+
+
+def seed_scores(results: pd.DataFrame, arm: str, view: View) -> np.ndarray:
+    """(seeds, cells) matrix of raw returns of one arm; ``individual`` averages its models per
+    seed and cell (in a shared world its N models act together, as one team).
 
     ``arm`` may also be :data:`INDIVIDUAL_BEST` / :data:`INDIVIDUAL_WORST`: per seed the
     individual model with the highest / lowest mean over these cells.
     """
     source = "individual" if arm in (INDIVIDUAL_BEST, INDIVIDUAL_WORST) else arm
-    rows = results[
-        (results["arm"] == source)
-        & (results["ablation"] == ablation)
-        & (results["selection"] == selection)
-        & (results["held_out"] == held_out)
-    ]
+    rows = view.select(results, source)
     if rows.empty:
         return np.empty((0, 0))
     table = rows.pivot_table(index=["seed", "model"], columns="cell", values="mean_return", aggfunc="mean")
+    table = table[reference_cells(results, view)]
     if arm == source:
         return table.groupby(level="seed").mean().to_numpy()
     per_model = table.mean(axis=1)
@@ -71,10 +101,41 @@ def seed_scores(results: pd.DataFrame, arm: str, ablation: str, selection: str, 
     return table.loc[pick().to_list()].to_numpy()
 
 
-def reference_means(results: pd.DataFrame, held_out: bool) -> pd.Series:
-    """Mean over cells of every reference policy."""
-    rows = results[(results["arm"] == REFERENCE_ARM) & (results["held_out"] == held_out)]
-    return rows.groupby("model")["mean_return"].mean()
+def reference_cells(results: pd.DataFrame, view: View) -> list[str]:
+    """The cells of a view, in the order of the reference rows."""
+    return list(dict.fromkeys(view.select(results, REFERENCE_ARM)["cell"]))
+
+
+def reference_table(results: pd.DataFrame, view: View) -> pd.DataFrame:
+    """Reference policies x cells of a view (raw mean returns)."""
+    rows = view.select(results, REFERENCE_ARM)
+    return rows.pivot_table(index="model", columns="cell", values="mean_return")[
+        reference_cells(results, view)
+    ]
+
+
+def reference_means(results: pd.DataFrame, view: View) -> pd.Series:
+    """Mean over the view's cells of every reference policy."""
+    return reference_table(results, view).mean(axis=1)
+
+
+def normalised(results: pd.DataFrame, view: View, scores: np.ndarray) -> np.ndarray:
+    """Per-cell normalised scores of a (seeds, cells) matrix of the view (0 floor, 1 oracle)."""
+    refs = reference_table(results, view)
+    floor = refs.loc[[p for p in FLOOR_POLICIES if p in refs.index]].max()
+    return stats.normalised_scores(scores, floor.to_numpy(), refs.loc["oracle"].to_numpy())
+
+
+def train_world_values(results: pd.DataFrame, arm: str, ablation: str, selection: str) -> pd.Series:
+    """Per seed (or per reference policy), the return in the shared training world itself."""
+    rows = results[
+        (results["ablation"] == ablation)
+        & (results["cell"] == TRAIN_WORLD)
+        & (results["arm"] == arm)
+        & (results["selection"] == (REFERENCE_SELECTION if arm == REFERENCE_ARM else selection))
+    ]
+    key = "model" if arm == REFERENCE_ARM else "seed"
+    return rows.groupby(key)["mean_return"].mean()
 
 
 @dataclass(frozen=True)
@@ -86,10 +147,11 @@ class ArmRow:
     pct_oracle: float
 
 
-def arm_row(name: str, scores: np.ndarray, references: pd.Series) -> ArmRow:
+def arm_row(name: str, scores: np.ndarray, norm: np.ndarray, references: pd.Series) -> ArmRow:
+    """Raw seed statistics; IQM and its CI on the per-cell normalised scores ``norm``."""
     summary = stats.seed_summary(scores)
-    ci = stats.stratified_bootstrap_ci(scores, "iqm", BOOTSTRAP_REPS)
-    return ArmRow(name, summary, stats.iqm(scores), ci, float(oracle_score(summary.mean, references)))
+    ci = stats.stratified_bootstrap_ci(norm, "iqm", BOOTSTRAP_REPS)
+    return ArmRow(name, summary, stats.iqm(norm), ci, float(oracle_score(summary.mean, references)))
 
 
 @dataclass(frozen=True)
@@ -103,7 +165,10 @@ class Comparison:
     mwu_p: float
 
 
-def compare(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> Comparison:
+def compare(
+    x: np.ndarray, y: np.ndarray, x_norm: np.ndarray, y_norm: np.ndarray, level: float = 0.95
+) -> Comparison:
+    """Gap and tests on raw seed means; probability of improvement on normalised scores."""
     xs, ys = x.mean(axis=1), y.mean(axis=1)
     gap = float(xs.mean() - ys.mean())
     if xs.size >= 2 and ys.size >= 2:
@@ -116,7 +181,7 @@ def compare(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> Comparison:
     return Comparison(
         gap,
         ci,
-        stats.probability_of_improvement(x, y),
+        stats.probability_of_improvement(x_norm, y_norm),
         welch_p,
         stats.mann_whitney_u(xs, ys).p_value,
     )
@@ -130,29 +195,30 @@ def _p(x: float) -> str:
     return "n/a" if not np.isfinite(x) else ("<0.001" if x < 0.001 else f"{x:.3f}")
 
 
-def _arms(results: pd.DataFrame, ablation: str) -> list[str]:
+def _arms(results: pd.DataFrame, ablation: str, regime: str) -> list[str]:
     present = set(results.loc[results["ablation"] == ablation, "arm"])
     names = [a for a in ("a3c", "a3c_equal_updates") if a in present]
     if "individual" in present:
-        names += ["individual", INDIVIDUAL_BEST, INDIVIDUAL_WORST]
+        # In a shared world the individual models act as one team: no best or worst model.
+        names += ["individual"] + ([INDIVIDUAL_BEST, INDIVIDUAL_WORST] if regime == "private" else [])
     return names
 
 
-def headline_table(results: pd.DataFrame, ablation: str, selection: str, held_out: bool) -> str:
-    references = reference_means(results, held_out)
+def headline_table(results: pd.DataFrame, view: View) -> str:
+    references = reference_means(results, view)
     lines = [
-        "| policy | seeds | mean | std | CV | worst seed | IQM [95% CI] | % of oracle |",
+        "| policy | seeds | mean | std | CV | worst seed | normalised IQM [95% CI] | % of oracle |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for arm in _arms(results, ablation):
-        scores = seed_scores(results, arm, ablation, selection, held_out)
+    for arm in _arms(results, view.ablation, view.regime):
+        scores = seed_scores(results, arm, view)
         if scores.size == 0:
             continue
-        r = arm_row(arm, scores, references)
+        r = arm_row(arm, scores, normalised(results, view, scores), references)
         s = r.summary
         lines.append(
             f"| {arm} | {s.n_seeds} | {s.mean:.2f} | {_fmt(s.std)} | {_fmt(s.cv, 3)} | {s.worst:.2f} | "
-            f"{r.iqm:.2f} [{r.iqm_ci[0]:.2f}, {r.iqm_ci[1]:.2f}] | {r.pct_oracle:.0f}% |"
+            f"{r.iqm:.3f} [{r.iqm_ci[0]:.3f}, {r.iqm_ci[1]:.3f}] | {r.pct_oracle:.0f}% |"
         )
     for name in REFERENCE_ORDER:
         if name in references.index:
@@ -161,18 +227,36 @@ def headline_table(results: pd.DataFrame, ablation: str, selection: str, held_ou
     return "\n".join(lines)
 
 
-def arm_comparisons(results: pd.DataFrame, ablation: str, selection: str, held_out: bool) -> str:
+def train_world_table(results: pd.DataFrame, ablation: str, selection: str) -> str:
+    """The shared training world (N agents in their N training cells, one pool) on its own."""
+    references = train_world_values(results, REFERENCE_ARM, ablation, selection)
+    if references.empty:
+        return ""
+    lines = ["| policy | seeds | mean | worst seed | % of oracle |", "|---|---|---|---|---|"]
+    for arm in _arms(results, ablation, "shared")[:3]:
+        values = train_world_values(results, arm, ablation, selection)
+        if not values.empty:
+            pct = float(oracle_score(values.mean(), references))
+            lines.append(f"| {arm} | {values.size} | {values.mean():.2f} | {values.min():.2f} | {pct:.0f}% |")
+    for name in REFERENCE_ORDER:
+        if name in references.index:
+            pct = float(oracle_score(references[name], references))
+            lines.append(f"| *{name}* | - | {references[name]:.2f} | - | {pct:.0f}% |")
+    return "\n".join(lines)
+
+
+def arm_comparisons(results: pd.DataFrame, view: View) -> str:
     """A3C (and its equal-update variant) against the individual arm's per-seed model mean."""
-    y = seed_scores(results, "individual", ablation, selection, held_out)
+    y = seed_scores(results, "individual", view)
     lines = [
         "| comparison | gap [95% CI] | P(X > Y) | Welch p | MWU p |",
         "|---|---|---|---|---|",
     ]
     for arm in ("a3c", "a3c_equal_updates"):
-        x = seed_scores(results, arm, ablation, selection, held_out)
+        x = seed_scores(results, arm, view)
         if x.size == 0 or y.size == 0:
             continue
-        c = compare(x, y)
+        c = compare(x, y, normalised(results, view, x), normalised(results, view, y))
         lines.append(
             f"| {arm} vs individual | {c.gap:+.2f} [{_fmt(c.ci[0])}, {_fmt(c.ci[1])}] | "
             f"{c.p_improvement:.2f} | {_p(c.welch_p)} | {_p(c.mwu_p)} |"
@@ -181,17 +265,20 @@ def arm_comparisons(results: pd.DataFrame, ablation: str, selection: str, held_o
 
 
 def comparison_rows(results: pd.DataFrame, selection: str, held_out: bool) -> pd.DataFrame:
-    """A3C vs individual per ablation row, with Holm-adjusted p-values across rows."""
+    """A3C vs individual per ablation row, each in its training regime, with Holm-adjusted
+    p-values across rows."""
     rows = []
-    for ablation in dict.fromkeys(results.loc[results["arm"] != REFERENCE_ARM, "ablation"]):
-        x = seed_scores(results, "a3c", ablation, selection, held_out)
-        y = seed_scores(results, "individual", ablation, selection, held_out)
+    for ablation, regime in training_regimes(results[results["arm"] != REFERENCE_ARM]).items():
+        view = View(ablation, regime, selection, held_out)
+        x = seed_scores(results, "a3c", view)
+        y = seed_scores(results, "individual", view)
         if x.size == 0 or y.size == 0:
             continue
-        c = compare(x, y)
+        c = compare(x, y, normalised(results, view, x), normalised(results, view, y))
         rows.append(
             {
                 "ablation": ablation,
+                "regime": regime,
                 "a3c": x.mean(),
                 "individual": y.mean(),
                 "gap": c.gap,
@@ -213,16 +300,43 @@ def comparison_rows(results: pd.DataFrame, selection: str, held_out: bool) -> pd
 
 def comparison_table(frame: pd.DataFrame) -> str:
     lines = [
-        "| ablation | A3C | individual | gap [95% CI] | P(A3C > ind.) | Welch p (Holm) | MWU p (Holm) |",
-        "|---|---|---|---|---|---|---|",
+        "| ablation | pools | A3C | individual | gap [95% CI] | P(A3C > ind.) "
+        "| Welch p (Holm) | MWU p (Holm) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in frame.to_dict("records"):
         lines.append(
-            f"| {r['ablation']} | {r['a3c']:.2f} | {r['individual']:.2f} | {r['gap']:+.2f} "
+            f"| {r['ablation']} | {r['regime']} | {r['a3c']:.2f} | {r['individual']:.2f} | {r['gap']:+.2f} "
             f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | {r['p_improvement']:.2f} | "
             f"{_p(r['welch_p'])} ({_p(r['welch_p_holm'])}) | {_p(r['mwu_p'])} ({_p(r['mwu_p_holm'])}) |"
         )
     return "\n".join(lines)
+
+
+def own_cell_table(study: StudyConfig, results: pd.DataFrame, study_dir: Path, selection: str) -> str:
+    """Individual models alone (private pools): on their own training cell, on the other
+    training cells, on held-out cells; means over seeds and models."""
+    lines = ["| ablation | own cell | other training cells | held-out cells |", "|---|---|---|---|"]
+    for ablation in study.ablations:
+        runs = [r for r in plan(study, study_dir) if r.arm == "individual" and r.ablation == ablation]
+        rows = results[
+            (results["arm"] == "individual")
+            & (results["ablation"] == ablation)
+            & (results["regime"] == "private")
+            & (results["selection"] == selection)
+        ]
+        if rows.empty or not runs or not runs[0].config.env.worker_cells:
+            continue
+        cells = runs[0].config.env.worker_cells
+        own_of = {
+            f"individual_w{i}": resolve_cells(cells[i] if len(cells) > 1 else cells[0])[0].name
+            for i in range(runs[0].config.runner.n_workers)
+        }
+        own = rows["cell"] == rows["model"].map(own_of)
+        groups = (own, ~own & ~rows["held_out"].astype(bool), rows["held_out"].astype(bool))
+        means = [rows.loc[g, "mean_return"].mean() if g.any() else float("nan") for g in groups]
+        lines.append(f"| {ablation} | " + " | ".join(_fmt(m) for m in means) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def learning_curves(
@@ -260,19 +374,26 @@ def plot_learning_curves(study: StudyConfig, study_dir: Path, ablation: str, pat
         ax.fill_between(steps, low, high, alpha=0.25)
     ax.set_xlabel("env steps per worker")
     ax.set_ylabel("training episode return (training reward scale)")
-    ax.set_title(f"learning curves, row {ablation}: median and 95% CI over seeds")
+    ax.set_title(f"learning curves, row {ablation} (training world): median and 95% CI over seeds")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
-def plot_per_cell(results: pd.DataFrame, references: pd.DataFrame, ablation: str, path: Path) -> None:
-    """Greedy return per cell: learned arms (mean and t-CI over seeds) and reference policies."""
-    cells = list(dict.fromkeys(references["cell"]))
+def plot_per_cell(results: pd.DataFrame, ablation: str, regime: str, path: Path) -> None:
+    """Greedy return per cell in one regime: learned arms (mean and t-CI over seeds) and
+    reference policies."""
+    refs = results[
+        (results["arm"] == REFERENCE_ARM) & (results["ablation"] == ablation) & (results["regime"] == regime)
+    ]
+    cells = list(dict.fromkeys(refs["cell"]))
     series: list[tuple[str, np.ndarray, np.ndarray]] = []
     for arm in ("a3c", "individual"):
         rows = results[
-            (results["arm"] == arm) & (results["ablation"] == ablation) & (results["selection"] == "greedy")
+            (results["arm"] == arm)
+            & (results["ablation"] == ablation)
+            & (results["regime"] == regime)
+            & (results["selection"] == "greedy")
         ]
         if rows.empty:
             continue
@@ -281,9 +402,9 @@ def plot_per_cell(results: pd.DataFrame, references: pd.DataFrame, ablation: str
         half = sps.t.ppf(0.975, n - 1) * per_seed.std(ddof=1) / np.sqrt(n) if n > 1 else per_seed.mean() * 0
         series.append((arm, per_seed.mean().to_numpy(), half.to_numpy()))
     for name in REFERENCE_ORDER:
-        ref = references[references["policy"] == name].set_index("cell").reindex(cells)
-        if ref["mean"].notna().any():
-            series.append((name, ref["mean"].to_numpy(), (ref["ci_high"] - ref["mean"]).to_numpy()))
+        ref = refs[refs["model"] == name].set_index("cell").reindex(cells)
+        if ref["mean_return"].notna().any():
+            series.append((name, ref["mean_return"].to_numpy(), np.zeros(len(cells))))
     fig = Figure(figsize=(max(10.0, 0.45 * len(cells)), 5))
     ax = fig.subplots()
     width = 0.8 / max(len(series), 1)
@@ -291,8 +412,8 @@ def plot_per_cell(results: pd.DataFrame, references: pd.DataFrame, ablation: str
     for i, (name, mean, half) in enumerate(series):
         ax.bar(x + i * width, mean, width, yerr=half, label=name, capsize=1.5)
     ax.set_xticks(x + 0.4 - width / 2, cells, rotation=75, fontsize=7)
-    ax.set_ylabel("mean episode return (evaluation reward scale)")
-    ax.set_title(f"per cell, greedy, row {ablation}: 95% CI (over seeds for learned policies)")
+    ax.set_ylabel("mean episode return per agent (evaluation reward scale)")
+    ax.set_title(f"per cell, greedy, row {ablation}, {regime} cloud pools: 95% CI over seeds")
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -309,31 +430,30 @@ def plot_forest(frames: dict[str, pd.DataFrame], path: Path) -> None:
     first = next(iter(frames.values()))
     ax.set_yticks(np.arange(len(first))[::-1], first["ablation"])
     ax.axvline(0.0, color="grey", lw=0.8)
-    ax.set_xlabel("A3C - individual, greedy mean return (95% Welch CI over seeds)")
+    ax.set_xlabel(
+        "A3C - individual, greedy mean return (95% Welch CI over seeds), each row in its training regime"
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
-def plot_percent_of_oracle(results: pd.DataFrame, ablation: str, path: Path) -> None:
+def plot_percent_of_oracle(results: pd.DataFrame, ablation: str, regime: str, path: Path) -> None:
     fig = Figure(figsize=(8, 4))
     ax = fig.subplots()
-    names = [*_arms(results, ablation), *REFERENCE_ORDER]
+    names = [*_arms(results, ablation, regime), *REFERENCE_ORDER]
     for offset, held_out in ((-0.2, False), (0.2, True)):
-        references = reference_means(results, held_out)
+        view = View(ablation, regime, "greedy", held_out)
+        references = reference_means(results, view)
         means, halves = [], []
         for name in names:
             if name in REFERENCE_ORDER:
                 means.append(float(oracle_score(references.get(name, np.nan), references)))
                 halves.append(0.0)
                 continue
-            values = np.asarray(
-                oracle_score(
-                    seed_scores(results, name, ablation, "greedy", held_out).mean(axis=1), references
-                )
-            )
+            values = np.asarray(oracle_score(seed_scores(results, name, view).mean(axis=1), references))
             n = values.size
-            means.append(float(values.mean()))
+            means.append(float(values.mean()) if n else np.nan)
             halves.append(float(sps.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0)
         ax.bar(
             np.arange(len(names)) + offset,
@@ -345,17 +465,47 @@ def plot_percent_of_oracle(results: pd.DataFrame, ablation: str, path: Path) -> 
         )
     ax.set_xticks(np.arange(len(names)), names, rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("% of oracle (greedy)")
+    ax.set_title(f"row {ablation}, {regime} cloud pools")
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
+def _headline_section(
+    results: pd.DataFrame, ablation: str, regime: str, transfer: bool, selection: str
+) -> list[str]:
+    how = "transfer: evaluated in the regime it did not train in" if transfer else "its training regime"
+    out = []
+    for held_out, label in ((False, "training cells"), (True, "held-out cells")):
+        view = View(ablation, regime, selection, held_out)
+        if view.select(results, REFERENCE_ARM).empty:
+            continue
+        out += [
+            f"### Row `{ablation}`, {regime} cloud pools ({how}), {label}, {selection}",
+            "",
+            headline_table(results, view),
+            "",
+            arm_comparisons(results, view),
+            "",
+        ]
+    if regime == "shared":
+        out += [
+            f"### Row `{ablation}`, shared cloud pools, the training world itself, {selection}",
+            "",
+            "N agents, each in its worker's training cell, on one pool per episode.",
+            "",
+            train_world_table(results, ablation, selection),
+            "",
+        ]
+    return out
+
+
 def write_report(study_dir: Path) -> Path:
     """Recompute ``results.csv`` from the run directories and write ``report.md`` + figures."""
     study = load_study(study_dir / STUDY_FILE)
     results = collect_results(study, study_dir)
-    references = pd.read_csv(study_dir / REFERENCES_FILE)
+    regimes = training_regimes(results)
     baseline = next(iter(study.ablations))
     evaluated = results.loc[results["arm"] != REFERENCE_ARM, ["arm", "ablation", "seed"]].drop_duplicates()
     out = [
@@ -364,40 +514,63 @@ def write_report(study_dir: Path) -> Path:
         f"{len(evaluated)} of {len(plan(study, study_dir))} runs evaluated; {study.seeds} seed(s) per arm, "
         f"{study.env_steps_per_worker:,} env steps per worker; evaluation: {study.evaluation.episodes} "
         f"episodes per cell, seed {study.evaluation.seed}, same streams for every policy, env "
-        f"parameters {study.evaluation.env_params}. Seed-level statistics: a model's mean over cells, "
-        "then seeds; the individual arm is the mean of its models per seed (best/worst model shown "
-        f"beside it). IQM CIs: stratified bootstrap ({BOOTSTRAP_REPS} resamples). Reference policies "
-        "in italics.",
+        f"parameters {study.evaluation.env_params}.",
+        "",
+        "Every run is judged in the world it trained in: its pool regime (`shared`: N agents on one "
+        "cloud pool, a cell meaning N agents in that cell; `private`: each agent alone) and its own "
+        "training cells (its `worker_cells`; every other cell is held out). The other regime is "
+        "reported as a transfer result. Reference thresholds are tuned per row and regime, on the "
+        "row's training cells only. Seed-level statistics: a model's mean over cells, then seeds; "
+        "the individual arm is the mean of its models per seed (best/worst model beside it when "
+        "private). IQM, its CI (stratified bootstrap, "
+        f"{BOOTSTRAP_REPS} resamples) and P(X > Y) use per-cell normalised scores "
+        "`(J - J_floor) / (J_oracle - J_floor)`; means, gaps and tests use raw returns. "
+        "Reference policies in italics.",
         "",
     ]
     if study.seeds < 10:
         out += [f"**{study.seeds} seeds only**: too few for firm conclusions (the protocol asks 10).", ""]
-    figures = {
+    figures: dict[str, Callable[[Path], None]] = {
         "learning_curves.png": lambda p: plot_learning_curves(study, study_dir, baseline, p),
-        "per_cell.png": lambda p: plot_per_cell(results, references, baseline, p),
-        "percent_of_oracle.png": lambda p: plot_percent_of_oracle(results, baseline, p),
     }
-    for selection in study.evaluation.selections:
-        for held_out, label in ((False, "training cells"), (True, "held-out cells")):
-            out += [
-                f"## {label.capitalize()}, {selection} selection, row `{baseline}`",
-                "",
-                headline_table(results, baseline, selection, held_out),
-                "",
-                arm_comparisons(results, baseline, selection, held_out),
-                "",
-            ]
+    for ablation in study.headline_rows or [baseline]:
+        if ablation not in regimes:
+            continue
+        own = regimes[ablation]
+        other = next(r for r in REGIMES if r != own)
+        out += [f"## Row `{ablation}` (trained with {own} cloud pools)", ""]
+        for selection in study.evaluation.selections:
+            out += _headline_section(results, ablation, own, False, selection)
+        out += _headline_section(results, ablation, other, True, "greedy")
+        for regime in (own, other):
+            figures[f"per_cell_{ablation}_{regime}.png"] = functools.partial(
+                plot_per_cell, results, ablation, regime
+            )
+        figures[f"percent_of_oracle_{ablation}_{own}.png"] = functools.partial(
+            plot_percent_of_oracle, results, ablation, own
+        )
     forest: dict[str, pd.DataFrame] = {}
     for held_out, label in ((True, "held-out cells"), (False, "training cells")):
         frame = comparison_rows(results, "greedy", held_out)
         forest[label] = frame
         out += [
-            f"## A3C vs individual per ablation row, {label}, greedy",
+            f"## A3C vs individual per ablation row, {label}, greedy, each row in its training regime",
             "",
-            "Gap = A3C minus the individual arm's per-seed model mean; CI from Welch's t; "
-            "p-values Holm-corrected across rows.",
+            "Gap = A3C minus the individual arm's per-seed model mean (raw returns); CI from "
+            "Welch's t; P(A3C > ind.) on normalised scores; p-values Holm-corrected across rows.",
             "",
             comparison_table(frame),
+            "",
+        ]
+    own_cells = own_cell_table(study, results, study_dir, "greedy")
+    if own_cells:
+        out += [
+            "## Individual models on their own cell, private cloud pools, greedy",
+            "",
+            "Mean return of each individual model alone: on the cell its worker trained in, on the "
+            "other training cells, on held-out cells (means over seeds and models).",
+            "",
+            own_cells,
             "",
         ]
     figures["gap_forest.png"] = lambda p: plot_forest(forest, p)

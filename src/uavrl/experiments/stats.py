@@ -4,6 +4,8 @@ The independent unit is the training seed. Scores arrive as a matrix ``(seeds, c
 ``[s, c]`` is seed ``s``'s return in cell ``c`` (for the individual arm already the mean over that
 seed's N models: models are never pooled as if they were seeds). A seed's value is its row mean.
 
+- :func:`normalised_scores`: per-cell ``(J - J_floor) / (J_oracle - J_floor)``, so that cells of
+  different scale weigh the same in the aggregates below (as rliable normalises per task).
 - :func:`seed_summary`: mean, std, CV, worst seed over seed values.
 - :func:`iqm` and :func:`stratified_bootstrap_ci`: the interquartile mean over all (seed, cell)
   scores and its percentile CI from a bootstrap that resamples seeds within each cell (the
@@ -30,6 +32,24 @@ def _matrix(scores: np.ndarray) -> np.ndarray:
     if not np.isfinite(scores).all():
         raise ValueError("scores contain NaN or inf")
     return scores
+
+
+def normalised_scores(scores: np.ndarray, floor: np.ndarray, oracle: np.ndarray) -> np.ndarray:
+    """``(scores - floor) / (oracle - floor)`` per cell (column): 0 at the floor, 1 at the oracle.
+
+    Args:
+        scores: (seeds, cells) raw returns.
+        floor: (cells,) best of random / always-LOCAL / always-OFFLOAD in each cell.
+        oracle: (cells,) the oracle's return in each cell.
+    """
+    scores = _matrix(scores)
+    floor, oracle = np.asarray(floor, dtype=np.float64), np.asarray(oracle, dtype=np.float64)
+    if floor.shape != (scores.shape[1],) or oracle.shape != floor.shape:
+        raise ValueError(f"floor and oracle need one value per cell ({scores.shape[1]}), got {floor.shape}")
+    span = oracle - floor
+    if not (span > 0).all():
+        raise ValueError(f"the oracle must beat the floor in every cell, got oracle - floor = {span}")
+    return (scores - floor) / span
 
 
 @dataclass(frozen=True)

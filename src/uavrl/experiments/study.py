@@ -47,10 +47,18 @@ from uavrl.config import (
 )
 from uavrl.envs import ENV_ID
 from uavrl.envs.baselines import reference_policies
-from uavrl.envs.scenarios import resolve_cells
+from uavrl.envs.scenarios import Cell, resolve_cells
+from uavrl.envs.worlds import REGIMES, TRAIN_WORLD, Regime, World
 from uavrl.errors import ConfigError
-from uavrl.experiments.evaluate import TorchPolicy, cell_targets, evaluate_policies
-from uavrl.experiments.train import CONFIG_FILE, SUMMARY_FILE, model_labels, resume, train, write_config
+from uavrl.experiments.evaluate import (
+    evaluate_policies,
+    regime_worlds,
+    run_policies,
+    training_cells,
+    training_regime,
+    tuning_worlds,
+)
+from uavrl.experiments.train import CONFIG_FILE, SUMMARY_FILE, resume, train, write_config
 
 Selection = Literal["greedy", "stochastic"]
 
@@ -60,7 +68,10 @@ RESULTS_COLUMNS = [
     "seed",
     "model",
     "cell",
+    "regime",
+    "transfer",
     "held_out",
+    "train_cells",
     "selection",
     "episodes",
     "mean_return",
@@ -134,6 +145,9 @@ class StudyConfig(ConfigSection):
     env_steps_per_worker: int = Field(ge=1)
     ablations: dict[str, list[str]] = Field(default_factory=_baseline_only)
     parallel: int | None = Field(None, ge=1)
+    headline_rows: list[str] = Field(
+        default_factory=list, description="rows with full tables (default: baseline)"
+    )
     evaluation: StudyEvaluation = Field(default_factory=StudyEvaluation)
 
     @model_validator(mode="after")
@@ -145,9 +159,11 @@ class StudyConfig(ConfigSection):
             raise ValueError(f"the first ablation row ({first!r}) is the baseline and must be empty")
         if len(set(self.arms)) != len(self.arms) or not self.arms:
             raise ValueError(f"arms must be distinct and non-empty, got {self.arms}")
-        for row in self.equal_updates_rows:
+        for row in [*self.equal_updates_rows, *self.headline_rows]:
             if row not in self.ablations:
-                raise ValueError(f"equal_updates_rows names {row!r}, not one of {list(self.ablations)}")
+                raise ValueError(
+                    f"equal_updates_rows / headline_rows name {row!r}, not one of {list(self.ablations)}"
+                )
         for row, items in self.ablations.items():
             if "/" in row or row.startswith("."):
                 raise ValueError(f"ablation row name {row!r} must not contain '/' or start with '.'")
@@ -283,45 +299,69 @@ def prepare_run(run: PlannedRun, evaluation: StudyEvaluation) -> None:
     (run.run_dir / STUDY_EVAL_FILE).write_text(evaluation.model_dump_json())
 
 
-def evaluation_cells(evaluation: StudyEvaluation) -> list[tuple[str, dict[str, Any], bool]]:
-    """(cell name, env params, held out) for every evaluation cell, training cells first."""
-    train_cells = resolve_cells(evaluation.train_cells)
-    held_out = [c for c in resolve_cells(evaluation.held_out_cells) if c not in train_cells]
-    targets = cell_targets(evaluation.env_params, [*train_cells, *held_out])
-    return [(name, params, i >= len(train_cells)) for i, (name, params) in enumerate(targets)]
+def evaluation_cells(evaluation: StudyEvaluation, config: Config) -> list[tuple[Cell, bool]]:
+    """(cell, held out) for every evaluation cell of a run, its own training cells first.
+
+    A run's training cells are its own ``worker_cells``; every other cell of the study's
+    ``train_cells`` and ``held_out_cells`` is held out for it.
+    """
+    own = training_cells(config)
+    others = [c for c in resolve_cells([*evaluation.train_cells, *evaluation.held_out_cells]) if c not in own]
+    return [(c, False) for c in own] + [(c, True) for c in others]
+
+
+def run_regimes(config: Config) -> list[tuple[Regime, bool]]:
+    """(regime, transfer): the run's training regime first, then the other one as a transfer."""
+    trained_in = training_regime(config)
+    return [(trained_in, False)] + [(r, True) for r in REGIMES if r != trained_in]
+
+
+def study_worlds(
+    evaluation: StudyEvaluation, config: Config, regime: Regime
+) -> tuple[list[World], dict[str, bool]]:
+    """A run's evaluation worlds in ``regime`` (evaluation env params) and each one's held-out flag."""
+    cells = evaluation_cells(evaluation, config)
+    worlds = regime_worlds(config, regime, [c for c, _ in cells], evaluation.env_params)
+    held_out = {c.name: flag for c, flag in cells} | {TRAIN_WORLD: False}
+    return worlds, held_out
 
 
 def evaluate_run(run_dir: Path, evaluation: StudyEvaluation) -> pd.DataFrame:
-    """Every final model of a run on every evaluation cell, each selection mode."""
+    """Every final model of a run in every evaluation world, in both regimes, each selection mode."""
     from uavrl.runners.checkpoint import load_models
     from uavrl.runners.session import CHECKPOINT_DIR, LAST
 
     models, meta = load_models(run_dir / CHECKPOINT_DIR, LAST)
     config = config_from_dict(meta["config"])
-    labels = model_labels(config, len(models))
-    cells = evaluation_cells(evaluation)
-    targets = [(name, params) for name, params, _ in cells]
-    held_out = {name: flag for name, _, flag in cells}
     frames = []
-    for selection in evaluation.selections:
-        policies = [
-            TorchPolicy(model.eval(), label, greedy=selection == "greedy", seed=evaluation.seed)
-            for model, label in zip(models, labels, strict=True)
-        ]
-        frame = evaluate_policies(policies, targets, evaluation.episodes, evaluation.seed)
-        frame["selection"] = selection
-        frames.append(frame)
+    for regime, transfer in run_regimes(config):
+        worlds, held_out = study_worlds(evaluation, config, regime)
+        for selection in evaluation.selections:
+            policies = run_policies(config, models, regime, selection == "greedy", evaluation.seed)
+            frame = evaluate_policies(policies, worlds, evaluation.episodes, evaluation.seed)
+            frame["selection"] = selection
+            frame["transfer"] = transfer
+            frame["held_out"] = frame["cell"].map(held_out)
+            frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
     return pd.DataFrame(
         {
             "model": table["policy"],
             "cell": table["cell"],
-            "held_out": table["cell"].map(held_out),
+            "regime": table["regime"],
+            "transfer": table["transfer"],
+            "held_out": table["held_out"],
+            "train_cells": cell_list(training_cells(config)),
             "selection": table["selection"],
             "episodes": table["episodes"],
             "mean_return": table["mean"],
         }
     )
+
+
+def cell_list(cells: list[Cell]) -> str:
+    """Cell names joined with ``;`` (a run's training cells in ``results.csv``)."""
+    return ";".join(c.name for c in cells)
 
 
 def run_job(run_dir: Path) -> None:
@@ -344,27 +384,55 @@ def run_job(run_dir: Path) -> None:
 
 
 def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
-    """Reference policies on every evaluation cell (thresholds tuned on the training cells)."""
+    """Reference policies in every world the study's runs are judged in.
+
+    One set per (ablation row, regime): thresholds tuned in that regime on the row's own training
+    cells (its baseline run config; every arm and seed of a row shares them), then evaluated in
+    every evaluation world of the row. Rows with the same training world reuse one computation.
+    """
     evaluation = study.evaluation
     path, meta_path = study_dir / REFERENCES_FILE, study_dir / "references.json"
     meta = _read_json(meta_path)
-    if path.exists() and meta is not None and meta.get("eval_hash") == evaluation.hash():
+    signature = {"eval_hash": evaluation.hash(), "rows": _reference_keys(study)}
+    if path.exists() and meta is not None and {k: meta.get(k) for k in signature} == signature:
         return pd.read_csv(path)
-    preset = evaluation.env_params.get("preset", "paper")
-    policies = reference_policies(
-        preset, resolve_cells(evaluation.train_cells), evaluation.tuning_episodes, evaluation.seed
-    )
-    cells = evaluation_cells(evaluation)
-    table = evaluate_policies(policies, [(n, p) for n, p, _ in cells], evaluation.episodes, evaluation.seed)
-    table["held_out"] = table["cell"].map({name: flag for name, _, flag in cells})
+    frames, thetas, done = [], {}, {}
+    for ablation, config in _row_configs(study).items():
+        for regime in REGIMES:
+            key = f"{regime}|{_reference_keys(study)[ablation]}"
+            if key not in done:
+                worlds, held_out = study_worlds(evaluation, config, regime)
+                tuning = tuning_worlds(config, regime, evaluation.env_params)
+                policies = reference_policies(tuning, evaluation.tuning_episodes, evaluation.seed)
+                table = evaluate_policies(policies, worlds, evaluation.episodes, evaluation.seed)
+                table["held_out"] = table["cell"].map(held_out)
+                table["train_cells"] = cell_list(training_cells(config))
+                done[key] = table
+                thetas[key] = {p.name: int(p.theta) for p in policies if hasattr(p, "theta")}
+            frames.append(done[key].assign(ablation=ablation))
+    table = pd.concat(frames, ignore_index=True)
     table.to_csv(path, index=False)
-    thetas = {p.name: int(p.theta) for p in policies if hasattr(p, "theta")}
-    meta_path.write_text(json.dumps({"eval_hash": evaluation.hash(), "theta": thetas}, indent=2))
+    meta_path.write_text(json.dumps({**signature, "theta": thetas}, indent=2))
     return table
 
 
+def _row_configs(study: StudyConfig) -> dict[str, Config]:
+    """The A3C seed-0 config of every ablation row (what the row's training world is made of)."""
+    return {row: run_config(study, "a3c", row, 0) for row in study.ablations}
+
+
+def _reference_keys(study: StudyConfig) -> dict[str, str]:
+    """Per row, the identity of its training world: worker cells, env params and pool sharing."""
+    keys = {}
+    for row, config in _row_configs(study).items():
+        env = config.env
+        keys[row] = f"{env.worker_cells}|{config.runner.n_workers}|{env.shared_pool}"
+    return keys
+
+
 def collect_results(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
-    """``results.csv``: every evaluated run's rows plus the reference policies' rows."""
+    """``results.csv``: every evaluated run's rows plus the reference policies' rows (per row and
+    regime, each in the worlds of that row)."""
     frames = []
     for run in plan(study, study_dir):
         path = run.run_dir / EVAL_FILE
@@ -376,15 +444,19 @@ def collect_results(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
         frame.insert(2, "seed", run.seed)
         frames.append(frame)
     references = pd.read_csv(study_dir / REFERENCES_FILE)
+    trained_in = {row: training_regime(c) for row, c in _row_configs(study).items()}
     frames.append(
         pd.DataFrame(
             {
                 "arm": REFERENCE_ARM,
-                "ablation": "",
+                "ablation": references["ablation"],
                 "seed": study.evaluation.seed,
                 "model": references["policy"],
                 "cell": references["cell"],
+                "regime": references["regime"],
+                "transfer": references["regime"] != references["ablation"].map(trained_in),
                 "held_out": references["held_out"],
+                "train_cells": references["train_cells"],
                 "selection": REFERENCE_SELECTION,
                 "episodes": references["episodes"],
                 "mean_return": references["mean"],

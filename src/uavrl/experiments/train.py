@@ -17,8 +17,10 @@ import torch
 import yaml
 
 from uavrl.config import Config, load_config
+from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.errors import ConfigError
-from uavrl.experiments.evaluate import TorchPolicy, eval_targets, evaluate_policies
+from uavrl.experiments.evaluate import eval_worlds, evaluate_policies, run_policies, training_regime
+from uavrl.nn.models import ActorCritic
 from uavrl.runners.a2c import run_a2c
 from uavrl.runners.a3c import run_a3c
 from uavrl.runners.session import RunResult
@@ -63,15 +65,6 @@ def write_config(config: Config, run_dir: Path) -> None:
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def model_labels(config: Config, n_models: int) -> list[str]:
-    """Names of a run's learned models: ``a3c``, ``a2c`` or ``individual_w<i>``."""
-    if config.runner.kind == "a2c":
-        return ["a2c"]
-    if config.runner.share:
-        return ["a3c"]
-    return [f"individual_w{i}" for i in range(n_models)]
-
-
 def _summary(config: Config, result: RunResult) -> dict[str, Any]:
     counters = result.counters
     return {
@@ -86,24 +79,29 @@ def _summary(config: Config, result: RunResult) -> dict[str, Any]:
     }
 
 
-def evaluate_final(config: Config, result: RunResult) -> dict[str, Any]:
-    """Greedy evaluation of every final model on the evaluation cells (mean over cells, models)."""
-    policies = [
-        TorchPolicy(model.eval(), label, greedy=True)
-        for model, label in zip(result.models, model_labels(config, len(result.models)), strict=True)
-    ]
+def evaluate_final(config: Config, models: list[ActorCritic]) -> dict[str, Any]:
+    """Greedy evaluation of every final model in its training regime on the evaluation cells.
+
+    ``mean_return`` is the mean over cells (and over models when they are scored one by one);
+    a shared-pool run also reports its training world (``train_world``) on its own.
+    """
+    regime = training_regime(config) if config.env.is_uavrl else "private"
+    policies = run_policies(config, models, regime, greedy=True, seed=config.eval.seed)
     table = evaluate_policies(
-        policies, eval_targets(config), config.eval.episodes, config.eval.seed, config.env.id
+        policies, eval_worlds(config, regime), config.eval.episodes, config.eval.seed, config.env.id
     )
-    per_model = table.groupby("policy", sort=False)["mean"].mean()
-    return {
+    cells = table[table["cell"] != TRAIN_WORLD]
+    per_model = cells.groupby("policy", sort=False)["mean"].mean()
+    summary = {
+        "regime": regime,
         "mean_return": float(per_model.mean()),
-        "std": float(table["std"].mean()),
+        "std": float(cells["std"].mean()),
         "episodes": config.eval.episodes,
-        "cells": list(dict.fromkeys(table["cell"])),
+        "cells": list(dict.fromkeys(cells["cell"])),
         "per_model": {str(k): float(v) for k, v in per_model.items()},
         "per_cell": {str(c): float(g["mean"].mean()) for c, g in table.groupby("cell", sort=False)},
     }
+    return summary
 
 
 def train(config: Config, run_dir: Path | None = None) -> dict[str, Any]:
@@ -135,6 +133,6 @@ def _execute(config: Config, run_dir: Path, resume: bool) -> dict[str, Any]:
         summary_path.write_text(json.dumps(failure, indent=2))
         raise
     summary = _summary(config, result)
-    summary["eval"] = evaluate_final(config, result)
+    summary["eval"] = evaluate_final(config, result.models)
     summary_path.write_text(json.dumps(summary, indent=2))
     return summary

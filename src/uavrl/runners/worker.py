@@ -82,9 +82,10 @@ def derived_seed(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def worker_env_params(config: Config, worker_id: int) -> dict[str, Any]:
-    """Env parameters of worker ``worker_id``: the base params plus its scenario cell."""
-    params = dict(config.env.params)
+def worker_env_params(config: Config, worker_id: int, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Env parameters of worker ``worker_id``: the base params (default ``env.params``) plus its
+    scenario cell."""
+    params = dict(config.env.params if base is None else base)
     cells = config.env.worker_cells
     if cells:
         name = cells[worker_id] if len(cells) > 1 else cells[0]

@@ -1,0 +1,76 @@
+"""Evaluation worlds: N agents on one pool per episode (shared) or each alone (private)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from uavrl.envs.baselines import ConstantPolicy, GreedyOracle, LocalElseOffload, ThresholdPolicy
+from uavrl.envs.paper import N_SLOTS, OFFLOAD
+from uavrl.envs.scenarios import Cell
+from uavrl.envs.vector import ConcatVecEnv
+from uavrl.envs.worlds import AgentTeam, World, cell_worlds, training_world
+from uavrl.errors import ConfigError
+
+PARAMS = {"preset": "paper", **Cell(30).env_params()}
+
+
+def test_one_agent_shared_world_equals_the_private_world() -> None:
+    for policy in (LocalElseOffload(), ThresholdPolicy(30), ConstantPolicy(OFFLOAD, "always_offload")):
+        shared = World("c", (PARAMS,), shared=True).episode_returns(policy, 3, np.arange(40))
+        private = World("c", (PARAMS,), shared=False).episode_returns(policy, 3, np.arange(40))
+        np.testing.assert_array_equal(shared, private)
+
+
+def test_shared_world_conserves_pool_units_with_n_agents() -> None:
+    """Units taken from pool j by the N agents' copies j plus what is left equal the capacity,
+    at every step; agents that share a pool do worse than agents alone."""
+    n_agents, episodes = 5, 8
+    world = World("c", (PARAMS,) * n_agents, shared=True)
+    env = world.make_env(episodes)
+    assert isinstance(env, ConcatVecEnv)
+    env.reset(0, world.copies(np.arange(episodes)))
+    pool = env.parts[0].core.pool
+    assert all(p.core.pool is pool for p in env.parts)
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        env.step(rng.integers(0, 3, size=n_agents * episodes))
+        held = sum(p.core.slot_units[:, N_SLOTS:].sum(axis=1) for p in env.parts)
+        np.testing.assert_array_equal(pool.level + held, np.full(episodes, PARAMS["cloud_capacity"]))
+        assert (pool.level >= 0).all()
+    policy = ConstantPolicy(OFFLOAD, "always_offload")
+    shared = world.episode_returns(policy, 1, np.arange(50))
+    alone = World("c", (PARAMS,) * n_agents, shared=False).episode_returns(policy, 1, np.arange(50))
+    assert shared.mean() < alone.mean()
+
+
+def test_private_world_of_n_agents_is_the_mean_of_its_agents_alone() -> None:
+    cells = [Cell(5), Cell(50)]
+    params = [{"preset": "paper", **c.env_params()} for c in cells]
+    policy = LocalElseOffload()
+    world = World("w", tuple(params), shared=False).episode_returns(policy, 2, np.arange(10))
+    alone = [World("a", (p,), shared=False) for p in params]
+    # Agent i of a world draws on streams i * AGENT_STRIDE + copy.
+    per_agent = [w.episode_returns(policy, 2, i * (1 << 40) + np.arange(10)) for i, w in enumerate(alone)]
+    np.testing.assert_allclose(world, np.mean(per_agent, axis=0))
+
+
+def test_the_oracle_sees_the_shared_pool_level() -> None:
+    world = training_world([PARAMS] * 3)
+    returns = world.episode_returns(GreedyOracle(50), 0, np.arange(20), privileged=True)
+    assert returns.shape == (20,) and np.isfinite(returns).all()
+
+
+def test_agent_team_gives_each_agent_its_own_policy() -> None:
+    team = AgentTeam([ConstantPolicy(0, "a"), ConstantPolicy(2, "b")], "team")
+    actions = team(np.zeros((6, 48), dtype=np.float32), None)
+    np.testing.assert_array_equal(actions, [0, 0, 0, 2, 2, 2])
+
+
+def test_cell_worlds_and_bad_worlds() -> None:
+    shared = cell_worlds([("c", PARAMS)], "shared", 4)
+    assert shared[0].n_agents == 4 and shared[0].shared
+    private = cell_worlds([("c", PARAMS)], "private", 4)
+    assert private[0].n_agents == 1 and not private[0].shared
+    with pytest.raises(ConfigError, match="cloud_capacity"):
+        World("w", (PARAMS, {**PARAMS, "cloud_capacity": 500}), shared=True)
