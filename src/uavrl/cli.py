@@ -1,4 +1,4 @@
-"""Command line: ``uavrl train | evaluate | baselines | study | report | bench``."""
+"""Command line: ``uavrl train | evaluate | baselines | study | report | tune | bench``."""
 
 from __future__ import annotations
 
@@ -218,6 +218,30 @@ def cmd_report(args: argparse.Namespace) -> None:
     console.print(f"wrote {write_report(Path(args.study_dir))}")
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("uavrl tune needs Optuna: pip install 'uavrl[tune]' -c constraints.txt") from None
+    from uavrl.experiments.tune import BEST_FILE, load_tune, run_tuning
+
+    tune = load_tune(args.config, args.set)
+    tune_dir = Path(args.run_dir) if args.run_dir else Path("runs") / tune.name
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    console.print(f"tuning {tune.name}: {args.trials} more trial(s) of {tune.seeds} seeds into {tune_dir}")
+    study = run_tuning(tune, tune_dir, args.trials, args.storage)
+    table = Table(title=f"Optuna study {tune.name}: training cells only, mean of {tune.seeds} seeds")
+    for column in ("trial", "state", "score", *tune.space):
+        table.add_column(column, justify="right")
+    for t in study.trials:
+        score = "-" if t.value is None else f"{t.value:.3f}"
+        table.add_row(str(t.number), t.state.name, score, *(str(t.params.get(k, "-")) for k in tune.space))
+    console.print(table)
+    best = tune_dir / BEST_FILE
+    if best.exists():
+        console.print(f"best config: {best}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uavrl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -268,6 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("study_dir", help="a study directory written by `uavrl study`")
     report.set_defaults(func=cmd_report)
 
+    tune = sub.add_parser("tune", help="tune hyperparameters with Optuna (training cells only)")
+    tune.add_argument("--config", required=True, help="tuning YAML (configs/tune_*.yaml)")
+    tune.add_argument("--trials", type=int, required=True, help="trials to run now (the study resumes)")
+    tune.add_argument("--storage", help="Optuna storage URL (default sqlite:///<run-dir>/optuna.db)")
+    tune.add_argument("--run-dir", help="tuning directory (default runs/<name>)")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value")
+    tune.set_defaults(func=cmd_tune)
+
     bench = sub.add_parser("bench", help="throughput benchmarks")
     bench.add_argument("target", choices=["env", "train"])
     bench.add_argument("--preset", default="paper")
@@ -280,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_positive(args: argparse.Namespace) -> None:
-    for name in ("episodes", "tune_episodes", "seconds", "agents"):
+    for name in ("episodes", "tune_episodes", "seconds", "agents", "trials"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")

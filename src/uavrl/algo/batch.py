@@ -38,3 +38,18 @@ class RolloutBatch:
     @property
     def env_steps(self) -> int:
         return int(self.rewards.numel())
+
+    def columns(self, lo: int, hi: int) -> RolloutBatch:
+        """Copies ``[lo, hi)`` of the batch (views, no copy)."""
+        return RolloutBatch(
+            obs=self.obs[:, lo:hi],
+            actions=self.actions[:, lo:hi],
+            behaviour_params=self.behaviour_params[:, lo:hi],
+            rewards=self.rewards[:, lo:hi],
+            terminated=self.terminated[:, lo:hi],
+            truncated=self.truncated[:, lo:hi],
+            final_values=self.final_values[:, lo:hi],
+            starts=self.starts[:, lo:hi],
+            h0=self.h0[lo:hi],
+            last_value=self.last_value[lo:hi],
+        )

@@ -521,6 +521,8 @@ def run_study(
             prepare_run(run, study.evaluation)
             pending.append(run)
     write_references(study, study_dir)
+    # Seed by seed across rows and arms: a study stopped early still has every row's first seeds.
+    pending.sort(key=lambda run: run.seed)
     running: dict[str, tuple[PlannedRun, subprocess.Popen[bytes], float]] = {}
     failures: list[str] = []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -23,7 +23,7 @@ from uavrl.experiments.evaluate import eval_worlds, evaluate_policies, run_polic
 from uavrl.nn.models import ActorCritic
 from uavrl.runners.a2c import run_a2c
 from uavrl.runners.a3c import run_a3c
-from uavrl.runners.session import RunResult
+from uavrl.runners.session import ProgressHook, RunResult
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
@@ -104,8 +104,11 @@ def evaluate_final(config: Config, models: list[ActorCritic]) -> dict[str, Any]:
     return summary
 
 
-def train(config: Config, run_dir: Path | None = None) -> dict[str, Any]:
-    """Run a fresh training job; returns ``summary.json``'s content."""
+def train(config: Config, run_dir: Path | None = None, hook: ProgressHook | None = None) -> dict[str, Any]:
+    """Run a fresh training job; returns ``summary.json``'s content.
+
+    ``hook(env_steps, models)`` is called after every round of updates (see ``ProgressHook``).
+    """
     run_dir = run_dir or Path("runs") / config.name
     if (run_dir / SUMMARY_FILE).exists() or (run_dir / "checkpoints").exists():
         raise ConfigError(
@@ -113,7 +116,7 @@ def train(config: Config, run_dir: Path | None = None) -> dict[str, Any]:
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(config, run_dir)
-    return _execute(config, run_dir, resume=False)
+    return _execute(config, run_dir, resume=False, hook=hook)
 
 
 def resume(run_dir: Path) -> dict[str, Any]:
@@ -123,11 +126,11 @@ def resume(run_dir: Path) -> dict[str, Any]:
     return _execute(load_config(run_dir / CONFIG_FILE), run_dir, resume=True)
 
 
-def _execute(config: Config, run_dir: Path, resume: bool) -> dict[str, Any]:
+def _execute(config: Config, run_dir: Path, resume: bool, hook: ProgressHook | None = None) -> dict[str, Any]:
     summary_path = run_dir / SUMMARY_FILE
     runner = run_a2c if config.runner.kind == "a2c" else run_a3c
     try:
-        result = runner(config, run_dir, resume=resume)
+        result = runner(config, run_dir, resume=resume, hook=hook)
     except BaseException as err:
         failure = {"status": "failed", "config_hash": config.hash(), "error": f"{type(err).__name__}: {err}"}
         summary_path.write_text(json.dumps(failure, indent=2))

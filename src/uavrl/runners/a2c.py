@@ -12,25 +12,25 @@ from pathlib import Path
 import torch
 
 from uavrl.config import Config
-from uavrl.envs.vector import ConcatVecEnv
 from uavrl.runners.a3c import run_serial, updates_per_worker
-from uavrl.runners.session import RunResult, TrainingSession
-from uavrl.runners.worker import Worker, derived_seed, make_worker_env
+from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
+from uavrl.runners.worker import Worker, derived_seed, make_all_worker_envs
 
 
-def run_a2c(config: Config, run_dir: Path, resume: bool = False) -> RunResult:
+def run_a2c(
+    config: Config, run_dir: Path, resume: bool = False, hook: ProgressHook | None = None
+) -> RunResult:
     """Train synchronously; writes logs and checkpoints under ``run_dir``."""
     torch.set_num_threads(1)
-    r = config.runner
     session = TrainingSession(config, run_dir, n_learners=1, n_slots=1, resume=resume)
     pool = session.open_pool(cross_process=False)
-    env = ConcatVecEnv([make_worker_env(config, i, pool) for i in range(r.n_workers)])
+    env = make_all_worker_envs(config, pool)
     env_seed = session.env_seed()
     torch.manual_seed(derived_seed(config.seed, 3, env_seed))
     worker = Worker(config, 0, session.models[0], session.optimizers[0], session.ctx.Lock(), env, env_seed)
     session.start_writer()
     try:
-        run_serial([worker], session, updates_per_worker(config))
+        run_serial([worker], session, updates_per_worker(config), hook)
     finally:
         session.checkpoint()
         session.stop_writer()

@@ -21,8 +21,18 @@ import torch
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.nn.models import ActorCritic
-from uavrl.runners.session import RunResult, TrainingSession, WorkerFailed
-from uavrl.runners.worker import SharedCounters, Worker, derived_seed, make_worker_env, metric_rows
+from uavrl.runners.session import ProgressHook, RunResult, TrainingSession, WorkerFailed
+from uavrl.runners.worker import (
+    EpisodeRecord,
+    SharedCounters,
+    SharedModelWorkers,
+    UpdateStats,
+    Worker,
+    derived_seed,
+    make_all_worker_envs,
+    make_worker_env,
+    metric_rows,
+)
 
 JOIN_TIMEOUT_S = 10.0
 TRACEBACK_GRACE_S = 2.0  # a worker that raised may exit before its traceback reaches the queue
@@ -39,14 +49,23 @@ def _learner_of(session: TrainingSession, worker_id: int) -> int:
     return 0 if len(session.models) == 1 else worker_id
 
 
-def _one_update(worker: Worker, counters: SharedCounters, metrics: Any, start_time: float) -> None:
+def _book(
+    worker_id: int,
+    stats: UpdateStats,
+    episodes: list[EpisodeRecord],
+    counters: SharedCounters,
+    metrics: Any,
+    start_time: float,
+) -> None:
     """One worker update, booked in the run counters and sent to the writer."""
-    stats, episodes = worker.update(int(counters.env_steps.value))
-    total = counters.add(stats.env_steps, stats.applied, len(episodes), worker.worker_id)
+    total = counters.add(stats.env_steps, stats.applied, len(episodes), worker_id)
     if episodes:
-        metrics.put(
-            metric_rows(stats, episodes, total, counters.worker_updates[worker.worker_id], start_time)
-        )
+        metrics.put(metric_rows(stats, episodes, total, counters.worker_updates[worker_id], start_time))
+
+
+def _one_update(worker: Worker, counters: SharedCounters, metrics: Any, start_time: float) -> None:
+    stats, episodes = worker.update(int(counters.env_steps.value))
+    _book(worker.worker_id, stats, episodes, counters, metrics, start_time)
 
 
 def _worker_process(
@@ -98,28 +117,53 @@ def _failure(processes: list[Any], errors: Any) -> tuple[int, str] | None:
         return (dead[0][0], f"worker process exited with code {dead[0][1]}") if dead else None
 
 
-def _monitor(session: TrainingSession, processes: list[Any], errors: Any) -> None:
+def _monitor(
+    session: TrainingSession, processes: list[Any], errors: Any, hook: ProgressHook | None = None
+) -> None:
     """Wait for the workers, checkpointing as updates accumulate; raise if one fails."""
     while any(p.is_alive() for p in processes):
         failure = _failure(processes, errors)
         if failure is not None:
             raise WorkerFailed(f"worker {failure[0]} failed:\n{failure[1]}")
         session.maybe_checkpoint()
+        if hook is not None:
+            hook(int(session.counters.env_steps.value), session.models)
     failure = _failure(processes, errors)
     if failure is not None:
         raise WorkerFailed(f"worker {failure[0]} failed:\n{failure[1]}")
 
 
-def run_serial(workers: list[Worker], session: TrainingSession, target: int) -> None:
+def run_serial(
+    workers: list[Worker], session: TrainingSession, target: int, hook: ProgressHook | None = None
+) -> None:
     """Round-robin: one update of every unfinished worker per pass, in this process."""
     counters = session.counters
     while pending := [w for w in workers if counters.worker_updates[w.worker_id] < target]:
         for worker in pending:
             _one_update(worker, counters, session.metrics, session.start_time)
         session.maybe_checkpoint()
+        if hook is not None:
+            hook(int(counters.env_steps.value), session.models)
 
 
-def run_a3c(config: Config, run_dir: Path, resume: bool = False) -> RunResult:
+def run_batched(
+    workers: SharedModelWorkers, session: TrainingSession, target: int, hook: ProgressHook | None = None
+) -> None:
+    """Serial A3C with one shared model: every round acts for all workers in one batch, then
+    applies one update per worker."""
+    counters = session.counters
+    while min(counters.worker_updates[:]) < target:
+        results = workers.update(int(counters.env_steps.value))
+        for worker_id, (stats, episodes) in enumerate(results):
+            _book(worker_id, stats, episodes, counters, session.metrics, session.start_time)
+        session.maybe_checkpoint()
+        if hook is not None:
+            hook(int(counters.env_steps.value), session.models)
+
+
+def run_a3c(
+    config: Config, run_dir: Path, resume: bool = False, hook: ProgressHook | None = None
+) -> RunResult:
     """Train with N asynchronous workers; writes logs and checkpoints under ``run_dir``.
 
     On a worker failure the other workers are stopped, a checkpoint and every logged row are
@@ -133,7 +177,14 @@ def run_a3c(config: Config, run_dir: Path, resume: bool = False) -> RunResult:
     env_seed = session.env_seed()
     session.start_writer()
     try:
-        if r.serial:
+        if r.serial and r.share:
+            torch.manual_seed(derived_seed(config.seed, 3, env_seed))
+            env = make_all_worker_envs(config, pool)
+            batched = SharedModelWorkers(
+                config, session.models[0], session.optimizers[0], locks[0], env, env_seed
+            )
+            run_batched(batched, session, target, hook)
+        elif r.serial:
             torch.manual_seed(derived_seed(config.seed, 3, env_seed))
             workers = [
                 Worker(
@@ -147,7 +198,7 @@ def run_a3c(config: Config, run_dir: Path, resume: bool = False) -> RunResult:
                 )
                 for i in range(r.n_workers)
             ]
-            run_serial(workers, session, target)
+            run_serial(workers, session, target, hook)
         else:
             errors, stop = session.ctx.Queue(), session.ctx.Event()
             processes = []
@@ -174,7 +225,7 @@ def run_a3c(config: Config, run_dir: Path, resume: bool = False) -> RunResult:
             for p in processes:
                 p.start()
             try:
-                _monitor(session, processes, errors)
+                _monitor(session, processes, errors, hook)
             finally:  # also on Ctrl-C or a failed checkpoint: never leave workers running
                 _stop_processes(processes, stop)
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,11 @@ from uavrl.runners.worker import SharedCounters, derived_seed, worker_env_params
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last"
 ENVIRONMENT_FILE = "environment.json"
+
+
+ProgressHook = Callable[[int, list[ActorCritic]], None]
+"""Called by the runner's own process with the run-wide env steps and the learner models, after
+every round of updates (e.g. a tuner's periodic evaluation); it may raise to stop the run."""
 
 
 class WorkerFailed(RuntimeError):

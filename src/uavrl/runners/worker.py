@@ -4,9 +4,10 @@ A worker owns a private ``local`` model and K envs, and updates a ``learner`` mo
 ``optimizer``. A3C hands every worker the same shared learner and SharedAdam; individual learning
 hands each worker its own. The worker code cannot tell the two apart: that is the point.
 
-One update: sync local <- learner; collect T steps from K envs; zero the local gradients;
-re-evaluate the rollout with gradients; loss; backward; clip; (under the lock) point the
-learner's ``.grad`` at the local gradients, optimizer step, set the learner's grads to None.
+One update: sync local <- learner; collect T steps from K envs (the actor part); then the
+:class:`GradientLearner` zeroes the local gradients, re-evaluates the rollout with gradients,
+computes the loss, backward, clip, and (under the lock) points the learner's ``.grad`` at the
+local gradients, optimizer step, set the learner's grads to None.
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from uavrl.algo.batch import RolloutBatch
 from uavrl.algo.loss import rollout_loss
 from uavrl.algo.normalize import RewardScaler
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.envs.scenarios import resolve_cells
-from uavrl.envs.vector import VecEnv, make_vec_env
+from uavrl.envs.vector import ConcatVecEnv, VecEnv, make_vec_env
 from uavrl.nn.models import ActorCritic, build_model
-from uavrl.runners.rollout import RolloutCollector
+from uavrl.runners.rollout import FinishedEpisode, RolloutCollector
 
 
 class NonFiniteError(RuntimeError):
@@ -99,6 +101,11 @@ def make_worker_env(config: Config, worker_id: int, pool: CloudPool | None) -> V
     )
 
 
+def make_all_worker_envs(config: Config, pool: CloudPool | None) -> VecEnv:
+    """Every worker's envs as one batch: copy ``j`` belongs to worker ``j // envs_per_worker``."""
+    return ConcatVecEnv([make_worker_env(config, i, pool) for i in range(config.runner.n_workers)])
+
+
 def transfer_gradients(local: ActorCritic, learner: ActorCritic) -> None:
     """Point the learner's ``.grad`` at the local gradients (fresh tensors every update).
 
@@ -121,8 +128,115 @@ class UpdateStats:
     entropy_coef: float
 
 
+class GradientLearner:
+    """Turns a rollout into one optimizer step of a learner model.
+
+    The gradient is computed on ``local`` (the weights that collected the rollout), clipped,
+    and applied to ``learner`` through ``optimizer`` under ``lock``; it owns the learning-rate
+    schedule and the non-finite guard. A3C hands every worker the same shared learner and
+    SharedAdam; individual learning hands each worker its own.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        worker_id: int,
+        learner: ActorCritic,
+        optimizer: torch.optim.Optimizer,
+        lock: Any,
+    ) -> None:
+        self.config = config
+        self.worker_id = worker_id
+        self.learner = learner
+        self.optimizer = optimizer
+        self.lock = lock if config.runner.lock_updates else contextlib.nullcontext()
+        self.nonfinite_streak = 0
+
+    def learning_rate(self, env_steps: int) -> float:
+        """The configured schedule at ``env_steps`` run-wide env steps."""
+        algo, total = self.config.algo, self.config.runner.total_env_steps
+        if algo.lr_schedule == "linear":
+            return algo.lr * max(0.0, 1.0 - env_steps / total)
+        return algo.lr
+
+    def learn(self, local: ActorCritic, batch: RolloutBatch, env_steps: int) -> UpdateStats:
+        """Zero ``local``'s gradients, loss, backward, clip; (under the lock) point the learner's
+        ``.grad`` at them, optimizer step, set the learner's grads to None."""
+        algo = self.config.algo
+        local.zero_grad(set_to_none=True)
+        terms = rollout_loss(
+            local,
+            batch,
+            algo.gamma,
+            algo.gae_lambda,
+            algo.value_coef,
+            algo.entropy_coef,
+            algo.normalize_advantages,
+        )
+        grad_norm = math.nan
+        lr = self.learning_rate(env_steps)
+        applied = bool(torch.isfinite(terms.total))
+        if applied:
+            terms.total.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(local.parameters(), algo.max_grad_norm))
+            applied = math.isfinite(grad_norm)
+        if applied:
+            with self.lock:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                transfer_gradients(local, self.learner)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_streak = 0
+        else:
+            self.nonfinite_streak += 1
+            if self.nonfinite_streak >= self.config.runner.max_nonfinite:
+                raise NonFiniteError(
+                    f"worker {self.worker_id}: {self.nonfinite_streak} updates in a row had a non-finite "
+                    f"loss or gradient (loss {terms.total.item()}, grad norm {grad_norm}); "
+                    f"runner.max_nonfinite={self.config.runner.max_nonfinite}"
+                )
+        return UpdateStats(
+            batch.env_steps,
+            applied,
+            float(terms.policy.item()),
+            float(terms.value.item()),
+            float(terms.entropy.item()),
+            grad_norm,
+            lr,
+            algo.entropy_coef,
+        )
+
+
+EpisodeRecord = tuple[int, int, float, int]
+"""(worker id, episode number of that worker, return, length)."""
+
+
+class EpisodeBook:
+    """Numbers each worker's finished episodes; copy ``j`` of a batch of several workers' envs
+    belongs to worker ``first_worker + j // copies_per_worker``."""
+
+    def __init__(self, first_worker: int, copies_per_worker: int) -> None:
+        self.first_worker = first_worker
+        self.copies_per_worker = copies_per_worker
+        self.counts: dict[int, int] = {}
+
+    def book(self, finished: list[FinishedEpisode]) -> list[EpisodeRecord]:
+        records = []
+        for ep in finished:
+            owner = self.first_worker + ep.copy // self.copies_per_worker
+            self.counts[owner] = self.counts.get(owner, 0) + 1
+            records.append((owner, self.counts[owner], ep.episode_return, ep.length))
+        return records
+
+
 class Worker:
-    """One actor-learner. ``update()`` runs one rollout and one optimizer step."""
+    """One actor-learner. ``update()`` runs one rollout and one optimizer step.
+
+    It owns a private ``local`` model and K envs; sync local <- learner, collect T steps from K
+    envs, then :class:`GradientLearner` applies the gradient. The worker cannot tell A3C from
+    individual learning apart: that is the point.
+    """
 
     def __init__(
         self,
@@ -137,90 +251,74 @@ class Worker:
         self.config = config
         self.worker_id = worker_id
         self.learner = learner
-        self.optimizer = optimizer
-        self.lock = lock if config.runner.lock_updates else contextlib.nullcontext()
+        self.updater = GradientLearner(config, worker_id, learner, optimizer, lock)
         self.local = build_model(learner.spec)
         self.local.load_state_dict(learner.state_dict())
         self.env = env
-        self.copies_per_worker = config.runner.envs_per_worker
-        first_copy = worker_id * self.copies_per_worker
+        first_copy = worker_id * config.runner.envs_per_worker
         scaler = RewardScaler(env.n, config.algo.gamma) if config.algo.normalize_rewards else None
         self.collector = RolloutCollector(env, self.local, env_seed, first_copy, scaler)
-        self.nonfinite_streak = 0
-        self.episodes: dict[int, int] = {}
+        self.episodes = EpisodeBook(worker_id, config.runner.envs_per_worker)
 
-    def learning_rate(self, env_steps: int) -> float:
-        """The configured schedule at ``env_steps`` run-wide env steps."""
-        algo, total = self.config.algo, self.config.runner.total_env_steps
-        if algo.lr_schedule == "linear":
-            return algo.lr * max(0.0, 1.0 - env_steps / total)
-        return algo.lr
-
-    def update(self, env_steps: int = 0) -> tuple[UpdateStats, list[tuple[int, int, float, int]]]:
+    def update(self, env_steps: int = 0) -> tuple[UpdateStats, list[EpisodeRecord]]:
         """One rollout + update.
 
         ``env_steps``: run-wide env steps so far (sets a scheduled learning rate).
-        Returns its stats and the finished episodes as (worker id, episode, return, length);
-        copy ``j`` of this worker's envs counts for worker ``worker_id + j // envs_per_worker``
-        (A2C steps every worker's envs in one batch).
+        Returns its stats and the finished episodes (A2C steps every worker's envs in one batch,
+        so its episodes belong to several workers).
         """
-        algo = self.config.algo
         self.local.load_state_dict(self.learner.state_dict())
-        batch, finished = self.collector.collect(self.local, algo.rollout_length)
-        self.local.zero_grad(set_to_none=True)
-        terms = rollout_loss(
-            self.local,
-            batch,
-            algo.gamma,
-            algo.gae_lambda,
-            algo.value_coef,
-            algo.entropy_coef,
-            algo.normalize_advantages,
-        )
-        grad_norm = math.nan
-        lr = self.learning_rate(env_steps)
-        applied = bool(torch.isfinite(terms.total))
-        if applied:
-            terms.total.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.local.parameters(), algo.max_grad_norm))
-            applied = math.isfinite(grad_norm)
-        if applied:
-            with self.lock:
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                transfer_gradients(self.local, self.learner)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite_streak = 0
-        else:
-            self.nonfinite_streak += 1
-            if self.nonfinite_streak >= self.config.runner.max_nonfinite:
-                raise NonFiniteError(
-                    f"worker {self.worker_id}: {self.nonfinite_streak} updates in a row had a non-finite "
-                    f"loss or gradient (loss {terms.total.item()}, grad norm {grad_norm}); "
-                    f"runner.max_nonfinite={self.config.runner.max_nonfinite}"
-                )
-        episodes = []
-        for ep in finished:
-            owner = self.worker_id + ep.copy // self.copies_per_worker
-            self.episodes[owner] = self.episodes.get(owner, 0) + 1
-            episodes.append((owner, self.episodes[owner], ep.episode_return, ep.length))
-        stats = UpdateStats(
-            batch.env_steps,
-            applied,
-            float(terms.policy.item()),
-            float(terms.value.item()),
-            float(terms.entropy.item()),
-            grad_norm,
-            lr,
-            algo.entropy_coef,
-        )
-        return stats, episodes
+        batch, finished = self.collector.collect(self.local, self.config.algo.rollout_length)
+        stats = self.updater.learn(self.local, batch, env_steps)
+        return stats, self.episodes.book(finished)
+
+
+class SharedModelWorkers:
+    """N workers of one shared model stepped as one batch in one process (serial A3C).
+
+    One forward per step acts for all N x K envs (worker ``i`` owns copies ``[i K, (i + 1) K)``,
+    its own cell and streams, as in the parallel runner). Then every worker's slice of the
+    rollout becomes one update of the shared model, in worker order, each gradient computed
+    with the weights that collected the rollout: later workers' gradients are up to N - 1
+    updates stale, as in Hogwild A3C.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        learner: ActorCritic,
+        optimizer: torch.optim.Optimizer,
+        lock: Any,
+        env: VecEnv,
+        env_seed: int,
+    ) -> None:
+        self.config = config
+        k = config.runner.envs_per_worker
+        self.learner = learner
+        self.updaters = [
+            GradientLearner(config, i, learner, optimizer, lock) for i in range(config.runner.n_workers)
+        ]
+        self.local = build_model(learner.spec)
+        scaler = RewardScaler(env.n, config.algo.gamma) if config.algo.normalize_rewards else None
+        self.collector = RolloutCollector(env, self.local, env_seed, 0, scaler)
+        self.episodes = EpisodeBook(0, k)
+
+    def update(self, env_steps: int) -> list[tuple[UpdateStats, list[EpisodeRecord]]]:
+        """One batched rollout, then one update per worker; per worker its stats and episodes."""
+        k = self.config.runner.envs_per_worker
+        self.local.load_state_dict(self.learner.state_dict())
+        batch, finished = self.collector.collect(self.local, self.config.algo.rollout_length)
+        records = self.episodes.book(finished)
+        results = []
+        for i, updater in enumerate(self.updaters):
+            stats = updater.learn(self.local, batch.columns(i * k, (i + 1) * k), env_steps)
+            results.append((stats, [r for r in records if r[0] == i]))
+        return results
 
 
 def metric_rows(
     stats: UpdateStats,
-    episodes: list[tuple[int, int, float, int]],
+    episodes: list[EpisodeRecord],
     env_steps: int,
     worker_updates: int,
     start_time: float,
