@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from uavrl.config import load_config
-from uavrl.envs import ENV_ID
-from uavrl.envs.baselines import LocalElseOffload
-from uavrl.envs.episodes import episode_returns
-from uavrl.envs.scenarios import resolve_cells
-from uavrl.envs.vector import make_vec_env
+from uavrl.envs.baselines import reference_policies
+from uavrl.experiments.evaluate import eval_worlds, evaluate_policies, training_regime, tuning_worlds
 from uavrl.experiments.train import train
 
 pytestmark = pytest.mark.slow
@@ -34,24 +30,23 @@ def test_a3c_gaussian_head_swings_up_pendulum(tmp_path: Path) -> None:
     assert summary["eval"]["mean_return"] >= -200.0
 
 
-def test_a3c_beats_local_else_offload_on_the_paper_training_cells(tmp_path: Path) -> None:
-    config = load_config(CONFIGS / "paper_learning_check.yaml", QUIET)
+def test_tuned_a3c_beats_the_tuned_threshold_policy_on_the_paper_training_cells(tmp_path: Path) -> None:
+    """The tuned private-pool config (2M env steps, one core) against the threshold policy tuned
+    in the same regime on the same training cells, both greedy on the same streams.
+
+    The shared-pool default (paper_a3c.yaml) does not pass this yet (18-21 against a threshold of
+    22.6 at reward scale 0.01); the study report shows it beside the rules.
+    """
+    config = load_config(CONFIGS / "paper_a3c_private.yaml", QUIET)
     summary = train(config, tmp_path)
-    cells = resolve_cells(config.eval.cells or "seen")
-    copies = np.arange(config.eval.episodes)
-    baseline = np.mean(  # the heuristic on the run's own env parameters (reward scale included)
-        [
-            episode_returns(
-                LocalElseOffload(),
-                make_vec_env(ENV_ID, copies.size, {**config.env.params, **c.env_params()}),
-                config.eval.seed,
-                copies,
-            ).mean()
-            for c in cells
-        ]
-    )
-    assert summary["eval"]["cells"] == [c.name for c in cells]
-    assert summary["eval"]["mean_return"] > baseline
+    regime = training_regime(config)
+    references = reference_policies(tuning_worlds(config, regime), config.eval.episodes, config.eval.seed)
+    table = evaluate_policies(references, eval_worlds(config), config.eval.episodes, config.eval.seed)
+    means = table.groupby("policy")["mean"].mean()
+    assert summary["eval"]["regime"] == "private"
+    assert summary["eval"]["cells"] == list(dict.fromkeys(table["cell"]))
+    assert means["threshold"] > means["local_else_offload"]
+    assert summary["eval"]["mean_return"] > means["threshold"]
 
 
 MEMORY = [

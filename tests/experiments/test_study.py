@@ -37,9 +37,9 @@ def test_study_configs_load_and_plan() -> None:
     paper = load_study(CONFIGS / "study_paper.yaml")
     runs = plan(paper, Path("x"))
     rows = list(paper.ablations)
-    assert rows[0] == "baseline" and len(rows) == 19
-    # 2 arms x 19 rows x 10 seeds + the equal-update variant on the baseline row.
-    assert len(runs) == 2 * 19 * 10 + 10
+    assert rows[0] == "baseline" and len(rows) == 21
+    # 2 arms x 21 rows x 10 seeds + the equal-update variant on the baseline row.
+    assert len(runs) == 2 * 21 * 10 + 10
     quick = load_study(CONFIGS / "study_quick.yaml")
     assert quick.seeds == 2 and len(quick.ablations) == 3
 
@@ -57,9 +57,9 @@ def test_every_worker_gets_the_same_env_steps_and_rows_change_one_setting() -> N
     assert a3c.seed == individual.seed == 4
     # Apart from the arm and the name, an ablation row differs from the baseline only where it says.
     base = runs[("a3c", "baseline", 0)].to_dict()
-    row = runs[("a3c", "entropy_0.01", 0)].to_dict()
+    row = runs[("a3c", "entropy_0.001", 0)].to_dict()
     base.pop("name"), row.pop("name")
-    assert row["algo"].pop("entropy_coef") == 0.01 and base["algo"].pop("entropy_coef") == 0.05
+    assert row["algo"].pop("entropy_coef") == 0.001 and base["algo"].pop("entropy_coef") == 0.01
     assert row == base
     assert len({c.hash() for c in runs.values()}) == len(runs)
 
@@ -82,7 +82,7 @@ def ablation_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rows = {
         "baseline": [],
         "no_layer_norm": ["model.layer_norm=false"],
-        "feedforward": ["model.recurrent=false"],
+        "gru": ["model.recurrent=true"],
         "workers_3": [
             "runner.n_workers=3",
             "env.worker_cells=[v5-l200-c1000, v20-l200-c1000, v50-l200-c1000]",
@@ -90,11 +90,11 @@ def ablation_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "cloud_500": [
             "env.worker_cells=[v5-l200-c500, v10-l200-c500, v20-l200-c500, v30-l200-c500, v50-l200-c500]"
         ],
-        "entropy_0.01": ["algo.entropy_coef=0.01"],
+        "entropy_0.001": ["algo.entropy_coef=0.001"],
     }
     study = load_study(
         CONFIGS / "study_paper.yaml",
-        [*TINY, "arms=[a3c]", "equal_updates_rows=[]", f"ablations={json.dumps(rows)}"],
+        [*TINY, "arms=[a3c]", "equal_updates_rows=[]", "headline_rows=[]", f"ablations={json.dumps(rows)}"],
     )
     directory = tmp_path_factory.mktemp("ablation_study")
     run_study(study, directory, poll_s=0.1)
@@ -113,16 +113,16 @@ def _weights(run_dir: Path) -> dict[str, object]:
 
 def test_each_ablation_setting_reaches_the_trainer(ablation_study: Path) -> None:
     baseline = _weights(_run(ablation_study, "baseline"))
-    assert any("norm" in k for k in baseline) and any("gru" in k for k in baseline)
+    assert any("norm" in k for k in baseline) and not any("gru" in k for k in baseline)
 
     no_ln = _weights(_run(ablation_study, "no_layer_norm"))
     assert set(baseline) - set(no_ln) == {
         f"model0.{norm}.{p}" for norm in ("encoder.1", "core_norm") for p in ("weight", "bias")
     }
-    assert any("gru" in k for k in no_ln)
+    assert not any("gru" in k for k in no_ln)
 
-    feedforward = _weights(_run(ablation_study, "feedforward"))
-    assert not any("gru" in k for k in feedforward)
+    gru = _weights(_run(ablation_study, "gru"))
+    assert any("gru" in k for k in gru)
 
     log = pd.read_csv(_run(ablation_study, "workers_3") / "training_log.csv")
     assert sorted(log["worker_id"].unique()) == [0, 1, 2]
@@ -142,9 +142,9 @@ def test_each_ablation_setting_reaches_the_trainer(ablation_study: Path) -> None
     baseline_env = json.loads((_run(ablation_study, "baseline") / "environment.json").read_text())
     assert baseline_env["pool_capacity"] == 1000
 
-    logged = pd.read_csv(_run(ablation_study, "entropy_0.01") / "training_log.csv")["entropy_coef"]
-    assert (logged == 0.01).all()
-    assert (pd.read_csv(_run(ablation_study, "baseline") / "training_log.csv")["entropy_coef"] == 0.05).all()
+    logged = pd.read_csv(_run(ablation_study, "entropy_0.001") / "training_log.csv")["entropy_coef"]
+    assert (logged == 0.001).all()
+    assert (pd.read_csv(_run(ablation_study, "baseline") / "training_log.csv")["entropy_coef"] == 0.01).all()
 
 
 def test_rows_that_move_the_training_cells_are_scored_on_their_own_split(ablation_study: Path) -> None:
@@ -178,16 +178,16 @@ def test_rerun_skips_finished_runs_and_reruns_a_changed_one(ablation_study: Path
     assert progress.skipped == progress.total and progress.done == 0
     assert (_run(ablation_study, "baseline") / "summary.json").stat().st_mtime_ns == before
     # Change one row: only its run reruns; the old directory is kept aside.
-    rows = {**study.ablations, "entropy_0.01": ["algo.entropy_coef=0.02"]}
+    rows = {**study.ablations, "entropy_0.001": ["algo.entropy_coef=0.02"]}
     changed = study.model_copy(update={"ablations": rows})
     _, progress = run_study(changed, ablation_study, poll_s=0.1)
     assert (progress.done, progress.skipped) == (1, progress.total - 1)
-    assert list((ablation_study / "runs" / "a3c" / "entropy_0.01").glob("seed0.stale-*"))
+    assert list((ablation_study / "runs" / "a3c" / "entropy_0.001").glob("seed0.stale-*"))
 
 
 def test_an_interrupted_run_resumes_from_its_checkpoint(ablation_study: Path) -> None:
     study = load_study(ablation_study / "study.yaml")
-    run_dir = _run(ablation_study, "feedforward")
+    run_dir = _run(ablation_study, "gru")
     log_rows = len(pd.read_csv(run_dir / "training_log.csv"))
     summary = json.loads((run_dir / "summary.json").read_text())
     (run_dir / "summary.json").write_text(

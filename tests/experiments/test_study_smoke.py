@@ -45,8 +45,9 @@ def test_quick_study_outputs_are_consistent(quick_study: Path) -> None:
         "train_world": False,
     }
     assert (learned["train_cells"] == ";".join(seen)).all()
-    # The study's runs train with shared pools: private is the transfer regime.
-    assert (learned["transfer"] == (learned["regime"] == "private")).all()
+    # The base trains with shared pools (private is its transfer regime); row private_pools the reverse.
+    transfer_regime = learned["ablation"].map(lambda row: "shared" if row == "private_pools" else "private")
+    assert (learned["transfer"] == (learned["regime"] == transfer_regime)).all()
     assert (learned["episodes"] == 3).all()
     references = results[results["arm"] == "reference"]
     assert {"random", "always_local", "always_offload", "threshold", "oracle"} <= set(references["model"])

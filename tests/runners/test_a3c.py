@@ -9,7 +9,13 @@ import torch
 
 from uavrl.runners.a3c import run_a3c, updates_per_worker
 from uavrl.runners.session import TrainingSession, make_pool
-from uavrl.runners.worker import Worker, make_worker_env
+from uavrl.runners.worker import (
+    GradientLearner,
+    SharedModelWorkers,
+    Worker,
+    make_all_worker_envs,
+    make_worker_env,
+)
 
 
 def _workers(config, tmp_path: Path) -> tuple[TrainingSession, list[Worker]]:
@@ -106,3 +112,54 @@ def test_parallel_individual_learners_each_count_their_own_updates(make_config, 
     models, _ = load_models(tmp_path / "checkpoints", "last")
     assert not torch.equal(_flat(models[0]), _flat(models[1]))
     assert _optimizer_steps(tmp_path) == {0: 20, 1: 20}  # each learner stepped by its own worker only
+
+
+def test_batched_serial_a3c_with_one_worker_equals_the_worker(make_config, tmp_path: Path) -> None:
+    """One forward for all workers' envs is the same computation as the worker when N = 1."""
+    env_section = {**make_config().env.model_dump(), "worker_cells": ["v5-l200-c1000"]}
+    config = make_config(runner={"n_workers": 1, "share": True}, env=env_section)
+    results = []
+    for name, batched in (("worker", False), ("batched", True)):
+        session = TrainingSession(config, tmp_path / name, 1, 1, resume=False)
+        torch.manual_seed(7)
+        env = make_all_worker_envs(config, None) if batched else make_worker_env(config, 0, None)
+        model, optimizer, lock = session.models[0], session.optimizers[0], session.ctx.Lock()
+        if batched:
+            group = SharedModelWorkers(config, model, optimizer, lock, env, config.seed)
+            stats = [group.update(0)[0][0] for _ in range(4)]
+        else:
+            worker = Worker(config, 0, model, optimizer, lock, env, config.seed)
+            stats = [worker.update(0)[0] for _ in range(4)]
+        results.append((_flat(model), [s.policy_loss for s in stats]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
+    assert results[0][1] == results[1][1]
+
+
+def test_batched_serial_a3c_updates_once_per_worker_with_the_collecting_weights(
+    make_config, tmp_path: Path
+) -> None:
+    """Each round: one update per worker on its own copies, every gradient computed with the
+    weights that collected the rollout (so the 2nd worker's gradient is one update stale)."""
+    config = make_config(runner={"share": True})
+    session = TrainingSession(config, tmp_path, 1, 2, resume=False)
+    env = make_all_worker_envs(config, make_pool(config, cross_process=False))
+    group = SharedModelWorkers(config, session.models[0], session.optimizers[0], session.ctx.Lock(), env, 0)
+    before = _flat(session.models[0])
+    seen: list[torch.Tensor] = []
+    learn = GradientLearner.learn
+
+    def spy(self: GradientLearner, local, batch, env_steps):  # records the weights each update uses
+        seen.append(_flat(local))
+        assert batch.obs.shape[1] == config.runner.envs_per_worker
+        return learn(self, local, batch, env_steps)
+
+    GradientLearner.learn = spy  # type: ignore[method-assign]
+    try:
+        results = group.update(0)
+    finally:
+        GradientLearner.learn = learn  # type: ignore[method-assign]
+    assert len(results) == 2 and all(stats.applied for stats, _ in results)
+    torch.testing.assert_close(seen[0], before)
+    torch.testing.assert_close(seen[1], before)  # not the weights after worker 0's update
+    assert not torch.equal(_flat(session.models[0]), before)
+    assert int(session.optimizers[0].state_dict()["state"][0]["step"]) == 2

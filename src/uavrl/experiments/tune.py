@@ -25,6 +25,7 @@ process died is retried.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +187,7 @@ class PruningHook:
 def run_tuning(tune: TuneConfig, tune_dir: Path, trials: int, storage: str | None = None) -> Any:
     """Run ``trials`` more trials of the study (created or continued); writes ``best.yaml``."""
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     from uavrl.runners.checkpoint import load_models
     from uavrl.runners.session import CHECKPOINT_DIR, LAST
@@ -194,12 +195,14 @@ def run_tuning(tune: TuneConfig, tune_dir: Path, trials: int, storage: str | Non
     tune_dir.mkdir(parents=True, exist_ok=True)
     (tune_dir / TUNE_FILE).write_text(yaml.safe_dump(tune.model_dump(mode="json"), sort_keys=False))
     url = storage or f"sqlite:///{(tune_dir / 'optuna.db').resolve()}"
-    rdb = RDBStorage(
-        url,
-        heartbeat_interval=30,
-        grace_period=90,
-        failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
-    )
+    with warnings.catch_warnings():  # heartbeats are marked experimental; they are what resumes trials
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = RDBStorage(
+            url,
+            heartbeat_interval=30,
+            grace_period=90,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+        )
     study = optuna.create_study(
         study_name=tune.name,
         storage=rdb,

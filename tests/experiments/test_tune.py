@@ -1,0 +1,64 @@
+"""uavrl tune: Optuna trials on training cells only, resumable from SQLite, pruning reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from uavrl.errors import ConfigError
+from uavrl.experiments.tune import load_tune, run_tuning, trial_config
+
+optuna = pytest.importorskip("optuna")
+CONFIGS = Path(__file__).parents[2] / "configs"
+TINY = [
+    "base.runner.n_workers=2",
+    "base.runner.envs_per_worker=2",
+    "base.runner.total_env_steps=400",
+    "base.env.worker_cells=[v5-l200-c1000, v50-l200-c1000]",
+    "base.env.params.episode_length=20",
+    "base.log.tensorboard=false",
+    "eval_every_env_steps=200",
+    "episodes=2",
+    "space={algo.lr: {low: 1.0e-4, high: 1.0e-2, log: true}, algo.rollout_length: {choices: [5, 10]}}",
+]
+
+
+def test_tuning_resumes_from_its_storage_and_writes_the_best_config(tmp_path: Path) -> None:
+    tune = load_tune(CONFIGS / "tune_paper.yaml", TINY)
+    study = run_tuning(tune, tmp_path, trials=2)
+    assert len(study.trials) == 2
+    # A second call continues the same SQLite study.
+    study = run_tuning(tune, tmp_path, trials=1)
+    assert len(study.trials) == 3
+    assert (tmp_path / "optuna.db").exists()
+    for trial in study.trials:
+        assert trial.state.name in ("COMPLETE", "PRUNED")
+        # Periodic evaluations were reported: 2 per seed, seed s at steps s * 3 + k.
+        assert set(trial.intermediate_values) <= {1, 2, 4, 5} and 1 in trial.intermediate_values
+        assert {"algo.lr", "algo.rollout_length"} <= set(trial.params)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert all(t.user_attrs.keys() == {"seed0", "seed1"} for t in complete)
+    best = max(complete, key=lambda t: t.value)
+    text = (tmp_path / "best.yaml").read_text()
+    assert text.startswith("# Tuned by `uavrl tune`: Optuna study 'tune_paper'")
+    config = yaml.safe_load(text)
+    assert config["algo"]["lr"] == best.params["algo.lr"]
+    assert config["algo"]["rollout_length"] == best.params["algo.rollout_length"]
+
+
+def test_trial_runs_are_serial_and_seeded() -> None:
+    tune = load_tune(CONFIGS / "tune_paper.yaml", TINY)
+    config = trial_config(tune, {"algo.lr": 0.002, "algo.rollout_length": 10}, seed=1, number=4)
+    assert config.seed == 1 and config.runner.serial and config.algo.lr == 0.002
+    assert config.name == "tune_paper/trial4/seed1"
+
+
+def test_bad_tuning_configs_name_the_problem() -> None:
+    with pytest.raises(ConfigError, match="seeds"):
+        load_tune(CONFIGS / "tune_paper.yaml", ["seeds=1"])
+    with pytest.raises(ConfigError, match="low < high"):
+        load_tune(CONFIGS / "tune_paper.yaml", ["space={algo.lr: {low: 1.0, high: 0.1}}"])
+    with pytest.raises(ConfigError, match="may not tune 'seed'"):
+        load_tune(CONFIGS / "tune_paper.yaml", ["space={seed: {choices: [1, 2]}}"])
