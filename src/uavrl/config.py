@@ -199,3 +199,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         data = read_yaml_mapping(path, "config file")
         data.pop("meta", None)  # run directories add provenance under this key
     return config_from_dict(apply_overrides(data, overrides or []))
+
+
+def read_with_base(path: str | Path, overrides: list[str] | None, what: str) -> dict[str, Any]:
+    """A YAML mapping (a study or tuning config) whose ``base`` may be the path of a run config,
+    relative to the file, with ``base_set`` (``--set`` strings) applied to it; then ``overrides``."""
+    path = Path(path)
+    data = read_yaml_mapping(path, what)
+    if isinstance(data.get("base"), str):
+        base = load_config(path.parent / data["base"]).to_dict()
+        data["base"] = apply_overrides(base, data.pop("base_set", None) or [])
+    return apply_overrides(data, overrides or [])

@@ -43,7 +43,7 @@ from uavrl.config import (
     content_hash,
     format_validation_error,
     load_config,
-    read_yaml_mapping,
+    read_with_base,
 )
 from uavrl.envs import ENV_ID
 from uavrl.envs.baselines import reference_policies
@@ -191,12 +191,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
     ``base`` may be a mapping or the path of a run config, relative to the study file; then
     ``base_set`` (a list of ``--set`` strings) is applied to it.
     """
-    path = Path(path)
-    data = read_yaml_mapping(path, "study config")
-    if isinstance(data.get("base"), str):
-        base = load_config(path.parent / data["base"]).to_dict()
-        data["base"] = apply_overrides(base, data.pop("base_set", None) or [])
-    data = apply_overrides(data, overrides or [])
+    data = read_with_base(path, overrides, "study config")
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as err:

@@ -39,8 +39,7 @@ from uavrl.config import (
     apply_overrides,
     config_from_dict,
     format_validation_error,
-    load_config,
-    read_yaml_mapping,
+    read_with_base,
 )
 from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.errors import ConfigError
@@ -107,12 +106,7 @@ class TuneConfig(ConfigSection):
 def load_tune(path: str | Path, overrides: list[str] | None = None) -> TuneConfig:
     """Read a tuning YAML (``base`` a mapping or a run config path relative to it, ``base_set``
     applied to it), apply ``--set`` overrides, validate."""
-    path = Path(path)
-    data = read_yaml_mapping(path, "tuning config")
-    if isinstance(data.get("base"), str):
-        base = load_config(path.parent / data["base"]).to_dict()
-        data["base"] = apply_overrides(base, data.pop("base_set", None) or [])
-    data = apply_overrides(data, overrides or [])
+    data = read_with_base(path, overrides, "tuning config")
     try:
         return TuneConfig.model_validate(data)
     except ValidationError as err:
