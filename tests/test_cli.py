@@ -105,3 +105,14 @@ def test_evaluate_defaults_to_the_training_regime_and_pool_chooses(tmp_path: Pat
     )
     frame = pd.read_csv(private)
     assert set(frame["regime"]) == {"private"} and set(frame["cell"]) == {"v5-l200-c1000"}
+
+
+def test_bench_serial_compares_per_worker_and_batched_acting(tmp_path: Path) -> None:
+    out = tmp_path / "serial.csv"
+    config = str(Path(__file__).parent.parent / "configs" / "paper_a3c.yaml")
+    assert main(["bench", "serial", "--config", config, "--seconds", "0.6", "--csv", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert frame["acting"].tolist() == ["per_worker", "batched"]
+    assert (frame["n_workers"] == 5).all() and (frame["envs_per_worker"] == 16).all()
+    assert (frame["steps_per_s"] > 0).all()
+    assert frame["s_per_2M_steps"].round(0).tolist() == (2e6 / frame["steps_per_s"]).round(0).tolist()

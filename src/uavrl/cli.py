@@ -158,6 +158,16 @@ def cmd_bench(args: argparse.Namespace) -> None:
         base = float(frame.loc[frame["impl"] == "gymnasium", "steps_per_s"].iloc[0])
         title = f"env steps/s, preset {args.preset}, random actions"
         label = "x gymnasium"
+    elif args.target == "serial":
+        from uavrl.bench import serial as bench_serial
+        from uavrl.config import load_config
+
+        config = load_config(args.config or "configs/paper_a3c.yaml", ["runner.share=true"])
+        with console.status("measuring one serial run's throughput"):
+            frame = bench_serial.run(config, seconds=args.seconds)
+        base = float(frame.loc[frame["acting"] == "per_worker", "steps_per_s"].iloc[0])
+        title = f"one study run (serial, one core), {args.config or 'configs/paper_a3c.yaml'}"
+        label = "x per-worker acting"
     else:
         from uavrl.bench import train as bench_train
 
@@ -301,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(func=cmd_tune)
 
     bench = sub.add_parser("bench", help="throughput benchmarks")
-    bench.add_argument("target", choices=["env", "train"])
+    bench.add_argument("target", choices=["env", "train", "serial"])
+    bench.add_argument("--config", help="serial: the run config (default configs/paper_a3c.yaml)")
     bench.add_argument("--preset", default="paper")
     bench.add_argument("--seconds", type=float, default=None, help="time per measurement")
     bench.add_argument("--workers", default="1,2", help="train: worker counts")
