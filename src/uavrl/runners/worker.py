@@ -230,6 +230,17 @@ class EpisodeBook:
         return records
 
 
+def make_actor(
+    config: Config, learner: ActorCritic, env: VecEnv, env_seed: int, first_copy: int
+) -> tuple[ActorCritic, RolloutCollector]:
+    """A local copy of ``learner`` and the collector that steps ``env`` with it (streams
+    ``first_copy + [0, env.n)``, rewards scaled when ``algo.normalize_rewards``)."""
+    local = build_model(learner.spec)
+    local.load_state_dict(learner.state_dict())
+    scaler = RewardScaler(env.n, config.algo.gamma) if config.algo.normalize_rewards else None
+    return local, RolloutCollector(env, local, env_seed, first_copy, scaler)
+
+
 class Worker:
     """One actor-learner. ``update()`` runs one rollout and one optimizer step.
 
@@ -252,12 +263,10 @@ class Worker:
         self.worker_id = worker_id
         self.learner = learner
         self.updater = GradientLearner(config, worker_id, learner, optimizer, lock)
-        self.local = build_model(learner.spec)
-        self.local.load_state_dict(learner.state_dict())
         self.env = env
-        first_copy = worker_id * config.runner.envs_per_worker
-        scaler = RewardScaler(env.n, config.algo.gamma) if config.algo.normalize_rewards else None
-        self.collector = RolloutCollector(env, self.local, env_seed, first_copy, scaler)
+        self.local, self.collector = make_actor(
+            config, learner, env, env_seed, worker_id * config.runner.envs_per_worker
+        )
         self.episodes = EpisodeBook(worker_id, config.runner.envs_per_worker)
 
     def update(self, env_steps: int = 0) -> tuple[UpdateStats, list[EpisodeRecord]]:
@@ -298,9 +307,7 @@ class SharedModelWorkers:
         self.updaters = [
             GradientLearner(config, i, learner, optimizer, lock) for i in range(config.runner.n_workers)
         ]
-        self.local = build_model(learner.spec)
-        scaler = RewardScaler(env.n, config.algo.gamma) if config.algo.normalize_rewards else None
-        self.collector = RolloutCollector(env, self.local, env_seed, 0, scaler)
+        self.local, self.collector = make_actor(config, learner, env, env_seed, 0)
         self.episodes = EpisodeBook(0, k)
 
     def update(self, env_steps: int) -> list[tuple[UpdateStats, list[EpisodeRecord]]]:
