@@ -235,7 +235,7 @@ def train_world_table(results: pd.DataFrame, ablation: str, selection: str) -> s
     if references.empty:
         return ""
     lines = ["| policy | seeds | mean | worst seed | % of oracle |", "|---|---|---|---|---|"]
-    for arm in _arms(results, ablation, "shared")[:3]:
+    for arm in _arms(results, ablation, "shared"):
         values = train_world_values(results, arm, ablation, selection)
         if not values.empty:
             pct = float(oracle_score(values.mean(), references))

@@ -388,13 +388,14 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
     evaluation = study.evaluation
     path, meta_path = study_dir / REFERENCES_FILE, study_dir / "references.json"
     meta = _read_json(meta_path)
-    signature = {"eval_hash": evaluation.hash(), "rows": _reference_keys(study)}
+    keys = _reference_keys(study)
+    signature = {"eval_hash": evaluation.hash(), "rows": keys}
     if path.exists() and meta is not None and {k: meta.get(k) for k in signature} == signature:
         return pd.read_csv(path)
     frames, thetas, done = [], {}, {}
     for ablation, config in _row_configs(study).items():
         for regime in REGIMES:
-            key = f"{regime}|{_reference_keys(study)[ablation]}"
+            key = f"{regime}|{keys[ablation]}"
             if key not in done:
                 worlds, held_out = study_worlds(evaluation, config, regime)
                 tuning = tuning_worlds(config, regime, evaluation.env_params)
