@@ -115,4 +115,5 @@ def test_bench_serial_compares_per_worker_and_batched_acting(tmp_path: Path) -> 
     assert frame["acting"].tolist() == ["per_worker", "batched"]
     assert (frame["n_workers"] == 5).all() and (frame["envs_per_worker"] == 16).all()
     assert (frame["steps_per_s"] > 0).all()
-    assert frame["s_per_2M_steps"].round(0).tolist() == (2e6 / frame["steps_per_s"]).round(0).tolist()
+    # Seconds per 2M env steps, rounded to 0.1 s.
+    assert ((frame["s_per_2M_steps"] - 2e6 / frame["steps_per_s"]).abs() <= 0.05 + 1e-9).all()
