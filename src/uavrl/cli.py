@@ -239,7 +239,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     tune_dir = Path(args.run_dir) if args.run_dir else Path("runs") / tune.name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     console.print(f"tuning {tune.name}: {args.trials} more trial(s) of {tune.seeds} seeds into {tune_dir}")
-    study = run_tuning(tune, tune_dir, args.trials, args.storage)
+    study = run_tuning(tune, tune_dir, args.trials, args.storage, args.jobs)
     table = Table(title=f"Optuna study {tune.name}: training cells only, mean of {tune.seeds} seeds")
     for column in ("trial", "state", "score", *tune.space):
         table.add_column(column, justify="right")
@@ -307,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--trials", type=int, required=True, help="trials to run now (the study resumes)")
     tune.add_argument("--storage", help="Optuna storage URL (default sqlite:///<run-dir>/optuna.db)")
     tune.add_argument("--run-dir", help="tuning directory (default runs/<name>)")
+    tune.add_argument("--jobs", type=int, default=1, help="trials run at once, one process each")
     tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value")
     tune.set_defaults(func=cmd_tune)
 
@@ -323,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_positive(args: argparse.Namespace) -> None:
-    for name in ("episodes", "tune_episodes", "seconds", "agents", "trials"):
+    for name in ("episodes", "tune_episodes", "seconds", "agents", "trials", "jobs"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")

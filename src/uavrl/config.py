@@ -37,13 +37,17 @@ class EnvConfig(ConfigSection):
     ``id`` is any Gymnasium id, including ``"module:EnvName-v0"`` for a user's own env.
     For ``uavrl/Offload-v0``, ``params`` are preset parameters (``preset``, ``reward_scale``...),
     ``worker_cells`` puts worker ``i`` in scenario cell ``i`` (cell names, or one name for all),
-    and ``shared_pool`` attaches every worker to one cross-process cloud pool.
+    and ``shared_pool`` attaches every worker to one cross-process cloud pool. ``team_reward``
+    (with ``shared_pool``) rewards each worker's copy ``j`` with the mean reward of copy ``j`` of
+    all workers, the agents on its pool: the score of a shared world. It needs the workers
+    stepped together in one process (``runner.serial`` or ``a2c``).
     """
 
     id: str = ENV_ID
     params: dict[str, Any] = Field(default_factory=lambda: {"preset": "paper"})
     worker_cells: list[str] | None = None
     shared_pool: bool = False
+    team_reward: bool = False
 
     @property
     def is_uavrl(self) -> bool:
@@ -135,6 +139,14 @@ class Config(ConfigSection):
                 )
         if self.env.shared_pool and not self.env.is_uavrl:
             raise ValueError(f"env.shared_pool is only for {ENV_ID}")
+        if self.env.team_reward:
+            if not self.env.shared_pool:
+                raise ValueError("env.team_reward needs env.shared_pool: true (it averages over pool mates)")
+            if self.runner.kind == "a3c" and not self.runner.serial:
+                raise ValueError(
+                    "env.team_reward needs the workers stepped together: runner.serial: true or "
+                    "runner.kind: a2c, got runner.serial: false"
+                )
         return self
 
     def to_dict(self) -> dict[str, Any]:

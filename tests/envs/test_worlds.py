@@ -8,7 +8,7 @@ import pytest
 from uavrl.envs.baselines import ConstantPolicy, GreedyOracle, LocalElseOffload, ThresholdPolicy
 from uavrl.envs.paper import N_SLOTS, OFFLOAD
 from uavrl.envs.scenarios import Cell
-from uavrl.envs.vector import ConcatVecEnv
+from uavrl.envs.vector import ConcatVecEnv, PoolMateRewards
 from uavrl.envs.worlds import AgentTeam, World, cell_worlds, training_world
 from uavrl.errors import ConfigError
 
@@ -74,3 +74,25 @@ def test_cell_worlds_and_bad_worlds() -> None:
     assert private[0].n_agents == 1 and not private[0].shared
     with pytest.raises(ConfigError, match="cloud_capacity"):
         World("w", (PARAMS, {**PARAMS, "cloud_capacity": 500}), shared=True)
+
+
+def test_pool_mate_rewards_are_the_mean_over_the_agents_on_each_pool() -> None:
+    """Copy j of every agent gets the mean of the N agents' copy-j rewards, step by step."""
+    n_agents, episodes = 3, 4
+    world = World("c", (PARAMS,) * n_agents, shared=True)
+    plain, team = world.make_env(episodes), PoolMateRewards(world.make_env(episodes), n_agents)
+    copies = world.copies(np.arange(episodes))
+    plain.reset(5, copies), team.reset(5, copies)
+    rng = np.random.default_rng(0)
+    rewarded = 0.0
+    for _ in range(60):
+        actions = rng.integers(0, 3, size=plain.n)
+        own, mean = plain.step(actions).reward, team.step(actions).reward
+        expected = own.reshape(n_agents, episodes).mean(axis=0)
+        np.testing.assert_allclose(
+            mean.reshape(n_agents, episodes), np.tile(expected, (n_agents, 1)), rtol=1e-6
+        )
+        rewarded += float(own.sum())
+    assert rewarded > 0
+    with pytest.raises(ConfigError, match="n_agents=5"):
+        PoolMateRewards(world.make_env(episodes), 5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from uavrl.nn.models import ModelSpec, build_model, reset_hidden
+from uavrl.nn.models import ModelSpec, ModelTeam, build_model, reset_hidden
 
 
 @pytest.mark.parametrize("recurrent", [True, False])
@@ -58,3 +58,25 @@ def test_switches_change_the_parameters() -> None:
     assert any("norm" in n or "encoder.1" in n for n in names[(True, True)])
     assert len(names[(True, False)]) < len(names[(True, True)])
     assert build_model(ModelSpec(obs_dim=3, recurrent=False)).state_size == 0
+
+
+@pytest.mark.parametrize("recurrent", [True, False])
+def test_model_team_acts_with_model_i_on_block_i(recurrent: bool) -> None:
+    torch.manual_seed(0)
+    spec = ModelSpec(obs_dim=7, hidden_size=16, recurrent=recurrent)
+    models = [build_model(spec) for _ in range(3)]
+    team = ModelTeam(models)
+    obs = torch.randn(6, 7)
+    h = torch.randn(6, models[0].state_size)
+    params, values, h_next = team.step(obs, h)
+    for i, model in enumerate(models):
+        rows = slice(2 * i, 2 * i + 2)
+        p, v, hn = model.step(obs[rows], h[rows])
+        torch.testing.assert_close(params[rows], p, rtol=0, atol=0)
+        torch.testing.assert_close(values[rows], v, rtol=0, atol=0)
+        torch.testing.assert_close(h_next[rows], hn, rtol=0, atol=0)
+    assert team.initial_state(6).shape == (6, models[0].state_size)
+    with pytest.raises(ValueError, match="cannot be split among 3 models"):
+        team.step(obs[:5], h[:5])
+    with pytest.raises(ValueError, match="one spec"):
+        ModelTeam([models[0], build_model(ModelSpec(obs_dim=7, hidden_size=8, recurrent=recurrent))])

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from uavrl.runners.a3c import run_a3c, updates_per_worker
 from uavrl.runners.session import TrainingSession, make_pool
 from uavrl.runners.worker import (
+    BatchedWorkers,
     GradientLearner,
-    SharedModelWorkers,
     Worker,
     make_all_worker_envs,
     make_worker_env,
@@ -125,7 +127,7 @@ def test_batched_serial_a3c_with_one_worker_equals_the_worker(make_config, tmp_p
         env = make_all_worker_envs(config, None) if batched else make_worker_env(config, 0, None)
         model, optimizer, lock = session.models[0], session.optimizers[0], session.ctx.Lock()
         if batched:
-            group = SharedModelWorkers(config, model, optimizer, lock, env, config.seed)
+            group = BatchedWorkers(config, [model], [optimizer], [lock], env, config.seed)
             stats = [group.update(0)[0][0] for _ in range(4)]
         else:
             worker = Worker(config, 0, model, optimizer, lock, env, config.seed)
@@ -143,7 +145,7 @@ def test_batched_serial_a3c_updates_once_per_worker_with_the_collecting_weights(
     config = make_config(runner={"share": True})
     session = TrainingSession(config, tmp_path, 1, 2, resume=False)
     env = make_all_worker_envs(config, make_pool(config, cross_process=False))
-    group = SharedModelWorkers(config, session.models[0], session.optimizers[0], session.ctx.Lock(), env, 0)
+    group = BatchedWorkers(config, session.models, session.optimizers, [session.ctx.Lock()], env, 0)
     before = _flat(session.models[0])
     seen: list[torch.Tensor] = []
     learn = GradientLearner.learn
@@ -163,3 +165,53 @@ def test_batched_serial_a3c_updates_once_per_worker_with_the_collecting_weights(
     torch.testing.assert_close(seen[1], before)  # not the weights after worker 0's update
     assert not torch.equal(_flat(session.models[0]), before)
     assert int(session.optimizers[0].state_dict()["state"][0]["step"]) == 2
+
+
+def test_serial_individual_learners_act_in_one_batch_and_update_only_their_own_model(
+    make_config, tmp_path: Path
+) -> None:
+    """Serial individual learning: worker i's copies are acted for by model i, and each round
+    updates every learner once, from its own worker only."""
+    config = make_config(runner={"share": False})
+    session = TrainingSession(config, tmp_path, 2, 2, resume=False)
+    locks = [session.ctx.Lock() for _ in session.models]
+    env = make_all_worker_envs(config, None)
+    group = BatchedWorkers(config, session.models, session.optimizers, locks, env, 0)
+    assert [u.learner for u in group.updaters] == session.models
+    before = [_flat(m) for m in session.models]
+    results = group.update(0)
+    assert len(results) == 2 and all(stats.applied for stats, _ in results)
+    assert all(not torch.equal(_flat(m), b) for m, b in zip(session.models, before, strict=True))
+    assert [o.steps for o in session.optimizers] == [1, 1]
+    # model 1 alone, on worker 1's copies, computes what the team computed for them
+    obs = torch.from_numpy(group.collector.obs)
+    group.locals[1].load_state_dict(session.models[1].state_dict())
+    group.locals[0].load_state_dict(session.models[0].state_dict())
+    team_params, _, _ = group.actor.step(obs, group.actor.initial_state(env.n))
+    k = config.runner.envs_per_worker
+    alone, _, _ = group.locals[1].step(obs[k:], group.locals[1].initial_state(k))
+    torch.testing.assert_close(team_params[k:], alone, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_team_reward_gives_pool_mates_one_return(make_config, tmp_path: Path, share: bool) -> None:
+    """With env.team_reward, copy j of every worker logs the same episode returns: the mean
+    over the agents on pool j."""
+    config = make_config(
+        runner={"share": share, "total_env_steps": 1200}, env={"shared_pool": True, "team_reward": True}
+    )
+    run_a3c(config, tmp_path)
+    log = pd.read_csv(tmp_path / "training_log.csv")
+    by_worker = [g.sort_values("episode")["return"].to_numpy() for _, g in log.groupby("worker_id")]
+    assert len(by_worker) == 2 and len(by_worker[0]) == len(by_worker[1]) > 0
+    np.testing.assert_allclose(by_worker[0], by_worker[1], rtol=1e-5)
+
+
+def test_team_reward_needs_a_shared_pool_and_workers_stepped_together(make_config) -> None:
+    from uavrl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"team_reward needs env\.shared_pool"):
+        make_config(env={"team_reward": True})
+    with pytest.raises(ConfigError, match=r"runner\.serial: false"):
+        make_config(env={"shared_pool": True, "team_reward": True}, runner={"serial": False})
+    assert make_config(env={"shared_pool": True, "team_reward": True}, runner={"kind": "a2c"}).env.team_reward

@@ -163,6 +163,38 @@ class ConcatVecEnv:
             p.close()
 
 
+class PoolMateRewards:
+    """Rewards each agent with the mean reward of the agents on its cloud pool (a team reward).
+
+    Wraps the N x K copies of N agents, agent-major, where copy ``j`` of every agent draws on
+    pool ``j`` (``env.shared_pool``). A shared world is scored by the mean over its agents, and
+    an agent rewarded only for its own tasks learns to hold pool units its pool mates need
+    (it offloads long tasks that block them): the reward of the whole pool aligns what each
+    agent learns with what the world is scored on.
+    """
+
+    def __init__(self, env: VecEnv, n_agents: int) -> None:
+        if n_agents < 1 or env.n % n_agents:
+            raise ConfigError(f"{env.n} copies cannot be split among n_agents={n_agents} agents")
+        self.env = env
+        self.n_agents = n_agents
+        self.n = env.n
+        self.obs_dim = env.obs_dim
+        self.action_space = env.action_space
+
+    def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray:
+        return self.env.reset(seed, copy_indices)
+
+    def step(self, actions: Any) -> VecStep:
+        step = self.env.step(actions)
+        pool_mean = step.reward.reshape(self.n_agents, -1).mean(axis=0, dtype=np.float64)
+        step.reward = np.tile(pool_mean, self.n_agents).astype(np.float32)
+        return step
+
+    def close(self) -> None:
+        self.env.close()
+
+
 def _slice_actions(actions: Any, lo: int, hi: int) -> Any:
     if isinstance(actions, tuple):
         return tuple(a[lo:hi] for a in actions)

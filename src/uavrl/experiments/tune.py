@@ -178,17 +178,11 @@ class PruningHook:
             raise optuna.TrialPruned(f"pruned at {env_steps} env steps with score {score:.3f}")
 
 
-def run_tuning(tune: TuneConfig, tune_dir: Path, trials: int, storage: str | None = None) -> Any:
-    """Run ``trials`` more trials of the study (created or continued); writes ``best.yaml``."""
+def _open_study(tune: TuneConfig, url: str, job: int) -> Any:
+    """The study in ``url`` (created or continued), with a sampler seeded for this job."""
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    from uavrl.runners.checkpoint import load_models
-    from uavrl.runners.session import CHECKPOINT_DIR, LAST
-
-    tune_dir.mkdir(parents=True, exist_ok=True)
-    (tune_dir / TUNE_FILE).write_text(yaml.safe_dump(tune.model_dump(mode="json"), sort_keys=False))
-    url = storage or f"sqlite:///{(tune_dir / 'optuna.db').resolve()}"
     with warnings.catch_warnings():  # heartbeats are marked experimental; they are what resumes trials
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         rdb = RDBStorage(
@@ -197,14 +191,25 @@ def run_tuning(tune: TuneConfig, tune_dir: Path, trials: int, storage: str | Non
             grace_period=90,
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
         )
-    study = optuna.create_study(
+    return optuna.create_study(
         study_name=tune.name,
         storage=rdb,
         load_if_exists=True,
         direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=tune.base_config().seed),
+        # jobs sharing a study draw different candidates: equal samplers would repeat trials
+        sampler=optuna.samplers.TPESampler(seed=tune.base_config().seed + job),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )
+
+
+def _optimize(tune: TuneConfig, tune_dir: Path, url: str, job: int, total_trials: int) -> None:
+    """Run trials in this process until the study holds ``total_trials`` finished or running ones."""
+    import optuna
+
+    from uavrl.runners.checkpoint import load_models
+    from uavrl.runners.session import CHECKPOINT_DIR, LAST
+
+    study = _open_study(tune, url, job)
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, tune.space)
@@ -218,7 +223,44 @@ def run_tuning(tune: TuneConfig, tune_dir: Path, trials: int, storage: str | Non
             trial.set_user_attr(f"seed{seed}", scores[-1])
         return float(np.mean(scores))
 
-    study.optimize(objective, n_trials=trials, catch=(RuntimeError,))
+    while len(study.trials) < total_trials:  # re-read: other jobs add trials too
+        study.optimize(objective, n_trials=1, catch=(RuntimeError,))
+
+
+def run_tuning(
+    tune: TuneConfig, tune_dir: Path, trials: int, storage: str | None = None, jobs: int = 1
+) -> Any:
+    """Run ``trials`` more trials of the study (created or continued) in ``jobs`` processes at
+    once, each one trial at a time; writes ``best.yaml``."""
+    import multiprocessing as mp
+
+    tune_dir.mkdir(parents=True, exist_ok=True)
+    (tune_dir / TUNE_FILE).write_text(yaml.safe_dump(tune.model_dump(mode="json"), sort_keys=False))
+    url = storage or f"sqlite:///{(tune_dir / 'optuna.db').resolve()}"
+    study = _open_study(tune, url, 0)
+    total = len(study.trials) + trials
+    if jobs == 1:
+        _optimize(tune, tune_dir, url, 0, total)
+    else:
+        ctx = mp.get_context("spawn")
+        processes = [
+            ctx.Process(target=_optimize, args=(tune, tune_dir, url, job, total), name=f"uavrl-tune-{job}")
+            for job in range(jobs)
+        ]
+        for p in processes:
+            p.start()
+        try:
+            for p in processes:
+                p.join()
+        finally:  # Ctrl-C: no job outlives the command; the storage keeps every finished trial
+            for p in processes:
+                if p.is_alive():
+                    p.terminate()
+                    p.join()
+        failed = [p.name for p in processes if p.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"tuning job(s) {', '.join(failed)} failed; rerun the command to continue")
+    study = _open_study(tune, url, 0)
     write_best(tune, study, tune_dir, url)
     return study
 

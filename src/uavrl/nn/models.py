@@ -134,6 +134,37 @@ class ActorCritic(nn.Module):
         return params, values, h
 
 
+class ModelTeam:
+    """N models of one spec acting on N equal blocks of a batch: model ``i`` on rows
+    ``[i B/N, (i + 1) B/N)``. Serial individual learning acts for all workers in one env step
+    this way. Its ``policy`` is model 0's head: a head's distribution is built from the
+    parameters alone, so one head serves every model's output.
+    """
+
+    def __init__(self, models: list[ActorCritic]) -> None:
+        if any(m.spec != models[0].spec for m in models):
+            raise ValueError("a model team needs models of one spec")
+        self.members = list(models)
+        self.spec = models[0].spec
+        self.policy = models[0].policy
+
+    def initial_state(self, batch: int) -> torch.Tensor:
+        return self.members[0].initial_state(batch)
+
+    def step(self, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """obs (B, D), h (B, H) -> params (B, P), value (B,), h' (B, H); B a multiple of N."""
+        n = len(self.members)
+        if obs.shape[0] % n:
+            raise ValueError(f"a batch of {obs.shape[0]} rows cannot be split among {n} models")
+        parts = [m.step(o, hb) for m, o, hb in zip(self.members, obs.chunk(n), h.chunk(n), strict=True)]
+        params, values, states = zip(*parts, strict=True)
+        return torch.cat(params), torch.cat(values), torch.cat(states)
+
+
+Actor = ActorCritic | ModelTeam
+"""What a rollout collector acts with: one model, or a team acting on blocks of the batch."""
+
+
 def build_model(spec: ModelSpec | dict[str, Any]) -> ActorCritic:
     """A fresh model from a spec or its dict form (as stored in a checkpoint)."""
     return ActorCritic(spec if isinstance(spec, ModelSpec) else ModelSpec(**spec))

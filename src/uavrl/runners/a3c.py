@@ -3,7 +3,7 @@
 N worker processes (spawn, one torch thread each) run the same :class:`Worker`. With sharing,
 all of them update one global model through one SharedAdam; without, worker ``i`` updates
 learner ``i`` alone. Envs, seeds and update counts are identical in the two arms. ``serial``
-runs the same workers interleaved in this process.
+runs the workers in this process, stepped as one batch (:class:`BatchedWorkers`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from uavrl.envs.cloud import CloudPool
 from uavrl.nn.models import ActorCritic
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession, WorkerFailed
 from uavrl.runners.worker import (
+    BatchedWorkers,
     EpisodeRecord,
     SharedCounters,
-    SharedModelWorkers,
     UpdateStats,
     Worker,
     derived_seed,
@@ -147,10 +147,10 @@ def run_serial(
 
 
 def run_batched(
-    workers: SharedModelWorkers, session: TrainingSession, target: int, hook: ProgressHook | None = None
+    workers: BatchedWorkers, session: TrainingSession, target: int, hook: ProgressHook | None = None
 ) -> None:
-    """Serial A3C with one shared model: every round acts for all workers in one batch, then
-    applies one update per worker."""
+    """Serial A3C and individual learning: every round acts for all workers in one batch,
+    then applies one update per worker."""
     counters = session.counters
     while min(counters.worker_updates[:]) < target:
         results = workers.update(int(counters.env_steps.value))
@@ -177,28 +177,18 @@ def run_a3c(
     env_seed = session.env_seed()
     session.start_writer()
     try:
-        if r.serial and r.share:
+        if r.serial:  # the workers run here: one thread, as in every worker process
+            torch.set_num_threads(1)
             torch.manual_seed(derived_seed(config.seed, 3, env_seed))
-            env = make_all_worker_envs(config, pool)
-            batched = SharedModelWorkers(
-                config, session.models[0], session.optimizers[0], locks[0], env, env_seed
+            batched = BatchedWorkers(
+                config,
+                session.models,
+                session.optimizers,
+                locks,
+                make_all_worker_envs(config, pool),
+                env_seed,
             )
             run_batched(batched, session, target, hook)
-        elif r.serial:
-            torch.manual_seed(derived_seed(config.seed, 3, env_seed))
-            workers = [
-                Worker(
-                    config,
-                    i,
-                    session.models[_learner_of(session, i)],
-                    session.optimizers[_learner_of(session, i)],
-                    locks[_learner_of(session, i)],
-                    make_worker_env(config, i, pool),
-                    env_seed,
-                )
-                for i in range(r.n_workers)
-            ]
-            run_serial(workers, session, target, hook)
         else:
             errors, stop = session.ctx.Queue(), session.ctx.Event()
             processes = []

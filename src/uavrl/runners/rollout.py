@@ -10,7 +10,7 @@ import torch
 from uavrl.algo.batch import RolloutBatch
 from uavrl.algo.normalize import RewardScaler
 from uavrl.envs.vector import VecEnv
-from uavrl.nn.models import ActorCritic, reset_hidden
+from uavrl.nn.models import Actor, reset_hidden
 
 
 @dataclass
@@ -31,7 +31,7 @@ class RolloutCollector:
     def __init__(
         self,
         env: VecEnv,
-        model: ActorCritic,
+        model: Actor,
         seed: int,
         first_copy: int = 0,
         reward_scaler: RewardScaler | None = None,
@@ -51,7 +51,7 @@ class RolloutCollector:
         return self.h
 
     @torch.no_grad()
-    def collect(self, model: ActorCritic, length: int) -> tuple[RolloutBatch, list[FinishedEpisode]]:
+    def collect(self, model: Actor, length: int) -> tuple[RolloutBatch, list[FinishedEpisode]]:
         """Run ``length`` steps of every copy with ``model``; returns the batch and finished episodes."""
         head = model.policy
         t_b = (length, self.n)

@@ -16,6 +16,7 @@ import contextlib
 import math
 import multiprocessing as mp
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +29,8 @@ from uavrl.algo.normalize import RewardScaler
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.envs.scenarios import resolve_cells
-from uavrl.envs.vector import ConcatVecEnv, VecEnv, make_vec_env
-from uavrl.nn.models import ActorCritic, build_model
+from uavrl.envs.vector import ConcatVecEnv, PoolMateRewards, VecEnv, make_vec_env
+from uavrl.nn.models import Actor, ActorCritic, ModelTeam, build_model
 from uavrl.runners.rollout import FinishedEpisode, RolloutCollector
 
 
@@ -102,8 +103,10 @@ def make_worker_env(config: Config, worker_id: int, pool: CloudPool | None) -> V
 
 
 def make_all_worker_envs(config: Config, pool: CloudPool | None) -> VecEnv:
-    """Every worker's envs as one batch: copy ``j`` belongs to worker ``j // envs_per_worker``."""
-    return ConcatVecEnv([make_worker_env(config, i, pool) for i in range(config.runner.n_workers)])
+    """Every worker's envs as one batch: copy ``j`` belongs to worker ``j // envs_per_worker``
+    (rewards averaged over pool mates with ``env.team_reward``)."""
+    env: VecEnv = ConcatVecEnv([make_worker_env(config, i, pool) for i in range(config.runner.n_workers)])
+    return PoolMateRewards(env, config.runner.n_workers) if config.env.team_reward else env
 
 
 def transfer_gradients(local: ActorCritic, learner: ActorCritic) -> None:
@@ -230,15 +233,20 @@ class EpisodeBook:
         return records
 
 
-def make_actor(
-    config: Config, learner: ActorCritic, env: VecEnv, env_seed: int, first_copy: int
-) -> tuple[ActorCritic, RolloutCollector]:
-    """A local copy of ``learner`` and the collector that steps ``env`` with it (streams
-    ``first_copy + [0, env.n)``, rewards scaled when ``algo.normalize_rewards``)."""
+def local_copy(learner: ActorCritic) -> ActorCritic:
+    """A worker's private model with the learner's weights (gradients are computed on it)."""
     local = build_model(learner.spec)
     local.load_state_dict(learner.state_dict())
+    return local
+
+
+def make_collector(
+    config: Config, actor: Actor, env: VecEnv, env_seed: int, first_copy: int
+) -> RolloutCollector:
+    """The collector that steps ``env`` with ``actor`` (streams ``first_copy + [0, env.n)``,
+    rewards scaled when ``algo.normalize_rewards``)."""
     scaler = RewardScaler(env.n, config.algo.gamma) if config.algo.normalize_rewards else None
-    return local, RolloutCollector(env, local, env_seed, first_copy, scaler)
+    return RolloutCollector(env, actor, env_seed, first_copy, scaler)
 
 
 class Worker:
@@ -264,8 +272,9 @@ class Worker:
         self.learner = learner
         self.updater = GradientLearner(config, worker_id, learner, optimizer, lock)
         self.env = env
-        self.local, self.collector = make_actor(
-            config, learner, env, env_seed, worker_id * config.runner.envs_per_worker
+        self.local = local_copy(learner)
+        self.collector = make_collector(
+            config, self.local, env, env_seed, worker_id * config.runner.envs_per_worker
         )
         self.episodes = EpisodeBook(worker_id, config.runner.envs_per_worker)
 
@@ -282,43 +291,53 @@ class Worker:
         return stats, self.episodes.book(finished)
 
 
-class SharedModelWorkers:
-    """N workers of one shared model stepped as one batch in one process (serial A3C).
+class BatchedWorkers:
+    """N workers stepped as one batch in one process (serial A3C and individual learning).
 
-    One forward per step acts for all N x K envs (worker ``i`` owns copies ``[i K, (i + 1) K)``,
-    its own cell and streams, as in the parallel runner). Then every worker's slice of the
-    rollout becomes one update of the shared model, in worker order, each gradient computed
-    with the weights that collected the rollout: later workers' gradients are up to N - 1
-    updates stale, as in Hogwild A3C.
+    Worker ``i`` owns copies ``[i K, (i + 1) K)``, its own cell and streams, as in the parallel
+    runner. One env step acts for all N x K envs: with one shared model in one forward, with N
+    individual models as a :class:`~uavrl.nn.models.ModelTeam`. Then every worker's slice of
+    the rollout becomes one update of its learner, in worker order, each gradient computed with
+    the weights that collected the rollout: with a shared model later workers' gradients are up
+    to N - 1 updates stale, as in Hogwild A3C. Stepping together keeps the workers' copies in
+    step on their shared pools, and lets pool mates share a reward (``env.team_reward``).
     """
 
     def __init__(
         self,
         config: Config,
-        learner: ActorCritic,
-        optimizer: torch.optim.Optimizer,
-        lock: Any,
+        learners: Sequence[ActorCritic],
+        optimizers: Sequence[torch.optim.Optimizer],
+        locks: Sequence[Any],
         env: VecEnv,
         env_seed: int,
     ) -> None:
         self.config = config
-        k = config.runner.envs_per_worker
-        self.learner = learner
+        n = config.runner.n_workers
+        if len(learners) not in (1, n):
+            raise ValueError(f"{n} workers need 1 shared learner or {n} learners, got {len(learners)}")
+        self.learners = list(learners)
+        self.learner_of = [i if len(learners) > 1 else 0 for i in range(n)]
         self.updaters = [
-            GradientLearner(config, i, learner, optimizer, lock) for i in range(config.runner.n_workers)
+            GradientLearner(config, i, learners[k], optimizers[k], locks[k])
+            for i, k in enumerate(self.learner_of)
         ]
-        self.local, self.collector = make_actor(config, learner, env, env_seed, 0)
-        self.episodes = EpisodeBook(0, k)
+        self.locals = [local_copy(m) for m in learners]
+        self.actor: Actor = self.locals[0] if len(learners) == 1 else ModelTeam(self.locals)
+        self.collector = make_collector(config, self.actor, env, env_seed, 0)
+        self.episodes = EpisodeBook(0, config.runner.envs_per_worker)
 
     def update(self, env_steps: int) -> list[tuple[UpdateStats, list[EpisodeRecord]]]:
         """One batched rollout, then one update per worker; per worker its stats and episodes."""
         k = self.config.runner.envs_per_worker
-        self.local.load_state_dict(self.learner.state_dict())
-        batch, finished = self.collector.collect(self.local, self.config.algo.rollout_length)
+        for local, learner in zip(self.locals, self.learners, strict=True):
+            local.load_state_dict(learner.state_dict())
+        batch, finished = self.collector.collect(self.actor, self.config.algo.rollout_length)
         records = self.episodes.book(finished)
         results = []
         for i, updater in enumerate(self.updaters):
-            stats = updater.learn(self.local, batch.columns(i * k, (i + 1) * k), env_steps)
+            local = self.locals[self.learner_of[i]]
+            stats = updater.learn(local, batch.columns(i * k, (i + 1) * k), env_steps)
             results.append((stats, [r for r in records if r[0] == i]))
         return results
 
