@@ -20,7 +20,7 @@ import torch
 
 from uavrl.config import Config
 from uavrl.runners.session import TrainingSession, make_pool
-from uavrl.runners.worker import SharedModelWorkers, Worker, make_all_worker_envs, make_worker_env
+from uavrl.runners.worker import BatchedWorkers, Worker, make_all_worker_envs, make_worker_env
 
 WARMUP_ROUNDS = 2
 
@@ -30,8 +30,8 @@ def _round_function(config: Config, session: TrainingSession, batched: bool) -> 
     pool = make_pool(config, cross_process=False)
     model, optimizer, lock = session.models[0], session.optimizers[0], session.ctx.Lock()
     if batched:
-        group = SharedModelWorkers(
-            config, model, optimizer, lock, make_all_worker_envs(config, pool), config.seed
+        group = BatchedWorkers(
+            config, [model], [optimizer], [lock], make_all_worker_envs(config, pool), config.seed
         )
         return lambda: sum(stats.env_steps for stats, _ in group.update(0))
     workers = [

@@ -11,7 +11,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from uavrl.errors import ConfigError
+from uavrl.errors import ConfigError, RunInterrupted
 
 # Tables are wide: keep them whole when output goes to a file or a pipe.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -85,8 +85,23 @@ def cmd_train(args: argparse.Namespace) -> None:
     from uavrl.experiments import train as training
 
     if args.resume:
-        summary = training.resume(Path(args.resume))
+        given = [
+            flag
+            for flag, value in (("--config", args.config), ("--set", args.set), ("--run-dir", args.run_dir))
+            if value
+        ]
+        if given:
+            raise ConfigError(
+                f"--resume continues a run with its own config.yaml; {', '.join(given)} cannot change it "
+                "(start a new run with --config to change values)"
+            )
         run_dir = Path(args.resume)
+        if (run_dir / "config.yaml").exists() and training.finished_summary(run_dir) is not None:
+            console.print(
+                f"{run_dir} has finished; nothing to resume (uavrl evaluate --run {run_dir} scores it again)"
+            )
+            return
+        summary = training.resume(run_dir)
     else:
         if not args.config:
             raise ConfigError("uavrl train needs --config FILE (or --resume RUN_DIR)")
@@ -338,6 +353,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         console.print(f"[red]ConfigError:[/red] {err}")
         return 2
+    except RunInterrupted as err:
+        console.print(str(err))
+        return 130
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
     return 0
 
 

@@ -9,6 +9,17 @@ class ConfigError(ValueError):
     """
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Training stopped on Ctrl-C after its last checkpoint was written."""
+
+    def __init__(self, env_steps: int, run_dir: str) -> None:
+        super().__init__(
+            f"interrupted at {env_steps:,} env steps; resume with uavrl train --resume {run_dir}"
+        )
+        self.env_steps = env_steps
+        self.run_dir = run_dir
+
+
 def check_range(
     name: str,
     value: float,

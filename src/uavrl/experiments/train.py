@@ -18,7 +18,7 @@ import yaml
 
 from uavrl.config import Config, load_config
 from uavrl.envs.worlds import TRAIN_WORLD
-from uavrl.errors import ConfigError
+from uavrl.errors import ConfigError, RunInterrupted
 from uavrl.experiments.evaluate import eval_worlds, evaluate_policies, run_policies, training_regime
 from uavrl.nn.models import ActorCritic
 from uavrl.runners.a2c import run_a2c
@@ -119,10 +119,32 @@ def train(config: Config, run_dir: Path | None = None, hook: ProgressHook | None
     return _execute(config, run_dir, resume=False, hook=hook)
 
 
+def finished_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a run that finished its whole budget (``runner.total_env_steps`` of its
+    ``config.yaml``), else None: a failed, interrupted or extended run has more to do."""
+    path = run_dir / SUMMARY_FILE
+    if not path.exists():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+        status, env_steps = summary.get("status"), summary.get("env_steps", 0)
+    except (json.JSONDecodeError, AttributeError):
+        raise ConfigError(f"{path}: not a valid summary (a JSON object expected)") from None
+    total = load_config(run_dir / CONFIG_FILE).runner.total_env_steps
+    return summary if status == "finished" and env_steps >= total else None
+
+
 def resume(run_dir: Path) -> dict[str, Any]:
-    """Continue a run from its last checkpoint, with its config and counters."""
+    """Continue a run from its last checkpoint, with its config and counters.
+
+    A run that finished its budget is left as it is and its summary returned unchanged
+    (``uavrl evaluate`` scores it again).
+    """
     if not (run_dir / CONFIG_FILE).exists():
         raise ConfigError(f"--resume {str(run_dir)!r}: no {CONFIG_FILE} there")
+    finished = finished_summary(run_dir)
+    if finished is not None:
+        return finished
     return _execute(load_config(run_dir / CONFIG_FILE), run_dir, resume=True)
 
 
@@ -131,6 +153,10 @@ def _execute(config: Config, run_dir: Path, resume: bool, hook: ProgressHook | N
     runner = run_a2c if config.runner.kind == "a2c" else run_a3c
     try:
         result = runner(config, run_dir, resume=resume, hook=hook)
+    except RunInterrupted as err:
+        stopped = {"status": "interrupted", "config_hash": config.hash(), "env_steps": err.env_steps}
+        summary_path.write_text(json.dumps(stopped, indent=2))
+        raise
     except BaseException as err:
         failure = {"status": "failed", "config_hash": config.hash(), "error": f"{type(err).__name__}: {err}"}
         summary_path.write_text(json.dumps(failure, indent=2))

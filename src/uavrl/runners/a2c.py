@@ -28,10 +28,6 @@ def run_a2c(
     env_seed = session.env_seed()
     torch.manual_seed(derived_seed(config.seed, 3, env_seed))
     worker = Worker(config, 0, session.models[0], session.optimizers[0], session.ctx.Lock(), env, env_seed)
-    session.start_writer()
-    try:
+    with session.running():
         run_serial([worker], session, updates_per_worker(config), hook)
-    finally:
-        session.checkpoint()
-        session.stop_writer()
     return session.result()

@@ -9,7 +9,9 @@ runs the workers in this process, stepped as one batch (:class:`BatchedWorkers`)
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import queue as queue_module
+import signal
 import sys
 import time
 import traceback
@@ -55,17 +57,19 @@ def _book(
     episodes: list[EpisodeRecord],
     counters: SharedCounters,
     metrics: Any,
-    start_time: float,
+    clock_origin: float,
 ) -> None:
     """One worker update, booked in the run counters and sent to the writer."""
-    total = counters.add(stats.env_steps, stats.applied, len(episodes), worker_id)
+    total, numbers = counters.add(stats.env_steps, stats.applied, [ep.owner for ep in episodes], worker_id)
     if episodes:
-        metrics.put(metric_rows(stats, episodes, total, counters.worker_updates[worker_id], start_time))
+        metrics.put(
+            metric_rows(stats, episodes, numbers, total, counters.worker_updates[worker_id], clock_origin)
+        )
 
 
-def _one_update(worker: Worker, counters: SharedCounters, metrics: Any, start_time: float) -> None:
+def _one_update(worker: Worker, counters: SharedCounters, metrics: Any, clock_origin: float) -> None:
     stats, episodes = worker.update(int(counters.env_steps.value))
-    _book(worker.worker_id, stats, episodes, counters, metrics, start_time)
+    _book(worker.worker_id, stats, episodes, counters, metrics, clock_origin)
 
 
 def _worker_process(
@@ -81,16 +85,23 @@ def _worker_process(
     stop: Any,
     env_seed: int,
     target: int,
-    start_time: float,
+    clock_origin: float,
 ) -> None:
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us in order
+    parent = mp.parent_process()
     try:
         config = Config.model_validate(config_data)
         torch.manual_seed(derived_seed(config.seed, 3, worker_id, env_seed))
         env = make_worker_env(config, worker_id, pool)
         worker = Worker(config, worker_id, learner, optimizer, lock, env, env_seed)
-        while counters.worker_updates[worker_id] < target and not stop.is_set():
-            _one_update(worker, counters, metrics, start_time)
+        # a parent killed with -9 sets no stop event: notice its death instead of outliving it
+        while (
+            counters.worker_updates[worker_id] < target
+            and not stop.is_set()
+            and (parent is None or parent.is_alive())
+        ):
+            _one_update(worker, counters, metrics, clock_origin)
     except BaseException:
         errors.put((worker_id, traceback.format_exc()))
         sys.exit(1)
@@ -140,7 +151,7 @@ def run_serial(
     counters = session.counters
     while pending := [w for w in workers if counters.worker_updates[w.worker_id] < target]:
         for worker in pending:
-            _one_update(worker, counters, session.metrics, session.start_time)
+            _one_update(worker, counters, session.metrics, session.clock_origin)
         session.maybe_checkpoint()
         if hook is not None:
             hook(int(counters.env_steps.value), session.models)
@@ -155,7 +166,7 @@ def run_batched(
     while min(counters.worker_updates[:]) < target:
         results = workers.update(int(counters.env_steps.value))
         for worker_id, (stats, episodes) in enumerate(results):
-            _book(worker_id, stats, episodes, counters, session.metrics, session.start_time)
+            _book(worker_id, stats, episodes, counters, session.metrics, session.clock_origin)
         session.maybe_checkpoint()
         if hook is not None:
             hook(int(counters.env_steps.value), session.models)
@@ -175,8 +186,7 @@ def run_a3c(
     locks = [session.ctx.Lock() for _ in session.models]
     target = updates_per_worker(config)
     env_seed = session.env_seed()
-    session.start_writer()
-    try:
+    with session.running():
         if r.serial:  # the workers run here: one thread, as in every worker process
             torch.set_num_threads(1)
             torch.manual_seed(derived_seed(config.seed, 3, env_seed))
@@ -207,7 +217,7 @@ def run_a3c(
                     stop,
                     env_seed,
                     target,
-                    session.start_time,
+                    session.clock_origin,
                 )
                 processes.append(
                     session.ctx.Process(target=_worker_process, args=args, name=f"uavrl-worker-{i}")
@@ -218,7 +228,4 @@ def run_a3c(
                 _monitor(session, processes, errors, hook)
             finally:  # also on Ctrl-C or a failed checkpoint: never leave workers running
                 _stop_processes(processes, stop)
-    finally:
-        session.checkpoint()
-        session.stop_writer()
     return session.result()

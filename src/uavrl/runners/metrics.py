@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import multiprocessing as mp
+import os
 import queue as queue_module
+import signal
 import sys
 import time
 from collections import deque
@@ -25,7 +28,45 @@ LOG_COLUMNS = [
     "updates",
     "wall_time",
 ]
+LOG_FILE = "training_log.csv"
 TB_SCALARS = ("return", "length", "policy_loss", "value_loss", "entropy", "grad_norm")
+
+
+def cut_log(path: Path, env_steps: int, worker_episodes: list[int] | None) -> list[int]:
+    """Cut a resumed run's log back to its checkpoint; returns each worker's episode count.
+
+    Rows logged after the checkpoint (their episodes are trained again) are dropped, so every
+    (worker, episode) appears once and steps never go backwards. ``worker_episodes`` is the
+    checkpoint's count per worker; a checkpoint written before it was recorded is cut by
+    ``env_steps`` alone, and the counts are read from the rows kept.
+    """
+    if not path.exists():
+        return list(worker_episodes or [])
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+
+    def kept(row: dict[str, str]) -> bool:
+        if int(float(row["step"])) > env_steps:
+            return False
+        worker = int(row["worker_id"])
+        return worker_episodes is None or (
+            worker < len(worker_episodes) and int(row["episode"]) <= worker_episodes[worker]
+        )
+
+    rows = [row for row in rows if kept(row)]
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    if worker_episodes is not None:
+        return list(worker_episodes)
+    counts: dict[int, int] = {}
+    for row in rows:
+        worker = int(row["worker_id"])
+        counts[worker] = max(counts.get(worker, 0), int(row["episode"]))
+    return [counts.get(i, 0) for i in range(max(counts, default=-1) + 1)]
 
 
 def writer_main(
@@ -39,8 +80,12 @@ def writer_main(
     """Append every row list from ``metrics`` to ``training_log.csv`` until a ``None`` arrives.
 
     Rows are flushed at least once a second, so a crash loses at most the last second of rows.
+    Ctrl-C is left to the parent, which stops the writer in order; if the parent dies (kill -9),
+    the writer flushes and exits instead of outliving it.
     """
-    path = Path(run_dir) / "training_log.csv"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = mp.parent_process()
+    path = Path(run_dir) / LOG_FILE
     new_file = not path.exists()
     tb = None
     if tensorboard:
@@ -58,6 +103,8 @@ def writer_main(
                 rows = metrics.get(timeout=0.5)
             except queue_module.Empty:
                 rows = []
+                if parent is not None and not parent.is_alive():  # killed: flush what we have
+                    break
             if rows is None:
                 break
             for row in rows:

@@ -3,10 +3,11 @@ checkpoints, resume and a clean stop on failure."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,11 @@ from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool, PerCopyPools
 from uavrl.envs.vector import make_vec_env
-from uavrl.errors import ConfigError
+from uavrl.errors import ConfigError, RunInterrupted
 from uavrl.nn.heads import describe_action_space
 from uavrl.nn.models import ActorCritic, ModelSpec, build_model
 from uavrl.runners.checkpoint import restore_training_state, save_checkpoint
-from uavrl.runners.metrics import writer_main
+from uavrl.runners.metrics import LOG_FILE, cut_log, writer_main
 from uavrl.runners.worker import SharedCounters, derived_seed, worker_env_params
 
 CHECKPOINT_DIR = "checkpoints"
@@ -108,12 +109,16 @@ class TrainingSession:
         self.optimizers = [
             SharedAdam(m.parameters(), lr=config.algo.lr, eps=config.algo.adam_eps) for m in self.models
         ]
-        self.counters = SharedCounters(n_slots, self.ctx)
+        self.counters = SharedCounters(n_slots, config.runner.n_workers, self.ctx)
         self.resumes = 0
         self.prior_wall_time_s = 0.0
         if resume:
             meta = restore_training_state(self.checkpoint_dir, LAST, self.models, self.optimizers)
-            self.counters.restore(meta["counters"])
+            saved = meta["counters"]
+            saved["worker_episodes"] = cut_log(
+                run_dir / LOG_FILE, int(saved["env_steps"]), saved.get("worker_episodes")
+            )
+            self.counters.restore(saved)
             self.resumes = int(meta["counters"].get("resumes", 0)) + 1
             self.prior_wall_time_s = float(meta["counters"].get("wall_time_s", 0.0))
         self.start_env_steps = self.counters.snapshot()["env_steps"]
@@ -149,6 +154,22 @@ class TrainingSession:
     def env_seed(self) -> int:
         """Env seed of this (possibly resumed) session: a resumed run does not replay its streams."""
         return self.config.seed if self.resumes == 0 else derived_seed(self.config.seed, 2, self.resumes)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Start the writer; on the way out (finished, failed or Ctrl-C) write a checkpoint and
+        flush every logged row. Ctrl-C becomes :class:`RunInterrupted` once that is done."""
+        self.start_writer()
+        interrupted = False
+        try:
+            yield
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            self.checkpoint()
+            self.stop_writer()
+        if interrupted:
+            raise RunInterrupted(self.counters.snapshot()["env_steps"], str(self.run_dir))
 
     def start_writer(self) -> None:
         log = self.config.log
@@ -202,6 +223,11 @@ class TrainingSession:
             self.config.to_dict(),
             counters,
         )
+
+    @property
+    def clock_origin(self) -> float:
+        """When the run would have started had it never stopped: log wall times count from it."""
+        return self.start_time - self.prior_wall_time_s
 
     def _wall_time(self) -> float:
         return self.prior_wall_time_s + time.time() - self.start_time

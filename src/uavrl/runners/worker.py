@@ -39,38 +39,52 @@ class NonFiniteError(RuntimeError):
 
 
 class SharedCounters:
-    """Run-wide counters in shared memory (work the same in one process)."""
+    """Run-wide counters in shared memory (work the same in one process).
 
-    def __init__(self, n_workers: int, context: Any = None) -> None:
+    Episodes are numbered here, per worker, under the same lock as the env-step count, so a
+    :meth:`snapshot` (a checkpoint's counters) is consistent: every logged episode booked
+    before it has a number at most the snapshot's count and a step at most its env steps.
+    """
+
+    def __init__(self, n_slots: int, n_workers: int, context: Any = None) -> None:
         ctx = context or mp.get_context("spawn")
         self.env_steps = ctx.Value("q", 0)
         self.updates = ctx.Value("q", 0)
         self.skipped_updates = ctx.Value("q", 0)
         self.episodes = ctx.Value("q", 0)
-        self.worker_updates = ctx.Array("q", n_workers)
+        self.worker_updates = ctx.Array("q", n_slots)
+        self.worker_episodes = ctx.Array("q", n_workers)
 
-    def add(self, env_steps: int, applied: bool, episodes: int, worker_id: int) -> int:
-        """Book one worker iteration; returns the run's env steps after it."""
+    def add(self, env_steps: int, applied: bool, owners: list[int], worker_id: int) -> tuple[int, list[int]]:
+        """Book one update of slot ``worker_id`` and the episodes it finished (their owners).
+
+        Returns the run's env steps after it and each episode's number within its owner.
+        """
         with self.env_steps.get_lock():
             self.env_steps.value += env_steps
             total = int(self.env_steps.value)
-        with self.updates.get_lock():
+            numbers = []
+            for owner in owners:
+                self.worker_episodes[owner] += 1
+                numbers.append(int(self.worker_episodes[owner]))
             if applied:
                 self.updates.value += 1
             else:
                 self.skipped_updates.value += 1
-            self.episodes.value += episodes
-        self.worker_updates[worker_id] += 1
-        return total
+            self.episodes.value += len(owners)
+            self.worker_updates[worker_id] += 1
+        return total, numbers
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "env_steps": int(self.env_steps.value),
-            "updates": int(self.updates.value),
-            "skipped_updates": int(self.skipped_updates.value),
-            "episodes": int(self.episodes.value),
-            "worker_updates": list(self.worker_updates[:]),
-        }
+        with self.env_steps.get_lock():
+            return {
+                "env_steps": int(self.env_steps.value),
+                "updates": int(self.updates.value),
+                "skipped_updates": int(self.skipped_updates.value),
+                "episodes": int(self.episodes.value),
+                "worker_updates": list(self.worker_updates[:]),
+                "worker_episodes": list(self.worker_episodes[:]),
+            }
 
     def restore(self, saved: dict[str, Any]) -> None:
         self.env_steps.value = saved["env_steps"]
@@ -78,6 +92,8 @@ class SharedCounters:
         self.skipped_updates.value = saved.get("skipped_updates", 0)
         self.episodes.value = saved.get("episodes", 0)
         self.worker_updates[:] = saved["worker_updates"]
+        counts = list(saved.get("worker_episodes", []))
+        self.worker_episodes[:] = counts + [0] * (len(self.worker_episodes) - len(counts))
 
 
 def derived_seed(seed: int, *keys: int) -> int:
@@ -211,26 +227,24 @@ class GradientLearner:
         )
 
 
-EpisodeRecord = tuple[int, int, float, int]
-"""(worker id, episode number of that worker, return, length)."""
+@dataclass
+class EpisodeRecord:
+    """A finished episode of worker ``owner`` (its number is given when it is booked)."""
+
+    owner: int
+    episode_return: float
+    length: int
 
 
-class EpisodeBook:
-    """Numbers each worker's finished episodes; copy ``j`` of a batch of several workers' envs
-    belongs to worker ``first_worker + j // copies_per_worker``."""
-
-    def __init__(self, first_worker: int, copies_per_worker: int) -> None:
-        self.first_worker = first_worker
-        self.copies_per_worker = copies_per_worker
-        self.counts: dict[int, int] = {}
-
-    def book(self, finished: list[FinishedEpisode]) -> list[EpisodeRecord]:
-        records = []
-        for ep in finished:
-            owner = self.first_worker + ep.copy // self.copies_per_worker
-            self.counts[owner] = self.counts.get(owner, 0) + 1
-            records.append((owner, self.counts[owner], ep.episode_return, ep.length))
-        return records
+def episode_records(
+    finished: list[FinishedEpisode], first_worker: int, copies_per_worker: int
+) -> list[EpisodeRecord]:
+    """Owners of finished episodes: copy ``j`` of a batch of several workers' envs belongs to
+    worker ``first_worker + j // copies_per_worker``."""
+    return [
+        EpisodeRecord(first_worker + ep.copy // copies_per_worker, ep.episode_return, ep.length)
+        for ep in finished
+    ]
 
 
 def local_copy(learner: ActorCritic) -> ActorCritic:
@@ -276,7 +290,6 @@ class Worker:
         self.collector = make_collector(
             config, self.local, env, env_seed, worker_id * config.runner.envs_per_worker
         )
-        self.episodes = EpisodeBook(worker_id, config.runner.envs_per_worker)
 
     def update(self, env_steps: int = 0) -> tuple[UpdateStats, list[EpisodeRecord]]:
         """One rollout + update.
@@ -288,7 +301,7 @@ class Worker:
         self.local.load_state_dict(self.learner.state_dict())
         batch, finished = self.collector.collect(self.local, self.config.algo.rollout_length)
         stats = self.updater.learn(self.local, batch, env_steps)
-        return stats, self.episodes.book(finished)
+        return stats, episode_records(finished, self.worker_id, self.config.runner.envs_per_worker)
 
 
 class BatchedWorkers:
@@ -325,7 +338,6 @@ class BatchedWorkers:
         self.locals = [local_copy(m) for m in learners]
         self.actor: Actor = self.locals[0] if len(learners) == 1 else ModelTeam(self.locals)
         self.collector = make_collector(config, self.actor, env, env_seed, 0)
-        self.episodes = EpisodeBook(0, config.runner.envs_per_worker)
 
     def update(self, env_steps: int) -> list[tuple[UpdateStats, list[EpisodeRecord]]]:
         """One batched rollout, then one update per worker; per worker its stats and episodes."""
@@ -333,31 +345,33 @@ class BatchedWorkers:
         for local, learner in zip(self.locals, self.learners, strict=True):
             local.load_state_dict(learner.state_dict())
         batch, finished = self.collector.collect(self.actor, self.config.algo.rollout_length)
-        records = self.episodes.book(finished)
+        records = episode_records(finished, 0, k)
         results = []
         for i, updater in enumerate(self.updaters):
             local = self.locals[self.learner_of[i]]
             stats = updater.learn(local, batch.columns(i * k, (i + 1) * k), env_steps)
-            results.append((stats, [r for r in records if r[0] == i]))
+            results.append((stats, [r for r in records if r.owner == i]))
         return results
 
 
 def metric_rows(
     stats: UpdateStats,
     episodes: list[EpisodeRecord],
+    numbers: list[int],
     env_steps: int,
     worker_updates: int,
-    start_time: float,
+    clock_origin: float,
 ) -> list[dict[str, Any]]:
-    """``training_log.csv`` rows, one per finished episode."""
-    wall = time.time() - start_time
+    """``training_log.csv`` rows, one per finished episode (``numbers``: each one's number
+    within its worker); ``wall_time`` counts from ``clock_origin``, the run's start."""
+    wall = time.time() - clock_origin
     return [
         {
             "step": env_steps,
-            "worker_id": owner,
-            "episode": episode,
-            "return": ret,
-            "length": length,
+            "worker_id": ep.owner,
+            "episode": number,
+            "return": ep.episode_return,
+            "length": ep.length,
             "policy_loss": stats.policy_loss,
             "value_loss": stats.value_loss,
             "entropy": stats.entropy,
@@ -367,5 +381,5 @@ def metric_rows(
             "updates": worker_updates,
             "wall_time": wall,
         }
-        for owner, episode, ret, length in episodes
+        for ep, number in zip(episodes, numbers, strict=True)
     ]
