@@ -117,3 +117,42 @@ def test_bench_serial_compares_per_worker_and_batched_acting(tmp_path: Path) -> 
     assert (frame["steps_per_s"] > 0).all()
     # Seconds per 2M env steps, rounded to 0.1 s.
     assert ((frame["s_per_2M_steps"] - 2e6 / frame["steps_per_s"]).abs() <= 0.05 + 1e-9).all()
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("eval.cells=[nonsense]", "eval.cells"),
+        ("env.params.velocity=-5", "env.params.velocity=-5 would be overridden by env.worker_cells"),
+        ("env.worker_cells=[v500-l200-c1000]", "velocity must be in [0.0, 120.0] km/h, got 500"),
+        ("env.params.reward_scale=.inf", "reward_scale must be a finite number"),
+        ("runner.n_workers=0", "runner.n_workers"),
+    ],
+)
+def test_bad_training_input_exits_2_with_one_line_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, named: str
+) -> None:
+    config = str(Path(__file__).parent.parent / "configs" / "paper_a3c_private.yaml")
+    run_dir = tmp_path / "run"
+    one_worker = ["--set", "runner.n_workers=1", "--set", "env.worker_cells=[v30-l200-c1000]"]
+    assert main(["train", "--config", config, *one_worker, "--set", override, "--run-dir", str(run_dir)]) == 2
+    out = capsys.readouterr().out
+    error_lines = [line for line in out.splitlines() if line.startswith("ConfigError")]
+    assert len(error_lines) == 1 and named in " ".join(out.split()), out
+    assert not run_dir.exists()
+
+
+def test_an_env_id_that_cannot_be_imported_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(Path(__file__).parent.parent / "configs" / "cartpole_a3c.yaml")
+    run_dir = tmp_path / "run"
+    assert (
+        main(
+            ["train", "--config", config, "--set", "env.id=no_such_module:Env-v0", "--run-dir", str(run_dir)]
+        )
+        == 2
+    )
+    out = " ".join(capsys.readouterr().out.split())
+    assert "env.id 'no_such_module:Env-v0' could not be made: ModuleNotFoundError" in out
+    assert not run_dir.exists()

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from uavrl.envs.presets import ENV_ID
+from uavrl.envs.scenarios import CELL_PARAMS, resolve_cells
 from uavrl.errors import ConfigError
 
 
@@ -137,6 +138,18 @@ class Config(ConfigSection):
                     f"env.worker_cells must name 1 or runner.n_workers={self.runner.n_workers} "
                     f"cells, got {len(cells)}"
                 )
+            _check_cells("env.worker_cells", cells)
+            overridden = {k: v for k, v in self.env.params.items() if k in CELL_PARAMS}
+            if overridden:
+                given = ", ".join(f"env.params.{k}={v!r}" for k, v in overridden.items())
+                raise ValueError(
+                    f"{given} would be overridden by env.worker_cells (each cell sets "
+                    f"{', '.join(CELL_PARAMS)}); remove it, or drop env.worker_cells"
+                )
+        if self.eval.cells is not None:
+            if not self.env.is_uavrl:
+                raise ValueError(f"eval.cells is only for {ENV_ID}, not {self.env.id!r}")
+            _check_cells("eval.cells", self.eval.cells)
         if self.env.shared_pool and not self.env.is_uavrl:
             raise ValueError(f"env.shared_pool is only for {ENV_ID}")
         if self.env.team_reward:
@@ -159,13 +172,24 @@ class Config(ConfigSection):
         return content_hash(self)
 
 
+def _check_cells(field: str, names: list[str]) -> None:
+    try:
+        resolve_cells(names)
+    except ConfigError as err:
+        raise ValueError(f"{field}: {err}") from None
+
+
 def format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "config"
+        message = e["msg"].removeprefix("Value error, ")
+        if not e["loc"]:  # a check across fields: its message names them
+            lines.append(message)
+            continue
+        field = ".".join(str(p) for p in e["loc"])
         value = e.get("input")
         shown = "" if isinstance(value, dict) else f", got {value!r}"
-        lines.append(f"{field}: {e['msg']}{shown}")
+        lines.append(f"{field}: {message}{shown}")
     return "; ".join(lines)
 
 

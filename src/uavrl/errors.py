@@ -1,5 +1,8 @@
 """Exceptions shared by every layer."""
 
+import math
+import numbers
+
 
 class ConfigError(ValueError):
     """A parameter or config value is invalid.
@@ -26,8 +29,16 @@ def check_range(
     low: float | None = None,
     high: float | None = None,
     unit: str = "",
+    integer: bool = False,
 ) -> None:
-    """Raise :class:`ConfigError` unless ``low <= value <= high`` (either bound may be open)."""
+    """Raise :class:`ConfigError` unless ``value`` is a finite number (a whole one when
+    ``integer``) with ``low <= value <= high`` (either bound may be open). Booleans and strings
+    are refused, not read as numbers."""
+    kind = "an integer" if integer else "a finite number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+    if not math.isfinite(value) or (integer and value != int(value)):
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
     ok = (low is None or value >= low) and (high is None or value <= high)
     if ok:
         return

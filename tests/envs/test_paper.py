@@ -270,3 +270,32 @@ def test_params_defaults_match_the_spec() -> None:
         100,
     )
     assert N_SLOTS == 20 and Obs.DIM == 48
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"reward_scale": float("inf")}, "reward_scale must be a finite number, got inf"),
+        ({"reward_scale": 0.0}, "reward_scale must be > 0"),
+        ({"cloud_capacity": 2.5}, "cloud_capacity must be an integer, got 2.5"),
+        ({"local_capacity": 50.5}, "local_capacity must be an integer"),
+        ({"velocity": True}, "velocity must be a finite number, got True"),
+        ({"velocity": "fast"}, "velocity must be a finite number, got 'fast'"),
+        ({"velocity": float("nan")}, "velocity must be a finite number, got nan"),
+        ({"velocity": -5}, r"velocity must be in \[0.0, 120.0\] km/h, got -5"),
+        ({"episode_length": 0}, "episode_length must be >= 1"),
+    ],
+)
+def test_gym_make_refuses_bad_parameter_values_by_name(params: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        gym.make(ENV_ID, **params)
+
+
+@pytest.mark.parametrize("action", [1.5, 3, -1, True, "1", np.array([1])])
+def test_an_action_outside_the_action_space_is_refused_with_its_value(action) -> None:
+    env = gym.make(ENV_ID, disable_env_checker=True)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="action must be an integer in"):
+        env.step(action)
+    env.step(np.int64(OFFLOAD))  # integers of any kind are fine
+    env.step(np.array(DISCARD))

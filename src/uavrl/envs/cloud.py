@@ -80,7 +80,7 @@ def grant_in_order(level: int, units: np.ndarray, want: np.ndarray) -> tuple[np.
 
 
 def _check_capacity(capacity: int) -> None:
-    check_range("cloud_capacity", capacity, low=1, unit="units")
+    check_range("cloud_capacity", capacity, low=1, unit="units", integer=True)
 
 
 class _Levels:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import gymnasium as gym
@@ -39,6 +40,15 @@ class OffloadEnv(gym.Env[np.ndarray, np.int64]):
         return obs[0], {}
 
     def step(self, action: np.int64 | int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        value = action.item() if isinstance(action, np.ndarray) and action.shape == () else action
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Integral)
+            or not 0 <= value < self.core.n_actions
+        ):
+            raise ValueError(
+                f"action must be an integer in {{0, 1, 2}} (LOCAL, OFFLOAD, DISCARD), got {action!r}"
+            )
         obs, reward, terminated, truncated, _ = self.core.step(np.array([action], dtype=np.int64))
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
 

@@ -69,11 +69,12 @@ class PaperParams:
 
     def __post_init__(self) -> None:
         check_range("velocity", self.velocity, 0.0, V_MAX, "km/h")
-        check_range("local_capacity", self.local_capacity, 1, MAX_TASK_UNITS, "units")
-        check_range("cloud_capacity", self.cloud_capacity, low=1, unit="units")
-        if not self.reward_scale > 0:
+        check_range("local_capacity", self.local_capacity, 1, MAX_TASK_UNITS, "units", integer=True)
+        check_range("cloud_capacity", self.cloud_capacity, low=1, unit="units", integer=True)
+        check_range("reward_scale", self.reward_scale, low=0.0)
+        if self.reward_scale == 0:
             raise ConfigError(f"reward_scale must be > 0, got {self.reward_scale!r}")
-        check_range("episode_length", self.episode_length, low=1, unit="steps")
+        check_range("episode_length", self.episode_length, low=1, unit="steps", integer=True)
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> PaperParams:
@@ -109,7 +110,7 @@ class PaperCore:
         pool: CloudPool | None = None,
         autoreset: bool = True,
     ) -> None:
-        check_range("n_envs", n, low=1)
+        check_range("n_envs", n, low=1, integer=True)
         self.n = n
         self.params = params or PaperParams()
         if pool is None:

@@ -20,6 +20,10 @@ DEFAULT_LOCAL = 200
 DEFAULT_CLOUD = CLOUD_CAPACITIES["default"]
 
 
+CELL_PARAMS = ("velocity", "local_capacity", "cloud_capacity")
+"""The env parameters a scenario cell sets."""
+
+
 @dataclass(frozen=True, order=True)
 class Cell:
     """One scenario: a velocity and the two resource levels."""
@@ -33,7 +37,7 @@ class Cell:
         return f"v{self.velocity:g}-l{self.local_capacity}-c{self.cloud_capacity}"
 
     def env_params(self) -> dict[str, Any]:
-        """Keyword arguments for ``make_core`` / ``gymnasium.make``."""
+        """Keyword arguments for ``make_core`` / ``gymnasium.make`` (the keys of ``CELL_PARAMS``)."""
         return {
             "velocity": float(self.velocity),
             "local_capacity": self.local_capacity,

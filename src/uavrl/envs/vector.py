@@ -79,8 +79,8 @@ class GymVecEnv:
                 [lambda: gym.make(env_id, **kwargs) for _ in range(n)],
                 autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
             )
-        except gym.error.Error as err:
-            raise ConfigError(f"env.id {env_id!r} could not be made: {err}") from err
+        except (gym.error.Error, ImportError, TypeError) as err:  # unknown id, missing module, bad kwarg
+            raise ConfigError(f"env.id {env_id!r} could not be made: {type(err).__name__}: {err}") from None
         obs_space = self.vec.single_observation_space
         if not isinstance(obs_space, gym.spaces.Box):
             raise ConfigError(f"env.id {env_id!r}: observations must be a Box, got {obs_space}")

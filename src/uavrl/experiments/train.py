@@ -23,7 +23,7 @@ from uavrl.experiments.evaluate import eval_worlds, evaluate_policies, run_polic
 from uavrl.nn.models import ActorCritic
 from uavrl.runners.a2c import run_a2c
 from uavrl.runners.a3c import run_a3c
-from uavrl.runners.session import ProgressHook, RunResult
+from uavrl.runners.session import ProgressHook, RunResult, check_envs
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
@@ -114,6 +114,7 @@ def train(config: Config, run_dir: Path | None = None, hook: ProgressHook | None
         raise ConfigError(
             f"run directory {str(run_dir)!r} already holds a run; use --resume or another --run-dir"
         )
+    check_envs(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(config, run_dir)
     return _execute(config, run_dir, resume=False, hook=hook)

@@ -69,6 +69,17 @@ def model_spec(config: Config) -> ModelSpec:
         probe.close()
 
 
+def check_envs(config: Config) -> None:
+    """Make one copy of every worker's env: bad env parameters or an env id that cannot be
+    imported fail here, before a run directory is created."""
+    distinct = {
+        json.dumps(worker_env_params(config, i), sort_keys=True) for i in range(config.runner.n_workers)
+    }
+    for params in sorted(distinct):
+        make_vec_env(config.env.id, 1, json.loads(params)).close()
+    make_pool(config, cross_process=False)
+
+
 def make_pool(config: Config, cross_process: bool) -> CloudPool | None:
     """With ``env.shared_pool``: pool ``j`` shared by copy ``j`` of every worker.
 
