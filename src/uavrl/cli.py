@@ -11,7 +11,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from uavrl.errors import ConfigError, RunInterrupted
+from uavrl.errors import CheckpointError, ConfigError, RunInterrupted
 
 # Tables are wide: keep them whole when output goes to a file or a pipe.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -350,8 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_positive(args)
         args.func(args)
-    except ConfigError as err:
-        console.print(f"[red]ConfigError:[/red] {err}")
+    except (ConfigError, CheckpointError) as err:
+        console.print(f"[red]{type(err).__name__}:[/red] {err}")
         return 2
     except RunInterrupted as err:
         console.print(str(err))

@@ -12,6 +12,11 @@ class ConfigError(ValueError):
     """
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, incomplete, or holds non-finite or mismatched tensors;
+    the message names the file and the defect."""
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Training stopped on Ctrl-C after its last checkpoint was written."""
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import pandas as pd
+import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from uavrl.errors import CheckpointError
 from uavrl.experiments.train import resume, train
 from uavrl.nn.models import ModelSpec
 from uavrl.runners.checkpoint import load_models
@@ -59,10 +63,74 @@ def test_resume_continues_the_counters(make_config, tmp_path: Path) -> None:
 
 
 def test_a_run_directory_is_never_overwritten(make_config, tmp_path: Path) -> None:
-    import pytest
-
     from uavrl.errors import ConfigError
 
     train(make_config(), tmp_path)
     with pytest.raises(ConfigError, match="already holds a run"):
         train(make_config(), tmp_path)
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:  # garbled: the header's length field no longer fits the file
+        path.write_bytes(b"\xff" * 8 + data[8:])
+
+
+@pytest.mark.parametrize(
+    ("file", "how", "message"),
+    [
+        ("last.safetensors", "truncated", "not a readable safetensors file"),
+        ("last.safetensors", "empty", "not a readable safetensors file"),
+        ("last.safetensors", "garbled", "not a readable safetensors file"),
+        ("last.json", "truncated", "truncated or not JSON"),
+    ],
+)
+def test_a_corrupted_checkpoint_is_refused_naming_the_file(
+    make_config, tmp_path: Path, file: str, how: str, message: str
+) -> None:
+    train(make_config(), tmp_path)
+    _damage(tmp_path / "checkpoints" / file, how)
+    with pytest.raises(CheckpointError, match=message) as err:
+        load_models(tmp_path / "checkpoints", "last")
+    assert str(tmp_path / "checkpoints" / file) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_nan_and_misshapen_weights_are_refused_by_tensor_name(make_config, tmp_path: Path) -> None:
+    train(make_config(), tmp_path)
+    path = tmp_path / "checkpoints" / "last.safetensors"
+    tensors = load_file(str(path))
+    name = next(k for k in tensors if k.startswith("model0.") and k.endswith("weight"))
+    poisoned = {**tensors, name: torch.full_like(tensors[name], float("nan"))}
+    save_file(poisoned, str(path))
+    with pytest.raises(CheckpointError, match=rf"{re.escape(name)} holds NaN or infinite values"):
+        load_models(tmp_path / "checkpoints", "last")
+    save_file({**tensors, name: tensors[name][:1]}, str(path))
+    with pytest.raises(CheckpointError, match=rf"{re.escape(name)} does not match the architecture"):
+        load_models(tmp_path / "checkpoints", "last")
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_saying_so(
+    make_config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_config(runner={"checkpoint_every": 10})
+    train(config, tmp_path)
+    previous = json.loads((tmp_path / "checkpoints" / "last.previous.json").read_text())["counters"]
+    last = json.loads((tmp_path / "checkpoints" / "last.json").read_text())["counters"]
+    assert previous["env_steps"] < last["env_steps"]
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    saved["runner"]["total_env_steps"] = 1200  # extend, so that the resume trains
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    _damage(tmp_path / "checkpoints" / "last.safetensors", "truncated")
+    summary = resume(tmp_path)
+    err = capsys.readouterr().err
+    assert "last.safetensors: not a readable safetensors file" in err and "resuming from the previous" in err
+    assert summary["env_steps"] == 1200
+    log = pd.read_csv(tmp_path / "training_log.csv")
+    assert not log.duplicated(["worker_id", "episode"]).any()
+    kept_old = log[log["step"] <= previous["env_steps"]]
+    assert len(log) - len(kept_old) == summary["episodes"] - previous["episodes"]

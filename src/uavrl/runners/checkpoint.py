@@ -3,24 +3,31 @@
 ``<tag>.safetensors`` holds ``model<i>.<param>`` for every learner model and
 ``optim<i>.<param>.{exp_avg,exp_avg_sq,step}`` for its Adam state; ``<tag>.json`` holds the
 resolved config, the architecture (``ModelSpec``) and the counters. Both are written to a
-temporary name and renamed, so a crash never leaves a torn checkpoint.
+temporary name and renamed, so a crash never leaves a torn checkpoint; the one they replace is
+kept as ``<tag>.previous``. Every read checks what it reads (JSON, safetensors, the tensors the
+architecture needs, finite values) and names the file and the defect in a
+:class:`~uavrl.errors.CheckpointError`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from uavrl.errors import CheckpointError
 from uavrl.nn.models import ActorCritic, ModelSpec, build_model
 
 FORMAT_VERSION = 1
 ADAM_KEYS = ("exp_avg", "exp_avg_sq", "step")
+PREVIOUS = ".previous"
 
 
 def save_checkpoint(
@@ -55,23 +62,63 @@ def save_checkpoint(
     info = directory / f"{tag}.json"
     save_file(tensors, str(weights) + ".tmp")
     info.with_suffix(".json.tmp").write_text(json.dumps(meta, indent=2))
+    if weights.exists() and info.exists():  # keep the checkpoint this one replaces
+        os.replace(weights, directory / f"{tag}{PREVIOUS}.safetensors")
+        os.replace(info, directory / f"{tag}{PREVIOUS}.json")
     os.replace(str(weights) + ".tmp", weights)
     os.replace(info.with_suffix(".json.tmp"), info)
     return info
 
 
 def read_meta(directory: Path, tag: str) -> dict[str, Any]:
+    """The JSON half of a checkpoint, checked to be a complete one."""
     path = directory / f"{tag}.json"
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint {tag!r} in {directory}")
-    meta: dict[str, Any] = json.loads(path.read_text())
-    return meta
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: truncated or not JSON ({err})") from None
+    needed = ("format", "n_models", "architecture", "config", "counters")
+    missing = [k for k in needed if k not in meta] if isinstance(meta, dict) else list(needed)
+    if missing:
+        raise CheckpointError(f"{path}: not a uavrl checkpoint (missing {', '.join(missing)})")
+    return dict(meta)
+
+
+def read_checkpoint(directory: Path, tag: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Meta and tensors of a checkpoint, checked: readable, every tensor of its architecture
+    present with the right shape, and finite."""
+    meta = read_meta(directory, tag)
+    path = directory / f"{tag}.safetensors"
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing (its {tag}.json is there)")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+    try:
+        expected = build_model(ModelSpec(**meta["architecture"])).state_dict()
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{directory / f'{tag}.json'}: bad architecture ({err})") from None
+    for i in range(int(meta["n_models"])):
+        for name, value in expected.items():
+            stored = tensors.get(f"model{i}.{name}")
+            if stored is None or stored.shape != value.shape:
+                found = "missing" if stored is None else f"shape {tuple(stored.shape)}"
+                raise CheckpointError(
+                    f"{path}: model{i}.{name} does not match the architecture "
+                    f"(expected shape {tuple(value.shape)}, {found})"
+                )
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: {key} holds NaN or infinite values")
+    return meta, tensors
 
 
 def load_models(directory: Path, tag: str) -> tuple[list[ActorCritic], dict[str, Any]]:
     """Rebuild every learner model of a checkpoint from its stored architecture."""
-    meta = read_meta(directory, tag)
-    tensors = load_file(str(directory / f"{tag}.safetensors"))
+    meta, tensors = read_checkpoint(directory, tag)
     spec = ModelSpec(**meta["architecture"])
     models = []
     for i in range(meta["n_models"]):
@@ -85,11 +132,21 @@ def load_models(directory: Path, tag: str) -> tuple[list[ActorCritic], dict[str,
 def restore_training_state(
     directory: Path, tag: str, models: Sequence[ActorCritic], optimizers: Sequence[torch.optim.Optimizer]
 ) -> dict[str, Any]:
-    """Copy weights and Adam state into existing (possibly shared-memory) tensors, in place."""
-    meta = read_meta(directory, tag)
-    tensors = load_file(str(directory / f"{tag}.safetensors"))
+    """Copy weights and Adam state into existing (possibly shared-memory) tensors, in place.
+
+    A corrupt ``tag`` checkpoint falls back to ``<tag>.previous``, saying so on stderr.
+    """
+    try:
+        meta, tensors = read_checkpoint(directory, tag)
+    except CheckpointError as err:
+        if not (directory / f"{tag}{PREVIOUS}.json").exists():
+            raise
+        meta, tensors = read_checkpoint(directory, tag + PREVIOUS)
+        print(f"{err}; resuming from the previous checkpoint ({tag}{PREVIOUS})", file=sys.stderr)
     if meta["n_models"] != len(models):
-        raise ValueError(f"checkpoint holds {meta['n_models']} models, the run has {len(models)}")
+        raise CheckpointError(
+            f"{directory}: the checkpoint holds {meta['n_models']} models, the run has {len(models)}"
+        )
     with torch.no_grad():
         for i, (model, optimizer) in enumerate(zip(models, optimizers, strict=True)):
             for name, value in model.state_dict().items():

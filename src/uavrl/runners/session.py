@@ -137,6 +137,7 @@ class TrainingSession:
         self.start_time = time.time()
         self._writer: Any = None
         self._last_checkpoint_updates = self.counters.snapshot()["updates"]
+        self._checkpointed_steps: int | None = None  # env steps of this session's last checkpoint
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -177,7 +178,8 @@ class TrainingSession:
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            self.checkpoint()
+            if self._checkpointed_steps != self.counters.snapshot()["env_steps"]:
+                self.checkpoint()
             self.stop_writer()
         if interrupted:
             raise RunInterrupted(self.counters.snapshot()["env_steps"], str(self.run_dir))
@@ -226,6 +228,7 @@ class TrainingSession:
 
     def checkpoint(self, tag: str = LAST) -> Path:
         counters = {**self.counters.snapshot(), "resumes": self.resumes, "wall_time_s": self._wall_time()}
+        self._checkpointed_steps = counters["env_steps"]
         return save_checkpoint(
             self.checkpoint_dir,
             tag,
