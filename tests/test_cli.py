@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from uavrl.cli import main
+from uavrl.errors import ConfigError
 
 
 def test_baselines_writes_the_promised_csv(tmp_path: Path) -> None:
@@ -156,3 +157,35 @@ def test_an_env_id_that_cannot_be_imported_is_named(
     out = " ".join(capsys.readouterr().out.split())
     assert "env.id 'no_such_module:Env-v0' could not be made: ModuleNotFoundError" in out
     assert not run_dir.exists()
+
+
+def _one_error_line(out: str, *named: str) -> None:
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in out, out
+    assert all(name in lines[0] for name in named), out
+
+
+def test_bad_files_and_unwritable_outputs_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\n  algo: [\n")
+    assert main(["train", "--config", str(broken)]) == 2
+    _one_error_line(capsys.readouterr().out, str(broken), "not valid YAML at line 2")
+
+    assert main(["evaluate", "--run", str(tmp_path)]) == 2
+    _one_error_line(capsys.readouterr().out, "CheckpointError", "not a run directory")
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    out_csv = blocker / "out.csv"  # its folder is a file: unwritable, even for root
+    assert main(["baselines", "--cells", "v30-l200-c1000", "--csv", str(out_csv)]) == 2
+    _one_error_line(capsys.readouterr().out, f"cannot write {str(out_csv)!r}")
+
+    config = str(Path(__file__).parent.parent / "configs" / "paper_a3c_private.yaml")
+    assert main(["train", "--config", config, "--run-dir", str(blocker / "run")]) == 2
+    out = capsys.readouterr().out
+    assert "Not a directory" in out and "Traceback" not in out
+
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        main(["--debug", "train", "--config", str(broken)])

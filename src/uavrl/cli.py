@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,23 @@ from uavrl.errors import CheckpointError, ConfigError, RunInterrupted
 
 # Tables are wide: keep them whole when output goes to a file or a pipe.
 console = Console(width=None if sys.stdout.isatty() else 200)
+
+
+def check_writable(path: str | None) -> None:
+    """Refuse an output file that cannot be written, before any work is done: its folder is
+    created and a probe file written and removed there (permissions alone say nothing to root)."""
+    if path is None:
+        return
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        probe = target.parent / f".uavrl-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"cannot write {str(target)!r}: {err.strerror or err}") from None
+    if target.is_dir():
+        raise ConfigError(f"cannot write {str(target)!r}: it is a directory")
 
 
 def _write_csv(frame: pd.DataFrame, path: str) -> None:
@@ -63,6 +81,7 @@ def cmd_baselines(args: argparse.Namespace) -> None:
     from uavrl.envs.worlds import cell_worlds
     from uavrl.experiments.evaluate import evaluate_policies
 
+    check_writable(args.csv)
     cells = resolve_cells(args.cells)
     base = {"preset": args.preset}
 
@@ -159,10 +178,12 @@ def _evaluate_run(run_dir: Path, episodes: int, cells: str | None, csv: str | No
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    check_writable(args.csv)
     _evaluate_run(Path(args.run), args.episodes, args.cells, args.csv, args.pool)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    check_writable(args.csv)
     if args.seconds is None:
         args.seconds = 2.0 if args.target == "env" else 24.0
     if args.target == "env":
@@ -269,6 +290,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="uavrl", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a model; writes a run directory")
@@ -350,8 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_positive(args)
         args.func(args)
-    except (ConfigError, CheckpointError) as err:
-        console.print(f"[red]{type(err).__name__}:[/red] {err}")
+    except (ConfigError, CheckpointError, OSError) as err:
+        if args.debug:
+            raise
+        console.print(f"[red]{type(err).__name__}:[/red] {err}", soft_wrap=True)
         return 2
     except RunInterrupted as err:
         console.print(str(err))

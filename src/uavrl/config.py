@@ -223,6 +223,13 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
         loaded = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"{what} {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{what} {str(path)!r} cannot be read: {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML{where}: {problem}") from None
     if not isinstance(loaded, dict | None):
         raise ConfigError(f"{what} {str(path)!r} must hold a mapping, got {type(loaded).__name__}")
     return loaded or {}

@@ -74,7 +74,9 @@ def read_meta(directory: Path, tag: str) -> dict[str, Any]:
     """The JSON half of a checkpoint, checked to be a complete one."""
     path = directory / f"{tag}.json"
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint {tag!r} in {directory}")
+        raise CheckpointError(
+            f"no checkpoint {tag!r} in {directory}: not a run directory, or its run wrote no checkpoint yet"
+        )
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
