@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from uavrl.cli import main
+from uavrl.cli import build_parser, main
 from uavrl.errors import ConfigError
+from uavrl.runners.metrics import _ProgressBar
 
 
 def test_baselines_writes_the_promised_csv(tmp_path: Path) -> None:
@@ -189,3 +191,23 @@ def test_bad_files_and_unwritable_outputs_exit_2_with_one_line(
 
     with pytest.raises(ConfigError, match="not valid YAML"):
         main(["--debug", "train", "--config", str(broken)])
+
+
+def test_help_is_plain_text_and_every_option_says_what_it_does() -> None:
+    parser = build_parser()
+    assert "``" not in parser.format_help()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        text = sub.format_help()
+        assert "``" not in text, name
+        for action in sub._actions:
+            assert action.help, f"uavrl {name} {action.option_strings or action.dest} has no help"
+
+
+def test_the_progress_line_shows_an_eta(capsys: pytest.CaptureFixture[str]) -> None:
+    bar = _ProgressBar(total=1000, start_steps=0)
+    bar.start -= 10.0  # ten seconds in
+    bar.add({"step": 250, "return": 3.0})
+    bar.show(final=True)
+    line = capsys.readouterr().out
+    assert "250/1,000 env steps" in line and "ETA 30s" in line and "recent return 3.00" in line

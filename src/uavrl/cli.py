@@ -288,12 +288,24 @@ def cmd_tune(args: argparse.Namespace) -> None:
         console.print(f"best config: {best}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uavrl", description=__doc__)
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    sub = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = (
+    "Distributed actor-critic RL for UAV task offloading. Commands: train, evaluate, baselines, "
+    "study, report, tune, bench; `uavrl COMMAND --help` for each."
+)
 
-    train = sub.add_parser("train", help="train a model; writes a run directory")
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default beside its help text."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uavrl", description=DESCRIPTION, formatter_class=HelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser(
+        formatter_class=HelpFormatter, name="train", help="train a model; writes a run directory"
+    )
     train.add_argument("--config", help="YAML config file")
     train.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
@@ -305,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser(
-        "evaluate", help="evaluate a run's final model(s) beside the reference policies"
+        formatter_class=HelpFormatter,
+        name="evaluate",
+        help="evaluate a run's final model(s) beside the reference policies",
     )
     evaluate.add_argument("--run", required=True, help="run directory")
     evaluate.add_argument("--episodes", type=int, default=100, help="episodes per cell")
@@ -316,18 +330,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.set_defaults(func=cmd_evaluate)
 
-    base = sub.add_parser("baselines", help="evaluate the reference policies over scenario cells")
-    base.add_argument("--preset", default="paper")
+    base = sub.add_parser(
+        formatter_class=HelpFormatter,
+        name="baselines",
+        help="evaluate the reference policies over scenario cells",
+    )
+    base.add_argument("--preset", default="paper", help="environment preset")
     base.add_argument("--episodes", type=int, default=100, help="episodes per cell")
     base.add_argument("--tune-episodes", type=int, default=100, help="episodes per cell per theta")
     base.add_argument("--cells", default="seen", help="cell sets and/or cell names, comma-separated")
-    base.add_argument("--seed", type=int, default=0)
+    base.add_argument(
+        "--seed", type=int, default=0, help="seed of the evaluation streams and the random policy"
+    )
     base.add_argument("--pool", choices=["private", "shared"], default="private", help="cloud pool regime")
     base.add_argument("--agents", type=int, default=5, help="agents per shared pool (--pool shared)")
     base.add_argument("--csv", help="write the results table here")
     base.set_defaults(func=cmd_baselines)
 
-    study = sub.add_parser("study", help="arms x ablation rows x seeds, then results.csv and report.md")
+    study = sub.add_parser(
+        formatter_class=HelpFormatter,
+        name="study",
+        help="arms x ablation rows x seeds, then results.csv and report.md",
+    )
     study.add_argument("--config", required=True, help="study YAML (configs/study_*.yaml)")
     study.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a study value"
@@ -335,11 +359,19 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--run-dir", help="study directory (default runs/<name>)")
     study.set_defaults(func=cmd_study)
 
-    report = sub.add_parser("report", help="recompute results.csv and write report.md + figures")
+    report = sub.add_parser(
+        formatter_class=HelpFormatter,
+        name="report",
+        help="recompute results.csv and write report.md + figures",
+    )
     report.add_argument("study_dir", help="a study directory written by `uavrl study`")
     report.set_defaults(func=cmd_report)
 
-    tune = sub.add_parser("tune", help="tune hyperparameters with Optuna (training cells only)")
+    tune = sub.add_parser(
+        formatter_class=HelpFormatter,
+        name="tune",
+        help="tune hyperparameters with Optuna (training cells only)",
+    )
     tune.add_argument("--config", required=True, help="tuning YAML (configs/tune_*.yaml)")
     tune.add_argument("--trials", type=int, required=True, help="trials to run now (the study resumes)")
     tune.add_argument("--storage", help="Optuna storage URL (default sqlite:///<run-dir>/optuna.db)")
@@ -348,11 +380,17 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value")
     tune.set_defaults(func=cmd_tune)
 
-    bench = sub.add_parser("bench", help="throughput benchmarks")
-    bench.add_argument("target", choices=["env", "train", "serial"])
+    bench = sub.add_parser(formatter_class=HelpFormatter, name="bench", help="throughput benchmarks")
+    bench.add_argument(
+        "target",
+        choices=["env", "train", "serial"],
+        help="env: env steps/s; train: training steps/s by workers x envs; serial: one study run's acting",
+    )
     bench.add_argument("--config", help="serial: the run config (default configs/paper_a3c.yaml)")
-    bench.add_argument("--preset", default="paper")
-    bench.add_argument("--seconds", type=float, default=None, help="time per measurement")
+    bench.add_argument("--preset", default="paper", help="env and train: environment preset")
+    bench.add_argument(
+        "--seconds", type=float, default=None, help="time per measurement (default 2 for env, 24 otherwise)"
+    )
     bench.add_argument("--workers", default="1,2", help="train: worker counts")
     bench.add_argument("--envs", default="1,8,32,64,128", help="train: envs per worker")
     bench.add_argument("--csv", help="write the table here")

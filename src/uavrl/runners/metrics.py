@@ -154,9 +154,21 @@ class _ProgressBar:
         width = 30
         filled = int(width * fraction)
         recent = f"{sum(self.recent) / len(self.recent):.2f}" if self.recent else "-"
+        left = max(self.total - self.steps, 0)
+        eta = "done" if left == 0 else ("ETA -" if rate <= 0 else f"ETA {_duration(left / rate)}")
         line = (
             f"[{'#' * filled}{'.' * (width - filled)}] {self.steps:,}/{self.total:,} env steps "
-            f"| {rate:,.0f} steps/s | recent return {recent}"
+            f"| {rate:,.0f} steps/s | {eta} | recent return {recent}"
         )
         end = "\n" if final or not self.tty else ""
         print(("\r" if self.tty else "") + line, end=end, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``3m05s`` or ``2h07m``."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
