@@ -4,11 +4,12 @@ budgets) whose outputs must exist and agree: row counts, columns, config hashes,
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from tests.experiments.test_study import CONFIGS, TINY
-from uavrl.experiments.report import write_report
+from uavrl.experiments.report import _median_band, learning_curves, write_report
 from uavrl.experiments.study import RESULTS_COLUMNS, load_study, plan, run_study
 
 
@@ -75,3 +76,19 @@ def test_report_is_recomputed_from_the_run_directories(quick_study: Path) -> Non
     (quick_study / "results.csv").unlink()
     write_report(quick_study)
     pd.testing.assert_frame_equal(pd.read_csv(quick_study / "results.csv"), results)
+
+
+def test_learning_curves_are_continuous_with_median_over_the_seeds(quick_study: Path) -> None:
+    """Tiny runs log few episodes: every seed's smoothed curve still covers the whole grid, and
+    the plotted line is the median over seeds (no gaps, with one seed or many)."""
+    study = load_study(quick_study / "study.yaml")
+    curves = learning_curves(study, quick_study, "baseline")
+    assert set(curves) == {"a3c", "individual"}
+    for curve in curves.values():
+        assert curve.by_steps.shape == (2, len(curve.steps)) and np.isfinite(curve.by_steps).all()
+        assert np.all(np.diff(curve.steps) > 0) and curve.steps[-1] <= study.env_steps_per_worker + 1e-9
+        median, low, high = _median_band(curve.by_steps)
+        np.testing.assert_allclose(median, np.median(curve.by_steps, axis=0))
+        assert np.all(low <= median + 1e-9) and np.all(median <= high + 1e-9)
+    one_seed_median, low, _ = _median_band(curves["a3c"].by_steps[:1])
+    assert np.isfinite(one_seed_median).all() and np.isnan(low).all()  # one seed: a line, no band

@@ -34,7 +34,8 @@ from uavrl.experiments.study import (
 
 REPORT_FILE = "report.md"
 BOOTSTRAP_REPS = 2000
-CURVE_BINS = 40
+CURVE_POINTS = 200
+CURVE_WINDOW = 200  # episodes in the rolling mean of a learning curve
 # Learned "arms" in tables: the two arms, the individual arm's best/worst model per seed, and
 # the equal-update-budget variant when the study ran it.
 INDIVIDUAL_BEST, INDIVIDUAL_WORST = "individual (best model)", "individual (worst model)"
@@ -341,43 +342,93 @@ def own_cell_table(study: StudyConfig, results: pd.DataFrame, study_dir: Path, s
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def learning_curves(
-    study: StudyConfig, study_dir: Path, ablation: str
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per arm: env steps per worker at the bin ends (bins,) and the mean training episode
-    return per bin of every seed (seeds, bins)."""
-    curves: dict[str, list[np.ndarray]] = {}
-    steps: dict[str, np.ndarray] = {}
+@dataclass
+class Curves:
+    """One arm's smoothed training returns, every seed on a common x grid.
+
+    ``steps`` (points,) env steps per worker, ``by_steps`` (seeds, points); ``wall`` (points,)
+    seconds, ``by_wall`` (seeds, points), NaN past a seed's own end.
+    """
+
+    steps: np.ndarray
+    by_steps: np.ndarray
+    wall: np.ndarray
+    by_wall: np.ndarray
+
+
+def _smoothed(log: Path) -> pd.DataFrame:
+    """A run's training log in step order, ``return`` replaced by its rolling mean over the
+    last ``CURVE_WINDOW`` episodes (fewer at the start)."""
+    frame = pd.read_csv(log, usecols=["step", "return", "wall_time"]).sort_values("step", kind="stable")
+    frame["return"] = frame["return"].rolling(CURVE_WINDOW, min_periods=1).mean()
+    return frame
+
+
+def learning_curves(study: StudyConfig, study_dir: Path, ablation: str) -> dict[str, Curves]:
+    """Per arm, every seed's smoothed curve interpolated on ``CURVE_POINTS`` points: a
+    continuous line for any number of seeds and however few episodes a run logged; the median
+    at a point is over the seeds that reached it."""
+    frames: dict[str, list[pd.DataFrame]] = {}
+    workers: dict[str, int] = {}
     for run in plan(study, study_dir):
         log = run.run_dir / "training_log.csv"
         if run.ablation != ablation or not log.exists():
             continue
-        frame = pd.read_csv(log, usecols=["step", "return"])
-        total = run.config.runner.total_env_steps
-        edges = np.linspace(0, total, CURVE_BINS + 1)
-        bins = np.clip(np.digitize(frame["step"], edges[1:-1]), 0, CURVE_BINS - 1)
-        means = frame.groupby(bins)["return"].mean().reindex(range(CURVE_BINS))
-        curves.setdefault(run.arm, []).append(means.to_numpy(dtype=np.float64))
-        steps[run.arm] = edges[1:] / run.config.runner.n_workers
-    return {arm: (steps[arm], np.vstack(rows)) for arm, rows in curves.items()}
+        frame = _smoothed(log)
+        if not frame.empty:
+            frames.setdefault(run.arm, []).append(frame)
+            workers[run.arm] = run.config.runner.n_workers
+    curves = {}
+    for arm, runs in frames.items():
+        steps = np.linspace(
+            min(f["step"].iloc[0] for f in runs), max(f["step"].iloc[-1] for f in runs), CURVE_POINTS
+        )
+        wall = np.linspace(0.0, max(f["wall_time"].iloc[-1] for f in runs), CURVE_POINTS)
+        by_steps = np.vstack([_interp_until_end(steps, f["step"], f["return"]) for f in runs])
+        by_wall = np.vstack([_interp_until_end(wall, f["wall_time"], f["return"]) for f in runs])
+        curves[arm] = Curves(steps / workers[arm], by_steps, wall, by_wall)
+    return curves
+
+
+def _interp_until_end(x: np.ndarray, xp: pd.Series, fp: pd.Series) -> np.ndarray:
+    """``fp`` interpolated at ``x``; NaN past the run's last point (an unfinished run)."""
+    return np.where(x <= xp.iloc[-1], np.interp(x, xp, fp), np.nan)
+
+
+def _median_band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per point: the median over seeds and its 95% bootstrap CI (NaN band with one seed)."""
+    median, low, high = np.full((3, curves.shape[1]), np.nan)
+    for i, column in enumerate(curves.T):
+        values = column[np.isfinite(column)]
+        if values.size:
+            median[i] = np.median(values)
+        if values.size > 1:
+            low[i], high[i] = stats.stratified_bootstrap_ci(values, "median", 500)
+    return median, low, high
 
 
 def plot_learning_curves(study: StudyConfig, study_dir: Path, ablation: str, path: Path) -> None:
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
-    for arm, (steps, curves) in learning_curves(study, study_dir, ablation).items():
-        median, low, high = np.full((3, CURVE_BINS), np.nan)
-        for b, column in enumerate(curves.T):
-            values = column[np.isfinite(column)]
-            if values.size:
-                median[b] = np.median(values)
-                low[b], high[b] = stats.stratified_bootstrap_ci(values, "median", 1000)
-        ax.plot(steps, median, label=f"{arm} ({curves.shape[0]} seeds)")
-        ax.fill_between(steps, low, high, alpha=0.25)
-    ax.set_xlabel("env steps per worker")
-    ax.set_ylabel("training episode return (training reward scale)")
-    ax.set_title(f"learning curves, row {ablation} (training world): median and 95% CI over seeds")
-    ax.legend()
+    fig = Figure(figsize=(11, 4))
+    by_steps_ax, by_wall_ax = fig.subplots(1, 2, sharey=True)
+    notes = []
+    for arm, curve in learning_curves(study, study_dir, ablation).items():
+        seeds = curve.by_steps.shape[0]
+        for ax, x, values in (
+            (by_steps_ax, curve.steps, curve.by_steps),
+            (by_wall_ax, curve.wall, curve.by_wall),
+        ):
+            median, low, high = _median_band(values)
+            (line,) = ax.plot(x, median, label=f"{arm} ({seeds} seed{'s' * (seeds > 1)})")
+            if seeds > 1:
+                ax.fill_between(x, low, high, alpha=0.25, color=line.get_color())
+        if seeds == 1:
+            notes.append(f"{arm}: one seed, so no band")
+    by_steps_ax.set_xlabel("env steps per worker")
+    by_wall_ax.set_xlabel("wall time (s)")
+    by_steps_ax.set_ylabel(f"training return, rolling mean of {CURVE_WINDOW} episodes")
+    title = f"row {ablation} (training world): median over seeds, 95% bootstrap CI"
+    fig.suptitle(title + (f" ({'; '.join(notes)})" if notes else ""), fontsize=9)
+    by_steps_ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
