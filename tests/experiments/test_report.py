@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uavrl.experiments.report import View, normalised, seed_scores
+from uavrl.experiments.report import View, heatmap_scores, normalised, seed_scores
 
 REFS = {  # cell -> reference means; in cell "b" the threshold beats the greedy oracle
     "a": {"random": 10.0, "always_local": 5.0, "always_offload": 20.0, "threshold": 50.0, "oracle": 60.0},
@@ -35,3 +35,34 @@ def test_normalised_scores_use_the_floor_and_the_best_reference_of_each_cell() -
     # cell a: floor 20 (always_offload), top 60 (oracle); cell b: floor 30, top 40 (threshold).
     np.testing.assert_allclose(norm, [[0.5, 1.0], [0.375, 0.5]])
     assert norm[:, 1].max() == pytest.approx(1.0)
+
+
+def test_heatmap_scores_are_per_cell_normalised_and_grouped() -> None:
+    """Cells named as cells: training ones first, then held-out by what differs; learned arms
+    first (mean over seeds), then references; each cell on its own 0-100 scale."""
+    refs = {
+        "v5-l200-c1000": {"random": 10.0, "always_local": 5.0, "always_offload": 20.0, "oracle": 60.0},
+        "v70-l200-c1000": {"random": 10.0, "always_local": 5.0, "always_offload": 20.0, "oracle": 40.0},
+        "v5-l200-c500": {"random": 10.0, "always_local": 5.0, "always_offload": 30.0, "oracle": 25.0},
+    }
+    rows = []
+    for cell, values in refs.items():
+        for policy, value in values.items():
+            rows.append(("reference", policy, 0, cell, "rule", value))
+        for seed, value in ((0, 40.0), (1, 30.0)):
+            rows.append(("a3c", "a3c", seed, cell, "greedy", value))
+    frame = pd.DataFrame(rows, columns=["arm", "model", "seed", "cell", "selection", "mean_return"])
+    frame = frame.assign(ablation="baseline", regime="private", train_cells="v5-l200-c1000")
+    scores = heatmap_scores(frame, "baseline", "private")
+    assert list(scores.columns) == ["a3c", "random", "always_local", "always_offload", "oracle"]
+    assert list(scores.index) == [
+        ("training", "v5-l200-c1000"),
+        ("held-out velocity", "v70-l200-c1000"),
+        ("held-out cloud", "v5-l200-c500"),
+    ]
+    # a3c mean 35: (35 - 20) / (60 - 20) and (35 - 20) / (40 - 20)
+    np.testing.assert_allclose(scores["a3c"].to_numpy()[:2], [37.5, 75.0])
+    np.testing.assert_allclose(scores["oracle"].to_numpy()[:2], [100.0, 100.0])
+    assert scores["always_offload"].to_numpy()[0] == 0.0
+    # cell c500: the best reference is the floor itself (always_offload beats the oracle): no scale
+    assert scores.loc[("held-out cloud", "v5-l200-c500")].isna().all()

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from scipy import stats as sps
 
 from uavrl.envs.baselines import FLOOR_POLICIES
-from uavrl.envs.scenarios import resolve_cells
+from uavrl.envs.scenarios import Cell, resolve_cells
 from uavrl.envs.worlds import REGIMES, TRAIN_WORLD
 from uavrl.experiments import stats
 from uavrl.experiments.evaluate import oracle_score
@@ -472,6 +472,87 @@ def plot_per_cell(results: pd.DataFrame, ablation: str, regime: str, path: Path)
     fig.savefig(path, dpi=110)
 
 
+CELL_GROUPS = (
+    "training world",
+    "training",
+    "held-out velocity",
+    "held-out local",
+    "held-out cloud",
+    "held-out",
+)
+
+
+def cell_group(cell: str, train_cells: list[str]) -> str:
+    """``training``, the training world, or which parameter makes a held-out cell new:
+    ``held-out velocity`` / ``held-out local`` / ``held-out cloud``."""
+    if cell == TRAIN_WORLD:
+        return "training world"
+    if cell in train_cells:
+        return "training"
+    parsed, seen = Cell.parse(cell), [Cell.parse(c) for c in train_cells]
+    for field in ("local_capacity", "cloud_capacity", "velocity"):
+        if getattr(parsed, field) not in {getattr(c, field) for c in seen}:
+            return f"held-out {field.split('_')[0]}"
+    return "held-out"
+
+
+def heatmap_scores(results: pd.DataFrame, ablation: str, regime: str) -> pd.DataFrame:
+    """Normalised score in %, greedy, per cell (rows, grouped: training world, training,
+    held-out by velocity / local / cloud) and policy (columns: learned arms, then the
+    references). A learned arm's entry is its mean over seeds. Each cell is scaled as the
+    report's statistics are: 0 at its best floor policy, 100 at its best reference policy (the
+    oracle, or a rule where one beats the greedy oracle)."""
+    rows = results[(results["ablation"] == ablation) & (results["regime"] == regime)]
+    refs = rows[rows["arm"] == REFERENCE_ARM]
+    learned = rows[(rows["arm"] != REFERENCE_ARM) & (rows["selection"] == "greedy")]
+    means = {
+        arm: g.groupby(["seed", "cell"])["mean_return"].mean().groupby("cell").mean()
+        for arm, g in learned.groupby("arm", sort=False)
+    }
+    means.update({name: g.set_index("cell")["mean_return"] for name, g in refs.groupby("model", sort=False)})
+    table = pd.DataFrame(means)
+    columns = [a for a in ("a3c", "individual") if a in table] + [r for r in REFERENCE_ORDER if r in table]
+    table = table[columns]
+    references = table[[c for c in REFERENCE_ORDER if c in table]]
+    floor = references[[p for p in FLOOR_POLICIES if p in references]].max(axis=1)
+    span = (references.max(axis=1) - floor).where(lambda x: x > 0)  # no scale where no rule beats the floor
+    scores = 100.0 * table.sub(floor, axis=0).div(span, axis=0)
+    train_cells = str(rows["train_cells"].dropna().iloc[0]).split(";")
+    groups = pd.Series({c: cell_group(c, train_cells) for c in scores.index})
+
+    def rank(cell: str) -> tuple[int, float, float, float]:
+        parsed = Cell(0.0) if cell == TRAIN_WORLD else Cell.parse(cell)
+        return CELL_GROUPS.index(groups[cell]), parsed.cloud_capacity, parsed.local_capacity, parsed.velocity
+
+    ranked = sorted(scores.index, key=rank)
+    scores = scores.loc[ranked]
+    scores.index = pd.MultiIndex.from_arrays([groups[ranked], ranked], names=["group", "cell"])
+    return scores
+
+
+def plot_heatmap(results: pd.DataFrame, ablation: str, regime: str, path: Path) -> None:
+    """Cells x policies coloured by normalised score; cell groups separated by lines."""
+    scores = heatmap_scores(results, ablation, regime)
+    fig = Figure(figsize=(1.1 * scores.shape[1] + 3, 0.32 * scores.shape[0] + 1.8))
+    ax = fig.subplots()
+    image = ax.imshow(scores.to_numpy(dtype=float), cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+    for (i, j), value in np.ndenumerate(scores.to_numpy(dtype=float)):
+        if np.isfinite(value):
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7)
+    groups = scores.index.get_level_values("group")
+    for i in range(1, len(groups)):
+        if groups[i] != groups[i - 1]:
+            ax.axhline(i - 0.5, color="black", lw=1.2)
+    ax.axvline(sum(c in ("a3c", "individual") for c in scores.columns) - 0.5, color="black", lw=1.2)
+    ax.set_xticks(range(scores.shape[1]), scores.columns, rotation=35, ha="right", fontsize=8)
+    labels = [f"{cell} ({group})" for group, cell in scores.index]
+    ax.set_yticks(range(scores.shape[0]), labels, fontsize=7)
+    fig.colorbar(image, ax=ax, label="normalised score, % (0: best floor policy, 100: best reference)")
+    ax.set_title(f"row {ablation}, {regime} cloud pools, greedy: per-cell normalised score", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def plot_forest(frames: dict[str, pd.DataFrame], path: Path) -> None:
     """A3C minus individual per ablation row with its 95% CI, one marker per cell group."""
     fig = Figure(figsize=(7, 0.45 * max(len(f) for f in frames.values()) + 1.5))
@@ -599,6 +680,9 @@ def write_report(study_dir: Path) -> Path:
         for regime in (own, other):
             figures[f"per_cell_{ablation}_{regime}.png"] = functools.partial(
                 plot_per_cell, results, ablation, regime
+            )
+            figures[f"heatmap_{ablation}_{regime}.png"] = functools.partial(
+                plot_heatmap, results, ablation, regime
             )
         figures[f"percent_of_oracle_{ablation}_{own}.png"] = functools.partial(
             plot_percent_of_oracle, results, ablation, own
