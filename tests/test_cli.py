@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from uavrl.cli import build_parser, main
+from uavrl.cli import build_parser, main, results_table
 from uavrl.errors import ConfigError
 from uavrl.runners.metrics import _ProgressBar
 
@@ -211,3 +212,23 @@ def test_the_progress_line_shows_an_eta(capsys: pytest.CaptureFixture[str]) -> N
     bar.show(final=True)
     line = capsys.readouterr().out
     assert "250/1,000 env steps" in line and "ETA 30s" in line and "recent return 3.00" in line
+
+
+def test_result_formats_policies_as_rows_fitted_markdown_and_csv(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["baselines", "--episodes", "3", "--tune-episodes", "2", "--cells", "v30-l200-c1000,v90-l150-c500"]
+    assert main([*argv, "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    frame = pd.read_csv(io.StringIO(captured.out))  # stdout is pure CSV; progress went to stderr
+    assert len(frame) == 2 * 7 and "world 2/2 (v90-l150-c500)" in captured.err
+    assert main([*argv, "--format", "markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| cell | random |") and lines[2].startswith("| v30-l200-c1000 | ")
+    assert " ± " in lines[2] and len(lines) == 4
+
+    wide = frame.copy()
+    narrow = results_table(wide, "t", 3, 0, width=200)
+    assert [c.header for c in narrow.columns][:3] == ["policy", "v30-l200-c1000", "v90-l150-c500"]
+    assert narrow.row_count == 7  # one row per policy
+    fitted = results_table(wide, "t", 3, 0, width=60)
+    assert [c.header for c in fitted.columns] == ["policy", "mean over cells", "% of oracle"]
+    assert "--format markdown" in str(fitted.title)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,23 @@ from uavrl.errors import CheckpointError, ConfigError, RunInterrupted
 
 # Tables are wide: keep them whole when output goes to a file or a pipe.
 console = Console(width=None if sys.stdout.isatty() else 200)
+# Progress goes to stderr, so that `--format csv` output stays clean.
+progress_console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def evaluating(label: str) -> Iterator[Callable[[int, int, str], None]]:
+    """A progress callback for ``evaluate_policies``: a spinner line in a terminal, else one
+    line per world on stderr."""
+    with progress_console.status(label) as status:
+
+        def report(done: int, total: int, world: str) -> None:
+            line = f"{label}: world {done + 1}/{total} ({world})"
+            status.update(line)
+            if not progress_console.is_terminal:
+                progress_console.print(line)
+
+        yield report
 
 
 def check_writable(path: str | None) -> None:
@@ -42,37 +60,63 @@ def _write_csv(frame: pd.DataFrame, path: str) -> None:
     console.print(f"wrote {target}")
 
 
-def results_table(results: pd.DataFrame, what: str, episodes: int, seed: int) -> Table:
-    """Cells x policies, ``mean ± CI half-width``; then the mean over cells and % of oracle.
-
-    The title names the pool regime; the training world (shared regime) is a row of its own,
-    left out of the mean over cells.
-    """
+def results_table(
+    results: pd.DataFrame, what: str, episodes: int, seed: int, width: int | None = None
+) -> Table:
+    """Policies as rows: each cell's mean (while they fit in ``width`` columns), the mean over
+    cells and % of oracle. The title names the pool regime; the training world (shared regime)
+    is a column of its own, left out of the mean over cells."""
     from uavrl.envs.worlds import TRAIN_WORLD
     from uavrl.experiments.evaluate import percent_of_oracle
 
     policies = list(dict.fromkeys(results["policy"]))
     cells = list(dict.fromkeys(results["cell"]))
-    pivot = results.pivot(index="cell", columns="policy", values=["mean", "ci_high"])
-    means = pivot["mean"].loc[cells, policies].to_numpy()
-    halves = pivot["ci_high"].loc[cells, policies].to_numpy() - means
+    means = results.pivot(index="policy", columns="cell", values="mean").loc[policies, cells]
     regime = ", ".join(dict.fromkeys(results["regime"]))
+    name_width = max(len(p) for p in policies) + 3
+    fits = name_width + 24 + (max(len(c) for c in cells) + 3) * len(cells) <= (width or console.width)
+    shown = cells if fits else []
+    note = "" if fits else "; per-cell values: --format markdown or --csv"
     table = Table(
-        title=f"{what}: mean episode return per agent ± 95% CI, {episodes} episodes per cell, "
-        f"seed {seed}, {regime} cloud pools"
+        title=f"{what}: mean episode return per agent, {episodes} episodes per cell, seed {seed}, "
+        f"{regime} cloud pools{note}"
     )
-    table.add_column("cell")
-    for policy in policies:
-        table.add_column(policy, justify="right")
-    for i, cell in enumerate(cells):
-        table.add_row(cell, *(f"{m:.1f} ±{h:.1f}" for m, h in zip(means[i], halves[i], strict=True)))
-    table.add_section()
-    in_cells = [i for i, c in enumerate(cells) if c != TRAIN_WORLD]
-    table.add_row("mean over cells", *(f"{m:.1f}" for m in means[in_cells].mean(axis=0)))
+    table.add_column("policy")
+    for cell in shown:
+        table.add_column(cell, justify="right")
+    table.add_column("mean over cells", justify="right")
+    pct = None
     if "oracle" in policies:
         pct = percent_of_oracle(results[results["cell"] != TRAIN_WORLD])
-        table.add_row("% of oracle", *(f"{pct[p]:.0f}%" for p in policies))
+        table.add_column("% of oracle", justify="right")
+    in_cells = [c for c in cells if c != TRAIN_WORLD]
+    for policy in policies:
+        row = means.loc[policy]
+        extra = [f"{pct[policy]:.0f}%"] if pct is not None else []
+        table.add_row(policy, *(f"{row[c]:.1f}" for c in shown), f"{row[in_cells].mean():.1f}", *extra)
     return table
+
+
+def results_markdown(results: pd.DataFrame) -> str:
+    """Cells x policies, ``mean ± CI half-width``, as a Markdown table."""
+    policies = list(dict.fromkeys(results["policy"]))
+    cells = list(dict.fromkeys(results["cell"]))
+    means = results.pivot(index="cell", columns="policy", values="mean").loc[cells, policies].to_numpy()
+    highs = results.pivot(index="cell", columns="policy", values="ci_high").loc[cells, policies].to_numpy()
+    lines = ["| cell | " + " | ".join(policies) + " |", "|---" * (len(policies) + 1) + "|"]
+    for cell, row, high in zip(cells, means, highs, strict=True):
+        values = (f"{m:.2f} ± {h - m:.2f}" for m, h in zip(row, high, strict=True))
+        lines.append(f"| {cell} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def show_results(results: pd.DataFrame, fmt: str, what: str, episodes: int, seed: int) -> None:
+    if fmt == "csv":
+        print(results.to_csv(index=False), end="")
+    elif fmt == "markdown":
+        print(results_markdown(results))
+    else:
+        console.print(results_table(results, what, episodes, seed))
 
 
 def cmd_baselines(args: argparse.Namespace) -> None:
@@ -88,13 +132,13 @@ def cmd_baselines(args: argparse.Namespace) -> None:
     def worlds(chosen: list) -> list:
         return cell_worlds([(c.name, {**base, **c.env_params()}) for c in chosen], args.pool, args.agents)
 
-    with console.status("tuning thresholds on the seen cells"):
+    with progress_console.status("tuning thresholds on the seen cells"):
         policies = reference_policies(worlds(CELL_SETS["seen"]), args.tune_episodes, args.seed)
     tuned = ", ".join(f"{p.name} theta={p.theta}" for p in policies if hasattr(p, "theta"))
-    console.print(f"tuned on seen cells ({args.pool} pools): {tuned}")
-    with console.status(f"evaluating {len(policies)} policies on {len(cells)} cells"):
-        results = evaluate_policies(policies, worlds(cells), args.episodes, args.seed)
-    console.print(results_table(results, f"preset {args.preset}", args.episodes, args.seed))
+    progress_console.print(f"tuned on seen cells ({args.pool} pools): {tuned}")
+    with evaluating(f"evaluating {len(policies)} policies") as progress:
+        results = evaluate_policies(policies, worlds(cells), args.episodes, args.seed, progress=progress)
+    show_results(results, args.format, f"preset {args.preset}", args.episodes, args.seed)
     if args.csv:
         _write_csv(results, args.csv)
 
@@ -138,7 +182,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         _evaluate_run(run_dir, args.episodes or ev["episodes"], None, None, None)
 
 
-def _evaluate_run(run_dir: Path, episodes: int, cells: str | None, csv: str | None, pool: str | None) -> None:
+def _evaluate_run(
+    run_dir: Path, episodes: int, cells: str | None, csv: str | None, pool: str | None, fmt: str = "table"
+) -> None:
     from uavrl.config import config_from_dict
     from uavrl.envs.baselines import reference_policies
     from uavrl.experiments.evaluate import (
@@ -163,23 +209,25 @@ def _evaluate_run(run_dir: Path, episodes: int, cells: str | None, csv: str | No
         for p in run_policies(config, models, regime, mode == "greedy", seed, f"_{mode}")  # type: ignore[arg-type]
     ]
     worlds = eval_worlds(config, regime, cells)  # type: ignore[arg-type]
-    with console.status(f"evaluating {len(policies)} learned policies"):
-        results = evaluate_policies(policies, worlds, episodes, seed, config.env.id)
+    with evaluating(f"evaluating {len(policies)} learned policies") as progress:
+        results = evaluate_policies(policies, worlds, episodes, seed, config.env.id, progress)
     if config.env.is_uavrl:
-        with console.status(f"tuning ({regime} pools, training cells) and evaluating the reference policies"):
+        with progress_console.status(f"tuning the reference thresholds ({regime} pools, training cells)"):
             references = reference_policies(tuning_worlds(config, regime), episodes, seed)  # type: ignore[arg-type]
+        with evaluating(f"evaluating {len(references)} reference policies") as progress:
             # Same worlds (reward scale included) as the learned policies.
-            results = pd.concat([evaluate_policies(references, worlds, episodes, seed), results])
+            references_table = evaluate_policies(references, worlds, episodes, seed, progress=progress)
+        results = pd.concat([references_table, results])
     trained_in = training_regime(config) if config.env.is_uavrl else "private"
     note = "" if regime == trained_in else f" (transfer: trained with {trained_in} pools)"
-    console.print(results_table(results, f"{run_dir}{note}", episodes, seed))
+    show_results(results, fmt, f"{run_dir}{note}", episodes, seed)
     if csv:
         _write_csv(results, csv)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     check_writable(args.csv)
-    _evaluate_run(Path(args.run), args.episodes, args.cells, args.csv, args.pool)
+    _evaluate_run(Path(args.run), args.episodes, args.cells, args.csv, args.pool, args.format)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -294,6 +342,12 @@ DESCRIPTION = (
 )
 
 
+FORMATS = ("table", "markdown", "csv")
+FORMAT_HELP = (
+    "table: policies as rows, fitted to the terminal; markdown: cells x policies with CIs; csv: every row"
+)
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows every option's default beside its help text."""
 
@@ -325,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=100, help="episodes per cell")
     evaluate.add_argument("--cells", help="cell sets and/or names (default: the run's eval cells)")
     evaluate.add_argument("--csv", help="write the results table here")
+    evaluate.add_argument("--format", choices=FORMATS, default="table", help=FORMAT_HELP)
     evaluate.add_argument(
         "--pool", choices=["shared", "private"], help="cloud pool regime (default: the run's training regime)"
     )
@@ -345,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--pool", choices=["private", "shared"], default="private", help="cloud pool regime")
     base.add_argument("--agents", type=int, default=5, help="agents per shared pool (--pool shared)")
     base.add_argument("--csv", help="write the results table here")
+    base.add_argument("--format", choices=FORMATS, default="table", help=FORMAT_HELP)
     base.set_defaults(func=cmd_baselines)
 
     study = sub.add_parser(

@@ -66,6 +66,8 @@ def test_quick_study_outputs_are_consistent(quick_study: Path) -> None:
         "per_cell_baseline_shared.png",
         "per_cell_baseline_private.png",
         "percent_of_oracle_baseline_shared.png",
+        "heatmap_baseline_shared.png",
+        "heatmap_baseline_private.png",
     )
     for figure in ("learning_curves.png", "gap_forest.png", *figures):
         assert (quick_study / figure).stat().st_size > 1000

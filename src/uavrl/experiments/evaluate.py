@@ -8,7 +8,7 @@ judged in its training regime; the other regime is a transfer result.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,16 +45,20 @@ def evaluate_policies(
     episodes: int,
     seed: int,
     env_id: str = ENV_ID,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> pd.DataFrame:
     """One row per (policy, world) with the columns of :data:`RESULT_COLUMNS`.
 
     Learned and reference policies alike: in a world every policy sees the same streams (seed,
     copies ``0 .. episodes - 1`` of each agent) under the same env parameters, and acts for all
-    of the world's agents; an episode's return is the mean over the agents.
+    of the world's agents; an episode's return is the mean over the agents. ``progress(done,
+    total, world)`` is called before each world.
     """
     rows = []
     copies = np.arange(episodes)
-    for world in worlds:
+    for i, world in enumerate(worlds):
+        if progress is not None:
+            progress(i, len(worlds), world.name)
         for policy in policies:
             returns = world.episode_returns(policy, seed, copies, policy.needs_privileged, env_id)
             mean, std, low, high = mean_ci(returns)
