@@ -276,7 +276,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def cmd_study(args: argparse.Namespace) -> None:
     from rich.status import Status
 
-    from uavrl.experiments.report import write_report
+    from uavrl.experiments.report import headline_summary, write_report
     from uavrl.experiments.study import Progress, StudyFailed, load_study, plan, run_study
 
     study = load_study(args.config, args.set)
@@ -303,7 +303,9 @@ def cmd_study(args: argparse.Namespace) -> None:
         console.print(f"[red]{err}[/red]")
         write_report(study_dir)
         raise SystemExit(1) from None
-    console.print(f"results: {study_dir / 'results.csv'}; report: {write_report(study_dir)}")
+    report = write_report(study_dir)
+    console.print(headline_summary(study_dir))
+    console.print(f"results: {study_dir / 'results.csv'}; report: {report}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.experiments.test_study import CONFIGS, TINY
-from uavrl.experiments.report import _median_band, learning_curves, write_report
+from uavrl.experiments.report import _median_band, headline_summary, learning_curves, write_report
 from uavrl.experiments.study import RESULTS_COLUMNS, load_study, plan, run_study
 
 
@@ -94,3 +94,10 @@ def test_learning_curves_are_continuous_with_median_over_the_seeds(quick_study: 
         assert np.all(low <= median + 1e-9) and np.all(median <= high + 1e-9)
     one_seed_median, low, _ = _median_band(curves["a3c"].by_steps[:1])
     assert np.isfinite(one_seed_median).all() and np.isnan(low).all()  # one seed: a line, no band
+
+
+def test_the_study_ends_with_its_headline_tables(quick_study: Path) -> None:
+    text = headline_summary(quick_study)
+    assert "Row baseline, shared cloud pools, training cells, greedy:" in text
+    assert "Row private_pools, private cloud pools, held-out cells, greedy:" in text
+    assert "| a3c | 2 |" in text and "| *threshold* |" in text

@@ -25,6 +25,7 @@ from uavrl.experiments.evaluate import oracle_score
 from uavrl.experiments.study import (
     REFERENCE_ARM,
     REFERENCE_SELECTION,
+    RESULTS_FILE,
     STUDY_FILE,
     StudyConfig,
     collect_results,
@@ -633,6 +634,27 @@ def _headline_section(
             "",
         ]
     return out
+
+
+def headline_summary(study_dir: Path) -> str:
+    """The headline tables of a study whose report was written: every headline row in its
+    training regime, greedy, training and held-out cells (Markdown)."""
+    study = load_study(study_dir / STUDY_FILE)
+    results = pd.read_csv(study_dir / RESULTS_FILE)
+    regimes = training_regimes(results)
+    out = []
+    for ablation in study.headline_rows or [next(iter(study.ablations))]:
+        if ablation not in regimes:
+            continue
+        for held_out, label in ((False, "training cells"), (True, "held-out cells")):
+            view = View(ablation, regimes[ablation], "greedy", held_out)
+            if not view.select(results, REFERENCE_ARM).empty:
+                out += [
+                    f"Row {ablation}, {regimes[ablation]} cloud pools, {label}, greedy:",
+                    headline_table(results, view),
+                    "",
+                ]
+    return "\n".join(out)
 
 
 def write_report(study_dir: Path) -> Path:
