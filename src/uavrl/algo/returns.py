@@ -12,6 +12,8 @@ state) counts as terminated: nothing follows a terminal state, whatever the cloc
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 
@@ -79,3 +81,75 @@ def gae(
         running = deltas[t] + gamma * lam * (1.0 - terminated[t] - truncated[t]) * running
         advantages[t] = running
     return advantages, advantages + values
+
+
+class VTrace(NamedTuple):
+    """V-trace targets ``vs`` (T, B) and policy-gradient advantages (T, B)."""
+
+    vs: torch.Tensor
+    pg_advantages: torch.Tensor
+
+
+def vtrace(
+    log_rhos: torch.Tensor,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    last_value: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    final_values: torch.Tensor,
+    gamma: float,
+    rho_bar: float = 1.0,
+    c_bar: float = 1.0,
+) -> VTrace:
+    """V-trace off-policy targets (Espeholt et al. 2018, IMPALA, section 4, equations 1-3).
+
+    ``log_rhos`` (T, B) are ``log pi(a_t|x_t) - log mu(a_t|x_t)`` of the learner policy pi and
+    the behaviour policy mu; ``values`` (T, B) are V(x_t) under the learner. With
+    ``rho_t = min(rho_bar, pi/mu)``, ``c_t = min(c_bar, pi/mu)`` and
+    ``delta_t = rho_t (r_t + gamma V(x_{t+1}) - V(x_t))``::
+
+        v_s = V(x_s) + delta_s + gamma c_s (v_{s+1} - V(x_{s+1}))
+        A_s = rho_s (r_s + gamma v_{s+1} - V(x_s))
+
+    Episode ends as in :func:`n_step_returns`: a terminal step has nothing after it (its
+    trace is cut, ``V = 0``); a truncated step bootstraps from ``V(final_obs)`` and cuts the
+    trace; ``v_T = last_value``. No gradient flows through the targets' ratios.
+    """
+    t_b = rewards.shape
+    _check_shapes(
+        t_b,
+        log_rhos=log_rhos,
+        values=values,
+        terminated=terminated,
+        truncated=truncated,
+        final_values=final_values,
+    )
+    if last_value.shape != t_b[1:]:
+        raise ValueError(f"last_value must have shape {tuple(t_b[1:])}, got {tuple(last_value.shape)}")
+    if rho_bar <= 0 or c_bar <= 0:
+        raise ValueError(f"rho_bar and c_bar must be > 0, got {rho_bar} and {c_bar}")
+    with torch.no_grad():
+        ratios = torch.exp(log_rhos)
+        rhos = ratios.clamp(max=rho_bar)
+        cs = ratios.clamp(max=c_bar)
+        truncated = _truncated_only(terminated, truncated)
+        not_terminal = 1.0 - terminated
+        continues = not_terminal - truncated
+        next_values = _next_values(values, last_value, truncated, final_values)
+        deltas = rhos * (rewards + gamma * not_terminal * next_values - values)
+        vs_minus_v = torch.empty_like(rewards)
+        running = torch.zeros_like(last_value)
+        for t in reversed(range(t_b[0])):
+            running = deltas[t] + gamma * continues[t] * cs[t] * running
+            vs_minus_v[t] = running
+        vs = values + vs_minus_v
+        next_vs = _next_values(vs, last_value, truncated, final_values)
+        pg_advantages = rhos * (rewards + gamma * not_terminal * next_vs - values)
+    return VTrace(vs, pg_advantages)
+
+
+def _check_shapes(expected: torch.Size, **tensors: torch.Tensor) -> None:
+    for name, tensor in tensors.items():
+        if tensor.shape != expected:
+            raise ValueError(f"{name} must have shape {tuple(expected)} (T, B), got {tuple(tensor.shape)}")
