@@ -21,7 +21,11 @@ class RolloutBatch:
         final_values: (T, B) V(final_obs) at truncated steps, else 0.
         starts: (T, B) float, 1 where ``obs[t]`` begins an episode (hidden state reset).
         h0: (B, H) hidden state before step 0 (before its reset).
-        last_value: (B,) V(obs_T), the bootstrap after the last step.
+        last_value: (B,) V(obs_T) under the acting weights, the bootstrap after the last step.
+        next_obs: (B, D) obs_T, the observation after the last step (a learner whose weights
+            differ from the actor's re-evaluates its bootstrap value from it).
+        next_start: (B,) float, 1 where ``next_obs`` begins an episode.
+        policy_version: the version of the weights that acted (learner updates so far).
     """
 
     obs: torch.Tensor
@@ -34,6 +38,9 @@ class RolloutBatch:
     starts: torch.Tensor
     h0: torch.Tensor
     last_value: torch.Tensor
+    next_obs: torch.Tensor
+    next_start: torch.Tensor
+    policy_version: int = 0
 
     @property
     def env_steps(self) -> int:
@@ -52,4 +59,7 @@ class RolloutBatch:
             starts=self.starts[:, lo:hi],
             h0=self.h0[lo:hi],
             last_value=self.last_value[lo:hi],
+            next_obs=self.next_obs[lo:hi],
+            next_start=self.next_start[lo:hi],
+            policy_version=self.policy_version,
         )

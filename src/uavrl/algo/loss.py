@@ -7,8 +7,8 @@ from typing import NamedTuple
 import torch
 
 from uavrl.algo.batch import RolloutBatch
-from uavrl.algo.returns import gae, n_step_returns
-from uavrl.nn.models import ActorCritic
+from uavrl.algo.returns import gae, n_step_returns, vtrace
+from uavrl.nn.models import ActorCritic, reset_hidden
 
 
 class LossTerms(NamedTuple):
@@ -90,6 +90,54 @@ def rollout_loss(
         values,
         returns,
         advantages,
+        value_coef,
+        entropy_coef,
+        normalize_advantages,
+    )
+
+
+def vtrace_loss(
+    model: ActorCritic,
+    batch: RolloutBatch,
+    gamma: float,
+    rho_bar: float,
+    c_bar: float,
+    value_coef: float,
+    entropy_coef: float,
+    normalize_advantages: bool = False,
+) -> LossTerms:
+    """The actor-critic loss of a rollout acted by older weights, corrected by V-trace.
+
+    The learner re-evaluates the rollout and its bootstrap observation with its own weights;
+    ``log pi - log mu`` compares its log-probabilities of the actions taken with the behaviour
+    distribution stored in the batch (for a factorised action the log-probabilities add up, so
+    its ratio is the product of its factors' ratios). Value targets are the V-trace ``vs``, the
+    policy gradient uses the V-trace advantages. With the actor's own weights it equals
+    :func:`rollout_loss` with n-step returns.
+    """
+    params, values, h_last = model.rollout(batch.obs, batch.h0, batch.starts)
+    _, bootstrap, _ = model.step(batch.next_obs, reset_hidden(h_last, batch.next_start))
+    dist = model.policy.distribution(params)
+    log_probs = dist.log_prob(batch.actions)
+    behaviour_log_probs = model.policy.distribution(batch.behaviour_params).log_prob(batch.actions)
+    targets = vtrace(
+        log_probs.detach() - behaviour_log_probs.detach(),
+        batch.rewards,
+        values.detach(),
+        bootstrap.detach(),
+        batch.terminated,
+        batch.truncated,
+        batch.final_values,
+        gamma,
+        rho_bar,
+        c_bar,
+    )
+    return actor_critic_loss(
+        log_probs,
+        dist.entropy(),
+        values,
+        targets.vs,
+        targets.pg_advantages,
         value_coef,
         entropy_coef,
         normalize_advantages,

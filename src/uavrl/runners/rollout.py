@@ -95,6 +95,8 @@ class RolloutCollector:
             starts=_as_float(starts),
             h0=h0,
             last_value=last_value,
+            next_obs=torch.from_numpy(self.obs.copy()),
+            next_start=_as_float(self.starts),
         )
         return batch, finished
 
