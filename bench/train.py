@@ -24,6 +24,7 @@ import torch
 from uavrl.algo.returns import n_step_returns
 from uavrl.config import Config, load_config
 from uavrl.envs import ENV_ID
+from uavrl.envs.scenarios import CELL_SETS
 from uavrl.nn.models import ActorCritic, build_model
 from uavrl.runners.session import TrainingSession
 from uavrl.runners.worker import Worker, make_worker_env, transfer_gradients
@@ -34,14 +35,15 @@ WARMUP_UPDATES = 3
 
 
 def bench_config(n_workers: int, envs_per_worker: int) -> Config:
-    """The design's A3C settings (GRU 128 + LayerNorm, T = 20) on the training cells."""
-    cells = ["v5-l200-c1000", "v10-l200-c1000", "v20-l200-c1000", "v30-l200-c1000", "v50-l200-c1000"]
+    """The design's A3C settings (GRU 128 + LayerNorm, T = 20) on the training cells, which the
+    workers take in turn (worker ``i`` in cell ``i mod 5``), so any worker count works."""
+    cells = [c.name for c in CELL_SETS["seen"]]
     return load_config(
         None,
         [
             f"runner.n_workers={n_workers}",
             f"runner.envs_per_worker={envs_per_worker}",
-            f"env.worker_cells={cells[:n_workers]}",
+            f"env.worker_cells={[cells[i % len(cells)] for i in range(n_workers)]}",
             "log.tensorboard=false",
             "log.progress=false",
         ],

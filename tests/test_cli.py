@@ -232,3 +232,19 @@ def test_result_formats_policies_as_rows_fitted_markdown_and_csv(capsys: pytest.
     fitted = results_table(wide, "t", 3, 0, width=60)
     assert [c.header for c in fitted.columns] == ["policy", "mean over cells", "% of oracle"]
     assert "--format markdown" in str(fitted.title)
+
+
+def test_bench_train_configs_work_for_any_worker_count() -> None:
+    from uavrl.bench.train import bench_config
+    from uavrl.runners.session import check_envs
+
+    for n in (1, 5, 16):
+        config = bench_config(n, 2)
+        assert config.env.worker_cells is not None and len(config.env.worker_cells) == n
+        assert (
+            config.env.worker_cells[n - 1]
+            == ["v5-l200-c1000", "v10-l200-c1000", "v20-l200-c1000", "v30-l200-c1000", "v50-l200-c1000"][
+                (n - 1) % 5
+            ]
+        )
+        check_envs(config)
