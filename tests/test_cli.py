@@ -236,6 +236,7 @@ def test_result_formats_policies_as_rows_fitted_markdown_and_csv(capsys: pytest.
 
 def test_bench_train_configs_work_for_any_worker_count() -> None:
     from uavrl.bench.train import bench_config
+
     from uavrl.runners.session import check_envs
 
     for n in (1, 5, 16):
