@@ -19,11 +19,30 @@ from uavrl.envs.presets import ENV_ID
 from uavrl.envs.scenarios import CELL_PARAMS, resolve_cells
 from uavrl.errors import ConfigError
 
+HASH_NEUTRAL = {"hash_neutral": True}
+"""``json_schema_extra`` of a field added after run directories existed: at its default it is
+left out of the config hash, so adding an option never changes the identity of existing runs
+(a study resumes them instead of training them again)."""
+
 
 def content_hash(section: BaseModel) -> str:
-    """Identity of a resolved config section (12 hex digits of a SHA-256 of its sorted JSON)."""
-    text = json.dumps(section.model_dump(mode="json"), sort_keys=True)
+    """Identity of a resolved config section (12 hex digits of a SHA-256 of its sorted JSON,
+    hash-neutral fields at their default left out)."""
+    text = json.dumps(_identity(section), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _identity(section: BaseModel) -> dict[str, Any]:
+    data: dict[str, Any] = section.model_dump(mode="json")
+    for name, field in type(section).model_fields.items():
+        value = getattr(section, name)
+        if isinstance(value, BaseModel):
+            data[name] = _identity(value)
+        elif field.json_schema_extra == HASH_NEUTRAL and value == field.get_default(
+            call_default_factory=True
+        ):
+            del data[name]
+    return data
 
 
 class ConfigSection(BaseModel):

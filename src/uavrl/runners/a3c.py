@@ -137,8 +137,8 @@ def _monitor(
         if failure is not None:
             raise WorkerFailed(f"worker {failure[0]} failed:\n{failure[1]}")
         session.maybe_checkpoint()
-        if hook is not None:
-            hook(int(session.counters.env_steps.value), session.models)
+        if session.after_round(hook):
+            return  # the caller stops the workers
     failure = _failure(processes, errors)
     if failure is not None:
         raise WorkerFailed(f"worker {failure[0]} failed:\n{failure[1]}")
@@ -153,8 +153,8 @@ def run_serial(
         for worker in pending:
             _one_update(worker, counters, session.metrics, session.clock_origin)
         session.maybe_checkpoint()
-        if hook is not None:
-            hook(int(counters.env_steps.value), session.models)
+        if session.after_round(hook):
+            return
 
 
 def run_batched(
@@ -168,8 +168,8 @@ def run_batched(
         for worker_id, (stats, episodes) in enumerate(results):
             _book(worker_id, stats, episodes, counters, session.metrics, session.clock_origin)
         session.maybe_checkpoint()
-        if hook is not None:
-            hook(int(counters.env_steps.value), session.models)
+        if session.after_round(hook):
+            return
 
 
 def run_a3c(

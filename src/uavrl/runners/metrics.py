@@ -29,6 +29,8 @@ LOG_COLUMNS = [
     "wall_time",
 ]
 LOG_FILE = "training_log.csv"
+EVAL_LOG_FILE = "eval_log.csv"
+EVAL_COLUMNS = ["step", "wall_time", "mean_return", "episodes"]
 TB_SCALARS = ("return", "length", "policy_loss", "value_loss", "entropy", "grad_norm")
 
 
@@ -69,6 +71,35 @@ def cut_log(path: Path, env_steps: int, worker_episodes: list[int] | None) -> li
     return [counts.get(i, 0) for i in range(max(counts, default=-1) + 1)]
 
 
+def cut_eval_log(path: Path, env_steps: int) -> None:
+    """Drop a resumed run's evaluations made after its checkpoint (they are made again)."""
+    if not path.exists():
+        return
+    with path.open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(float(row["step"])) <= env_steps]
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=EVAL_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+class _EvalLog:
+    """``eval_log.csv``: one row per periodic evaluation, flushed at once (they are rare)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, row: dict[str, Any]) -> None:
+        new_file = not self.path.exists()
+        with self.path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=EVAL_COLUMNS)
+            if new_file:
+                writer.writeheader()
+            writer.writerow({k: row[k] for k in EVAL_COLUMNS})
+
+
 def writer_main(
     metrics: Any,
     run_dir: str,
@@ -77,7 +108,8 @@ def writer_main(
     tensorboard: bool,
     progress: bool,
 ) -> None:
-    """Append every row list from ``metrics`` to ``training_log.csv`` until a ``None`` arrives.
+    """Append every row list from ``metrics`` to ``training_log.csv`` until a ``None`` arrives;
+    an ``("eval", row)`` item goes to ``eval_log.csv``, TensorBoard and the progress line.
 
     Rows are flushed at least once a second, so a crash loses at most the last second of rows.
     Ctrl-C is left to the parent, which stops the writer in order; if the parent dies (kill -9),
@@ -93,6 +125,7 @@ def writer_main(
 
         tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
     bar = _ProgressBar(total_env_steps, start_steps) if progress else None
+    eval_log = _EvalLog(Path(run_dir) / EVAL_LOG_FILE)
     with path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
         if new_file:
@@ -107,6 +140,14 @@ def writer_main(
                     break
             if rows is None:
                 break
+            if isinstance(rows, tuple):  # ("eval", row)
+                evaluation = rows[1]
+                eval_log.write(evaluation)
+                if tb is not None:
+                    tb.add_scalar("eval/mean_return", evaluation["mean_return"], evaluation["step"])
+                if bar is not None:
+                    bar.eval_return = float(evaluation["mean_return"])
+                continue
             for row in rows:
                 writer.writerow(row)
                 if tb is not None:
@@ -139,6 +180,7 @@ class _ProgressBar:
         self.recent: deque[float] = deque(maxlen=50)
         self.tty = sys.stdout.isatty()
         self.last_print = 0.0
+        self.eval_return: float | None = None
 
     def add(self, row: dict[str, Any]) -> None:
         self.steps = max(self.steps, int(row["step"]))
@@ -160,6 +202,8 @@ class _ProgressBar:
             f"[{'#' * filled}{'.' * (width - filled)}] {self.steps:,}/{self.total:,} env steps "
             f"| {rate:,.0f} steps/s | {eta} | recent return {recent}"
         )
+        if self.eval_return is not None:
+            line += f" | eval {self.eval_return:.2f}"
         end = "\n" if final or not self.tty else ""
         print(("\r" if self.tty else "") + line, end=end, flush=True)
 

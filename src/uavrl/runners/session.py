@@ -22,7 +22,7 @@ from uavrl.errors import ConfigError, RunInterrupted
 from uavrl.nn.heads import describe_action_space
 from uavrl.nn.models import ActorCritic, ModelSpec, build_model
 from uavrl.runners.checkpoint import restore_training_state, save_checkpoint
-from uavrl.runners.metrics import LOG_FILE, cut_log, writer_main
+from uavrl.runners.metrics import EVAL_LOG_FILE, LOG_FILE, cut_eval_log, cut_log, writer_main
 from uavrl.runners.worker import SharedCounters, derived_seed, worker_env_params
 
 CHECKPOINT_DIR = "checkpoints"
@@ -30,9 +30,18 @@ LAST = "last"
 ENVIRONMENT_FILE = "environment.json"
 
 
-ProgressHook = Callable[[int, list[ActorCritic]], None]
+@dataclass
+class HookOutcome:
+    """What a progress hook asks of the runner: log an evaluation row, stop the run."""
+
+    eval_row: dict[str, Any] | None = None
+    stop: bool = False
+
+
+ProgressHook = Callable[[int, list[ActorCritic]], HookOutcome | None]
 """Called by the runner's own process with the run-wide env steps and the learner models, after
-every round of updates (e.g. a tuner's periodic evaluation); it may raise to stop the run."""
+every round of updates (periodic evaluation, a tuner's pruning); it may return a
+:class:`HookOutcome`, or raise to stop the run."""
 
 
 class WorkerFailed(RuntimeError):
@@ -129,6 +138,7 @@ class TrainingSession:
             saved["worker_episodes"] = cut_log(
                 run_dir / LOG_FILE, int(saved["env_steps"]), saved.get("worker_episodes")
             )
+            cut_eval_log(run_dir / EVAL_LOG_FILE, int(saved["env_steps"]))
             self.counters.restore(saved)
             self.resumes = int(meta["counters"].get("resumes", 0)) + 1
             self.prior_wall_time_s = float(meta["counters"].get("wall_time_s", 0.0))
@@ -183,6 +193,18 @@ class TrainingSession:
             self.stop_writer()
         if interrupted:
             raise RunInterrupted(self.counters.snapshot()["env_steps"], str(self.run_dir))
+
+    def after_round(self, hook: ProgressHook | None) -> bool:
+        """Call ``hook`` (if any) with the env steps and models; log its evaluation row through
+        the writer; True if it asks the run to stop."""
+        if hook is None:
+            return False
+        outcome = hook(int(self.counters.env_steps.value), self.models)
+        if outcome is None:
+            return False
+        if outcome.eval_row is not None:
+            self.metrics.put(("eval", outcome.eval_row))
+        return outcome.stop
 
     def start_writer(self) -> None:
         log = self.config.log
