@@ -14,12 +14,13 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.json_schema import JsonDict
 
 from uavrl.envs.presets import ENV_ID
 from uavrl.envs.scenarios import CELL_PARAMS, resolve_cells
 from uavrl.errors import ConfigError
 
-HASH_NEUTRAL = {"hash_neutral": True}
+HASH_NEUTRAL: JsonDict = {"hash_neutral": True}
 """``json_schema_extra`` of a field added after run directories existed: at its default it is
 left out of the config hash, so adding an option never changes the identity of existing runs
 (a study resumes them instead of training them again)."""
@@ -124,11 +125,27 @@ class RunnerConfig(ConfigSection):
 
 
 class EvalConfig(ConfigSection):
-    """Greedy evaluation of the final model(s), written to ``summary.json``."""
+    """Greedy evaluation of the final model(s), written to ``summary.json``, and during training.
+
+    ``every_env_steps`` evaluates a snapshot of the model(s) greedily every so many run-wide env
+    steps, ``periodic_episodes`` episodes per evaluation world, always on the same seeded streams
+    (``seed``, common random numbers across evaluations), into ``eval_log.csv``, TensorBoard and
+    the progress line. ``stop_at_return`` ends the run at the first evaluation whose mean
+    return reaches it; ``summary.json`` records its step and wall time.
+    """
 
     episodes: int = Field(100, ge=1)
     seed: int = Field(10_000, ge=0)
     cells: list[str] | None = None
+    every_env_steps: int | None = Field(None, ge=1, json_schema_extra=HASH_NEUTRAL)
+    periodic_episodes: int = Field(10, ge=1, json_schema_extra=HASH_NEUTRAL)
+    stop_at_return: float | None = Field(None, json_schema_extra=HASH_NEUTRAL)
+
+    @model_validator(mode="after")
+    def _stop_needs_evaluations(self) -> EvalConfig:
+        if self.stop_at_return is not None and self.every_env_steps is None:
+            raise ValueError("eval.stop_at_return needs eval.every_env_steps (evaluations to check it on)")
+        return self
 
 
 class LogConfig(ConfigSection):

@@ -9,21 +9,24 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 
 from uavrl.config import Config, load_config
 from uavrl.envs.worlds import TRAIN_WORLD
-from uavrl.errors import ConfigError, RunInterrupted
+from uavrl.errors import CheckpointError, ConfigError, RunInterrupted
 from uavrl.experiments.evaluate import eval_worlds, evaluate_policies, run_policies, training_regime
-from uavrl.nn.models import ActorCritic
+from uavrl.nn.models import ActorCritic, build_model
 from uavrl.runners.a2c import run_a2c
 from uavrl.runners.a3c import run_a3c
-from uavrl.runners.session import ProgressHook, RunResult, check_envs
+from uavrl.runners.checkpoint import read_meta
+from uavrl.runners.session import CHECKPOINT_DIR, LAST, HookOutcome, ProgressHook, RunResult, check_envs
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
@@ -79,22 +82,31 @@ def _summary(config: Config, result: RunResult) -> dict[str, Any]:
     }
 
 
+def greedy_evaluation(config: Config, models: list[ActorCritic], episodes: int) -> pd.DataFrame:
+    """Every model, greedy, in its training regime on the evaluation cells (``eval.seed``)."""
+    regime = training_regime(config) if config.env.is_uavrl else "private"
+    policies = run_policies(config, models, regime, greedy=True, seed=config.eval.seed)
+    return evaluate_policies(policies, eval_worlds(config, regime), episodes, config.eval.seed, config.env.id)
+
+
+def mean_over_cells(table: pd.DataFrame) -> tuple[float, pd.Series]:
+    """The mean over cells (training world left out) and models, and each model's mean."""
+    per_model = table[table["cell"] != TRAIN_WORLD].groupby("policy", sort=False)["mean"].mean()
+    return float(per_model.mean()), per_model
+
+
 def evaluate_final(config: Config, models: list[ActorCritic]) -> dict[str, Any]:
     """Greedy evaluation of every final model in its training regime on the evaluation cells.
 
     ``mean_return`` is the mean over cells (and over models when they are scored one by one);
     a shared-pool run also reports its training world (``train_world``) on its own.
     """
-    regime = training_regime(config) if config.env.is_uavrl else "private"
-    policies = run_policies(config, models, regime, greedy=True, seed=config.eval.seed)
-    table = evaluate_policies(
-        policies, eval_worlds(config, regime), config.eval.episodes, config.eval.seed, config.env.id
-    )
+    table = greedy_evaluation(config, models, config.eval.episodes)
     cells = table[table["cell"] != TRAIN_WORLD]
-    per_model = cells.groupby("policy", sort=False)["mean"].mean()
+    mean_return, per_model = mean_over_cells(table)
     summary = {
-        "regime": regime,
-        "mean_return": float(per_model.mean()),
+        "regime": str(table["regime"].iloc[0]),
+        "mean_return": mean_return,
         "std": float(cells["std"].mean()),
         "episodes": config.eval.episodes,
         "cells": list(dict.fromkeys(cells["cell"])),
@@ -102,6 +114,66 @@ def evaluate_final(config: Config, models: list[ActorCritic]) -> dict[str, Any]:
         "per_cell": {str(c): float(g["mean"].mean()) for c, g in table.groupby("cell", sort=False)},
     }
     return summary
+
+
+class PeriodicEvaluation:
+    """A progress hook: every ``eval.every_env_steps`` run-wide env steps, a greedy evaluation of
+    a snapshot of the models on the same seeded streams each time; asks the run to stop at the
+    first one that reaches ``eval.stop_at_return``."""
+
+    def __init__(self, config: Config, prior_wall_time_s: float = 0.0) -> None:
+        if config.eval.every_env_steps is None:
+            raise ValueError("PeriodicEvaluation needs eval.every_env_steps")
+        self.config = config
+        self.every = config.eval.every_env_steps
+        self.next_at: int | None = None
+        self.clock_origin = time.time() - prior_wall_time_s
+        self.first_hit: dict[str, float] | None = None
+
+    def __call__(self, env_steps: int, models: list[ActorCritic]) -> HookOutcome | None:
+        if self.next_at is None:  # a resumed run evaluates at the next multiple
+            self.next_at = (env_steps // self.every + 1) * self.every
+        if env_steps < self.next_at:
+            return None
+        self.next_at = (env_steps // self.every + 1) * self.every
+        snapshot = [build_model(m.spec) for m in models]
+        for copy, model in zip(snapshot, models, strict=True):
+            copy.load_state_dict(model.state_dict())  # workers may go on updating the original
+        score, _ = mean_over_cells(
+            greedy_evaluation(self.config, snapshot, self.config.eval.periodic_episodes)
+        )
+        wall = time.time() - self.clock_origin
+        row = {
+            "step": env_steps,
+            "wall_time": wall,
+            "mean_return": score,
+            "episodes": self.config.eval.periodic_episodes,
+        }
+        target = self.config.eval.stop_at_return
+        reached = target is not None and score >= target
+        if reached and self.first_hit is None:
+            self.first_hit = {"env_steps": env_steps, "wall_time_s": wall, "mean_return": score}
+        return HookOutcome(row, stop=reached)
+
+    def summary(self) -> dict[str, Any]:
+        return {"stop_at_return": self.config.eval.stop_at_return, "first_hit": self.first_hit}
+
+
+def chain_hooks(*hooks: ProgressHook | None) -> ProgressHook | None:
+    """One hook calling each given one in turn: the last evaluation row is logged, and the run
+    stops if any of them asks."""
+    active = [h for h in hooks if h is not None]
+    if len(active) <= 1:
+        return active[0] if active else None
+
+    def chained(env_steps: int, models: list[ActorCritic]) -> HookOutcome | None:
+        outcomes = [o for o in (h(env_steps, models) for h in active) if o is not None]
+        if not outcomes:
+            return None
+        rows = [o.eval_row for o in outcomes if o.eval_row is not None]
+        return HookOutcome(rows[-1] if rows else None, any(o.stop for o in outcomes))
+
+    return chained
 
 
 def train(config: Config, run_dir: Path | None = None, hook: ProgressHook | None = None) -> dict[str, Any]:
@@ -132,7 +204,8 @@ def finished_summary(run_dir: Path) -> dict[str, Any] | None:
     except (json.JSONDecodeError, AttributeError):
         raise ConfigError(f"{path}: not a valid summary (a JSON object expected)") from None
     total = load_config(run_dir / CONFIG_FILE).runner.total_env_steps
-    return summary if status == "finished" and env_steps >= total else None
+    complete = env_steps >= total or summary.get("stopped_at_target", False)
+    return summary if status == "finished" and complete else None
 
 
 def resume(run_dir: Path) -> dict[str, Any]:
@@ -152,8 +225,11 @@ def resume(run_dir: Path) -> dict[str, Any]:
 def _execute(config: Config, run_dir: Path, resume: bool, hook: ProgressHook | None = None) -> dict[str, Any]:
     summary_path = run_dir / SUMMARY_FILE
     runner = run_a2c if config.runner.kind == "a2c" else run_a3c
+    periodic = None
+    if config.eval.every_env_steps is not None:
+        periodic = PeriodicEvaluation(config, _checkpointed_wall_time(run_dir) if resume else 0.0)
     try:
-        result = runner(config, run_dir, resume=resume, hook=hook)
+        result = runner(config, run_dir, resume=resume, hook=chain_hooks(periodic, hook))
     except RunInterrupted as err:
         stopped = {"status": "interrupted", "config_hash": config.hash(), "env_steps": err.env_steps}
         summary_path.write_text(json.dumps(stopped, indent=2))
@@ -163,6 +239,20 @@ def _execute(config: Config, run_dir: Path, resume: bool, hook: ProgressHook | N
         summary_path.write_text(json.dumps(failure, indent=2))
         raise
     summary = _summary(config, result)
+    if periodic is not None:
+        summary["eval_during_training"] = periodic.summary()
+        # a run stopped at its target return is finished, short of its env-step budget
+        summary["stopped_at_target"] = periodic.first_hit is not None and result.counters["env_steps"] < (
+            config.runner.total_env_steps
+        )
     summary["eval"] = evaluate_final(config, result.models)
     summary_path.write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _checkpointed_wall_time(run_dir: Path) -> float:
+    """The wall time a run had when its last checkpoint was written (0 without one)."""
+    try:
+        return float(read_meta(run_dir / CHECKPOINT_DIR, LAST)["counters"].get("wall_time_s", 0.0))
+    except (CheckpointError, KeyError, ValueError):
+        return 0.0
