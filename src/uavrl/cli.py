@@ -1,4 +1,4 @@
-"""Command line: ``uavrl train | evaluate | baselines | study | report | tune | bench``."""
+"""Command line: ``uavrl train | evaluate | baselines | study | report | tune | export | bench``."""
 
 from __future__ import annotations
 
@@ -232,6 +232,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> None:
     check_writable(args.csv)
+    if args.target == "decide":
+        _bench_decide(args)
+        return
     if args.seconds is None:
         args.seconds = 2.0 if args.target == "env" else 24.0
     if args.target == "env":
@@ -271,6 +274,45 @@ def cmd_bench(args: argparse.Namespace) -> None:
     console.print(table)
     if args.csv:
         _write_csv(frame, args.csv)
+
+
+def _bench_decide(args: argparse.Namespace) -> None:
+    from uavrl.bench import decide
+    from uavrl.runners.checkpoint import load_models
+    from uavrl.runners.session import CHECKPOINT_DIR, LAST
+
+    if not args.run:
+        raise ConfigError("uavrl bench decide needs --run RUN_DIR (the policy to time)")
+    models, meta = load_models(Path(args.run) / CHECKPOINT_DIR, LAST)
+    with progress_console.status("timing decisions at batch 1 (torch and onnxruntime)"):
+        frame = decide.run(models[0], meta["config"])
+    table = Table(title=f"per-decision latency at batch 1, one core, {args.run}")
+    for column in ("runtime", "model", "p50 (us)", "p99 (us)", "mean (us)"):
+        table.add_column(column, justify="right")
+    for row in frame.itertuples(index=False):
+        table.add_row(row.runtime, row.model, f"{row.p50_us:.1f}", f"{row.p99_us:.1f}", f"{row.mean_us:.1f}")
+    console.print(table)
+    if args.csv:
+        _write_csv(frame, args.csv)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from uavrl.experiments.export import export_policy
+    from uavrl.runners.checkpoint import load_models
+    from uavrl.runners.session import CHECKPOINT_DIR, LAST
+
+    check_writable(args.out)
+    models, meta = load_models(Path(args.run) / CHECKPOINT_DIR, LAST)
+    if len(models) != 1 and args.model is None:
+        raise ConfigError(
+            f"{args.run} holds {len(models)} models (individual learning): choose one with --model"
+        )
+    index = args.model or 0
+    if not 0 <= index < len(models):
+        raise ConfigError(f"--model must be in [0, {len(models) - 1}], got {index}")
+    with progress_console.status("exporting to ONNX"):
+        sidecar = export_policy(models[index], Path(args.out), meta["config"])
+    console.print(f"wrote {args.out} and {sidecar}")
 
 
 def cmd_study(args: argparse.Namespace) -> None:
@@ -340,7 +382,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 DESCRIPTION = (
     "Distributed actor-critic RL for UAV task offloading. Commands: train, evaluate, baselines, "
-    "study, report, tune, bench; `uavrl COMMAND --help` for each."
+    "study, report, tune, export, bench; `uavrl COMMAND --help` for each."
 )
 
 
@@ -438,12 +480,26 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value")
     tune.set_defaults(func=cmd_tune)
 
+    export = sub.add_parser(
+        formatter_class=HelpFormatter,
+        name="export",
+        help="export a run's policy to ONNX for on-board inference",
+    )
+    export.add_argument("--run", required=True, help="run directory")
+    export.add_argument(
+        "--out", required=True, help="ONNX file to write (a JSON sidecar is written beside it)"
+    )
+    export.add_argument("--model", type=int, help="which model of an individual-learning run (default 0)")
+    export.set_defaults(func=cmd_export)
+
     bench = sub.add_parser(formatter_class=HelpFormatter, name="bench", help="throughput benchmarks")
     bench.add_argument(
         "target",
-        choices=["env", "train", "serial"],
-        help="env: env steps/s; train: training steps/s by workers x envs; serial: one study run's acting",
+        choices=["env", "train", "serial", "decide"],
+        help="env: env steps/s; train: training steps/s by workers x envs; serial: one study run's acting; "
+        "decide: per-decision latency of --run's policy",
     )
+    bench.add_argument("--run", help="decide: the run directory whose policy is timed")
     bench.add_argument("--config", help="serial: the run config (default configs/paper_a3c.yaml)")
     bench.add_argument("--preset", default="paper", help="env and train: environment preset")
     bench.add_argument(

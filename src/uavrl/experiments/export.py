@@ -1,0 +1,159 @@
+"""A trained policy as an ONNX file for on-board inference, with a JSON sidecar.
+
+The exported graph is one decision step of the model: inputs ``obs`` (B, D) float32, ``h``
+(B, H) float32 (the recurrent state; H = 1 and passed through unchanged for a feed-forward
+model) and ``reset`` (B,) float32 (1 where ``obs`` starts an episode: the state is cleared);
+outputs ``params`` (B, P) (the action distribution's parameters, as the head's ``distribution``
+reads them), ``value`` (B,) and ``h_next`` (B, H). The sidecar ``<name>.json`` holds what a
+runtime needs without torch or uavrl: the observation layout, the action space, how to turn
+``params`` into an action, and the model config.
+
+Export needs the ``[export]`` extra (onnx, onnxscript, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from uavrl.envs.paper import N_SLOTS, Obs
+from uavrl.errors import ConfigError
+from uavrl.nn.models import ActorCritic, reset_hidden
+
+INPUTS = ("obs", "h", "reset")
+OUTPUTS = ("params", "value", "h_next")
+OPSET = 18
+
+
+class DecisionStep(nn.Module):
+    """One step of a model with the state reset folded in (what the ONNX graph computes)."""
+
+    def __init__(self, model: ActorCritic) -> None:
+        super().__init__()
+        self.model = model
+        self.recurrent = model.state_size > 0
+
+    def forward(self, obs: torch.Tensor, h: torch.Tensor, reset: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not self.recurrent:
+            params, value, _ = self.model.step(obs, obs[:, :0])
+            return params, value, h
+        params, value, h_next = self.model.step(obs, reset_hidden(h, reset))
+        return params, value, h_next
+
+    def state_size(self) -> int:
+        return self.model.state_size if self.recurrent else 1
+
+
+def paper_observation_layout() -> dict[str, Any]:
+    """Column ranges of the `paper` preset's 48-float observation."""
+    return {
+        "free_local": Obs.FREE_LOCAL,
+        "steps_left": Obs.STEPS_LEFT,
+        "local_units": [Obs.LOCAL_UNITS.start, Obs.LOCAL_UNITS.stop],
+        "local_time": [Obs.LOCAL_TIME.start, Obs.LOCAL_TIME.stop],
+        "task_units": Obs.TASK_UNITS,
+        "task_time": Obs.TASK_TIME,
+        "flag_local": Obs.FLAG_LOCAL,
+        "flag_offload": Obs.FLAG_OFFLOAD,
+        "velocity": Obs.VELOCITY,
+        "local_capacity": Obs.LOCAL_CAPACITY,
+        "slots": N_SLOTS,
+    }
+
+
+def _action_rule(action: dict[str, Any]) -> str:
+    kind = action["kind"]
+    if kind == "discrete":
+        return "argmax(params) is the greedy action"
+    if kind == "box":
+        return "params = [mean (d) | log_std (d)]; greedy: mean, clipped (or tanh-squashed) to the bounds"
+    return "params = [logits (n) | mean (d) | log_std (d)]; greedy: (argmax(logits), mean within the bounds)"
+
+
+def export_policy(model: ActorCritic, out: Path, config: dict[str, Any]) -> Path:
+    """Write ``out`` (ONNX) and ``out.with_suffix('.json')`` (the sidecar); returns the sidecar."""
+    try:
+        import onnxscript  # noqa: F401  (the exporter needs it)
+    except ImportError:
+        raise ConfigError(
+            "uavrl export needs the [export] extra: pip install 'uavrl[export]' -c constraints.txt"
+        ) from None
+    step = DecisionStep(model).eval()
+    example = (
+        torch.zeros(2, model.spec.obs_dim),
+        torch.zeros(2, step.state_size()),
+        torch.zeros(2),
+    )
+    batch = torch.export.Dim("batch")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # the exporter reports its passes on stdout and warns about its own internals
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            step,
+            example,
+            str(out),
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            dynamic_shapes=({0: batch}, {0: batch}, {0: batch}),
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+    exporter_log.setLevel(level)
+    env = config.get("env", {})
+    sidecar = {
+        "format": 1,
+        "onnx": out.name,
+        "inputs": {
+            "obs": [None, model.spec.obs_dim],
+            "h": [None, step.state_size()],
+            "reset": [None],
+        },
+        "outputs": {
+            "params": [None, model.policy.param_dim],
+            "value": [None],
+            "h_next": [None, step.state_size()],
+        },
+        "recurrent": step.recurrent,
+        "state_size": step.state_size(),
+        "action_space": model.spec.action,
+        "greedy_action": _action_rule(model.spec.action),
+        "observation_layout": paper_observation_layout() if env.get("id") == "uavrl/Offload-v0" else None,
+        "env": env,
+        "model": model.spec.to_dict(),
+    }
+    path = out.with_suffix(".json")
+    path.write_text(json.dumps(sidecar, indent=2))
+    return path
+
+
+def onnx_session(path: Path, threads: int = 1) -> Any:
+    """An onnxruntime session on one intra-op thread without spinning (on-board settings)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_step(session: Any, obs: np.ndarray, h: np.ndarray, reset: np.ndarray) -> list[np.ndarray]:
+    """``[params, value, h_next]`` of one step through onnxruntime."""
+    feed = {"obs": obs.astype(np.float32), "h": h.astype(np.float32), "reset": reset.astype(np.float32)}
+    return list(session.run(list(OUTPUTS), feed))

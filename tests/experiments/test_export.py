@@ -1,0 +1,98 @@
+"""ONNX export: a 200-step rollout with a reset in the middle agrees with torch (parameters
+within 1e-5, identical greedy discrete actions, greedy continuous ones within 1e-5) for MLP and
+GRU models and every action head."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from uavrl.experiments.export import export_policy, onnx_session, onnx_step
+from uavrl.nn.models import ModelSpec, build_model, reset_hidden
+
+pytest.importorskip("onnxruntime")
+
+ACTIONS = {
+    "discrete": {"kind": "discrete", "n": 3},
+    "gaussian": {"kind": "box", "low": [-1.0, 0.0], "high": [1.0, 2.0]},
+    "hybrid": {"kind": "hybrid", "n": 3, "low": [0.0], "high": [1.0]},
+}
+
+
+@pytest.mark.parametrize("recurrent", [True, False])
+@pytest.mark.parametrize("head", list(ACTIONS))
+def test_onnx_rollout_matches_torch(tmp_path: Path, recurrent: bool, head: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(
+        ModelSpec(obs_dim=48, action=ACTIONS[head], hidden_size=32, recurrent=recurrent)
+    ).eval()
+    with torch.no_grad():  # LayerNorm gains away from 1, so that nothing is trivially zero
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    sidecar = json.loads(
+        export_policy(model, tmp_path / "policy.onnx", {"env": {"id": "uavrl/Offload-v0"}}).read_text()
+    )
+    assert sidecar["recurrent"] == recurrent and sidecar["action_space"] == ACTIONS[head]
+    assert sidecar["observation_layout"]["task_time"] == 43
+    session = onnx_session(tmp_path / "policy.onnx")
+
+    rng = np.random.default_rng(1)
+    batch = 3
+    h_torch = model.initial_state(batch)
+    h_onnx = np.zeros((batch, sidecar["state_size"]), np.float32)
+    for t in range(200):
+        obs = rng.random((batch, 48), dtype=np.float32)
+        reset = np.zeros(batch, np.float32)
+        if t in (0, 100):
+            reset[:] = 1.0  # an episode starts: the state is cleared
+        reset[1] = float(t % 37 == 0)
+        with torch.no_grad():
+            params, value, h_torch = model.step(
+                torch.from_numpy(obs), reset_hidden(h_torch, torch.from_numpy(reset))
+            )
+        o_params, o_value, h_onnx = onnx_step(session, obs, h_onnx, reset)
+        np.testing.assert_allclose(o_params, params.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(o_value, value.numpy(), rtol=1e-5, atol=1e-5)
+        if recurrent:
+            np.testing.assert_allclose(h_onnx, h_torch.numpy(), rtol=1e-5, atol=1e-5)
+        greedy_torch = model.policy.to_env(model.policy.distribution(params).mode())
+        greedy_onnx = model.policy.to_env(model.policy.distribution(torch.from_numpy(o_params)).mode())
+        parts = zip(_parts(greedy_torch), _parts(greedy_onnx), strict=True)
+        for a, b in parts:  # discrete choices identical; continuous ones are the mean, as close as params
+            if a.dtype.kind in "iu":
+                np.testing.assert_array_equal(a, b)
+            else:
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def _parts(actions: np.ndarray | tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    return actions if isinstance(actions, tuple) else (actions,)
+
+
+def test_the_readme_deployment_example_runs_without_torch(tmp_path: Path) -> None:
+    """Train a tiny run, export it with the CLI, and run README's example in a fresh process."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.runners.conftest import small_config
+    from uavrl.cli import main
+    from uavrl.experiments.train import train
+
+    run = tmp_path / "run"
+    train(small_config(model={"hidden_size": 16, "recurrent": True}, runner={"total_env_steps": 300}), run)
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "policy.onnx")]) == 0
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Deploying a trained policy") :]
+    example = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert example is not None and len(example.group(1).splitlines()) <= 25
+    code = example.group(1) + "\nimport sys; assert 'torch' not in sys.modules, 'torch was imported'\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.match(r"return -?\d+\.\d\d", done.stdout)
