@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from uavrl.config import Config
 from uavrl.envs import ENV_ID
@@ -34,6 +33,8 @@ def mean_ci(returns: np.ndarray, level: float = 0.95) -> tuple[float, float, flo
     mean = float(returns.mean())
     if n < 2:
         return mean, 0.0, mean, mean
+    from scipy import stats  # slow to import: loaded when the first evaluation ends, not at start-up
+
     std = float(returns.std(ddof=1))
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / np.sqrt(n)
     return mean, std, mean - half, mean + half
