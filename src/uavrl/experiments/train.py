@@ -230,8 +230,9 @@ def _execute(config: Config, run_dir: Path, resume: bool, hook: ProgressHook | N
         periodic = PeriodicEvaluation(config, _checkpointed_wall_time(run_dir) if resume else 0.0)
     try:
         result = runner(config, run_dir, resume=resume, hook=chain_hooks(periodic, hook))
-    except RunInterrupted as err:
-        stopped = {"status": "interrupted", "config_hash": config.hash(), "env_steps": err.env_steps}
+    except KeyboardInterrupt as err:  # RunInterrupted once training ran; bare during start-up
+        env_steps = err.env_steps if isinstance(err, RunInterrupted) else None
+        stopped = {"status": "interrupted", "config_hash": config.hash(), "env_steps": env_steps}
         summary_path.write_text(json.dumps(stopped, indent=2))
         raise
     except BaseException as err:
