@@ -37,9 +37,9 @@ def test_study_configs_load_and_plan() -> None:
     paper = load_study(CONFIGS / "study_paper.yaml")
     runs = plan(paper, Path("x"))
     rows = list(paper.ablations)
-    assert rows[0] == "baseline" and len(rows) == 21
-    # 2 arms x 21 rows x 10 seeds + the equal-update variant on the baseline row.
-    assert len(runs) == 2 * 21 * 10 + 10
+    assert rows[0] == "baseline" and len(rows) == 22
+    # 2 arms x 22 rows x 10 seeds + the equal-update variant on the baseline row.
+    assert len(runs) == 2 * 22 * 10 + 10
     quick = load_study(CONFIGS / "study_quick.yaml")
     assert quick.seeds == 2 and len(quick.ablations) == 3
 
@@ -59,7 +59,8 @@ def test_every_worker_gets_the_same_env_steps_and_rows_change_one_setting() -> N
     base = runs[("a3c", "baseline", 0)].to_dict()
     row = runs[("a3c", "entropy_0.001", 0)].to_dict()
     base.pop("name"), row.pop("name")
-    assert row["algo"].pop("entropy_coef") == 0.001 and base["algo"].pop("entropy_coef") == 0.01
+    base_entropy = study.base["algo"]["entropy_coef"]
+    assert row["algo"].pop("entropy_coef") == 0.001 and base["algo"].pop("entropy_coef") == base_entropy
     assert row == base
     assert len({c.hash() for c in runs.values()}) == len(runs)
 
@@ -144,7 +145,10 @@ def test_each_ablation_setting_reaches_the_trainer(ablation_study: Path) -> None
 
     logged = pd.read_csv(_run(ablation_study, "entropy_0.001") / "training_log.csv")["entropy_coef"]
     assert (logged == 0.001).all()
-    assert (pd.read_csv(_run(ablation_study, "baseline") / "training_log.csv")["entropy_coef"] == 0.01).all()
+    base_entropy = load_study(ablation_study / "study.yaml").base["algo"]["entropy_coef"]
+    assert (
+        pd.read_csv(_run(ablation_study, "baseline") / "training_log.csv")["entropy_coef"] == base_entropy
+    ).all()
 
 
 def test_rows_that_move_the_training_cells_are_scored_on_their_own_split(ablation_study: Path) -> None:
