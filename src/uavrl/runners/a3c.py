@@ -181,14 +181,15 @@ def run_a3c(
     written, and :class:`WorkerFailed` is raised with the worker's traceback.
     """
     r = config.runner
+    if r.serial:  # the workers run here: one thread from the start, as in every worker process
+        torch.set_num_threads(1)
     session = TrainingSession(config, run_dir, 1 if r.share else r.n_workers, r.n_workers, resume)
     pool = session.open_pool(cross_process=not r.serial)
     locks = [session.ctx.Lock() for _ in session.models]
     target = updates_per_worker(config)
     env_seed = session.env_seed()
     with session.running():
-        if r.serial:  # the workers run here: one thread, as in every worker process
-            torch.set_num_threads(1)
+        if r.serial:
             torch.manual_seed(derived_seed(config.seed, 3, env_seed))
             batched = BatchedWorkers(
                 config,
