@@ -56,12 +56,7 @@ def cut_log(path: Path, env_steps: int, worker_episodes: list[int] | None) -> li
         )
 
     rows = [row for row in rows if kept(row)]
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    _rewrite_csv(path, LOG_COLUMNS, rows)
     if worker_episodes is not None:
         return list(worker_episodes)
     counts: dict[int, int] = {}
@@ -77,9 +72,14 @@ def cut_eval_log(path: Path, env_steps: int) -> None:
         return
     with path.open(newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if int(float(row["step"])) <= env_steps]
+    _rewrite_csv(path, EVAL_COLUMNS, rows)
+
+
+def _rewrite_csv(path: Path, columns: list[str], rows: list[dict[str, str]]) -> None:
+    """Replace ``path`` with ``rows`` atomically (a crash leaves the old file or the new one)."""
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=EVAL_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
