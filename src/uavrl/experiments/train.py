@@ -22,11 +22,12 @@ from uavrl.config import Config, load_config
 from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.errors import CheckpointError, ConfigError, RunInterrupted
 from uavrl.experiments.evaluate import eval_worlds, evaluate_policies, run_policies, training_regime
-from uavrl.nn.models import ActorCritic, build_model
+from uavrl.nn.models import ActorCritic
 from uavrl.runners.a2c import run_a2c
 from uavrl.runners.a3c import run_a3c
 from uavrl.runners.checkpoint import read_meta
 from uavrl.runners.session import CHECKPOINT_DIR, LAST, HookOutcome, ProgressHook, RunResult, check_envs
+from uavrl.runners.worker import local_copy
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
@@ -136,9 +137,7 @@ class PeriodicEvaluation:
         if env_steps < self.next_at:
             return None
         self.next_at = (env_steps // self.every + 1) * self.every
-        snapshot = [build_model(m.spec) for m in models]
-        for copy, model in zip(snapshot, models, strict=True):
-            copy.load_state_dict(model.state_dict())  # workers may go on updating the original
+        snapshot = [local_copy(m) for m in models]  # workers may go on updating the originals
         score, _ = mean_over_cells(
             greedy_evaluation(self.config, snapshot, self.config.eval.periodic_episodes)
         )
