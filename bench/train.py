@@ -26,8 +26,9 @@ from uavrl.config import Config, load_config
 from uavrl.envs import ENV_ID
 from uavrl.envs.scenarios import CELL_SETS
 from uavrl.nn.models import ActorCritic, build_model
+from uavrl.runners.learner import transfer_gradients
 from uavrl.runners.session import TrainingSession
-from uavrl.runners.worker import Worker, make_worker_env, transfer_gradients
+from uavrl.runners.worker import Worker, make_worker_env
 
 WORKERS = (1, 2)
 ENVS_PER_WORKER = (1, 8, 32, 64, 128)

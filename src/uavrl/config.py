@@ -61,7 +61,10 @@ class EnvConfig(ConfigSection):
     and ``shared_pool`` attaches every worker to one cross-process cloud pool. ``team_reward``
     (with ``shared_pool``) rewards each worker's copy ``j`` with the mean reward of copy ``j`` of
     all workers, the agents on its pool: the score of a shared world. It needs the workers
-    stepped together in one process (``runner.serial`` or ``a2c``).
+    stepped together in one process (``runner.serial`` or ``a2c``). ``team_spirit`` (OpenAI
+    Five's name) blends the two: each agent gets ``(1 - team_spirit) * own + team_spirit *
+    pool mean``; 1 is the pure team reward, lower values trade alignment for less noise from
+    the pool mates' rewards.
     """
 
     id: str = ENV_ID
@@ -69,6 +72,7 @@ class EnvConfig(ConfigSection):
     worker_cells: list[str] | None = None
     shared_pool: bool = False
     team_reward: bool = False
+    team_spirit: float = Field(1.0, ge=0.0, le=1.0, json_schema_extra=HASH_NEUTRAL)
 
     @property
     def is_uavrl(self) -> bool:
@@ -102,18 +106,25 @@ class AlgoConfig(ConfigSection):
     rollout_length: int = Field(20, ge=1)
     normalize_advantages: bool = False
     normalize_rewards: bool = False
+    rho_bar: float = Field(1.0, gt=0.0, json_schema_extra=HASH_NEUTRAL)
+    c_bar: float = Field(1.0, gt=0.0, json_schema_extra=HASH_NEUTRAL)
 
 
 class RunnerConfig(ConfigSection):
     """How experience and gradients flow.
 
     ``kind = "a3c"`` with ``share = True`` is A3C (one shared model), ``share = False`` is
-    individual learning (one model per worker, same worker code). ``total_env_steps`` counts
-    all workers; each worker gets an equal share. ``serial`` runs the A3C workers interleaved
-    in one process (same functions, for tests and debugging).
+    individual learning (one model per worker, same worker code). ``a2c`` steps every worker's
+    envs in one process with one synchronous update. ``a3c_data`` and ``impala`` split actors
+    from one learner: N actors send rollouts, the learner updates on ``learner_batch`` of them
+    at a time (default N); ``a3c_data`` actors wait for the weights of the update they fed,
+    ``impala`` actors never wait and the learner corrects their lag with V-trace
+    (``algo.rho_bar``, ``algo.c_bar``). ``total_env_steps`` counts all workers; each worker
+    gets an equal share. ``serial`` runs the workers (actors) in one process (same functions,
+    for tests and debugging).
     """
 
-    kind: Literal["a3c", "a2c"] = "a3c"
+    kind: Literal["a3c", "a2c", "a3c_data", "impala"] = "a3c"
     share: bool = True
     n_workers: int = Field(2, ge=1)
     envs_per_worker: int = Field(1, ge=1)
@@ -122,6 +133,8 @@ class RunnerConfig(ConfigSection):
     lock_updates: bool = True
     checkpoint_every: int = Field(500, ge=1, description="global updates between checkpoints")
     max_nonfinite: int = Field(10, ge=1, description="non-finite updates in a row before stopping")
+    learner_batch: int | None = Field(None, ge=1, json_schema_extra=HASH_NEUTRAL)
+    rollout_slots: int = Field(2, ge=1, json_schema_extra=HASH_NEUTRAL)
 
 
 class EvalConfig(ConfigSection):
@@ -188,6 +201,26 @@ class Config(ConfigSection):
             _check_cells("eval.cells", self.eval.cells)
         if self.env.shared_pool and not self.env.is_uavrl:
             raise ValueError(f"env.shared_pool is only for {ENV_ID}")
+        if self.runner.kind in ("a3c_data", "impala"):
+            if not self.runner.share:
+                raise ValueError(
+                    f"runner.share: false is individual learning, a form of runner.kind: a3c; "
+                    f"runner.kind: {self.runner.kind} has one learner"
+                )
+            if self.runner.learner_batch is not None and self.runner.learner_batch > self.runner.n_workers:
+                raise ValueError(
+                    f"runner.learner_batch={self.runner.learner_batch} must be at most "
+                    f"runner.n_workers={self.runner.n_workers} (rollouts per learner update)"
+                )
+            if self.env.team_reward and not self.runner.serial:
+                raise ValueError(
+                    f"env.team_reward needs the workers stepped together: runner.serial: true with "
+                    f"runner.kind: {self.runner.kind}"
+                )
+        if self.env.team_spirit != 1.0 and not self.env.team_reward:
+            raise ValueError(
+                f"env.team_spirit={self.env.team_spirit} only applies with env.team_reward: true"
+            )
         if self.env.team_reward:
             if not self.env.shared_pool:
                 raise ValueError("env.team_reward needs env.shared_pool: true (it averages over pool mates)")

@@ -9,7 +9,7 @@ import torch
 
 from uavrl.algo.optim import SharedAdam
 from uavrl.nn.models import ModelSpec, build_model
-from uavrl.runners.worker import transfer_gradients
+from uavrl.runners.learner import transfer_gradients
 
 UPDATES_PER_PROCESS = 15
 

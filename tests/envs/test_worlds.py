@@ -76,23 +76,30 @@ def test_cell_worlds_and_bad_worlds() -> None:
         World("w", (PARAMS, {**PARAMS, "cloud_capacity": 500}), shared=True)
 
 
-def test_pool_mate_rewards_are_the_mean_over_the_agents_on_each_pool() -> None:
-    """Copy j of every agent gets the mean of the N agents' copy-j rewards, step by step."""
+@pytest.mark.parametrize("team_spirit", [1.0, 0.25])
+def test_pool_mate_rewards_blend_own_reward_with_the_pool_mean(team_spirit: float) -> None:
+    """Copy j of every agent gets (1 - s) * its own reward + s * the mean of the N agents'
+    copy-j rewards, step by step (s = 1: the pure team reward)."""
     n_agents, episodes = 3, 4
     world = World("c", (PARAMS,) * n_agents, shared=True)
-    plain, team = world.make_env(episodes), PoolMateRewards(world.make_env(episodes), n_agents)
+    plain = world.make_env(episodes)
+    team = PoolMateRewards(world.make_env(episodes), n_agents, team_spirit)
     copies = world.copies(np.arange(episodes))
     plain.reset(5, copies), team.reset(5, copies)
     rng = np.random.default_rng(0)
     rewarded = 0.0
     for _ in range(60):
         actions = rng.integers(0, 3, size=plain.n)
-        own, mean = plain.step(actions).reward, team.step(actions).reward
-        expected = own.reshape(n_agents, episodes).mean(axis=0)
-        np.testing.assert_allclose(
-            mean.reshape(n_agents, episodes), np.tile(expected, (n_agents, 1)), rtol=1e-6
-        )
+        own, blended = plain.step(actions).reward, team.step(actions).reward
+        own_by_agent = own.reshape(n_agents, episodes)
+        for agent in range(n_agents):
+            for j in range(episodes):
+                pool_mean = sum(own_by_agent[a, j] for a in range(n_agents)) / n_agents
+                expected = (1 - team_spirit) * own_by_agent[agent, j] + team_spirit * pool_mean
+                assert blended[agent * episodes + j] == pytest.approx(expected, rel=1e-6, abs=1e-7)
         rewarded += float(own.sum())
     assert rewarded > 0
     with pytest.raises(ConfigError, match="n_agents=5"):
         PoolMateRewards(world.make_env(episodes), 5)
+    with pytest.raises(ConfigError, match=r"team_spirit=1\.5"):
+        PoolMateRewards(world.make_env(episodes), n_agents, 1.5)

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from uavrl.runners.a3c import run_a3c, updates_per_worker
+from uavrl.runners.learner import Learner
 from uavrl.runners.session import TrainingSession, make_pool
 from uavrl.runners.worker import (
     BatchedWorkers,
-    GradientLearner,
     Worker,
     make_all_worker_envs,
     make_worker_env,
@@ -148,18 +148,18 @@ def test_batched_serial_a3c_updates_once_per_worker_with_the_collecting_weights(
     group = BatchedWorkers(config, session.models, session.optimizers, [session.ctx.Lock()], env, 0)
     before = _flat(session.models[0])
     seen: list[torch.Tensor] = []
-    learn = GradientLearner.learn
+    learn = Learner.learn
 
-    def spy(self: GradientLearner, local, batch, env_steps):  # records the weights each update uses
+    def spy(self: Learner, local, batch, env_steps):  # records the weights each update uses
         seen.append(_flat(local))
         assert batch.obs.shape[1] == config.runner.envs_per_worker
         return learn(self, local, batch, env_steps)
 
-    GradientLearner.learn = spy  # type: ignore[method-assign]
+    Learner.learn = spy  # type: ignore[method-assign]
     try:
         results = group.update(0)
     finally:
-        GradientLearner.learn = learn  # type: ignore[method-assign]
+        Learner.learn = learn  # type: ignore[method-assign]
     assert len(results) == 2 and all(stats.applied for stats, _ in results)
     torch.testing.assert_close(seen[0], before)
     torch.testing.assert_close(seen[1], before)  # not the weights after worker 0's update
@@ -177,7 +177,7 @@ def test_serial_individual_learners_act_in_one_batch_and_update_only_their_own_m
     locks = [session.ctx.Lock() for _ in session.models]
     env = make_all_worker_envs(config, None)
     group = BatchedWorkers(config, session.models, session.optimizers, locks, env, 0)
-    assert [u.learner for u in group.updaters] == session.models
+    assert [role.model for role in group.learner_roles] == session.models
     before = [_flat(m) for m in session.models]
     results = group.update(0)
     assert len(results) == 2 and all(stats.applied for stats, _ in results)

@@ -12,8 +12,8 @@ import torch
 
 from uavrl.experiments.train import train
 from uavrl.runners.checkpoint import load_models
+from uavrl.runners.learner import NonFiniteError
 from uavrl.runners.session import WorkerFailed
-from uavrl.runners.worker import NonFiniteError
 
 FAULTY = "tests.runners.helper_envs:Faulty-v0"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,3 +64,37 @@ class RolloutBatch:
             next_start=self.next_start[lo:hi],
             policy_version=self.policy_version,
         )
+
+
+def concat_batches(batches: Sequence[RolloutBatch]) -> RolloutBatch:
+    """Rollouts of the same length T side by side: B = the sum of their copies.
+
+    ``policy_version`` is the oldest of theirs (each rollout's own stays in its behaviour
+    parameters, which is what an off-policy correction reads).
+    """
+    if not batches:
+        raise ValueError("concat_batches needs at least one batch")
+    if len(batches) == 1:
+        return batches[0]
+    lengths = {b.rewards.shape[0] for b in batches}
+    if len(lengths) != 1:
+        raise ValueError(f"rollouts of different lengths cannot be batched: T = {sorted(lengths)}")
+
+    def cat(name: str, dim: int) -> torch.Tensor:
+        return torch.cat([getattr(b, name) for b in batches], dim=dim)
+
+    return RolloutBatch(
+        obs=cat("obs", 1),
+        actions=cat("actions", 1),
+        behaviour_params=cat("behaviour_params", 1),
+        rewards=cat("rewards", 1),
+        terminated=cat("terminated", 1),
+        truncated=cat("truncated", 1),
+        final_values=cat("final_values", 1),
+        starts=cat("starts", 1),
+        h0=cat("h0", 0),
+        last_value=cat("last_value", 0),
+        next_obs=cat("next_obs", 0),
+        next_start=cat("next_start", 0),
+        policy_version=min(b.policy_version for b in batches),
+    )

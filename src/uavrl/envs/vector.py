@@ -164,7 +164,8 @@ class ConcatVecEnv:
 
 
 class PoolMateRewards:
-    """Rewards each agent with the mean reward of the agents on its cloud pool (a team reward).
+    """Rewards each agent with the mean reward of the agents on its cloud pool (a team reward),
+    blended with its own reward by ``team_spirit``: ``(1 - team_spirit) * own + team_spirit * mean``.
 
     Wraps the N x K copies of N agents, agent-major, where copy ``j`` of every agent draws on
     pool ``j`` (``env.shared_pool``). A shared world is scored by the mean over its agents, and
@@ -173,9 +174,12 @@ class PoolMateRewards:
     agent learns with what the world is scored on.
     """
 
-    def __init__(self, env: VecEnv, n_agents: int) -> None:
+    def __init__(self, env: VecEnv, n_agents: int, team_spirit: float = 1.0) -> None:
         if n_agents < 1 or env.n % n_agents:
             raise ConfigError(f"{env.n} copies cannot be split among n_agents={n_agents} agents")
+        if not 0.0 <= team_spirit <= 1.0:
+            raise ConfigError(f"team_spirit={team_spirit!r} must lie in [0, 1]")
+        self.team_spirit = team_spirit
         self.env = env
         self.n_agents = n_agents
         self.n = env.n
@@ -187,8 +191,9 @@ class PoolMateRewards:
 
     def step(self, actions: Any) -> VecStep:
         step = self.env.step(actions)
-        pool_mean = step.reward.reshape(self.n_agents, -1).mean(axis=0, dtype=np.float64)
-        step.reward = np.tile(pool_mean, self.n_agents).astype(np.float32)
+        own = step.reward.astype(np.float64)
+        pool_mean = np.tile(own.reshape(self.n_agents, -1).mean(axis=0), self.n_agents)
+        step.reward = ((1.0 - self.team_spirit) * own + self.team_spirit * pool_mean).astype(np.float32)
         return step
 
     def close(self) -> None:

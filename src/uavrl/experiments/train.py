@@ -23,9 +23,8 @@ from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.errors import CheckpointError, ConfigError, RunInterrupted
 from uavrl.experiments.evaluate import eval_worlds, evaluate_policies, run_policies, training_regime
 from uavrl.nn.models import ActorCritic
-from uavrl.runners.a2c import run_a2c
-from uavrl.runners.a3c import run_a3c
 from uavrl.runners.checkpoint import read_meta
+from uavrl.runners.registry import RUNNERS
 from uavrl.runners.session import CHECKPOINT_DIR, LAST, HookOutcome, ProgressHook, RunResult, check_envs
 from uavrl.runners.worker import local_copy
 
@@ -80,6 +79,7 @@ def _summary(config: Config, result: RunResult) -> dict[str, Any]:
         "episodes": counters["episodes"],
         "wall_time_s": result.wall_time_s,
         "env_steps_per_s": result.session_env_steps / max(result.session_wall_time_s, 1e-9),
+        **result.stats,
     }
 
 
@@ -223,7 +223,7 @@ def resume(run_dir: Path) -> dict[str, Any]:
 
 def _execute(config: Config, run_dir: Path, resume: bool, hook: ProgressHook | None = None) -> dict[str, Any]:
     summary_path = run_dir / SUMMARY_FILE
-    runner = run_a2c if config.runner.kind == "a2c" else run_a3c
+    runner = RUNNERS[config.runner.kind]
     periodic = None
     if config.eval.every_env_steps is not None:
         periodic = PeriodicEvaluation(config, _checkpointed_wall_time(run_dir) if resume else 0.0)

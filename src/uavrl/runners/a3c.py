@@ -23,12 +23,12 @@ import torch
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.nn.models import ActorCritic
+from uavrl.runners.learner import UpdateStats
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession, WorkerFailed
 from uavrl.runners.worker import (
     BatchedWorkers,
     EpisodeRecord,
     SharedCounters,
-    UpdateStats,
     Worker,
     derived_seed,
     make_all_worker_envs,
@@ -51,7 +51,7 @@ def _learner_of(session: TrainingSession, worker_id: int) -> int:
     return 0 if len(session.models) == 1 else worker_id
 
 
-def _book(
+def book_update(
     worker_id: int,
     stats: UpdateStats,
     episodes: list[EpisodeRecord],
@@ -69,7 +69,7 @@ def _book(
 
 def _one_update(worker: Worker, counters: SharedCounters, metrics: Any, clock_origin: float) -> None:
     stats, episodes = worker.update(int(counters.env_steps.value))
-    _book(worker.worker_id, stats, episodes, counters, metrics, clock_origin)
+    book_update(worker.worker_id, stats, episodes, counters, metrics, clock_origin)
 
 
 def _worker_process(
@@ -107,7 +107,7 @@ def _worker_process(
         sys.exit(1)
 
 
-def _stop_processes(processes: list[Any], stop: Any) -> None:
+def stop_processes(processes: list[Any], stop: Any) -> None:
     stop.set()
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     for p in processes:
@@ -118,7 +118,7 @@ def _stop_processes(processes: list[Any], stop: Any) -> None:
             p.join()
 
 
-def _failure(processes: list[Any], errors: Any) -> tuple[int, str] | None:
+def first_failure(processes: list[Any], errors: Any) -> tuple[int, str] | None:
     """The first reported traceback, else the first worker that died without one."""
     dead = [(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode not in (None, 0)]
     try:
@@ -133,13 +133,13 @@ def _monitor(
 ) -> None:
     """Wait for the workers, checkpointing as updates accumulate; raise if one fails."""
     while any(p.is_alive() for p in processes):
-        failure = _failure(processes, errors)
+        failure = first_failure(processes, errors)
         if failure is not None:
             raise WorkerFailed(f"worker {failure[0]} failed:\n{failure[1]}")
         session.maybe_checkpoint()
         if session.after_round(hook):
             return  # the caller stops the workers
-    failure = _failure(processes, errors)
+    failure = first_failure(processes, errors)
     if failure is not None:
         raise WorkerFailed(f"worker {failure[0]} failed:\n{failure[1]}")
 
@@ -166,7 +166,7 @@ def run_batched(
     while min(counters.worker_updates[:]) < target:
         results = workers.update(int(counters.env_steps.value))
         for worker_id, (stats, episodes) in enumerate(results):
-            _book(worker_id, stats, episodes, counters, session.metrics, session.clock_origin)
+            book_update(worker_id, stats, episodes, counters, session.metrics, session.clock_origin)
         session.maybe_checkpoint()
         if session.after_round(hook):
             return
@@ -228,5 +228,5 @@ def run_a3c(
             try:
                 _monitor(session, processes, errors, hook)
             finally:  # also on Ctrl-C or a failed checkpoint: never leave workers running
-                _stop_processes(processes, stop)
+                stop_processes(processes, stop)
     return session.result()

@@ -8,7 +8,7 @@ import json
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class RunResult:
     session_wall_time_s: float
     session_env_steps: int
     models: list[ActorCritic]
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 def model_spec(config: Config) -> ModelSpec:
@@ -132,6 +133,7 @@ class TrainingSession:
         self.counters = SharedCounters(n_slots, config.runner.n_workers, self.ctx)
         self.resumes = 0
         self.prior_wall_time_s = 0.0
+        self.stats: dict[str, Any] = {}  # runner-specific figures for summary.json
         if resume:
             meta = restore_training_state(self.checkpoint_dir, LAST, self.models, self.optimizers)
             saved = meta["counters"]
@@ -276,4 +278,5 @@ class TrainingSession:
             time.time() - self.start_time,
             counters["env_steps"] - self.start_env_steps,
             self.models,
+            self.stats,
         )

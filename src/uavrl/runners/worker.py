@@ -5,15 +5,13 @@ A worker owns a private ``local`` model and K envs, and updates a ``learner`` mo
 hands each worker its own. The worker code cannot tell the two apart: that is the point.
 
 One update: sync local <- learner; collect T steps from K envs (the actor part); then the
-:class:`GradientLearner` zeroes the local gradients, re-evaluates the rollout with gradients,
+:class:`~uavrl.runners.learner.Learner` zeroes the local gradients, re-evaluates the rollout with gradients,
 computes the loss, backward, clip, and (under the lock) points the learner's ``.grad`` at the
 local gradients, optimizer step, set the learner's grads to None.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import multiprocessing as mp
 import time
 from collections.abc import Sequence
@@ -23,19 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from uavrl.algo.batch import RolloutBatch
-from uavrl.algo.loss import rollout_loss
 from uavrl.algo.normalize import RewardScaler
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.envs.scenarios import resolve_cells
 from uavrl.envs.vector import ConcatVecEnv, PoolMateRewards, VecEnv, make_vec_env
 from uavrl.nn.models import Actor, ActorCritic, ModelTeam, build_model
+from uavrl.runners.learner import Learner, UpdateStats
 from uavrl.runners.rollout import FinishedEpisode, RolloutCollector
-
-
-class NonFiniteError(RuntimeError):
-    """Too many updates in a row had a NaN or infinite loss or gradient."""
 
 
 class SharedCounters:
@@ -122,109 +115,9 @@ def make_all_worker_envs(config: Config, pool: CloudPool | None) -> VecEnv:
     """Every worker's envs as one batch: copy ``j`` belongs to worker ``j // envs_per_worker``
     (rewards averaged over pool mates with ``env.team_reward``)."""
     env: VecEnv = ConcatVecEnv([make_worker_env(config, i, pool) for i in range(config.runner.n_workers)])
-    return PoolMateRewards(env, config.runner.n_workers) if config.env.team_reward else env
-
-
-def transfer_gradients(local: ActorCritic, learner: ActorCritic) -> None:
-    """Point the learner's ``.grad`` at the local gradients (fresh tensors every update).
-
-    The optimizer step that follows reads them and ``zero_grad(set_to_none=True)`` drops them,
-    so nothing can accumulate across updates.
-    """
-    for local_p, learner_p in zip(local.parameters(), learner.parameters(), strict=True):
-        learner_p.grad = local_p.grad
-
-
-@dataclass
-class UpdateStats:
-    env_steps: int
-    applied: bool
-    policy_loss: float
-    value_loss: float
-    entropy: float
-    grad_norm: float
-    lr: float
-    entropy_coef: float
-
-
-class GradientLearner:
-    """Turns a rollout into one optimizer step of a learner model.
-
-    The gradient is computed on ``local`` (the weights that collected the rollout), clipped,
-    and applied to ``learner`` through ``optimizer`` under ``lock``; it owns the learning-rate
-    schedule and the non-finite guard. A3C hands every worker the same shared learner and
-    SharedAdam; individual learning hands each worker its own.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        worker_id: int,
-        learner: ActorCritic,
-        optimizer: torch.optim.Optimizer,
-        lock: Any,
-    ) -> None:
-        self.config = config
-        self.worker_id = worker_id
-        self.learner = learner
-        self.optimizer = optimizer
-        self.lock = lock if config.runner.lock_updates else contextlib.nullcontext()
-        self.nonfinite_streak = 0
-
-    def learning_rate(self, env_steps: int) -> float:
-        """The configured schedule at ``env_steps`` run-wide env steps."""
-        algo, total = self.config.algo, self.config.runner.total_env_steps
-        if algo.lr_schedule == "linear":
-            return algo.lr * max(0.0, 1.0 - env_steps / total)
-        return algo.lr
-
-    def learn(self, local: ActorCritic, batch: RolloutBatch, env_steps: int) -> UpdateStats:
-        """Zero ``local``'s gradients, loss, backward, clip; (under the lock) point the learner's
-        ``.grad`` at them, optimizer step, set the learner's grads to None."""
-        algo = self.config.algo
-        local.zero_grad(set_to_none=True)
-        terms = rollout_loss(
-            local,
-            batch,
-            algo.gamma,
-            algo.gae_lambda,
-            algo.value_coef,
-            algo.entropy_coef,
-            algo.normalize_advantages,
-        )
-        grad_norm = math.nan
-        lr = self.learning_rate(env_steps)
-        applied = bool(torch.isfinite(terms.total))
-        if applied:
-            terms.total.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(local.parameters(), algo.max_grad_norm))
-            applied = math.isfinite(grad_norm)
-        if applied:
-            with self.lock:
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                transfer_gradients(local, self.learner)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite_streak = 0
-        else:
-            self.nonfinite_streak += 1
-            if self.nonfinite_streak >= self.config.runner.max_nonfinite:
-                raise NonFiniteError(
-                    f"worker {self.worker_id}: {self.nonfinite_streak} updates in a row had a non-finite "
-                    f"loss or gradient (loss {terms.total.item()}, grad norm {grad_norm}); "
-                    f"runner.max_nonfinite={self.config.runner.max_nonfinite}"
-                )
-        return UpdateStats(
-            batch.env_steps,
-            applied,
-            float(terms.policy.item()),
-            float(terms.value.item()),
-            float(terms.entropy.item()),
-            grad_norm,
-            lr,
-            algo.entropy_coef,
-        )
+    if not config.env.team_reward:
+        return env
+    return PoolMateRewards(env, config.runner.n_workers, config.env.team_spirit)
 
 
 @dataclass
@@ -267,7 +160,7 @@ class Worker:
     """One actor-learner. ``update()`` runs one rollout and one optimizer step.
 
     It owns a private ``local`` model and K envs; sync local <- learner, collect T steps from K
-    envs, then :class:`GradientLearner` applies the gradient. The worker cannot tell A3C from
+    envs, then :class:`~uavrl.runners.learner.Learner` applies the gradient. The worker cannot tell A3C from
     individual learning apart: that is the point.
     """
 
@@ -284,7 +177,7 @@ class Worker:
         self.config = config
         self.worker_id = worker_id
         self.learner = learner
-        self.updater = GradientLearner(config, worker_id, learner, optimizer, lock)
+        self.learner_role = Learner(config, learner, optimizer, lock, f"worker {worker_id}")
         self.env = env
         self.local = local_copy(learner)
         self.collector = make_collector(
@@ -300,7 +193,7 @@ class Worker:
         """
         self.local.load_state_dict(self.learner.state_dict())
         batch, finished = self.collector.collect(self.local, self.config.algo.rollout_length)
-        stats = self.updater.learn(self.local, batch, env_steps)
+        stats = self.learner_role.learn(self.local, batch, env_steps)
         return stats, episode_records(finished, self.worker_id, self.config.runner.envs_per_worker)
 
 
@@ -331,8 +224,8 @@ class BatchedWorkers:
             raise ValueError(f"{n} workers need 1 shared learner or {n} learners, got {len(learners)}")
         self.learners = list(learners)
         self.learner_of = [i if len(learners) > 1 else 0 for i in range(n)]
-        self.updaters = [
-            GradientLearner(config, i, learners[k], optimizers[k], locks[k])
+        self.learner_roles = [
+            Learner(config, learners[k], optimizers[k], locks[k], f"worker {i}")
             for i, k in enumerate(self.learner_of)
         ]
         self.locals = [local_copy(m) for m in learners]
@@ -347,9 +240,9 @@ class BatchedWorkers:
         batch, finished = self.collector.collect(self.actor, self.config.algo.rollout_length)
         records = episode_records(finished, 0, k)
         results = []
-        for i, updater in enumerate(self.updaters):
+        for i, learner_role in enumerate(self.learner_roles):
             local = self.locals[self.learner_of[i]]
-            stats = updater.learn(local, batch.columns(i * k, (i + 1) * k), env_steps)
+            stats = learner_role.learn(local, batch.columns(i * k, (i + 1) * k), env_steps)
             results.append((stats, [r for r in records if r.owner == i]))
         return results
 

@@ -1,0 +1,313 @@
+"""Actors and one learner: data-parallel A3C (``a3c_data``) and IMPALA (``impala``).
+
+N actors step their K envs with the latest weights they were given and hand each T-step
+:class:`~uavrl.algo.batch.RolloutBatch` to one :class:`~uavrl.runners.learner.Learner`, which
+updates on ``learner_batch`` rollouts at a time and publishes the new weights with a version.
+
+- ``a3c_data``: every update takes one rollout from each actor, and an actor waits for the
+  weights of the update it fed before acting again, so every rollout is on-policy.
+- ``impala``: actors never wait for the learner; a rollout may have been acted by weights some
+  versions old (the policy lag, logged as a histogram in ``summary.json``), which the learner
+  corrects with V-trace.
+
+Transport (:class:`RolloutSlots`, :class:`WeightBroadcast`): rollouts are written into
+preallocated shared-memory slots and only slot numbers travel on queues; weights are copied
+into one shared model under a lock, with a version counter. An actor gets a free slot before it
+acts: for ``a3c_data`` its one slot comes back only once the update that read it is published.
+``serial`` runs the actors in this process, stepped as one batch, then the learner.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue as queue_module
+import signal
+import sys
+import traceback
+from collections import Counter
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uavrl.algo.batch import RolloutBatch, concat_batches
+from uavrl.config import Config
+from uavrl.envs.cloud import CloudPool
+from uavrl.nn.models import ActorCritic
+from uavrl.runners.a3c import book_update, first_failure, stop_processes
+from uavrl.runners.learner import Learner
+from uavrl.runners.session import ProgressHook, RunResult, TrainingSession, WorkerFailed
+from uavrl.runners.worker import (
+    EpisodeRecord,
+    derived_seed,
+    episode_records,
+    local_copy,
+    make_all_worker_envs,
+    make_collector,
+    make_worker_env,
+)
+
+POLL_S = 0.2  # how often a blocked actor or learner looks up from its queue
+
+
+def learner_batch(config: Config) -> int:
+    """Rollouts per learner update: every actor's for ``a3c_data``, ``learner_batch`` (default
+    all N) for ``impala``."""
+    r = config.runner
+    return r.n_workers if r.kind == "a3c_data" or r.learner_batch is None else r.learner_batch
+
+
+def empty_rollout(model: ActorCritic, length: int, copies: int) -> RolloutBatch:
+    """A zero :class:`RolloutBatch` of T = ``length`` steps of B = ``copies`` for ``model``."""
+    head, t_b = model.policy, (length, copies)
+    obs_dim = model.spec.obs_dim
+    return RolloutBatch(
+        obs=torch.zeros(*t_b, obs_dim),
+        actions=torch.zeros(*t_b, *head.action_shape, dtype=head.action_dtype),
+        behaviour_params=torch.zeros(*t_b, head.param_dim),
+        rewards=torch.zeros(t_b),
+        terminated=torch.zeros(t_b),
+        truncated=torch.zeros(t_b),
+        final_values=torch.zeros(t_b),
+        starts=torch.zeros(t_b),
+        h0=model.initial_state(copies),
+        last_value=torch.zeros(copies),
+        next_obs=torch.zeros(copies, obs_dim),
+        next_start=torch.zeros(copies),
+    )
+
+
+_TENSOR_FIELDS = [f.name for f in fields(RolloutBatch) if f.name != "policy_version"]
+
+
+class RolloutSlots:
+    """Rollout batches preallocated in shared memory, ``per_actor`` slots for each actor.
+
+    Actor ``i`` writes into its slots ``[i * per_actor, (i + 1) * per_actor)``; the learner
+    reads them; only slot numbers go through the queues. ``free[i]`` holds actor ``i``'s free
+    slots, ``full`` the written ones as ``(actor, slot, episodes)``.
+    """
+
+    def __init__(self, template: RolloutBatch, n_actors: int, per_actor: int, ctx: Any) -> None:
+        self.per_actor = per_actor
+        n = n_actors * per_actor
+        self.buffers = [
+            {name: torch.zeros_like(getattr(template, name)).share_memory_() for name in _TENSOR_FIELDS}
+            for _ in range(n)
+        ]
+        self.versions = torch.zeros(n, dtype=torch.int64).share_memory_()
+        self.free = [ctx.Queue() for _ in range(n_actors)]
+        self.full = ctx.Queue()
+        for slot in range(n):
+            self.free[slot // per_actor].put(slot)
+
+    def write(self, slot: int, batch: RolloutBatch) -> None:
+        buffer = self.buffers[slot]
+        for name in _TENSOR_FIELDS:
+            buffer[name].copy_(getattr(batch, name))
+        self.versions[slot] = batch.policy_version
+
+    def read(self, slot: int) -> RolloutBatch:
+        """A copy of the slot's rollout (the slot can be handed back right after)."""
+        buffer = self.buffers[slot]
+        return RolloutBatch(
+            **{name: buffer[name].clone() for name in _TENSOR_FIELDS},
+            policy_version=int(self.versions[slot]),
+        )
+
+    def release(self, slot: int) -> None:
+        self.free[slot // self.per_actor].put(slot)
+
+
+class WeightBroadcast:
+    """The learner's latest weights in one shared model, with a version (learner updates)."""
+
+    def __init__(self, model: ActorCritic, ctx: Any) -> None:
+        self.model = local_copy(model).share_memory()
+        self.version = ctx.Value("q", 0)
+
+    def publish(self, model: ActorCritic, version: int) -> None:
+        with self.version.get_lock():
+            self.model.load_state_dict(model.state_dict())
+            self.version.value = version
+
+    def fetch(self, into: ActorCritic, have: int) -> int:
+        """Copy the weights into ``into`` if they are newer than version ``have``; the version held."""
+        with self.version.get_lock():
+            version = int(self.version.value)
+            if version != have:
+                into.load_state_dict(self.model.state_dict())
+        return version
+
+
+def _next_free_slot(free: Any, stop: Any, parent: Any) -> int | None:
+    while not stop.is_set() and (parent is None or parent.is_alive()):
+        try:
+            return int(free.get(timeout=POLL_S))
+        except queue_module.Empty:
+            continue
+    return None
+
+
+def _actor_process(
+    config_data: dict[str, Any],
+    actor_id: int,
+    weights: WeightBroadcast,
+    slots: RolloutSlots,
+    pool: CloudPool | None,
+    errors: Any,
+    stop: Any,
+    env_seed: int,
+) -> None:
+    """Act until stopped: take a free slot, fetch the latest weights, collect, hand it over."""
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us in order
+    parent = mp.parent_process()
+    try:
+        config = Config.model_validate(config_data)
+        k = config.runner.envs_per_worker
+        torch.manual_seed(derived_seed(config.seed, 3, actor_id, env_seed))
+        local = local_copy(weights.model)
+        collector = make_collector(
+            config, local, make_worker_env(config, actor_id, pool), env_seed, actor_id * k
+        )
+        version = -1
+        while (slot := _next_free_slot(slots.free[actor_id], stop, parent)) is not None:
+            version = weights.fetch(local, version)
+            batch, finished = collector.collect(local, config.algo.rollout_length)
+            batch.policy_version = version
+            slots.write(slot, batch)
+            episodes = [(ep.episode_return, ep.length) for ep in episode_records(finished, actor_id, k)]
+            slots.full.put((actor_id, slot, episodes))
+    except BaseException:
+        errors.put((actor_id, traceback.format_exc()))
+        sys.exit(1)
+
+
+class CentralLearner:
+    """The learner of an actor-learner run: one update per ``learner_batch`` rollouts, then
+    the weights are published; books env steps, episodes and the policy lag."""
+
+    def __init__(self, config: Config, session: TrainingSession, weights: WeightBroadcast | None) -> None:
+        self.config = config
+        self.session = session
+        self.learner = Learner(config, session.models[0], session.optimizers[0])
+        self.weights = weights
+        self.version = int(session.counters.snapshot()["updates"])
+        self.lag = Counter[int]()
+
+    def update(self, rollouts: list[RolloutBatch], episodes: list[EpisodeRecord]) -> None:
+        batch = concat_batches(rollouts)
+        session = self.session
+        stats = self.learner.learn(self.learner.model, batch, int(session.counters.env_steps.value))
+        self.lag.update(self.version - r.policy_version for r in rollouts)
+        self.version += 1
+        if self.weights is not None:
+            self.weights.publish(self.learner.model, self.version)
+        book_update(0, stats, episodes, session.counters, session.metrics, session.clock_origin)
+
+    def stats(self) -> dict[str, Any]:
+        total = sum(self.lag.values())
+        mean = sum(lag * n for lag, n in self.lag.items()) / max(total, 1)
+        return {"policy_lag": {"histogram": {str(k): v for k, v in sorted(self.lag.items())}, "mean": mean}}
+
+
+def _run_serial(
+    session: TrainingSession, central: CentralLearner, pool: CloudPool | None, hook: ProgressHook | None
+) -> None:
+    """All actors step as one batch in this process with the learner's weights of the round's
+    start; the learner then takes their rollouts ``learner_batch`` at a time (for ``impala``
+    with ``learner_batch < N`` the later ones are off-policy by the updates before them)."""
+    config, counters = session.config, session.counters
+    n, k = config.runner.n_workers, config.runner.envs_per_worker
+    env_seed = session.env_seed()
+    torch.manual_seed(derived_seed(config.seed, 3, env_seed))
+    local = local_copy(central.learner.model)
+    collector = make_collector(config, local, make_all_worker_envs(config, pool), env_seed, 0)
+    per_update = learner_batch(config)
+    while counters.env_steps.value < config.runner.total_env_steps:
+        local.load_state_dict(central.learner.model.state_dict())
+        batch, finished = collector.collect(local, config.algo.rollout_length)
+        batch.policy_version = central.version
+        records = episode_records(finished, 0, k)
+        for first in range(0, n, per_update):
+            actors = range(first, min(n, first + per_update))
+            rollouts = [batch.columns(i * k, (i + 1) * k) for i in actors]
+            central.update(rollouts, [r for r in records if r.owner in actors])
+        session.maybe_checkpoint()
+        if session.after_round(hook):
+            return
+
+
+def _run_parallel(
+    session: TrainingSession, central: CentralLearner, pool: CloudPool | None, hook: ProgressHook | None
+) -> None:
+    config, counters = session.config, session.counters
+    r = config.runner
+    template = empty_rollout(central.learner.model, config.algo.rollout_length, r.envs_per_worker)
+    per_actor = 1 if r.kind == "a3c_data" else r.rollout_slots
+    slots = RolloutSlots(template, r.n_workers, per_actor, session.ctx)
+    assert central.weights is not None
+    central.weights.publish(central.learner.model, central.version)
+    errors, stop = session.ctx.Queue(), session.ctx.Event()
+    env_seed = session.env_seed()
+    processes = [
+        session.ctx.Process(
+            target=_actor_process,
+            args=(config.to_dict(), i, central.weights, slots, pool, errors, stop, env_seed),
+            name=f"uavrl-actor-{i}",
+        )
+        for i in range(r.n_workers)
+    ]
+    for p in processes:
+        p.start()
+    release_after_update = r.kind == "a3c_data"  # its actors wait for the update they fed
+    per_update = learner_batch(config)
+    try:
+        while counters.env_steps.value < r.total_env_steps:
+            taken: list[int] = []
+            rollouts: list[RolloutBatch] = []
+            episodes: list[EpisodeRecord] = []
+            while len(taken) < per_update:
+                try:
+                    actor_id, slot, finished = slots.full.get(timeout=POLL_S)
+                except queue_module.Empty:
+                    failure = first_failure(processes, errors)
+                    if failure is not None:
+                        raise WorkerFailed(f"actor {failure[0]} failed:\n{failure[1]}") from None
+                    continue
+                taken.append(slot)
+                rollouts.append(slots.read(slot))
+                episodes.extend(EpisodeRecord(actor_id, ret, length) for ret, length in finished)
+                if not release_after_update:
+                    slots.release(slot)
+            central.update(rollouts, episodes)
+            if release_after_update:
+                for slot in taken:
+                    slots.release(slot)
+            session.maybe_checkpoint()
+            if session.after_round(hook):
+                return
+    finally:  # also on Ctrl-C or a failure: never leave actors running
+        stop_processes(processes, stop)
+
+
+def run_actor_learner(
+    config: Config, run_dir: Path, resume: bool = False, hook: ProgressHook | None = None
+) -> RunResult:
+    """Train ``a3c_data`` or ``impala``; writes logs and checkpoints under ``run_dir``."""
+    torch.set_num_threads(1)  # the learner's process: one thread, as every worker
+    r = config.runner
+    session = TrainingSession(config, run_dir, n_learners=1, n_slots=1, resume=resume)
+    pool = session.open_pool(cross_process=not r.serial)
+    central = CentralLearner(
+        config, session, None if r.serial else WeightBroadcast(session.models[0], session.ctx)
+    )
+    with session.running():
+        if r.serial:
+            _run_serial(session, central, pool, hook)
+        else:
+            _run_parallel(session, central, pool, hook)
+    session.stats.update(central.stats())
+    return session.result()

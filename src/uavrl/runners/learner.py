@@ -1,0 +1,153 @@
+"""The learner role: turns rollouts into optimizer steps of one model.
+
+Every runner updates its models through :class:`Learner`. It owns the optimizer, the loss
+(on-policy returns, or V-trace for ``impala``), clipping, the learning-rate schedule and the
+non-finite guard. The gradient is computed on whichever model re-evaluates the rollout: an A3C
+worker's private copy (the gradient is then handed to the shared model under the lock, as
+Hogwild A3C does), or the learner's own model (``a3c_data``, ``impala``, ``a2c``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+
+from uavrl.algo.batch import RolloutBatch
+from uavrl.algo.loss import LossTerms, rollout_loss, vtrace_loss
+from uavrl.config import Config
+from uavrl.nn.models import ActorCritic
+
+LossFunction = Callable[[ActorCritic, RolloutBatch], LossTerms]
+
+
+class NonFiniteError(RuntimeError):
+    """Too many updates in a row had a NaN or infinite loss or gradient."""
+
+
+@dataclass
+class UpdateStats:
+    env_steps: int
+    applied: bool
+    policy_loss: float
+    value_loss: float
+    entropy: float
+    grad_norm: float
+    lr: float
+    entropy_coef: float
+
+
+def loss_function(config: Config) -> LossFunction:
+    """The runner's loss: V-trace targets for ``impala`` (actors act with older weights),
+    n-step or GAE(lambda) returns for the on-policy runners."""
+    algo = config.algo
+    if config.runner.kind == "impala":
+        return partial(
+            vtrace_loss,
+            gamma=algo.gamma,
+            rho_bar=algo.rho_bar,
+            c_bar=algo.c_bar,
+            value_coef=algo.value_coef,
+            entropy_coef=algo.entropy_coef,
+            normalize_advantages=algo.normalize_advantages,
+        )
+    return partial(
+        rollout_loss,
+        gamma=algo.gamma,
+        gae_lambda=algo.gae_lambda,
+        value_coef=algo.value_coef,
+        entropy_coef=algo.entropy_coef,
+        normalize_advantages=algo.normalize_advantages,
+    )
+
+
+def transfer_gradients(local: ActorCritic, learner: ActorCritic) -> None:
+    """Point the learner's ``.grad`` at the local gradients (fresh tensors every update).
+
+    The optimizer step that follows reads them and ``zero_grad(set_to_none=True)`` drops them,
+    so nothing can accumulate across updates.
+    """
+    for local_p, learner_p in zip(local.parameters(), learner.parameters(), strict=True):
+        learner_p.grad = local_p.grad
+
+
+class Learner:
+    """Turns a rollout into one optimizer step of ``model`` through ``optimizer``.
+
+    ``learn(grad_model, batch, env_steps)`` computes the loss and gradient on ``grad_model``:
+    the model itself, or a worker's private copy holding the weights that collected the batch,
+    whose gradient is then applied to ``model`` under ``lock``. A3C hands every worker a learner
+    of the same shared model and SharedAdam; individual learning hands each its own.
+    ``name`` says whose updates these are in errors.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        model: ActorCritic,
+        optimizer: torch.optim.Optimizer,
+        lock: Any = None,
+        name: str = "learner",
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.optimizer = optimizer
+        self.lock = lock if lock is not None and config.runner.lock_updates else contextlib.nullcontext()
+        self.name = name
+        self.loss = loss_function(config)
+        self.nonfinite_streak = 0
+
+    def learning_rate(self, env_steps: int) -> float:
+        """The configured schedule at ``env_steps`` run-wide env steps."""
+        algo, total = self.config.algo, self.config.runner.total_env_steps
+        if algo.lr_schedule == "linear":
+            return algo.lr * max(0.0, 1.0 - env_steps / total)
+        return algo.lr
+
+    def learn(self, grad_model: ActorCritic, batch: RolloutBatch, env_steps: int) -> UpdateStats:
+        """Zero ``grad_model``'s gradients, loss, backward, clip; (under the lock) hand the
+        gradients to the learner's model if they are not its own, optimizer step, set the
+        model's grads to None. A non-finite loss or gradient skips the step."""
+        algo = self.config.algo
+        grad_model.zero_grad(set_to_none=True)
+        terms = self.loss(grad_model, batch)
+        grad_norm = math.nan
+        lr = self.learning_rate(env_steps)
+        applied = bool(torch.isfinite(terms.total))
+        if applied:
+            terms.total.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(grad_model.parameters(), algo.max_grad_norm))
+            applied = math.isfinite(grad_norm)
+        if applied:
+            with self.lock:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                if grad_model is not self.model:
+                    transfer_gradients(grad_model, self.model)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_streak = 0
+        else:
+            grad_model.zero_grad(set_to_none=True)
+            self.nonfinite_streak += 1
+            if self.nonfinite_streak >= self.config.runner.max_nonfinite:
+                raise NonFiniteError(
+                    f"{self.name}: {self.nonfinite_streak} updates in a row had a non-finite "
+                    f"loss or gradient (loss {terms.total.item()}, grad norm {grad_norm}); "
+                    f"runner.max_nonfinite={self.config.runner.max_nonfinite}"
+                )
+        return UpdateStats(
+            batch.env_steps,
+            applied,
+            float(terms.policy.item()),
+            float(terms.value.item()),
+            float(terms.entropy.item()),
+            grad_norm,
+            lr,
+            algo.entropy_coef,
+        )

@@ -1,0 +1,22 @@
+"""``runner.kind`` -> the function that trains it (each writes logs and checkpoints to a run
+directory and returns a :class:`~uavrl.runners.session.RunResult`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from uavrl.config import Config
+from uavrl.runners.a2c import run_a2c
+from uavrl.runners.a3c import run_a3c
+from uavrl.runners.actor_learner import run_actor_learner
+from uavrl.runners.session import ProgressHook, RunResult
+
+Runner = Callable[[Config, Path, bool, ProgressHook | None], RunResult]
+
+RUNNERS: dict[str, Runner] = {
+    "a3c": run_a3c,
+    "a2c": run_a2c,
+    "a3c_data": run_actor_learner,
+    "impala": run_actor_learner,
+}

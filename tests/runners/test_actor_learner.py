@@ -1,0 +1,127 @@
+"""Actors and one learner: a3c_data and impala, serial and with actor processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from uavrl.algo.batch import concat_batches
+from uavrl.experiments.train import train
+from uavrl.nn.models import ModelSpec, build_model
+from uavrl.runners.actor_learner import RolloutSlots, WeightBroadcast, empty_rollout
+from uavrl.runners.learner import Learner
+from uavrl.runners.session import make_pool
+from uavrl.runners.worker import make_collector, make_worker_env
+
+
+def _rollout(config, worker_id: int = 0):
+    spec = ModelSpec(obs_dim=48, hidden_size=16, recurrent=True)
+    torch.manual_seed(0)
+    model = build_model(spec)
+    env = make_worker_env(config, worker_id, make_pool(config, cross_process=False))
+    collector = make_collector(config, model, env, 7, worker_id * config.runner.envs_per_worker)
+    batch, _ = collector.collect(model, config.algo.rollout_length)
+    return model, batch
+
+
+def test_concat_batches_puts_rollouts_side_by_side(make_config) -> None:
+    config = make_config()
+    _, first = _rollout(config, 0)
+    _, second = _rollout(config, 1)
+    second.policy_version = 4
+    both = concat_batches([first, second])
+    k = config.runner.envs_per_worker
+    assert both.obs.shape == (5, 2 * k, 48) and both.h0.shape == (2 * k, 16)
+    for name in ("obs", "actions", "behaviour_params", "rewards", "starts", "final_values"):
+        torch.testing.assert_close(getattr(both.columns(k, 2 * k), name), getattr(second, name))
+    torch.testing.assert_close(both.columns(0, k).next_obs, first.next_obs)
+    assert both.policy_version == 0
+    with pytest.raises(ValueError, match="different lengths"):
+        concat_batches([first, dataclasses.replace(first, rewards=first.rewards[:2])])
+
+
+def test_rollout_slots_carry_a_rollout_through_shared_memory(make_config) -> None:
+    config = make_config()
+    model, batch = _rollout(config)
+    batch.policy_version = 3
+    template = empty_rollout(model, config.algo.rollout_length, config.runner.envs_per_worker)
+    slots = RolloutSlots(template, n_actors=2, per_actor=2, ctx=torch.multiprocessing.get_context("spawn"))
+    assert all(t.is_shared() for t in slots.buffers[3].values())
+    slot = slots.free[1].get(timeout=5)
+    assert slot in (2, 3)
+    slots.write(slot, batch)
+    copy = slots.read(slot)
+    assert copy.policy_version == 3
+    for name in ("obs", "actions", "behaviour_params", "h0", "last_value", "next_obs"):
+        torch.testing.assert_close(getattr(copy, name), getattr(batch, name))
+    slots.write(slot, empty_rollout(model, config.algo.rollout_length, config.runner.envs_per_worker))
+    assert not torch.equal(copy.obs, slots.buffers[slot]["obs"])  # read gave a copy
+
+
+def test_weight_broadcast_hands_newer_weights_only(make_config) -> None:
+    config = make_config()
+    model, _ = _rollout(config)
+    broadcast = WeightBroadcast(model, torch.multiprocessing.get_context("spawn"))
+    local = build_model(model.spec)
+    assert broadcast.fetch(local, -1) == 0
+    torch.testing.assert_close(local.state_dict(), model.state_dict())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    assert broadcast.fetch(local, 0) == 0  # nothing newer published: the copy is kept
+    assert not torch.equal(next(local.parameters()), next(model.parameters()))
+    broadcast.publish(model, 1)
+    assert broadcast.fetch(local, 0) == 1
+    torch.testing.assert_close(local.state_dict(), model.state_dict())
+
+
+def test_learner_with_vtrace_on_its_own_rollout_steps_like_the_on_policy_learner(make_config) -> None:
+    """With pi = mu (no lag) V-trace targets are the n-step returns: one impala update equals
+    one a3c_data update from the same weights and rollout."""
+    on_policy = make_config(runner={"kind": "a3c_data"})
+    off_policy = make_config(runner={"kind": "impala"})
+    model, batch = _rollout(on_policy)
+    after = []
+    for config in (on_policy, off_policy):
+        copy = build_model(model.spec)
+        copy.load_state_dict(model.state_dict())
+        learner = Learner(config, copy, torch.optim.Adam(copy.parameters(), lr=1e-2))
+        stats = learner.learn(copy, batch, 0)
+        assert stats.applied and stats.env_steps == batch.env_steps
+        after.append(torch.nn.utils.parameters_to_vector(copy.parameters()).detach())
+    assert not torch.equal(after[0], torch.nn.utils.parameters_to_vector(model.parameters()))
+    torch.testing.assert_close(after[0], after[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("serial", [True, False], ids=["serial", "processes"])
+@pytest.mark.parametrize("kind", ["a3c_data", "impala"])
+def test_actor_learner_runs_finish_their_budget_and_log_the_policy_lag(
+    make_config, tmp_path: Path, kind: str, serial: bool
+) -> None:
+    total = 3000
+    runner = {"kind": kind, "serial": serial, "total_env_steps": total}
+    if kind == "impala":
+        runner["learner_batch"] = 1  # one rollout per update: the other actor's lags
+    config = make_config(runner=runner)
+    summary = train(config, tmp_path / "run")
+    assert summary["status"] == "finished" and summary["env_steps"] >= total
+    k, t = config.runner.envs_per_worker, config.algo.rollout_length
+    per_update = 2 * k * t if kind == "a3c_data" else k * t
+    assert summary["env_steps"] == summary["updates"] * per_update
+    lag = summary["policy_lag"]["histogram"]
+    assert sum(lag.values()) == summary["updates"] * (2 if kind == "a3c_data" else 1)
+    if kind == "a3c_data":
+        assert set(lag) == {"0"}  # actors wait for the update they fed: always on-policy
+    else:
+        assert any(int(v) > 0 for v in lag)  # the second actor's rollout is one update behind
+    log = pd.read_csv(tmp_path / "run" / "training_log.csv")
+    assert set(log["worker_id"]) == {0, 1}
+    for _, rows in log.groupby("worker_id"):
+        assert list(rows["episode"]) == list(range(1, len(rows) + 1))
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
+    assert saved["counters"]["env_steps"] == summary["env_steps"]
