@@ -201,6 +201,11 @@ class Config(ConfigSection):
             _check_cells("eval.cells", self.eval.cells)
         if self.env.shared_pool and not self.env.is_uavrl:
             raise ValueError(f"env.shared_pool is only for {ENV_ID}")
+        if self.runner.kind == "impala" and self.algo.gae_lambda is not None:
+            raise ValueError(
+                f"algo.gae_lambda={self.algo.gae_lambda} does not apply to runner.kind: impala, whose "
+                "targets are V-trace (algo.c_bar plays lambda's part); set algo.gae_lambda: null"
+            )
         if self.runner.kind in ("a3c_data", "impala"):
             if not self.runner.share:
                 raise ValueError(

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from uavrl.algo.batch import concat_batches
+from uavrl.errors import ConfigError
 from uavrl.experiments.train import train
 from uavrl.nn.models import ModelSpec, build_model
 from uavrl.runners.actor_learner import RolloutSlots, WeightBroadcast, empty_rollout
@@ -125,3 +126,20 @@ def test_actor_learner_runs_finish_their_budget_and_log_the_policy_lag(
         assert list(rows["episode"]) == list(range(1, len(rows) + 1))
     saved = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
     assert saved["counters"]["env_steps"] == summary["env_steps"]
+
+
+def test_actor_learner_configs_refuse_what_does_not_apply(make_config) -> None:
+    with pytest.raises(ConfigError, match=r"algo\.gae_lambda=0\.95 does not apply to runner\.kind: impala"):
+        make_config(runner={"kind": "impala"}, algo={"gae_lambda": 0.95})
+    with pytest.raises(ConfigError, match=r"runner\.share: false"):
+        make_config(runner={"kind": "a3c_data", "share": False})
+    with pytest.raises(ConfigError, match=r"runner\.learner_batch=3 must be at most runner\.n_workers=2"):
+        make_config(runner={"kind": "impala", "learner_batch": 3})
+    with pytest.raises(ConfigError, match=r"env\.team_reward needs the workers stepped together"):
+        make_config(
+            env={"shared_pool": True, "team_reward": True}, runner={"kind": "impala", "serial": False}
+        )
+    with pytest.raises(ConfigError, match=r"env\.team_spirit=0\.5 only applies with env\.team_reward"):
+        make_config(env={"team_spirit": 0.5})
+    serial = make_config(env={"shared_pool": True, "team_reward": True}, runner={"kind": "impala"})
+    assert serial.runner.serial and serial.env.team_reward
