@@ -1,5 +1,8 @@
-"""A3C training throughput on the `paper` preset with the GRU model.
+"""Training throughput on the `paper` preset with the GRU model.
 
+Rows ``runner = a3c_data / impala / a2c``: the library's runners themselves (N actor processes
+and the learner, or one a2c process stepping N x K envs), timed between their first round of
+updates and a stop after ``seconds`` (start-up excluded), at the largest K measured.
 Rows ``runner = a3c``: N worker processes running the library's :class:`Worker` (K envs each,
 batched inference, rollout re-evaluation, shared model + SharedAdam under a lock).
 Rows ``runner = reference``: N processes running a worker written like the classic A3C design:
@@ -27,15 +30,17 @@ from uavrl.envs import ENV_ID
 from uavrl.envs.scenarios import CELL_SETS
 from uavrl.nn.models import ActorCritic, build_model
 from uavrl.runners.learner import transfer_gradients
-from uavrl.runners.session import TrainingSession
+from uavrl.runners.registry import RUNNERS
+from uavrl.runners.session import HookOutcome, TrainingSession
 from uavrl.runners.worker import Worker, make_worker_env
 
 WORKERS = (1, 2)
+RUNNER_KINDS = ("a3c_data", "impala", "a2c")
 ENVS_PER_WORKER = (1, 8, 32, 64, 128)
 WARMUP_UPDATES = 3
 
 
-def bench_config(n_workers: int, envs_per_worker: int) -> Config:
+def bench_config(n_workers: int, envs_per_worker: int, *overrides: str) -> Config:
     """The design's A3C settings (GRU 128 + LayerNorm, T = 20) on the training cells, which the
     workers take in turn (worker ``i`` in cell ``i mod 5``), so any worker count works."""
     cells = [c.name for c in CELL_SETS["seen"]]
@@ -47,6 +52,7 @@ def bench_config(n_workers: int, envs_per_worker: int) -> Config:
             f"env.worker_cells={[cells[i % len(cells)] for i in range(n_workers)]}",
             "log.tensorboard=false",
             "log.progress=false",
+            *overrides,
         ],
     )
 
@@ -170,6 +176,36 @@ def measure(kind: str, n_workers: int, envs_per_worker: int, seconds: float) -> 
     return sum(steps / elapsed for steps, elapsed in outcomes)
 
 
+class _Stopwatch:
+    """A progress hook: notes (time, env steps) at the first round, stops the run ``seconds`` later."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.marks: list[tuple[float, int]] = []
+
+    def __call__(self, env_steps: int, models: list[ActorCritic]) -> HookOutcome | None:
+        now = time.perf_counter()
+        if not self.marks or now - self.marks[0][0] < self.seconds:
+            self.marks.append((now, env_steps))
+            return None
+        self.marks.append((now, env_steps))
+        return HookOutcome(stop=True)
+
+    def rate(self) -> float:
+        (t0, s0), (t1, s1) = self.marks[0], self.marks[-1]
+        return (s1 - s0) / max(t1 - t0, 1e-9)
+
+
+def measure_runner(kind: str, n_workers: int, envs_per_worker: int, seconds: float) -> float:
+    """Env steps per second of a whole ``kind`` run (actors and learner) after its first round."""
+    budget = "runner.total_env_steps=1000000000000"  # the stopwatch ends the run
+    config = bench_config(n_workers, envs_per_worker, f"runner.kind={kind}", budget)
+    stopwatch = _Stopwatch(seconds)
+    with tempfile.TemporaryDirectory() as tmp:
+        RUNNERS[kind](config, Path(tmp), False, stopwatch)
+    return stopwatch.rate()
+
+
 def run(
     workers: Sequence[int] = WORKERS,
     envs_per_worker: Sequence[int] = ENVS_PER_WORKER,
@@ -185,9 +221,11 @@ def run(
     """
     grid = [("reference", n, 1) for n in workers]
     grid += [("a3c", n, k) for n in workers for k in envs_per_worker]
+    grid += [(kind, n, max(envs_per_worker)) for kind in RUNNER_KINDS for n in workers]
     samples: dict[tuple[str, int, int], list[float]] = {key: [] for key in grid}
     for _ in range(rounds):
         for key in grid:
-            samples[key].append(measure(*key, seconds / rounds))
+            timer = measure_runner if key[0] in RUNNER_KINDS else measure
+            samples[key].append(timer(*key, seconds / rounds))
     rows = [(*key, float(np.median(samples[key]))) for key in grid]
     return pd.DataFrame(rows, columns=["runner", "n_workers", "envs_per_worker", "steps_per_s"])

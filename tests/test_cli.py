@@ -62,7 +62,7 @@ def test_bench_train_measures_library_and_reference_workers(tmp_path: Path) -> N
 
     frame = bench_train.run(workers=[1], envs_per_worker=[4], seconds=0.5, rounds=1)
     assert list(frame.columns) == ["runner", "n_workers", "envs_per_worker", "steps_per_s"]
-    assert frame["runner"].tolist() == ["reference", "a3c"]
+    assert frame["runner"].tolist() == ["reference", "a3c", "a3c_data", "impala", "a2c"]
     assert (frame["steps_per_s"] > 0).all()
 
 
