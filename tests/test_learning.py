@@ -16,11 +16,14 @@ CONFIGS = Path(__file__).parent.parent / "configs"
 QUIET = ["log.progress=false", "log.tensorboard=false"]
 
 
-def test_a3c_solves_cartpole(tmp_path: Path) -> None:
-    config = load_config(CONFIGS / "cartpole_a3c.yaml", QUIET)
+@pytest.mark.parametrize("runner", ["a3c", "a3c_data", "impala"])
+def test_every_runner_solves_cartpole(tmp_path: Path, runner: str) -> None:
+    config = load_config(CONFIGS / f"cartpole_{runner}.yaml", QUIET)
     summary = train(config, tmp_path)
     assert summary["env_steps"] <= config.runner.total_env_steps + 1000
     assert summary["eval"]["mean_return"] >= 475.0
+    if runner == "impala":  # its actors really acted with older weights
+        assert summary["policy_lag"]["mean"] > 0
 
 
 def test_a3c_gaussian_head_swings_up_pendulum(tmp_path: Path) -> None:
