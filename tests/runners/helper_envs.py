@@ -73,6 +73,43 @@ class CueMemoryEnv(gym.Env[np.ndarray, np.int64]):
         return self._obs(), reward, True, False, {}
 
 
-for _id, _cls in (("Faulty-v0", FaultyEnv), ("CueMemory-v0", CueMemoryEnv)):
+class HybridTargetEnv(gym.Env[np.ndarray, tuple[np.int64, np.ndarray]]):
+    """A hybrid action (choice, level): the observation shows a side (+1 / -1) and a target level
+    in [0, 1]; the reward is 1 for the matching choice minus the distance of the level from the
+    target. Ten steps an episode (truncated), so a learner sees both kinds of episode end."""
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = gym.spaces.Tuple(
+            (gym.spaces.Discrete(2), gym.spaces.Box(0.0, 1.0, (1,), np.float32))
+        )
+        self.t = 0
+        self.obs = np.zeros(2, np.float32)
+
+    def _draw(self) -> np.ndarray:
+        side = 1.0 if self.np_random.random() < 0.5 else -1.0
+        self.obs = np.array([side, self.np_random.random()], np.float32)
+        return self.obs
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        return self._draw(), {}
+
+    def step(self, action: tuple[np.int64, np.ndarray]) -> tuple[np.ndarray, float, bool, bool, dict]:
+        choice, level = action
+        matched = (int(choice) == 1) == (self.obs[0] > 0)
+        reward = float(matched) - abs(float(np.asarray(level).reshape(-1)[0]) - float(self.obs[1]))
+        self.t += 1
+        return self._draw(), reward, False, self.t >= 10, {}
+
+
+for _id, _cls in (
+    ("Faulty-v0", FaultyEnv),
+    ("CueMemory-v0", CueMemoryEnv),
+    ("HybridTarget-v0", HybridTargetEnv),
+):
     if _id not in gym.registry:
         gym.register(id=_id, entry_point=f"{__name__}:{_cls.__name__}")
