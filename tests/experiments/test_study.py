@@ -65,6 +65,23 @@ def test_every_worker_gets_the_same_env_steps_and_rows_change_one_setting() -> N
     assert len({c.hash() for c in runs.values()}) == len(runs)
 
 
+def test_runner_arms_share_the_config_seeds_and_budget() -> None:
+    study = load_study(CONFIGS / "study_quick.yaml")
+    runs = {(r.arm, r.ablation, r.seed): r.config for r in plan(study, Path("x"))}
+    a3c, impala, a2c = (runs[(arm, "baseline", 1)] for arm in ("a3c", "impala", "a2c"))
+    assert (a3c.runner.kind, impala.runner.kind, a2c.runner.kind) == ("a3c", "impala", "a2c")
+    assert a3c.runner.total_env_steps == impala.runner.total_env_steps == a2c.runner.total_env_steps
+    assert a3c.seed == impala.seed == a2c.seed == 1
+    # V-trace targets instead of GAE; the serial learner takes one worker's rollout per update
+    assert impala.algo.gae_lambda is None and a3c.algo.gae_lambda is not None
+    assert impala.runner.serial and impala.runner.learner_batch == 1
+    for config in (impala, a2c):
+        for section in ("env", "model"):
+            assert getattr(config, section) == getattr(a3c, section)
+    with pytest.raises(ConfigError, match="the arms choose the runner kind"):
+        load_study(CONFIGS / "study_quick.yaml", ["base.runner.kind=a2c"])
+
+
 def test_bad_study_configs_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="baseline and must be empty"):
         load_study(CONFIGS / "study_quick.yaml", ["ablations={first: [model.layer_norm=false]}"])
@@ -73,7 +90,7 @@ def test_bad_study_configs_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"ablation 'bad'.*hidden_size"):
         load_study(CONFIGS / "study_quick.yaml", ["ablations={baseline: [], bad: [model.hidden_size=0]}"])
     with pytest.raises(ConfigError, match="arms"):
-        load_study(CONFIGS / "study_quick.yaml", ["arms=[a3c, impala]"])
+        load_study(CONFIGS / "study_quick.yaml", ["arms=[a3c, ppo]"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_study(tmp_path / "missing.yaml")
 

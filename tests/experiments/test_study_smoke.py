@@ -33,12 +33,25 @@ def test_quick_study_outputs_are_consistent(quick_study: Path) -> None:
     # Every run is judged in its own training cells (the 5 seen cells of its workers) plus the
     # held-out cell, in its training regime (shared: + the training world) and the other one.
     n_worlds = {"shared": 6 + 1, "private": 6}
-    # a3c: 1 model acting as every agent; individual: 5 models alone (private) or as one team (shared).
-    per_run = {"a3c": sum(n_worlds.values()), "individual": n_worlds["shared"] + 5 * n_worlds["private"]}
+    # a3c, impala, a2c: 1 model acting as every agent; individual: 5 models alone (private) or
+    # as one team (shared).
+    one_model = sum(n_worlds.values())
+    per_run = {
+        "a3c": one_model,
+        "impala": one_model,
+        "a2c": one_model,
+        "individual": n_worlds["shared"] + 5 * n_worlds["private"],
+    }
     for arm, count in per_run.items():
         assert len(learned[learned["arm"] == arm]) == n_rows * n_seeds * count * n_selections
-    assert set(learned["model"]) == {"a3c", "individual", *(f"individual_w{i}" for i in range(5))}
-    assert set(learned.loc[learned["regime"] == "shared", "model"]) == {"a3c", "individual"}
+    assert set(learned["model"]) == {
+        "a3c",
+        "impala",
+        "a2c",
+        "individual",
+        *(f"individual_w{i}" for i in range(5)),
+    }
+    assert set(learned.loc[learned["regime"] == "shared", "model"]) == {"a3c", "impala", "a2c", "individual"}
     assert set(learned["cell"]) == {*seen, "v90-l200-c1000", "train_world"}
     assert learned.groupby("cell")["held_out"].first().to_dict() == {
         **dict.fromkeys(seen, False),
@@ -59,7 +72,8 @@ def test_quick_study_outputs_are_consistent(quick_study: Path) -> None:
         assert summary["status"] == "finished" and summary["config_hash"] == run.config.hash()
         assert summary["env_steps"] >= study.env_steps_per_worker * run.config.runner.n_workers
     report = (quick_study / "report.md").read_text()
-    assert "| a3c | 2 |" in report and "*oracle*" in report
+    assert "| a3c | 2 |" in report and "| impala | 2 |" in report and "| a2c | 2 |" in report
+    assert "impala vs individual" in report and "*oracle*" in report
     assert "shared cloud pools (its training regime)" in report
     assert "private cloud pools (transfer" in report and "the training world itself" in report
     figures = (
@@ -85,7 +99,7 @@ def test_learning_curves_are_continuous_with_median_over_the_seeds(quick_study: 
     the plotted line is the median over seeds (no gaps, with one seed or many)."""
     study = load_study(quick_study / "study.yaml")
     curves = learning_curves(study, quick_study, "baseline")
-    assert set(curves) == {"a3c", "individual"}
+    assert set(curves) == {"a3c", "impala", "a2c", "individual"}
     for curve in curves.values():
         assert curve.by_steps.shape == (2, len(curve.steps)) and np.isfinite(curve.by_steps).all()
         assert np.all(np.diff(curve.steps) > 0) and curve.steps[-1] <= study.env_steps_per_worker + 1e-9

@@ -178,9 +178,10 @@ def run_policies(
 
 
 def model_labels(config: Config, n_models: int) -> list[str]:
-    """Names of a run's learned models: ``a3c``, ``a2c`` or ``individual_w<i>``."""
-    if config.runner.kind == "a2c":
-        return ["a2c"]
+    """Names of a run's learned models: its runner kind (``a3c``, ``a2c``, ``a3c_data``,
+    ``impala``) or ``individual_w<i>``."""
+    if config.runner.kind != "a3c":
+        return [config.runner.kind]
     if config.runner.share:
         return ["a3c"]
     return [f"individual_w{i}" for i in range(n_models)]

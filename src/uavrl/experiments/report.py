@@ -26,6 +26,7 @@ from uavrl.experiments.study import (
     REFERENCE_ARM,
     REFERENCE_SELECTION,
     RESULTS_FILE,
+    SHARED_MODEL_ARMS,
     STUDY_FILE,
     StudyConfig,
     collect_results,
@@ -201,7 +202,7 @@ def _p(x: float) -> str:
 
 def _arms(results: pd.DataFrame, ablation: str, regime: str) -> list[str]:
     present = set(results.loc[results["ablation"] == ablation, "arm"])
-    names = [a for a in ("a3c", "a3c_equal_updates") if a in present]
+    names = [a for a in SHARED_MODEL_ARMS if a in present]
     if "individual" in present:
         # In a shared world the individual models act as one team: no best or worst model.
         names += ["individual"] + ([INDIVIDUAL_BEST, INDIVIDUAL_WORST] if regime == "private" else [])
@@ -250,13 +251,14 @@ def train_world_table(results: pd.DataFrame, ablation: str, selection: str) -> s
 
 
 def arm_comparisons(results: pd.DataFrame, view: View) -> str:
-    """A3C (and its equal-update variant) against the individual arm's per-seed model mean."""
+    """A3C (its equal-update variant, its relatives) against the individual arm's per-seed
+    model mean."""
     y = seed_scores(results, "individual", view)
     lines = [
         "| comparison | gap [95% CI] | P(X > Y) | Welch p | MWU p |",
         "|---|---|---|---|---|",
     ]
-    for arm in ("a3c", "a3c_equal_updates"):
+    for arm in SHARED_MODEL_ARMS:
         x = seed_scores(results, arm, view)
         if x.size == 0 or y.size == 0:
             continue
@@ -442,7 +444,7 @@ def plot_per_cell(results: pd.DataFrame, ablation: str, regime: str, path: Path)
     ]
     cells = list(dict.fromkeys(refs["cell"]))
     series: list[tuple[str, np.ndarray, np.ndarray]] = []
-    for arm in ("a3c", "individual"):
+    for arm in (*SHARED_MODEL_ARMS, "individual"):
         rows = results[
             (results["arm"] == arm)
             & (results["ablation"] == ablation)
@@ -512,7 +514,8 @@ def heatmap_scores(results: pd.DataFrame, ablation: str, regime: str) -> pd.Data
     }
     means.update({name: g.set_index("cell")["mean_return"] for name, g in refs.groupby("model", sort=False)})
     table = pd.DataFrame(means)
-    columns = [a for a in ("a3c", "individual") if a in table] + [r for r in REFERENCE_ORDER if r in table]
+    learned_arms = [a for a in (*SHARED_MODEL_ARMS, "individual") if a in table]
+    columns = learned_arms + [r for r in REFERENCE_ORDER if r in table]
     table = table[columns]
     references = table[[c for c in REFERENCE_ORDER if c in table]]
     floor = references[[p for p in FLOOR_POLICIES if p in references]].max(axis=1)
@@ -544,7 +547,8 @@ def plot_heatmap(results: pd.DataFrame, ablation: str, regime: str, path: Path) 
     for i in range(1, len(groups)):
         if groups[i] != groups[i - 1]:
             ax.axhline(i - 0.5, color="black", lw=1.2)
-    ax.axvline(sum(c in ("a3c", "individual") for c in scores.columns) - 0.5, color="black", lw=1.2)
+    n_learned = sum(c in (*SHARED_MODEL_ARMS, "individual") for c in scores.columns)
+    ax.axvline(n_learned - 0.5, color="black", lw=1.2)
     ax.set_xticks(range(scores.shape[1]), scores.columns, rotation=35, ha="right", fontsize=8)
     labels = [f"{cell} ({group})" for group, cell in scores.index]
     ax.set_yticks(range(scores.shape[0]), labels, fontsize=7)

@@ -93,7 +93,12 @@ def _both_selections() -> list[Selection]:
     return ["greedy", "stochastic"]
 
 
-def _both_arms() -> list[Literal["a3c", "individual"]]:
+Arm = Literal["a3c", "individual", "a2c", "a3c_data", "impala"]
+SHARED_MODEL_ARMS = ("a3c", "a3c_equal_updates", "a2c", "a3c_data", "impala")
+"""Arms whose run trains one model for all workers (A3C and its relatives)."""
+
+
+def _both_arms() -> list[Arm]:
     return ["a3c", "individual"]
 
 
@@ -126,6 +131,10 @@ class StudyConfig(ConfigSection):
 
     - ``base``: a run config (as in ``configs/*.yaml``) on ``uavrl/Offload-v0``.
     - ``arms``: ``a3c`` (share=True) and ``individual`` (share=False), identical otherwise;
+      ``a2c``, ``a3c_data`` and ``impala`` are those runner kinds on the same config, seeds and
+      env-step budget (``impala`` with V-trace targets instead of ``algo.gae_lambda``; when the
+      base runs serially, its learner takes one worker's rollout per update, so later workers'
+      rollouts were acted by weights up to N - 1 updates old, as in Hogwild);
       ``a3c_equal_updates`` is A3C with ``1 / n_workers`` of the env steps, so its global model
       receives as many updates as one individual model (run for ``equal_updates_rows``).
     - ``env_steps_per_worker``: every worker of every arm and row gets this many env steps
@@ -138,7 +147,7 @@ class StudyConfig(ConfigSection):
 
     name: str = "study"
     base: dict[str, Any]
-    arms: list[Literal["a3c", "individual"]] = Field(default_factory=_both_arms)
+    arms: list[Arm] = Field(default_factory=_both_arms)
     equal_updates_rows: list[str] = Field(default_factory=list)
     seeds: int = Field(10, ge=1)
     first_seed: int = Field(0, ge=0)
@@ -173,8 +182,10 @@ class StudyConfig(ConfigSection):
                     raise ValueError(f"ablation {row!r} may not set {key!r} (the study sets it)")
         resolve_cells([*self.evaluation.train_cells, *self.evaluation.held_out_cells])
         for run in plan(self, Path(".")):
-            if not run.config.env.is_uavrl or run.config.runner.kind != "a3c":
-                raise ValueError(f"base must be an a3c run on {ENV_ID} (row {run.ablation!r})")
+            if not run.config.env.is_uavrl:
+                raise ValueError(f"base must be a run on {ENV_ID} (row {run.ablation!r})")
+        if (self.base.get("runner") or {}).get("kind", "a3c") != "a3c":
+            raise ValueError("base must be an a3c run: the arms choose the runner kind")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,16 +230,20 @@ def run_config(study: StudyConfig, arm: str, ablation: str, seed: int) -> Config
     except ConfigError as err:
         raise ConfigError(f"ablation {ablation!r}: {err}") from None
     steps = study.env_steps_per_worker * (1 if arm == "a3c_equal_updates" else n_workers)
-    data = apply_overrides(
-        data,
-        [
-            f"name={study.name}/{arm}/{ablation}/seed{seed}",
-            f"seed={study.first_seed + seed}",
-            f"runner.share={arm != 'individual'}",
-            f"runner.total_env_steps={steps}",
-            "log.progress=false",
-        ],
-    )
+    overrides = [
+        f"name={study.name}/{arm}/{ablation}/seed{seed}",
+        f"seed={study.first_seed + seed}",
+        f"runner.share={arm != 'individual'}",
+        f"runner.total_env_steps={steps}",
+        "log.progress=false",
+    ]
+    if arm in ("a2c", "a3c_data", "impala"):
+        overrides.append(f"runner.kind={arm}")
+    if arm == "impala":
+        overrides.append("algo.gae_lambda=null")
+        if data.get("runner", {}).get("serial"):
+            overrides.append("runner.learner_batch=1")
+    data = apply_overrides(data, overrides)
     try:
         return config_from_dict(data)
     except ConfigError as err:
