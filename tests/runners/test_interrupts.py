@@ -82,13 +82,26 @@ def _wait_for_no_members(pgid: int, seconds: float) -> list[int]:
     return alive
 
 
+def _communicate_or_dump(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The run's output once it exits; if it hangs, fail with the stack of each of its threads
+    (``uavrl`` prints them on SIGUSR1) and kill its group."""
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2.0)
+        os.killpg(proc.pid, signal.SIGKILL)
+        out = proc.communicate()[0]
+        raise AssertionError(f"the run did not exit within {timeout} s; its threads:\n{out}") from None
+
+
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads process groups from /proc")
 def test_ctrl_c_checkpoints_prints_one_line_and_exits_130(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     proc = _start(tmp_path, run_dir, total_env_steps=10_000_000)
     _wait_until_logging(run_dir, proc)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole group
-    out, _ = proc.communicate(timeout=60)
+    out = _communicate_or_dump(proc, timeout=60)
     assert proc.returncode == 130, out
     lines = [line for line in out.splitlines() if line.strip()]
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
