@@ -20,7 +20,7 @@ import torch
 
 from uavrl.config import Config
 from uavrl.runners.session import TrainingSession, make_pool
-from uavrl.runners.worker import BatchedWorkers, Worker, make_all_worker_envs, make_worker_env
+from uavrl.runners.worker import BatchedWorkers, Worker, make_all_worker_envs
 
 WARMUP_ROUNDS = 2
 
@@ -35,7 +35,7 @@ def _round_function(config: Config, session: TrainingSession, batched: bool) -> 
         )
         return lambda: sum(stats.env_steps for stats, _ in group.update(0))
     workers = [
-        Worker(config, i, model, optimizer, lock, make_worker_env(config, i, pool), config.seed)
+        Worker.build(config, i, model, optimizer, lock, pool, config.seed)
         for i in range(config.runner.n_workers)
     ]
     return lambda: sum(w.update()[0].env_steps for w in workers)

@@ -32,7 +32,7 @@ from uavrl.nn.models import ActorCritic, build_model
 from uavrl.runners.learner import transfer_gradients
 from uavrl.runners.registry import RUNNERS
 from uavrl.runners.session import HookOutcome, TrainingSession
-from uavrl.runners.worker import Worker, make_worker_env
+from uavrl.runners.worker import Worker
 
 WORKERS = (1, 2)
 RUNNER_KINDS = ("a3c_data", "impala", "a2c")
@@ -139,8 +139,7 @@ def _process(
     torch.set_num_threads(1)
     config = Config.model_validate(config_data)
     if kind == "a3c":
-        env = make_worker_env(config, worker_id, None)
-        worker = Worker(config, worker_id, learner, optimizer, lock, env, config.seed)
+        worker = Worker.build(config, worker_id, learner, optimizer, lock, None, config.seed)
         results.put(_library_loop(worker, seconds))
     else:
         results.put(_reference_loop(config, worker_id, learner, optimizer, lock, seconds))

@@ -52,6 +52,22 @@ def test_tuned_a3c_beats_the_tuned_threshold_policy_on_the_paper_training_cells(
     assert summary["eval"]["mean_return"] > means["threshold"]
 
 
+def test_impala_beats_local_else_offload_on_the_paper_training_cells(tmp_path: Path) -> None:
+    """IMPALA on the private-pool config's values (2M env steps, serial: the learner takes one
+    worker's rollout per update, so the others' were acted by weights up to 4 updates old and
+    V-trace corrects them), against LOCAL-else-OFFLOAD on the same cells and streams."""
+    config = load_config(
+        CONFIGS / "paper_a3c_private.yaml",
+        [*QUIET, "runner.kind=impala", "algo.gae_lambda=null", "runner.learner_batch=1"],
+    )
+    summary = train(config, tmp_path)
+    references = reference_policies(tuning_worlds(config, "private"), config.eval.episodes, config.eval.seed)
+    table = evaluate_policies(references, eval_worlds(config), config.eval.episodes, config.eval.seed)
+    means = table.groupby("policy")["mean"].mean()
+    assert summary["policy_lag"]["histogram"].keys() == {"0", "1", "2", "3", "4"}
+    assert summary["eval"]["mean_return"] > means["local_else_offload"]
+
+
 MEMORY = [
     "env.id=tests.runners.helper_envs:CueMemory-v0",
     "env.params={}",

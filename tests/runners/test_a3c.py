@@ -27,9 +27,9 @@ def _workers(config, tmp_path: Path) -> tuple[TrainingSession, list[Worker]]:
     workers = []
     for i in range(r.n_workers):
         k = 0 if r.share else i
-        env = make_worker_env(config, i, pool)
+        lock = session.ctx.Lock()
         workers.append(
-            Worker(config, i, session.models[k], session.optimizers[k], session.ctx.Lock(), env, config.seed)
+            Worker.build(config, i, session.models[k], session.optimizers[k], lock, pool, config.seed)
         )
     return session, workers
 

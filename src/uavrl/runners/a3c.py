@@ -32,7 +32,6 @@ from uavrl.runners.worker import (
     Worker,
     derived_seed,
     make_all_worker_envs,
-    make_worker_env,
     metric_rows,
 )
 
@@ -93,8 +92,7 @@ def _worker_process(
     try:
         config = Config.model_validate(config_data)
         torch.manual_seed(derived_seed(config.seed, 3, worker_id, env_seed))
-        env = make_worker_env(config, worker_id, pool)
-        worker = Worker(config, worker_id, learner, optimizer, lock, env, env_seed)
+        worker = Worker.build(config, worker_id, learner, optimizer, lock, pool, env_seed)
         # a parent killed with -9 sets no stop event: notice its death instead of outliving it
         while (
             counters.worker_updates[worker_id] < target

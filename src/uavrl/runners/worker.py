@@ -184,6 +184,22 @@ class Worker:
             config, self.local, env, env_seed, worker_id * config.runner.envs_per_worker
         )
 
+    @classmethod
+    def build(
+        cls,
+        config: Config,
+        worker_id: int,
+        learner: ActorCritic,
+        optimizer: torch.optim.Optimizer,
+        lock: Any,
+        pool: CloudPool | None,
+        env_seed: int,
+    ) -> Worker:
+        """Worker ``worker_id`` of a run: its K envs in its cell (on ``pool`` if shared)."""
+        return cls(
+            config, worker_id, learner, optimizer, lock, make_worker_env(config, worker_id, pool), env_seed
+        )
+
     def update(self, env_steps: int = 0) -> tuple[UpdateStats, list[EpisodeRecord]]:
         """One rollout + update.
 
