@@ -523,7 +523,8 @@ def _check_positive(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` prints where every thread of a stuck run is
+    if hasattr(signal, "SIGUSR1") and sys.__stderr__ is not None:
+        # `kill -USR1 PID` prints where every thread of a stuck run is
         faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     try:
         _check_positive(args)

@@ -3,8 +3,8 @@ directory and returns a :class:`~uavrl.runners.session.RunResult`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from uavrl.config import Config
 from uavrl.runners.a2c import run_a2c
@@ -12,7 +12,12 @@ from uavrl.runners.a3c import run_a3c
 from uavrl.runners.actor_learner import run_actor_learner
 from uavrl.runners.session import ProgressHook, RunResult
 
-Runner = Callable[[Config, Path, bool, ProgressHook | None], RunResult]
+
+class Runner(Protocol):
+    def __call__(
+        self, config: Config, run_dir: Path, resume: bool = False, hook: ProgressHook | None = None
+    ) -> RunResult: ...
+
 
 RUNNERS: dict[str, Runner] = {
     "a3c": run_a3c,
