@@ -44,7 +44,15 @@ def _start(tmp_path: Path, run_dir: Path, total_env_steps: int) -> subprocess.Po
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # ... with Ctrl-C at its default: a test run launched in the background (nohup, `&` in a
+        # script) has SIGINT ignored, the child would inherit that, and Python then never turns
+        # SIGINT into KeyboardInterrupt
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_until_logging(run_dir: Path, proc: subprocess.Popen[str], rows: int = 40) -> None:
