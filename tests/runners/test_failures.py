@@ -63,3 +63,17 @@ def test_nan_updates_are_skipped_then_the_run_stops(make_config, tmp_path: Path)
     assert all(torch.isfinite(p).all() for p in models[0].parameters())  # nothing propagated
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and "max_nonfinite=4" in summary["error"]
+
+
+@pytest.mark.parametrize("kind", ["a3c_data", "impala"])
+def test_a_failing_actor_stops_an_actor_learner_run_with_its_traceback(
+    make_config, tmp_path: Path, kind: str
+) -> None:
+    config = _faulty(make_config, "raise", at_step=120, serial=False)
+    config = config.model_copy(update={"runner": config.runner.model_copy(update={"kind": kind})})
+    with pytest.raises(WorkerFailed, match=r"actor \d failed") as err:
+        train(config, tmp_path)
+    assert "injected env failure" in str(err.value) and "helper_envs.py" in str(err.value)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert (tmp_path / "checkpoints" / "last.safetensors").exists()
