@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -50,20 +50,18 @@ class RolloutBatch:
     def columns(self, lo: int, hi: int) -> RolloutBatch:
         """Copies ``[lo, hi)`` of the batch (views, no copy)."""
         return RolloutBatch(
-            obs=self.obs[:, lo:hi],
-            actions=self.actions[:, lo:hi],
-            behaviour_params=self.behaviour_params[:, lo:hi],
-            rewards=self.rewards[:, lo:hi],
-            terminated=self.terminated[:, lo:hi],
-            truncated=self.truncated[:, lo:hi],
-            final_values=self.final_values[:, lo:hi],
-            starts=self.starts[:, lo:hi],
-            h0=self.h0[lo:hi],
-            last_value=self.last_value[lo:hi],
-            next_obs=self.next_obs[lo:hi],
-            next_start=self.next_start[lo:hi],
+            **{name: getattr(self, name).narrow(copy_dim(name), lo, hi - lo) for name in TENSOR_FIELDS},
             policy_version=self.policy_version,
         )
+
+
+TENSOR_FIELDS = tuple(f.name for f in fields(RolloutBatch) if f.name != "policy_version")
+_PER_COPY_FIELDS = ("h0", "last_value", "next_obs", "next_start")
+
+
+def copy_dim(name: str) -> int:
+    """The copy (B) dimension of a batch field: 0 for per-copy fields, 1 for (T, B, ...) ones."""
+    return 0 if name in _PER_COPY_FIELDS else 1
 
 
 def concat_batches(batches: Sequence[RolloutBatch]) -> RolloutBatch:
@@ -80,21 +78,9 @@ def concat_batches(batches: Sequence[RolloutBatch]) -> RolloutBatch:
     if len(lengths) != 1:
         raise ValueError(f"rollouts of different lengths cannot be batched: T = {sorted(lengths)}")
 
-    def cat(name: str, dim: int) -> torch.Tensor:
-        return torch.cat([getattr(b, name) for b in batches], dim=dim)
-
     return RolloutBatch(
-        obs=cat("obs", 1),
-        actions=cat("actions", 1),
-        behaviour_params=cat("behaviour_params", 1),
-        rewards=cat("rewards", 1),
-        terminated=cat("terminated", 1),
-        truncated=cat("truncated", 1),
-        final_values=cat("final_values", 1),
-        starts=cat("starts", 1),
-        h0=cat("h0", 0),
-        last_value=cat("last_value", 0),
-        next_obs=cat("next_obs", 0),
-        next_start=cat("next_start", 0),
+        **{
+            name: torch.cat([getattr(b, name) for b in batches], dim=copy_dim(name)) for name in TENSOR_FIELDS
+        },
         policy_version=min(b.policy_version for b in batches),
     )

@@ -8,6 +8,7 @@ runs the workers in this process, stepped as one batch (:class:`BatchedWorkers`)
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing as mp
 import queue as queue_module
@@ -15,6 +16,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +73,20 @@ def _one_update(worker: Worker, counters: SharedCounters, metrics: Any, clock_or
     book_update(worker.worker_id, stats, episodes, counters, metrics, clock_origin)
 
 
+@contextlib.contextmanager
+def child_process(errors: Any, worker_id: int) -> Iterator[Any]:
+    """The frame of a worker or actor process: one torch thread, Ctrl-C left to the parent
+    (which stops us in order), any exception sent to ``errors`` with its traceback and exit
+    code 1. Yields the parent process, whose death (kill -9) the caller must notice."""
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield mp.parent_process()
+    except BaseException:
+        errors.put((worker_id, traceback.format_exc()))
+        sys.exit(1)
+
+
 def _worker_process(
     config_data: dict[str, Any],
     worker_id: int,
@@ -86,10 +102,7 @@ def _worker_process(
     target: int,
     clock_origin: float,
 ) -> None:
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us in order
-    parent = mp.parent_process()
-    try:
+    with child_process(errors, worker_id) as parent:
         config = Config.model_validate(config_data)
         torch.manual_seed(derived_seed(config.seed, 3, worker_id, env_seed))
         worker = Worker.build(config, worker_id, learner, optimizer, lock, pool, env_seed)
@@ -100,9 +113,6 @@ def _worker_process(
             and (parent is None or parent.is_alive())
         ):
             _one_update(worker, counters, metrics, clock_origin)
-    except BaseException:
-        errors.put((worker_id, traceback.format_exc()))
-        sys.exit(1)
 
 
 def stop_processes(processes: list[Any], stop: Any) -> None:

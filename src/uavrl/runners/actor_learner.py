@@ -19,23 +19,18 @@ acts: for ``a3c_data`` its one slot comes back only once the update that read it
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import queue as queue_module
-import signal
-import sys
-import traceback
 from collections import Counter
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from uavrl.algo.batch import RolloutBatch, concat_batches
+from uavrl.algo.batch import TENSOR_FIELDS, RolloutBatch, concat_batches
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.nn.models import ActorCritic
-from uavrl.runners.a3c import book_update, first_failure, stop_processes
+from uavrl.runners.a3c import book_update, child_process, first_failure, stop_processes
 from uavrl.runners.learner import Learner
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession, WorkerFailed
 from uavrl.runners.worker import (
@@ -78,9 +73,6 @@ def empty_rollout(model: ActorCritic, length: int, copies: int) -> RolloutBatch:
     )
 
 
-_TENSOR_FIELDS = [f.name for f in fields(RolloutBatch) if f.name != "policy_version"]
-
-
 class RolloutSlots:
     """Rollout batches preallocated in shared memory, ``per_actor`` slots for each actor.
 
@@ -93,7 +85,7 @@ class RolloutSlots:
         self.per_actor = per_actor
         n = n_actors * per_actor
         self.buffers = [
-            {name: torch.zeros_like(getattr(template, name)).share_memory_() for name in _TENSOR_FIELDS}
+            {name: torch.zeros_like(getattr(template, name)).share_memory_() for name in TENSOR_FIELDS}
             for _ in range(n)
         ]
         self.versions = torch.zeros(n, dtype=torch.int64).share_memory_()
@@ -104,7 +96,7 @@ class RolloutSlots:
 
     def write(self, slot: int, batch: RolloutBatch) -> None:
         buffer = self.buffers[slot]
-        for name in _TENSOR_FIELDS:
+        for name in TENSOR_FIELDS:
             buffer[name].copy_(getattr(batch, name))
         self.versions[slot] = batch.policy_version
 
@@ -112,7 +104,7 @@ class RolloutSlots:
         """A copy of the slot's rollout (the slot can be handed back right after)."""
         buffer = self.buffers[slot]
         return RolloutBatch(
-            **{name: buffer[name].clone() for name in _TENSOR_FIELDS},
+            **{name: buffer[name].clone() for name in TENSOR_FIELDS},
             policy_version=int(self.versions[slot]),
         )
 
@@ -161,10 +153,7 @@ def _actor_process(
     env_seed: int,
 ) -> None:
     """Act until stopped: take a free slot, fetch the latest weights, collect, hand it over."""
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops us in order
-    parent = mp.parent_process()
-    try:
+    with child_process(errors, actor_id) as parent:
         config = Config.model_validate(config_data)
         k = config.runner.envs_per_worker
         torch.manual_seed(derived_seed(config.seed, 3, actor_id, env_seed))
@@ -178,11 +167,7 @@ def _actor_process(
             batch, finished = collector.collect(local, config.algo.rollout_length)
             batch.policy_version = version
             slots.write(slot, batch)
-            episodes = [(ep.episode_return, ep.length) for ep in episode_records(finished, actor_id, k)]
-            slots.full.put((actor_id, slot, episodes))
-    except BaseException:
-        errors.put((actor_id, traceback.format_exc()))
-        sys.exit(1)
+            slots.full.put((slot, episode_records(finished, actor_id, k)))
 
 
 class CentralLearner:
@@ -271,7 +256,7 @@ def _run_parallel(
             episodes: list[EpisodeRecord] = []
             while len(taken) < per_update:
                 try:
-                    actor_id, slot, finished = slots.full.get(timeout=POLL_S)
+                    slot, finished = slots.full.get(timeout=POLL_S)
                 except queue_module.Empty:
                     failure = first_failure(processes, errors)
                     if failure is not None:
@@ -279,7 +264,7 @@ def _run_parallel(
                     continue
                 taken.append(slot)
                 rollouts.append(slots.read(slot))
-                episodes.extend(EpisodeRecord(actor_id, ret, length) for ret, length in finished)
+                episodes.extend(finished)
                 if not release_after_update:
                     slots.release(slot)
             central.update(rollouts, episodes)
