@@ -23,6 +23,7 @@ from uavrl.envs.worlds import REGIMES, TRAIN_WORLD
 from uavrl.experiments import stats
 from uavrl.experiments.evaluate import oracle_score
 from uavrl.experiments.study import (
+    LEARNED_ARMS,
     REFERENCE_ARM,
     REFERENCE_SELECTION,
     RESULTS_FILE,
@@ -444,7 +445,7 @@ def plot_per_cell(results: pd.DataFrame, ablation: str, regime: str, path: Path)
     ]
     cells = list(dict.fromkeys(refs["cell"]))
     series: list[tuple[str, np.ndarray, np.ndarray]] = []
-    for arm in (*SHARED_MODEL_ARMS, "individual"):
+    for arm in LEARNED_ARMS:
         rows = results[
             (results["arm"] == arm)
             & (results["ablation"] == ablation)
@@ -514,7 +515,7 @@ def heatmap_scores(results: pd.DataFrame, ablation: str, regime: str) -> pd.Data
     }
     means.update({name: g.set_index("cell")["mean_return"] for name, g in refs.groupby("model", sort=False)})
     table = pd.DataFrame(means)
-    learned_arms = [a for a in (*SHARED_MODEL_ARMS, "individual") if a in table]
+    learned_arms = [a for a in LEARNED_ARMS if a in table]
     columns = learned_arms + [r for r in REFERENCE_ORDER if r in table]
     table = table[columns]
     references = table[[c for c in REFERENCE_ORDER if c in table]]
@@ -547,7 +548,7 @@ def plot_heatmap(results: pd.DataFrame, ablation: str, regime: str, path: Path) 
     for i in range(1, len(groups)):
         if groups[i] != groups[i - 1]:
             ax.axhline(i - 0.5, color="black", lw=1.2)
-    n_learned = sum(c in (*SHARED_MODEL_ARMS, "individual") for c in scores.columns)
+    n_learned = sum(c in LEARNED_ARMS for c in scores.columns)
     ax.axvline(n_learned - 0.5, color="black", lw=1.2)
     ax.set_xticks(range(scores.shape[1]), scores.columns, rotation=35, ha="right", fontsize=8)
     labels = [f"{cell} ({group})" for group, cell in scores.index]

@@ -96,6 +96,9 @@ def _both_selections() -> list[Selection]:
 Arm = Literal["a3c", "individual", "a2c", "a3c_data", "impala"]
 SHARED_MODEL_ARMS = ("a3c", "a3c_equal_updates", "a2c", "a3c_data", "impala")
 """Arms whose run trains one model for all workers (A3C and its relatives)."""
+RUNNER_ARMS = ("a2c", "a3c_data", "impala")
+"""Arms that are a runner kind of their own (the others are ``a3c`` with or without sharing)."""
+LEARNED_ARMS = (*SHARED_MODEL_ARMS, "individual")
 
 
 def _both_arms() -> list[Arm]:
@@ -237,7 +240,7 @@ def run_config(study: StudyConfig, arm: str, ablation: str, seed: int) -> Config
         f"runner.total_env_steps={steps}",
         "log.progress=false",
     ]
-    if arm in ("a2c", "a3c_data", "impala"):
+    if arm in RUNNER_ARMS:
         overrides.append(f"runner.kind={arm}")
     if arm == "impala":
         overrides.append("algo.gae_lambda=null")
