@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from uavrl.algo.batch import concat_batches
+from uavrl.algo.optim import SharedAdam
 from uavrl.errors import ConfigError
 from uavrl.experiments.train import train
 from uavrl.nn.models import ModelSpec, build_model
@@ -91,7 +92,7 @@ def test_learner_with_vtrace_on_its_own_rollout_steps_like_the_on_policy_learner
     for config in (on_policy, off_policy):
         copy = build_model(model.spec)
         copy.load_state_dict(model.state_dict())
-        learner = Learner(config, copy, torch.optim.Adam(copy.parameters(), lr=1e-2))
+        learner = Learner(config, copy, SharedAdam(copy.parameters(), lr=1e-2))
         stats = learner.learn(copy, batch, 0)
         assert stats.applied and stats.env_steps == batch.env_steps
         after.append(torch.nn.utils.parameters_to_vector(copy.parameters()).detach())

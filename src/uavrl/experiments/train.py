@@ -79,6 +79,8 @@ def _summary(config: Config, result: RunResult) -> dict[str, Any]:
         "episodes": counters["episodes"],
         "wall_time_s": result.wall_time_s,
         "env_steps_per_s": result.session_env_steps / max(result.session_wall_time_s, 1e-9),
+        # epoch seconds, so that a launcher can time start-up from its own clock (bench solve)
+        "first_update_at": result.first_update_at,
         **result.stats,
     }
 
@@ -151,7 +153,12 @@ class PeriodicEvaluation:
         target = self.config.eval.stop_at_return
         reached = target is not None and score >= target
         if reached and self.first_hit is None:
-            self.first_hit = {"env_steps": env_steps, "wall_time_s": wall, "mean_return": score}
+            self.first_hit = {
+                "env_steps": env_steps,
+                "wall_time_s": wall,
+                "mean_return": score,
+                "at": time.time(),
+            }
         return HookOutcome(row, stop=reached)
 
     def summary(self) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.nn.models import ActorCritic
@@ -91,7 +92,7 @@ def _worker_process(
     config_data: dict[str, Any],
     worker_id: int,
     learner: ActorCritic,
-    optimizer: torch.optim.Optimizer,
+    optimizer: SharedAdam,
     lock: Any,
     pool: CloudPool | None,
     counters: SharedCounters,

@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from uavrl.algo.optim import SharedAdam
 from uavrl.errors import CheckpointError
 from uavrl.nn.models import ActorCritic, ModelSpec, build_model
 
@@ -34,7 +35,7 @@ def save_checkpoint(
     directory: Path,
     tag: str,
     models: Sequence[ActorCritic],
-    optimizers: Sequence[torch.optim.Optimizer],
+    optimizers: Sequence[SharedAdam],
     config: dict[str, Any],
     counters: dict[str, Any],
 ) -> Path:
@@ -132,7 +133,7 @@ def load_models(directory: Path, tag: str) -> tuple[list[ActorCritic], dict[str,
 
 
 def restore_training_state(
-    directory: Path, tag: str, models: Sequence[ActorCritic], optimizers: Sequence[torch.optim.Optimizer]
+    directory: Path, tag: str, models: Sequence[ActorCritic], optimizers: Sequence[SharedAdam]
 ) -> dict[str, Any]:
     """Copy weights and Adam state into existing (possibly shared-memory) tensors, in place.
 

@@ -20,6 +20,7 @@ import torch
 
 from uavrl.algo.batch import RolloutBatch
 from uavrl.algo.loss import LossTerms, rollout_loss, vtrace_loss
+from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.nn.models import ActorCritic
 
@@ -90,7 +91,7 @@ class Learner:
         self,
         config: Config,
         model: ActorCritic,
-        optimizer: torch.optim.Optimizer,
+        optimizer: SharedAdam,
         lock: Any = None,
         name: str = "learner",
     ) -> None:

@@ -61,6 +61,7 @@ class RunResult:
     session_env_steps: int
     models: list[ActorCritic]
     stats: dict[str, Any] = field(default_factory=dict)
+    first_update_at: float | None = None
 
 
 def model_spec(config: Config) -> ModelSpec:
@@ -279,4 +280,5 @@ class TrainingSession:
             counters["env_steps"] - self.start_env_steps,
             self.models,
             self.stats,
+            self.counters.first_update_at.value or None,
         )

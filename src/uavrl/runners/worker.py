@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from uavrl.algo.normalize import RewardScaler
+from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.envs.scenarios import resolve_cells
@@ -47,6 +47,8 @@ class SharedCounters:
         self.episodes = ctx.Value("q", 0)
         self.worker_updates = ctx.Array("q", n_slots)
         self.worker_episodes = ctx.Array("q", n_workers)
+        # wall clock (epoch s) of this session's first booked update: start-up ends by then
+        self.first_update_at = ctx.Value("d", 0.0)
 
     def add(self, env_steps: int, applied: bool, owners: list[int], worker_id: int) -> tuple[int, list[int]]:
         """Book one update of slot ``worker_id`` and the episodes it finished (their owners).
@@ -54,6 +56,8 @@ class SharedCounters:
         Returns the run's env steps after it and each episode's number within its owner.
         """
         with self.env_steps.get_lock():
+            if self.first_update_at.value == 0.0:
+                self.first_update_at.value = time.time()
             self.env_steps.value += env_steps
             total = int(self.env_steps.value)
             numbers = []
@@ -169,7 +173,7 @@ class Worker:
         config: Config,
         worker_id: int,
         learner: ActorCritic,
-        optimizer: torch.optim.Optimizer,
+        optimizer: SharedAdam,
         lock: Any,
         env: VecEnv,
         env_seed: int,
@@ -190,7 +194,7 @@ class Worker:
         config: Config,
         worker_id: int,
         learner: ActorCritic,
-        optimizer: torch.optim.Optimizer,
+        optimizer: SharedAdam,
         lock: Any,
         pool: CloudPool | None,
         env_seed: int,
@@ -229,7 +233,7 @@ class BatchedWorkers:
         self,
         config: Config,
         learners: Sequence[ActorCritic],
-        optimizers: Sequence[torch.optim.Optimizer],
+        optimizers: Sequence[SharedAdam],
         locks: Sequence[Any],
         env: VecEnv,
         env_seed: int,
