@@ -10,12 +10,15 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from uavrl.errors import CheckpointError, ConfigError, RunInterrupted
+
+if TYPE_CHECKING:  # pandas costs 0.5 s of start-up: imported where a command needs it
+    import pandas as pd
 
 # Tables are wide: keep them whole when output goes to a file or a pipe.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -219,6 +222,8 @@ def _evaluate_run(
         with evaluating(f"evaluating {len(references)} reference policies") as progress:
             # Same worlds (reward scale included) as the learned policies.
             references_table = evaluate_policies(references, worlds, episodes, seed, progress=progress)
+        import pandas as pd
+
         results = pd.concat([references_table, results])
     trained_in = training_regime(config) if config.env.is_uavrl else "private"
     note = "" if regime == trained_in else f" (transfer: trained with {trained_in} pools)"
@@ -236,6 +241,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     check_writable(args.csv)
     if args.target == "decide":
         _bench_decide(args)
+        return
+    if args.target == "solve":
+        _bench_solve(args)
         return
     if args.seconds is None:
         args.seconds = 2.0 if args.target == "env" else 24.0
@@ -276,6 +284,36 @@ def cmd_bench(args: argparse.Namespace) -> None:
     console.print(table)
     if args.csv:
         _write_csv(frame, args.csv)
+
+
+def _bench_solve(args: argparse.Namespace) -> None:
+    from uavrl.bench import solve
+
+    if args.env != "CartPole-v1":
+        raise ConfigError(f"--env {args.env!r}: bench solve has configs and SB3 rows for CartPole-v1 only")
+    with progress_console.status(f"timing {args.seeds} seeds per row, each a fresh process (minutes)"):
+        runs, table = solve.run(args.seeds, include_sb3=not args.no_sb3, max_seconds=args.max_seconds)
+    title = (
+        f"wall time to the first greedy evaluation >= {solve.TARGET:g} on {args.env}, "
+        f"from process launch, {args.seeds} seeds (unsolved seeds count as inf)"
+    )
+    rich_table = Table(title=title)
+    for column in ("row", "solved", "median (s)", "min (s)", "max (s)", "start-up median (s)"):
+        rich_table.add_column(column, justify="right")
+    for row in table.itertuples(index=False):
+        rich_table.add_row(
+            row.row,
+            row.solved,
+            f"{row.median_s:.1f}",
+            f"{row.min_s:.1f}",
+            f"{row.max_s:.1f}",
+            f"{row.startup_median_s:.2f}",
+        )
+    console.print(rich_table)
+    for failure in runs[runs["error"] != ""].itertuples(index=False):
+        progress_console.print(f"{failure.row} seed {failure.seed} failed: {failure.error}")
+    if args.csv:
+        _write_csv(runs, args.csv)
 
 
 def _bench_decide(args: argparse.Namespace) -> None:
@@ -497,9 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(formatter_class=HelpFormatter, name="bench", help="throughput benchmarks")
     bench.add_argument(
         "target",
-        choices=["env", "train", "serial", "decide"],
+        choices=["env", "train", "serial", "decide", "solve"],
         help="env: env steps/s; train: training steps/s by workers x envs; serial: one study run's acting; "
-        "decide: per-decision latency of --run's policy",
+        "decide: per-decision latency of --run's policy; solve: wall time to a solved CartPole, "
+        "uavrl's runners beside SB3",
     )
     bench.add_argument("--run", help="decide: the run directory whose policy is timed")
     bench.add_argument("--config", help="serial: the run config (default configs/paper_a3c.yaml)")
@@ -509,7 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--workers", default="1,2", help="train: worker counts")
     bench.add_argument("--envs", default="1,8,32,64,128", help="train: envs per worker")
-    bench.add_argument("--csv", help="write the table here")
+    bench.add_argument("--env", default="CartPole-v1", help="solve: the task")
+    bench.add_argument("--seeds", type=int, default=8, help="solve: seeds per row")
+    bench.add_argument("--max-seconds", type=float, default=180.0, help="solve: time limit of one run")
+    bench.add_argument("--no-sb3", action="store_true", help="solve: uavrl rows only")
+    bench.add_argument("--csv", help="write the table here (solve: one row per run)")
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -228,3 +228,44 @@ def test_progress_estimates_time_left() -> None:
     assert progress.eta_s(parallel=2) == pytest.approx(60.0 * 8 / 2)
     assert Progress(total=3).eta_s(2) is None
     assert "2/10 done" in progress.line(2)
+
+
+def test_a_study_on_any_gymnasium_env_compares_rows_beside_random(tmp_path: Path) -> None:
+    """CartPole: arms are runner kinds, ablation rows work as on `paper`, the evaluation is the
+    greedy and stochastic return of the final model beside a random policy, and the report
+    tabulates the final returns with CIs and plots one curve per row."""
+    from uavrl.experiments.report import write_report
+
+    spec = {
+        "name": "cartpole_rows",
+        "base": str(CONFIGS / "cartpole_a3c.yaml"),
+        "base_set": ["algo.rollout_length=20", "log.tensorboard=false"],
+        "seeds": 2,
+        "arms": ["a3c", "a2c"],
+        "env_steps_per_worker": 1500,
+        "parallel": 2,
+        "ablations": {"baseline": [], "workers_1": ["runner.n_workers=1"]},
+        "evaluation": {"episodes": 4},
+    }
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(spec))
+    study = load_study(tmp_path / "study.yaml")
+    study_dir = tmp_path / "out"
+    results, progress = run_study(study, study_dir, poll_s=0.1)
+    assert progress.done == 8 and progress.failed == 0
+    learned = results[results["arm"] != "reference"]
+    assert set(learned["arm"]) == {"a3c", "a2c"} and set(learned["ablation"]) == {"baseline", "workers_1"}
+    assert set(learned["cell"]) == {"CartPole-v1"} and set(learned["selection"]) == {"greedy", "stochastic"}
+    assert not learned["transfer"].any() and not learned["held_out"].any()
+    assert (learned.groupby(["arm", "ablation", "selection"]).size() == 2).all()  # 2 seeds each
+    reference = results[results["arm"] == "reference"]
+    assert set(reference["model"]) == {"random"} and set(reference["ablation"]) == {"baseline", "workers_1"}
+    # CartPole returns are episode lengths: at least 8 and at most 500 steps
+    assert results["mean_return"].between(8, 500).all()
+    workers = {r.ablation: r.config.runner.n_workers for r in plan(study, study_dir)}
+    assert workers == {"baseline": 2, "workers_1": 1}
+
+    report = write_report(study_dir).read_text()
+    assert "## Final returns" in report and "| workers_1 | a2c | 1 | 20 |" in report
+    assert "*random*" in report
+    for arm in ("a3c", "a2c"):
+        assert (study_dir / f"curves_{arm}.png").stat().st_size > 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -51,6 +52,23 @@ class RandomPolicy:
 
     def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> np.ndarray:
         return np.asarray(self._rng.integers(0, 3, size=obs.shape[0], dtype=np.int64))
+
+
+@dataclass
+class SpaceRandomPolicy:
+    """Uniform over any Gymnasium action space (the reference of an env without rules): each
+    row's action drawn by ``space.sample()`` from the space's own seeded generator."""
+
+    space: Any
+    seed: int = 0
+    name: str = "random"
+    needs_privileged: bool = False
+
+    def __post_init__(self) -> None:
+        self.space.seed(self.seed)
+
+    def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> np.ndarray:
+        return np.stack([np.asarray(self.space.sample()) for _ in range(obs.shape[0])])
 
 
 @dataclass
@@ -128,7 +146,15 @@ class GreedyOracle:
         return np.where(task_time(obs) <= self.theta, placed, DISCARD).astype(np.int64)
 
 
-Policy = RandomPolicy | ConstantPolicy | LocalElseOffload | ThresholdPolicy | GreedyEstimated | GreedyOracle
+Policy = (
+    RandomPolicy
+    | SpaceRandomPolicy
+    | ConstantPolicy
+    | LocalElseOffload
+    | ThresholdPolicy
+    | GreedyEstimated
+    | GreedyOracle
+)
 
 
 def cell_returns(

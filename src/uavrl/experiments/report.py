@@ -358,6 +358,7 @@ class Curves:
     by_steps: np.ndarray
     wall: np.ndarray
     by_wall: np.ndarray
+    workers: int = 1
 
 
 def _smoothed(log: Path) -> pd.DataFrame:
@@ -390,7 +391,7 @@ def learning_curves(study: StudyConfig, study_dir: Path, ablation: str) -> dict[
         wall = np.linspace(0.0, max(f["wall_time"].iloc[-1] for f in runs), CURVE_POINTS)
         by_steps = np.vstack([_interp_until_end(steps, f["step"], f["return"]) for f in runs])
         by_wall = np.vstack([_interp_until_end(wall, f["wall_time"], f["return"]) for f in runs])
-        curves[arm] = Curves(steps / workers[arm], by_steps, wall, by_wall)
+        curves[arm] = Curves(steps / workers[arm], by_steps, wall, by_wall, workers[arm])
     return curves
 
 
@@ -435,6 +436,94 @@ def plot_learning_curves(study: StudyConfig, study_dir: Path, ablation: str, pat
     by_steps_ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def plot_row_curves(study: StudyConfig, study_dir: Path, arm: str, path: Path) -> None:
+    """One line per ablation row (a sweep): median over seeds and its 95% bootstrap CI, over
+    the run's env steps (all workers together) and over wall time."""
+    fig = Figure(figsize=(11, 4))
+    by_steps_ax, by_wall_ax = fig.subplots(1, 2, sharey=True)
+    for ablation in study.ablations:
+        curve = learning_curves(study, study_dir, ablation).get(arm)
+        if curve is None:
+            continue
+        seeds = curve.by_steps.shape[0]
+        for ax, x, values in (
+            (by_steps_ax, curve.steps * curve.workers, curve.by_steps),
+            (by_wall_ax, curve.wall, curve.by_wall),
+        ):
+            median, low, high = _median_band(values)
+            (line,) = ax.plot(x, median, label=f"{ablation} ({seeds} seed{'s' * (seeds > 1)})")
+            if seeds > 1:
+                ax.fill_between(x, low, high, alpha=0.2, color=line.get_color())
+    by_steps_ax.set_xlabel("env steps (all workers)")
+    by_wall_ax.set_xlabel("wall time (s)")
+    by_steps_ax.set_ylabel(f"training return, rolling mean of {CURVE_WINDOW} episodes")
+    fig.suptitle(f"{arm}: median over seeds, 95% bootstrap CI", fontsize=9)
+    by_steps_ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def final_returns_table(study: StudyConfig, results: pd.DataFrame) -> str:
+    """Per row and arm: the final model's evaluation return, mean over seeds with a 95%
+    bootstrap CI over seeds, for each selection, beside the random policy (Markdown)."""
+    selections = study.evaluation.selections
+    header = ["row", "arm", "workers", "rollout", "seeds"] + [f"{s} mean [95% CI]" for s in selections]
+    lines = ["| " + " | ".join([*header, "*random*"]) + " |", "|" + "---|" * (len(header) + 1)]
+    learned = results[results["arm"] != REFERENCE_ARM]
+    references = results[results["arm"] == REFERENCE_ARM]
+    for (ablation, arm), group in learned.groupby(["ablation", "arm"], sort=False):
+        config = next(r.config for r in plan(study, Path(".")) if (r.ablation, r.arm) == (ablation, arm))
+        cells = [str(ablation), str(arm), str(config.runner.n_workers), str(config.algo.rollout_length)]
+        seeds = 0
+        for selection in selections:
+            per_seed = group[group["selection"] == selection].groupby("seed")["mean_return"].mean()
+            seeds = max(seeds, len(per_seed))
+            if per_seed.empty:
+                cells.append("")
+                continue
+            values = per_seed.to_numpy()[:, None]
+            text = _fmt(float(values.mean()))
+            if len(values) > 1:
+                low, high = stats.stratified_bootstrap_ci(values, "mean", BOOTSTRAP_REPS)
+                text += f" [{_fmt(low)}, {_fmt(high)}]"
+            cells.append(text)
+        cells.insert(4, str(seeds))
+        random = references.loc[references["ablation"] == ablation, "mean_return"]
+        cells.append(f"*{_fmt(float(random.mean()))}*" if not random.empty else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_env_report(study: StudyConfig, study_dir: Path, results: pd.DataFrame) -> Path:
+    """``report.md`` of a study on an env without scenario cells: final returns per row and
+    arm with CIs over seeds, and learning curves per arm with one line per row."""
+    env = study.base["env"]["id"]
+    evaluated = results.loc[results["arm"] != REFERENCE_ARM, ["arm", "ablation", "seed"]].drop_duplicates()
+    out = [
+        f"# Study `{study.name}` on `{env}`",
+        "",
+        f"{len(evaluated)} of {len(plan(study, study_dir))} runs evaluated; {study.seeds} seed(s) per arm, "
+        f"{study.env_steps_per_worker:,} env steps per worker (a row with more workers trains on "
+        f"more env steps); evaluation: {study.evaluation.episodes} episodes of the final model, "
+        f"seed {study.evaluation.seed}, the same streams for every policy. CIs: percentile "
+        f"bootstrap over seeds ({BOOTSTRAP_REPS} resamples); a seed is the unit.",
+        "",
+        "## Final returns",
+        "",
+        final_returns_table(study, results),
+        "",
+        "## Figures",
+        "",
+    ]
+    for arm in study.arms:
+        name = f"curves_{arm}.png"
+        plot_row_curves(study, study_dir, arm, study_dir / name)
+        out += [f"![{name}]({name})", ""]
+    path = study_dir / REPORT_FILE
+    path.write_text("\n".join(out))
+    return path
 
 
 def plot_per_cell(results: pd.DataFrame, ablation: str, regime: str, path: Path) -> None:
@@ -643,9 +732,12 @@ def _headline_section(
 
 def headline_summary(study_dir: Path) -> str:
     """The headline tables of a study whose report was written: every headline row in its
-    training regime, greedy, training and held-out cells (Markdown)."""
+    training regime, greedy, training and held-out cells (Markdown); for an env without cells,
+    the final returns of every row."""
     study = load_study(study_dir / STUDY_FILE)
     results = pd.read_csv(study_dir / RESULTS_FILE)
+    if not plan(study, study_dir)[0].config.env.is_uavrl:
+        return final_returns_table(study, results)
     regimes = training_regimes(results)
     out = []
     for ablation in study.headline_rows or [next(iter(study.ablations))]:
@@ -666,6 +758,8 @@ def write_report(study_dir: Path) -> Path:
     """Recompute ``results.csv`` from the run directories and write ``report.md`` + figures."""
     study = load_study(study_dir / STUDY_FILE)
     results = collect_results(study, study_dir)
+    if not plan(study, study_dir)[0].config.env.is_uavrl:
+        return write_env_report(study, study_dir, results)
     regimes = training_regimes(results)
     baseline = next(iter(study.ablations))
     evaluated = results.loc[results["arm"] != REFERENCE_ARM, ["arm", "ablation", "seed"]].drop_duplicates()

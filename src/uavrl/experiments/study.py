@@ -45,12 +45,13 @@ from uavrl.config import (
     load_config,
     read_with_base,
 )
-from uavrl.envs import ENV_ID
-from uavrl.envs.baselines import reference_policies
+from uavrl.envs.baselines import SpaceRandomPolicy, reference_policies
 from uavrl.envs.scenarios import Cell, resolve_cells
+from uavrl.envs.vector import make_vec_env
 from uavrl.envs.worlds import REGIMES, TRAIN_WORLD, Regime, World
 from uavrl.errors import ConfigError
 from uavrl.experiments.evaluate import (
+    eval_worlds,
     evaluate_policies,
     regime_worlds,
     run_policies,
@@ -132,7 +133,10 @@ class StudyEvaluation(ConfigSection):
 class StudyConfig(ConfigSection):
     """Arms x ablation rows x seeds on a base run config.
 
-    - ``base``: a run config (as in ``configs/*.yaml``) on ``uavrl/Offload-v0``.
+    - ``base``: a run config (as in ``configs/*.yaml``), on ``uavrl/Offload-v0`` or any
+      Gymnasium env. An env without scenario cells is evaluated in one world (the env with the
+      base's params, named by its id), greedy and stochastic, beside a uniformly random policy;
+      ``evaluation``'s cells and ``env_params`` apply to ``uavrl/Offload-v0`` only.
     - ``arms``: ``a3c`` (share=True) and ``individual`` (share=False), identical otherwise;
       ``a2c``, ``a3c_data`` and ``impala`` are those runner kinds on the same config, seeds and
       env-step budget (``impala`` with V-trace targets instead of ``algo.gae_lambda``; when the
@@ -184,9 +188,9 @@ class StudyConfig(ConfigSection):
                 if key in _RESERVED:
                     raise ValueError(f"ablation {row!r} may not set {key!r} (the study sets it)")
         resolve_cells([*self.evaluation.train_cells, *self.evaluation.held_out_cells])
-        for run in plan(self, Path(".")):
-            if not run.config.env.is_uavrl:
-                raise ValueError(f"base must be a run on {ENV_ID} (row {run.ablation!r})")
+        envs = {run.config.env.id for run in plan(self, Path("."))}
+        if len(envs) > 1:
+            raise ValueError(f"every row must train on one env, got {sorted(envs)}")
         if (self.base.get("runner") or {}).get("kind", "a3c") != "a3c":
             raise ValueError("base must be an a3c run: the arms choose the runner kind")
         return self
@@ -324,15 +328,21 @@ def evaluation_cells(evaluation: StudyEvaluation, config: Config) -> list[tuple[
 
 
 def run_regimes(config: Config) -> list[tuple[Regime, bool]]:
-    """(regime, transfer): the run's training regime first, then the other one as a transfer."""
+    """(regime, transfer): the run's training regime first, then the other one as a transfer
+    (an env without cloud pools has only its own)."""
     trained_in = training_regime(config)
+    if not config.env.is_uavrl:
+        return [(trained_in, False)]
     return [(trained_in, False)] + [(r, True) for r in REGIMES if r != trained_in]
 
 
 def study_worlds(
     evaluation: StudyEvaluation, config: Config, regime: Regime
 ) -> tuple[list[World], dict[str, bool]]:
-    """A run's evaluation worlds in ``regime`` (evaluation env params) and each one's held-out flag."""
+    """A run's evaluation worlds in ``regime`` (evaluation env params) and each one's held-out flag;
+    for an env without cells, its one world."""
+    if not config.env.is_uavrl:
+        return eval_worlds(config), {config.env.id: False}
     cells = evaluation_cells(evaluation, config)
     worlds = regime_worlds(config, regime, [c for c, _ in cells], evaluation.env_params)
     held_out = {c.name: flag for c, flag in cells} | {TRAIN_WORLD: False}
@@ -351,7 +361,7 @@ def evaluate_run(run_dir: Path, evaluation: StudyEvaluation) -> pd.DataFrame:
         worlds, held_out = study_worlds(evaluation, config, regime)
         for selection in evaluation.selections:
             policies = run_policies(config, models, regime, selection == "greedy", evaluation.seed)
-            frame = evaluate_policies(policies, worlds, evaluation.episodes, evaluation.seed)
+            frame = evaluate_policies(policies, worlds, evaluation.episodes, evaluation.seed, config.env.id)
             frame["selection"] = selection
             frame["transfer"] = transfer
             frame["held_out"] = frame["cell"].map(held_out)
@@ -364,7 +374,7 @@ def evaluate_run(run_dir: Path, evaluation: StudyEvaluation) -> pd.DataFrame:
             "regime": table["regime"],
             "transfer": table["transfer"],
             "held_out": table["held_out"],
-            "train_cells": cell_list(training_cells(config)),
+            "train_cells": train_cells_label(config),
             "selection": table["selection"],
             "episodes": table["episodes"],
             "mean_return": table["mean"],
@@ -375,6 +385,11 @@ def evaluate_run(run_dir: Path, evaluation: StudyEvaluation) -> pd.DataFrame:
 def cell_list(cells: list[Cell]) -> str:
     """Cell names joined with ``;`` (a run's training cells in ``results.csv``)."""
     return ";".join(c.name for c in cells)
+
+
+def train_cells_label(config: Config) -> str:
+    """A run's training cells in ``results.csv``: its cells, or the env id for an env without."""
+    return cell_list(training_cells(config)) if config.env.is_uavrl else config.env.id
 
 
 def run_job(run_dir: Path) -> None:
@@ -414,20 +429,35 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
     for ablation, config in _row_configs(study).items():
         for regime in REGIMES:
             key = f"{regime}|{keys[ablation]}"
-            if key not in done:
+            if key not in done and (config.env.is_uavrl or regime == training_regime(config)):
                 worlds, held_out = study_worlds(evaluation, config, regime)
-                tuning = tuning_worlds(config, regime, evaluation.env_params)
-                policies = reference_policies(tuning, evaluation.tuning_episodes, evaluation.seed)
-                table = evaluate_policies(policies, worlds, evaluation.episodes, evaluation.seed)
+                if config.env.is_uavrl:
+                    tuning = tuning_worlds(config, regime, evaluation.env_params)
+                    policies = reference_policies(tuning, evaluation.tuning_episodes, evaluation.seed)
+                else:
+                    policies = [SpaceRandomPolicy(action_space(config), evaluation.seed)]
+                table = evaluate_policies(
+                    policies, worlds, evaluation.episodes, evaluation.seed, config.env.id
+                )
                 table["held_out"] = table["cell"].map(held_out)
-                table["train_cells"] = cell_list(training_cells(config))
+                table["train_cells"] = train_cells_label(config)
                 done[key] = table
                 thetas[key] = {p.name: int(p.theta) for p in policies if hasattr(p, "theta")}
-            frames.append(done[key].assign(ablation=ablation))
+            if key in done:
+                frames.append(done[key].assign(ablation=ablation))
     table = pd.concat(frames, ignore_index=True)
     table.to_csv(path, index=False)
     meta_path.write_text(json.dumps({**signature, "theta": thetas}, indent=2))
     return table
+
+
+def action_space(config: Config) -> Any:
+    """The action space of a run's env (read from one probe copy)."""
+    probe = make_vec_env(config.env.id, 1, dict(config.env.params))
+    try:
+        return probe.action_space
+    finally:
+        probe.close()
 
 
 def _row_configs(study: StudyConfig) -> dict[str, Config]:
@@ -440,7 +470,10 @@ def _reference_keys(study: StudyConfig) -> dict[str, str]:
     keys = {}
     for row, config in _row_configs(study).items():
         env = config.env
-        keys[row] = f"{env.worker_cells}|{config.runner.n_workers}|{env.shared_pool}"
+        if env.is_uavrl:
+            keys[row] = f"{env.worker_cells}|{config.runner.n_workers}|{env.shared_pool}"
+        else:  # one world, whatever the workers: the env with its params
+            keys[row] = f"{env.id}|{json.dumps(env.params, sort_keys=True)}"
     return keys
 
 

@@ -11,22 +11,23 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 import yaml
 
 from uavrl.config import Config, load_config
 from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.errors import CheckpointError, ConfigError, RunInterrupted
-from uavrl.experiments.evaluate import eval_worlds, evaluate_policies, run_policies, training_regime
 from uavrl.nn.models import ActorCritic
 from uavrl.runners.checkpoint import read_meta
 from uavrl.runners.registry import RUNNERS
 from uavrl.runners.session import CHECKPOINT_DIR, LAST, HookOutcome, ProgressHook, RunResult, check_envs
 from uavrl.runners.worker import local_copy
+
+if TYPE_CHECKING:  # evaluation (pandas) is imported when a run evaluates: 0.4 s of start-up
+    import pandas as pd
 
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
@@ -87,6 +88,8 @@ def _summary(config: Config, result: RunResult) -> dict[str, Any]:
 
 def greedy_evaluation(config: Config, models: list[ActorCritic], episodes: int) -> pd.DataFrame:
     """Every model, greedy, in its training regime on the evaluation cells (``eval.seed``)."""
+    from uavrl.experiments.evaluate import eval_worlds, evaluate_policies, run_policies, training_regime
+
     regime = training_regime(config) if config.env.is_uavrl else "private"
     policies = run_policies(config, models, regime, greedy=True, seed=config.eval.seed)
     return evaluate_policies(policies, eval_worlds(config, regime), episodes, config.eval.seed, config.env.id)
