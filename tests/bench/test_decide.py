@@ -6,16 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
+from uavrl.bench.decide import BoundPolicy, run
 from uavrl.config import load_config
+from uavrl.experiments.export import export_policy
 from uavrl.nn.models import ModelSpec, build_model
-
-pytest.importorskip("onnxruntime")
-
-from uavrl.bench.decide import BoundPolicy, run  # noqa: E402
-from uavrl.experiments.export import export_policy  # noqa: E402
 
 CONFIGS = Path(__file__).parent.parent.parent / "configs"
 
