@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from uavrl.bench.decide import BoundPolicy, run
+
 from uavrl.config import load_config
 from uavrl.experiments.export import export_policy
 from uavrl.nn.models import ModelSpec, build_model
