@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 from scipy import stats as sps
 
 from uavrl.envs.baselines import FLOOR_POLICIES
@@ -456,6 +457,7 @@ def plot_row_curves(study: StudyConfig, study_dir: Path, arm: str, path: Path) -
             (line,) = ax.plot(x, median, label=f"{ablation} ({seeds} seed{'s' * (seeds > 1)})")
             if seeds > 1:
                 ax.fill_between(x, low, high, alpha=0.2, color=line.get_color())
+    by_steps_ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e3:g}k"))
     by_steps_ax.set_xlabel("env steps (all workers)")
     by_wall_ax.set_xlabel("wall time (s)")
     by_steps_ax.set_ylabel(f"training return, rolling mean of {CURVE_WINDOW} episodes")
