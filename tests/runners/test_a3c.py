@@ -164,7 +164,7 @@ def test_batched_serial_a3c_updates_once_per_worker_with_the_collecting_weights(
     torch.testing.assert_close(seen[0], before)
     torch.testing.assert_close(seen[1], before)  # not the weights after worker 0's update
     assert not torch.equal(_flat(session.models[0]), before)
-    assert int(session.optimizers[0].state_dict()["state"][0]["step"]) == 2
+    assert session.optimizers[0].steps == 2
 
 
 def test_serial_individual_learners_act_in_one_batch_and_update_only_their_own_model(
