@@ -128,7 +128,13 @@ def time_one(
         except subprocess.TimeoutExpired:
             code = None
     first_step_at, hit_at = _read_times(row, out)
-    failed = code not in (0, None) or (code is None and hit_at is None)
+    # a run that crashed or hung says why, instead of passing for an unsolved seed
+    error = ""
+    if code is None and hit_at is None:
+        error = f"no hit within max_seconds={max_seconds:g}, stopped"
+    elif code not in (0, None):
+        lines = log.read_text().strip().splitlines()
+        error = lines[-1][:200] if lines else f"exit code {code}, no output"
     return {
         "row": row.label,
         "seed": seed,
@@ -136,8 +142,7 @@ def time_one(
         "startup_s": None if first_step_at is None else first_step_at - launched,
         "solve_s": None if hit_at is None else hit_at - launched,
         "total_s": time.time() - launched,
-        # a run that crashed or hung says why, instead of passing for an unsolved seed
-        "error": log.read_text().strip().splitlines()[-1][:200] if failed and log.read_text().strip() else "",
+        "error": error,
     }
 
 

@@ -51,3 +51,11 @@ def test_unsolved_seeds_count_as_infinitely_slow_in_the_median() -> None:
     assert table.loc["a", "startup_median_s"] == 1.5
     assert table.loc["b", "solved"] == "0/2" and math.isinf(table.loc["b", "median_s"])
     assert table.loc["b", "startup_median_s"] == 3.0
+
+
+def test_a_run_stopped_at_its_time_limit_says_so(tmp_path: Path) -> None:
+    row = SolveRow("uavrl a2c", config=str(CONFIGS / "cartpole_a2c.yaml"))
+    hard = {**EASY, "target": 10_000.0, "max_seconds": 8.0}  # unreachable in 8 s
+    result = time_one(row, seed=0, workdir=tmp_path, **hard)  # type: ignore[arg-type]
+    assert result["exit_code"] is None and result["solve_s"] is None
+    assert result["error"] == "no hit within max_seconds=8, stopped"
