@@ -55,7 +55,7 @@ def test_unsolved_seeds_count_as_infinitely_slow_in_the_median() -> None:
 
 def test_a_run_stopped_at_its_time_limit_says_so(tmp_path: Path) -> None:
     row = SolveRow("uavrl a2c", config=str(CONFIGS / "cartpole_a2c.yaml"))
-    hard = {**EASY, "target": 10_000.0, "max_seconds": 8.0}  # unreachable in 8 s
+    hard = {**EASY, "target": 10_000.0, "budget": 10_000_000, "max_seconds": 8.0}  # unreachable
     result = time_one(row, seed=0, workdir=tmp_path, **hard)  # type: ignore[arg-type]
     assert result["exit_code"] is None and result["solve_s"] is None
     assert result["error"] == "no hit within max_seconds=8, stopped"
