@@ -475,8 +475,9 @@ def final_returns_table(study: StudyConfig, results: pd.DataFrame) -> str:
     lines = ["| " + " | ".join([*header, "*random*"]) + " |", "|" + "---|" * (len(header) + 1)]
     learned = results[results["arm"] != REFERENCE_ARM]
     references = results[results["arm"] == REFERENCE_ARM]
+    configs = {(r.ablation, r.arm): r.config for r in plan(study, Path("."))}
     for (ablation, arm), group in learned.groupby(["ablation", "arm"], sort=False):
-        config = next(r.config for r in plan(study, Path(".")) if (r.ablation, r.arm) == (ablation, arm))
+        config = configs[(str(ablation), str(arm))]
         cells = [str(ablation), str(arm), str(config.runner.n_workers), str(config.algo.rollout_length)]
         seeds = 0
         for selection in selections:
