@@ -414,9 +414,10 @@ def run_job(run_dir: Path) -> None:
 def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
     """Reference policies in every world the study's runs are judged in.
 
-    One set per (ablation row, regime): thresholds tuned in that regime on the row's own training
-    cells (its baseline run config; every arm and seed of a row shares them), then evaluated in
-    every evaluation world of the row. Rows with the same training world reuse one computation.
+    One set per ablation row and regime its runs are judged in (an env without cloud pools: one
+    regime, a random policy): thresholds tuned in that regime on the row's own training cells
+    (its baseline run config; every arm and seed of a row shares them), then evaluated in every
+    evaluation world of the row. Rows with the same training world reuse one computation.
     """
     evaluation = study.evaluation
     path, meta_path = study_dir / REFERENCES_FILE, study_dir / "references.json"
@@ -427,9 +428,9 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
         return pd.read_csv(path)
     frames, thetas, done = [], {}, {}
     for ablation, config in _row_configs(study).items():
-        for regime in REGIMES:
+        for regime, _ in run_regimes(config):
             key = f"{regime}|{keys[ablation]}"
-            if key not in done and (config.env.is_uavrl or regime == training_regime(config)):
+            if key not in done:
                 worlds, held_out = study_worlds(evaluation, config, regime)
                 if config.env.is_uavrl:
                     tuning = tuning_worlds(config, regime, evaluation.env_params)
@@ -443,8 +444,7 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
                 table["train_cells"] = train_cells_label(config)
                 done[key] = table
                 thetas[key] = {p.name: int(p.theta) for p in policies if hasattr(p, "theta")}
-            if key in done:
-                frames.append(done[key].assign(ablation=ablation))
+            frames.append(done[key].assign(ablation=ablation))
     table = pd.concat(frames, ignore_index=True)
     table.to_csv(path, index=False)
     meta_path.write_text(json.dumps({**signature, "theta": thetas}, indent=2))
