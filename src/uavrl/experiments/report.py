@@ -499,17 +499,24 @@ def final_returns_table(study: StudyConfig, results: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _runs_line(study: StudyConfig, study_dir: Path, results: pd.DataFrame) -> str:
+    """How many runs are evaluated, seeds per arm and env steps per worker (a report's opening)."""
+    evaluated = results.loc[results["arm"] != REFERENCE_ARM, ["arm", "ablation", "seed"]].drop_duplicates()
+    return (
+        f"{len(evaluated)} of {len(plan(study, study_dir))} runs evaluated; {study.seeds} seed(s) per "
+        f"arm, {study.env_steps_per_worker:,} env steps per worker"
+    )
+
+
 def write_env_report(study: StudyConfig, study_dir: Path, results: pd.DataFrame) -> Path:
     """``report.md`` of a study on an env without scenario cells: final returns per row and
     arm with CIs over seeds, and learning curves per arm with one line per row."""
     env = study.base["env"]["id"]
-    evaluated = results.loc[results["arm"] != REFERENCE_ARM, ["arm", "ablation", "seed"]].drop_duplicates()
     out = [
         f"# Study `{study.name}` on `{env}`",
         "",
-        f"{len(evaluated)} of {len(plan(study, study_dir))} runs evaluated; {study.seeds} seed(s) per arm, "
-        f"{study.env_steps_per_worker:,} env steps per worker (a row with more workers trains on "
-        f"more env steps); evaluation: {study.evaluation.episodes} episodes of the final model, "
+        f"{_runs_line(study, study_dir, results)} (a row with more workers trains on more env "
+        f"steps); evaluation: {study.evaluation.episodes} episodes of the final model, "
         f"seed {study.evaluation.seed}, the same streams for every policy. CIs: percentile "
         f"bootstrap over seeds ({BOOTSTRAP_REPS} resamples); a seed is the unit.",
         "",
@@ -765,12 +772,10 @@ def write_report(study_dir: Path) -> Path:
         return write_env_report(study, study_dir, results)
     regimes = training_regimes(results)
     baseline = next(iter(study.ablations))
-    evaluated = results.loc[results["arm"] != REFERENCE_ARM, ["arm", "ablation", "seed"]].drop_duplicates()
     out = [
         f"# Study `{study.name}`",
         "",
-        f"{len(evaluated)} of {len(plan(study, study_dir))} runs evaluated; {study.seeds} seed(s) per arm, "
-        f"{study.env_steps_per_worker:,} env steps per worker; evaluation: {study.evaluation.episodes} "
+        f"{_runs_line(study, study_dir, results)}; evaluation: {study.evaluation.episodes} "
         f"episodes per cell, seed {study.evaluation.seed}, same streams for every policy, env "
         f"parameters {study.evaluation.env_params}.",
         "",

@@ -47,7 +47,6 @@ from uavrl.config import (
 )
 from uavrl.envs.baselines import SpaceRandomPolicy, reference_policies
 from uavrl.envs.scenarios import Cell, resolve_cells
-from uavrl.envs.vector import make_vec_env
 from uavrl.envs.worlds import REGIMES, TRAIN_WORLD, Regime, World
 from uavrl.errors import ConfigError
 from uavrl.experiments.evaluate import (
@@ -60,6 +59,7 @@ from uavrl.experiments.evaluate import (
     tuning_worlds,
 )
 from uavrl.experiments.train import CONFIG_FILE, SUMMARY_FILE, resume, train, write_config
+from uavrl.runners.session import env_spaces
 
 Selection = Literal["greedy", "stochastic"]
 
@@ -436,7 +436,7 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
                     tuning = tuning_worlds(config, regime, evaluation.env_params)
                     policies = reference_policies(tuning, evaluation.tuning_episodes, evaluation.seed)
                 else:
-                    policies = [SpaceRandomPolicy(action_space(config), evaluation.seed)]
+                    policies = [SpaceRandomPolicy(env_spaces(config)[1], evaluation.seed)]
                 table = evaluate_policies(
                     policies, worlds, evaluation.episodes, evaluation.seed, config.env.id
                 )
@@ -449,15 +449,6 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
     table.to_csv(path, index=False)
     meta_path.write_text(json.dumps({**signature, "theta": thetas}, indent=2))
     return table
-
-
-def action_space(config: Config) -> Any:
-    """The action space of a run's env (read from one probe copy)."""
-    probe = make_vec_env(config.env.id, 1, dict(config.env.params))
-    try:
-        return probe.action_space
-    finally:
-        probe.close()
 
 
 def _row_configs(study: StudyConfig) -> dict[str, Config]:

@@ -106,16 +106,16 @@ class ScalarWriter:
     competing for the cores with the workers' own start-up."""
 
     def __init__(self, log_dir: Path) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
+        self._event, self._summary = Event, Summary
         self._file = EventFileWriter(str(log_dir))
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
-        from tensorboard.compat.proto.event_pb2 import Event
-        from tensorboard.compat.proto.summary_pb2 import Summary
-
-        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
-        self._file.add_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+        summary = self._summary(value=[self._summary.Value(tag=tag, simple_value=float(value))])
+        self._file.add_event(self._event(wall_time=time.time(), step=int(step), summary=summary))
 
     def flush(self) -> None:
         self._file.flush()

@@ -64,20 +64,26 @@ class RunResult:
     first_update_at: float | None = None
 
 
-def model_spec(config: Config) -> ModelSpec:
-    """The architecture for the configured env (spaces read from one probe copy)."""
+def env_spaces(config: Config) -> tuple[int, Any]:
+    """Observation size D and action space of the configured env (read from one probe copy)."""
     probe = make_vec_env(config.env.id, 1, worker_env_params(config, 0))
     try:
-        return ModelSpec(
-            obs_dim=probe.obs_dim,
-            action=describe_action_space(probe.action_space),
-            hidden_size=config.model.hidden_size,
-            recurrent=config.model.recurrent,
-            layer_norm=config.model.layer_norm,
-            squash=config.model.squash,
-        )
+        return probe.obs_dim, probe.action_space
     finally:
         probe.close()
+
+
+def model_spec(config: Config) -> ModelSpec:
+    """The architecture for the configured env."""
+    obs_dim, action_space = env_spaces(config)
+    return ModelSpec(
+        obs_dim=obs_dim,
+        action=describe_action_space(action_space),
+        hidden_size=config.model.hidden_size,
+        recurrent=config.model.recurrent,
+        layer_norm=config.model.layer_norm,
+        squash=config.model.squash,
+    )
 
 
 def check_envs(config: Config) -> None:
