@@ -8,7 +8,7 @@ import pytest
 from uavrl.envs.baselines import ConstantPolicy, GreedyOracle, LocalElseOffload, ThresholdPolicy
 from uavrl.envs.paper import N_SLOTS, OFFLOAD
 from uavrl.envs.scenarios import Cell
-from uavrl.envs.vector import ConcatVecEnv, PoolMateRewards
+from uavrl.envs.vector import ConcatVecEnv, PoolMateRewards, TeamStateObservations, team_state_dim
 from uavrl.envs.worlds import AgentTeam, World, cell_worlds, training_world
 from uavrl.errors import ConfigError
 
@@ -103,3 +103,36 @@ def test_pool_mate_rewards_blend_own_reward_with_the_pool_mean(team_spirit: floa
         PoolMateRewards(world.make_env(episodes), 5)
     with pytest.raises(ConfigError, match=r"team_spirit=1\.5"):
         PoolMateRewards(world.make_env(episodes), n_agents, 1.5)
+
+
+def test_team_state_observations_append_the_whole_world_to_every_agent() -> None:
+    """Copy (agent i, world j) = its own observation, then world j's state: every agent's
+    observation in agent order, their channels, and pool j's level over its capacity, the
+    same block for all N agents of world j."""
+    n_agents, episodes = 3, 4
+    world = World("c", (PARAMS,) * n_agents, shared=True)
+    plain = world.make_env(episodes)
+    wrapped = TeamStateObservations(world.make_env(episodes), n_agents)
+    d = plain.obs_dim
+    assert wrapped.obs_dim == d + team_state_dim(d, n_agents) == d + n_agents * d + n_agents + 1
+    copies = world.copies(np.arange(episodes))
+    obs, full = plain.reset(7, copies), wrapped.reset(7, copies)
+    rng = np.random.default_rng(1)
+    for step in range(120):
+        np.testing.assert_array_equal(full[:, :d], obs)
+        hidden = plain.privileged()
+        for i in range(n_agents):
+            for j in range(episodes):
+                row = full[i * episodes + j, d:]
+                mates = [obs[a * episodes + j] for a in range(n_agents)]
+                np.testing.assert_array_equal(row[: n_agents * d], np.concatenate(mates))
+                channels = [hidden["channel"][a * episodes + j] for a in range(n_agents)]
+                np.testing.assert_array_equal(row[n_agents * d : -1], channels)
+                assert row[-1] == pytest.approx(hidden["pool_level"][j] / PARAMS["cloud_capacity"])
+        actions = rng.integers(0, 3, size=plain.n)
+        obs, full = plain.step(actions).obs, wrapped.step(actions)
+        if step == 99:  # the episode ends: its final observation keeps the state columns
+            assert full.final_obs is not None and full.final_obs.shape == full.obs.shape
+        full = full.obs
+    with pytest.raises(ConfigError, match="n_agents=5"):
+        TeamStateObservations(world.make_env(episodes), 5)

@@ -69,6 +69,21 @@ def test_onnx_rollout_matches_torch(tmp_path: Path, recurrent: bool, head: str) 
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_a_central_critic_model_exports_its_policy_on_the_agents_own_observation(tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    model = build_model(ModelSpec(obs_dim=48 + 20, hidden_size=16, critic_state_dim=20)).eval()
+    sidecar = json.loads(export_policy(model, tmp_path / "p.onnx", {"env": {}}).read_text())
+    assert sidecar["inputs"]["obs"] == [None, 48] and sidecar["value_is_nan"]
+    session = onnx_session(tmp_path / "p.onnx")
+    obs = np.random.default_rng(0).random((4, 48), dtype=np.float32)
+    h = np.zeros((4, sidecar["state_size"]), np.float32)
+    o_params, o_value, _ = onnx_step(session, obs, h, np.ones(4, np.float32))
+    with torch.no_grad():
+        params, _, _ = model.step(torch.from_numpy(obs), torch.from_numpy(h))
+    np.testing.assert_allclose(o_params, params.numpy(), rtol=1e-5, atol=1e-5)
+    assert np.isnan(o_value).all()
+
+
 def _parts(actions: np.ndarray | tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
     return actions if isinstance(actions, tuple) else (actions,)
 

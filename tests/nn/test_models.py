@@ -80,3 +80,32 @@ def test_model_team_acts_with_model_i_on_block_i(recurrent: bool) -> None:
         team.step(obs[:5], h[:5])
     with pytest.raises(ValueError, match="one spec"):
         ModelTeam([models[0], build_model(ModelSpec(obs_dim=7, hidden_size=8, recurrent=recurrent))])
+
+
+@pytest.mark.parametrize("recurrent", [True, False])
+def test_central_critic_reads_the_state_and_the_policy_does_not(recurrent: bool) -> None:
+    """With ``critic_state_dim = G`` the last G columns move the value, never the policy; the
+    agent's own columns alone still act (value NaN), as in evaluation and on board."""
+    torch.manual_seed(2)
+    spec = ModelSpec(obs_dim=10, hidden_size=16, recurrent=recurrent, critic_state_dim=4)
+    model = build_model(spec)
+    assert spec.actor_obs_dim == 6 and model.encoder[0].in_features == 6
+    obs = torch.randn(5, 10)
+    other_state = obs.clone()
+    other_state[:, 6:] = torch.randn(5, 4)
+    h = model.initial_state(5)
+    params, value, h1 = model.step(obs, h)
+    params2, value2, h2 = model.step(other_state, h)
+    torch.testing.assert_close(params, params2)
+    torch.testing.assert_close(h1, h2)
+    assert not torch.allclose(value, value2)
+    own_params, own_value, _ = model.step(obs[:, :6], h)
+    torch.testing.assert_close(own_params, params)
+    assert torch.isnan(own_value).all()
+    # the rollout path gives the same values as step-by-step acting
+    seq = torch.randn(3, 5, 10)
+    _, values, _ = model.rollout(seq, h, torch.zeros(3, 5))
+    h_t = h
+    for t in range(3):
+        _, v, h_t = model.step(seq[t], h_t)
+        torch.testing.assert_close(values[t], v, rtol=1e-6, atol=1e-6)

@@ -215,3 +215,33 @@ def test_team_reward_needs_a_shared_pool_and_workers_stepped_together(make_confi
     with pytest.raises(ConfigError, match=r"runner\.serial: false"):
         make_config(env={"shared_pool": True, "team_reward": True}, runner={"serial": False})
     assert make_config(env={"shared_pool": True, "team_reward": True}, runner={"kind": "a2c"}).env.team_reward
+
+
+def test_central_critic_trains_checkpoints_and_acts_on_own_observations(make_config, tmp_path: Path) -> None:
+    """A run with a centralised critic stores the critic's state columns in its architecture,
+    learns finite values, and its checkpoint reloads into a policy that acts on the agent's
+    own observation."""
+    from uavrl.runners.checkpoint import load_models
+
+    config = make_config(
+        runner={"total_env_steps": 1200},
+        env={"shared_pool": True, "team_reward": True},
+        model={"central_critic": True},
+    )
+    run_a3c(config, tmp_path)
+    log = pd.read_csv(tmp_path / "training_log.csv")
+    assert np.isfinite(log["value_loss"]).all() and len(log) > 0
+    models, _ = load_models(tmp_path / "checkpoints", "last")
+    spec = models[0].spec
+    assert spec.critic_state_dim == 2 * spec.actor_obs_dim + 2 + 1  # 2 workers' obs, channels, pool
+    params, _, _ = models[0].step(torch.zeros(3, spec.actor_obs_dim), models[0].initial_state(3))
+    assert params.shape[0] == 3 and torch.isfinite(params).all()
+
+
+def test_central_critic_needs_a_shared_pool_and_workers_stepped_together(make_config) -> None:
+    from uavrl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"central_critic needs env\.shared_pool"):
+        make_config(model={"central_critic": True})
+    with pytest.raises(ConfigError, match=r"runner\.serial: False"):
+        make_config(env={"shared_pool": True}, model={"central_critic": True}, runner={"serial": False})

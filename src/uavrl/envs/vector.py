@@ -66,6 +66,10 @@ class CoreVecEnv:
     def privileged(self) -> dict[str, np.ndarray]:
         return self.core.privileged()
 
+    @property
+    def pool_capacity(self) -> int:
+        return int(self.core.pool.capacity)
+
     def close(self) -> None:
         """Nothing to release: the core holds no OS resources."""
 
@@ -148,6 +152,10 @@ class ConcatVecEnv:
             final,
         )
 
+    @property
+    def pool_capacity(self) -> int:
+        return int(getattr(self.parts[0], "pool_capacity", 1))
+
     def privileged(self) -> dict[str, np.ndarray]:
         """The parts' hidden states, concatenated (every part must expose one)."""
         states = []
@@ -198,6 +206,66 @@ class PoolMateRewards:
 
     def close(self) -> None:
         self.env.close()
+
+
+class TeamStateObservations:
+    """Appends the state of the whole world to every agent's observation, for a centralised
+    critic (centralised training, decentralised execution): the actor reads only the first
+    ``inner.obs_dim`` columns, the critic reads them all.
+
+    Wraps the N x K copies of N agents, agent-major, copy ``j`` of every agent on pool ``j``
+    (as :class:`PoolMateRewards`). Copy ``j`` of each agent gets ``G = N * D + N + 1`` columns:
+    the observations of all N agents of world ``j`` in agent order, their channel states, and
+    the level of pool ``j`` over its capacity. The hidden parts are known to the simulator at
+    training time; the policy never sees them.
+    """
+
+    def __init__(self, env: VecEnv, n_agents: int) -> None:
+        if n_agents < 1 or env.n % n_agents:
+            raise ConfigError(f"{env.n} copies cannot be split among n_agents={n_agents} agents")
+        hidden_state = getattr(env, "privileged", None)
+        if hidden_state is None:
+            raise ConfigError(f"{type(env).__name__} exposes no hidden state for a centralised critic")
+        self.env = env
+        self.n_agents = n_agents
+        self.n = env.n
+        self.state_dim = team_state_dim(env.obs_dim, n_agents)
+        self.obs_dim = env.obs_dim + self.state_dim
+        self.action_space = env.action_space
+        self._capacity = float(getattr(env, "pool_capacity", 1))
+
+    def _with_state(self, obs: np.ndarray) -> np.ndarray:
+        n, k = self.n_agents, self.n // self.n_agents
+        hidden = self.env.privileged()  # type: ignore[attr-defined]
+        per_world = np.concatenate(
+            [
+                obs.reshape(n, k, -1).transpose(1, 0, 2).reshape(k, -1),
+                hidden["channel"].reshape(n, k).T.astype(np.float32),
+                hidden["pool_level"].reshape(n, k)[:1].T / self._capacity,
+            ],
+            axis=1,
+        )
+        return np.concatenate([obs, np.tile(per_world, (n, 1))], axis=1).astype(np.float32)
+
+    def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray:
+        return self._with_state(self.env.reset(seed, copy_indices))
+
+    def step(self, actions: Any) -> VecStep:
+        step = self.env.step(actions)
+        obs = self._with_state(step.obs)
+        final = None
+        if step.final_obs is not None:
+            # a finished episode's final state: the final observations with the state now
+            final = np.concatenate([step.final_obs, obs[:, self.env.obs_dim :]], axis=1)
+        return VecStep(obs, step.reward, step.terminated, step.truncated, final)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def team_state_dim(obs_dim: int, n_agents: int) -> int:
+    """Columns :class:`TeamStateObservations` appends: N observations, N channels, 1 pool level."""
+    return n_agents * obs_dim + n_agents + 1
 
 
 def _slice_actions(actions: Any, lo: int, hi: int) -> Any:

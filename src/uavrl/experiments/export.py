@@ -89,7 +89,7 @@ def export_policy(model: ActorCritic, out: Path, config: dict[str, Any]) -> Path
         ) from None
     step = DecisionStep(model).eval()
     example = (
-        torch.zeros(2, model.spec.obs_dim),
+        torch.zeros(2, model.spec.actor_obs_dim),
         torch.zeros(2, step.state_size()),
         torch.zeros(2),
     )
@@ -118,7 +118,7 @@ def export_policy(model: ActorCritic, out: Path, config: dict[str, Any]) -> Path
         "format": 1,
         "onnx": out.name,
         "inputs": {
-            "obs": [None, model.spec.obs_dim],
+            "obs": [None, model.spec.actor_obs_dim],
             "h": [None, step.state_size()],
             "reset": [None],
         },
@@ -127,6 +127,8 @@ def export_policy(model: ActorCritic, out: Path, config: dict[str, Any]) -> Path
             "value": [None],
             "h_next": [None, step.state_size()],
         },
+        # a centralised critic reads the training world's state, absent on board: value is NaN
+        "value_is_nan": bool(model.spec.critic_state_dim),
         "recurrent": step.recurrent,
         "state_size": step.state_size(),
         "action_space": model.spec.action,

@@ -33,6 +33,9 @@ class ModelSpec:
         recurrent: GRU core (True) or a second feed-forward layer (False).
         layer_norm: LayerNorm after the input layer and after the core.
         squash: how Gaussian actions are kept inside their bounds.
+        critic_state_dim: G > 0 gives a centralised critic: the last G of the D observation
+            columns are the world's state, read by a separate value network; the policy reads
+            the first D - G (the agent's own observation).
     """
 
     obs_dim: int
@@ -41,6 +44,12 @@ class ModelSpec:
     recurrent: bool = True
     layer_norm: bool = True
     squash: Squash = "clip"
+    critic_state_dim: int = 0
+
+    @property
+    def actor_obs_dim(self) -> int:
+        """Observation columns the policy reads."""
+        return self.obs_dim - self.critic_state_dim
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,7 +73,11 @@ def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
 class ActorCritic(nn.Module):
     """Linear -> (LayerNorm) -> ReLU -> core -> (LayerNorm) -> policy head and value head.
 
-    The core is ``Linear -> ReLU`` (feed-forward) or a one-layer GRU (recurrent).
+    The core is ``Linear -> ReLU`` (feed-forward) or a one-layer GRU (recurrent). With a
+    centralised critic (``spec.critic_state_dim > 0``) the value comes from its own network,
+    ``Linear -> (LayerNorm) -> ReLU -> Linear -> ReLU -> value head``, over all D columns, and the
+    encoder reads the agent's own ``actor_obs_dim`` columns. Given only those columns (acting
+    in evaluation or on board) such a model returns NaN values.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -73,10 +86,19 @@ class ActorCritic(nn.Module):
         hidden = spec.hidden_size
         relu_gain = nn.init.calculate_gain("relu")
         self.encoder = nn.Sequential(
-            _orthogonal(nn.Linear(spec.obs_dim, hidden), relu_gain),
+            _orthogonal(nn.Linear(spec.actor_obs_dim, hidden), relu_gain),
             _norm(spec.layer_norm, hidden),
             nn.ReLU(),
         )
+        self.critic: nn.Module | None = None
+        if spec.critic_state_dim:
+            self.critic = nn.Sequential(
+                _orthogonal(nn.Linear(spec.obs_dim, hidden), relu_gain),
+                _norm(spec.layer_norm, hidden),
+                nn.ReLU(),
+                _orthogonal(nn.Linear(hidden, hidden), relu_gain),
+                nn.ReLU(),
+            )
         self.gru: nn.GRU | None = nn.GRU(hidden, hidden) if spec.recurrent else None
         self.feedforward: nn.Module = (
             nn.Identity()
@@ -94,20 +116,27 @@ class ActorCritic(nn.Module):
     def initial_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, self.state_size)
 
-    def _outputs(self, core: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _outputs(self, core: torch.Tensor, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.core_norm(core)
-        return self.policy(features), self.value(features).squeeze(-1)
+        if self.critic is None:
+            return self.policy(features), self.value(features).squeeze(-1)
+        if obs.shape[-1] == self.spec.obs_dim:
+            return self.policy(features), self.value(self.critic(obs)).squeeze(-1)
+        return self.policy(features), torch.full(obs.shape[:-1], float("nan"))
+
+    def _actor_input(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs if self.critic is None else obs[..., : self.spec.actor_obs_dim]
 
     def step(self, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step for B copies: obs (B, D), h (B, H) -> params (B, P), value (B,), h' (B, H)."""
-        x = self.encoder(obs)
+        x = self.encoder(self._actor_input(obs))
         if self.gru is None:
-            params, value = self._outputs(self.feedforward(x))
+            params, value = self._outputs(self.feedforward(x), obs)
             return params, value, h
         # One step through the cell kernel: a length-1 sequence through nn.GRU costs twice as much.
         w_ih, w_hh, b_ih, b_hh = self.gru.all_weights[0]
         h = torch.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
-        params, value = self._outputs(h)
+        params, value = self._outputs(h, obs)
         return params, value, h
 
     def rollout(
@@ -117,9 +146,9 @@ class ActorCritic(nn.Module):
 
         Returns params (T, B, P), values (T, B), h_T (B, H).
         """
-        x = self.encoder(obs_seq)
+        x = self.encoder(self._actor_input(obs_seq))
         if self.gru is None:
-            params, values = self._outputs(self.feedforward(x))
+            params, values = self._outputs(self.feedforward(x), obs_seq)
             return params, values, h0
         # The fused GRU runs over each stretch in which no copy starts an episode; the hidden
         # state is reset (per copy) only where a stretch begins.
@@ -130,7 +159,7 @@ class ActorCritic(nn.Module):
             out, h_n = self.gru(x[a:b], reset_hidden(h, starts[a]).unsqueeze(0))
             chunks.append(out)
             h = h_n[0]
-        params, values = self._outputs(torch.cat(chunks))
+        params, values = self._outputs(torch.cat(chunks), obs_seq)
         return params, values, h
 
 

@@ -17,7 +17,7 @@ import torch
 from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool, PerCopyPools
-from uavrl.envs.vector import make_vec_env
+from uavrl.envs.vector import make_vec_env, team_state_dim
 from uavrl.errors import ConfigError, RunInterrupted
 from uavrl.nn.heads import describe_action_space
 from uavrl.nn.models import ActorCritic, ModelSpec, build_model
@@ -76,8 +76,10 @@ def env_spaces(config: Config) -> tuple[int, Any]:
 def model_spec(config: Config) -> ModelSpec:
     """The architecture for the configured env."""
     obs_dim, action_space = env_spaces(config)
+    state_dim = team_state_dim(obs_dim, config.runner.n_workers) if config.model.central_critic else 0
     return ModelSpec(
-        obs_dim=obs_dim,
+        obs_dim=obs_dim + state_dim,
+        critic_state_dim=state_dim,
         action=describe_action_space(action_space),
         hidden_size=config.model.hidden_size,
         recurrent=config.model.recurrent,

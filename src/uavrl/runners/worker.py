@@ -25,7 +25,7 @@ from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.envs.scenarios import resolve_cells
-from uavrl.envs.vector import ConcatVecEnv, PoolMateRewards, VecEnv, make_vec_env
+from uavrl.envs.vector import ConcatVecEnv, PoolMateRewards, TeamStateObservations, VecEnv, make_vec_env
 from uavrl.nn.models import Actor, ActorCritic, ModelTeam, build_model
 from uavrl.runners.learner import Learner, UpdateStats
 from uavrl.runners.rollout import FinishedEpisode, RolloutCollector
@@ -118,10 +118,13 @@ def make_worker_env(config: Config, worker_id: int, pool: CloudPool | None) -> V
 def make_all_worker_envs(config: Config, pool: CloudPool | None) -> VecEnv:
     """Every worker's envs as one batch: copy ``j`` belongs to worker ``j // envs_per_worker``
     (rewards averaged over pool mates with ``env.team_reward``)."""
-    env: VecEnv = ConcatVecEnv([make_worker_env(config, i, pool) for i in range(config.runner.n_workers)])
+    n = config.runner.n_workers
+    env: VecEnv = ConcatVecEnv([make_worker_env(config, i, pool) for i in range(n)])
+    if config.model.central_critic:
+        env = TeamStateObservations(env, n)
     if not config.env.team_reward:
         return env
-    return PoolMateRewards(env, config.runner.n_workers, config.env.team_spirit)
+    return PoolMateRewards(env, n, config.env.team_spirit)
 
 
 @dataclass
