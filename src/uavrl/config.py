@@ -92,7 +92,7 @@ class ModelConfig(ConfigSection):
     recurrent: bool = True
     layer_norm: bool = True
     squash: Literal["clip", "tanh"] = "clip"
-    central_critic: bool = False
+    central_critic: bool = Field(False, json_schema_extra=HASH_NEUTRAL)
 
 
 class AlgoConfig(ConfigSection):
