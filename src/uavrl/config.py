@@ -82,10 +82,11 @@ class EnvConfig(ConfigSection):
 class ModelConfig(ConfigSection):
     """The actor-critic architecture.
 
-    ``central_critic`` (shared pools, workers stepped together) gives the value function its
-    own network over the whole world's state: every pool mate's observation, their channels
-    and the pool level (:class:`~uavrl.envs.vector.TeamStateObservations`). The policy still
-    acts on the agent's own observation alone.
+    ``central_critic`` (shared pools, workers stepped together: ``runner.serial`` or ``a2c``)
+    gives the value function its own network over the whole world's state: every pool mate's
+    observation, their channels and the pool level
+    (:class:`~uavrl.envs.vector.TeamStateObservations`). The policy still acts on the agent's
+    own observation alone.
     """
 
     hidden_size: int = Field(128, ge=1)
@@ -238,12 +239,10 @@ class Config(ConfigSection):
         if self.model.central_critic:
             if not self.env.shared_pool:
                 raise ValueError("model.central_critic needs env.shared_pool: true (it sees a pool's world)")
-            stepped_together = self.runner.kind == "a2c" or (self.runner.kind == "a3c" and self.runner.serial)
-            if not stepped_together:
+            if not (self.runner.serial or self.runner.kind == "a2c"):
                 raise ValueError(
-                    "model.central_critic needs the workers stepped together: runner.serial: true with "
-                    f"runner.kind: a3c, or runner.kind: a2c; got runner.kind: {self.runner.kind}, "
-                    f"runner.serial: {self.runner.serial}"
+                    f"model.central_critic needs the workers stepped together: runner.serial: true with "
+                    f"runner.kind: {self.runner.kind}"
                 )
         if self.env.team_reward:
             if not self.env.shared_pool:

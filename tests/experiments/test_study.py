@@ -134,8 +134,8 @@ def test_each_ablation_setting_reaches_the_trainer(ablation_study: Path) -> None
     assert any("norm" in k for k in baseline) and not any("gru" in k for k in baseline)
 
     no_ln = _weights(_run(ablation_study, "no_layer_norm"))
-    assert set(baseline) - set(no_ln) == {
-        f"model0.{norm}.{p}" for norm in ("encoder.1", "core_norm") for p in ("weight", "bias")
+    assert set(baseline) - set(no_ln) == {  # the LayerNorms of the encoder, core and critic
+        f"model0.{norm}.{p}" for norm in ("encoder.1", "core_norm", "critic.1") for p in ("weight", "bias")
     }
     assert not any("gru" in k for k in no_ln)
 

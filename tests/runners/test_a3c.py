@@ -243,5 +243,5 @@ def test_central_critic_needs_a_shared_pool_and_workers_stepped_together(make_co
 
     with pytest.raises(ConfigError, match=r"central_critic needs env\.shared_pool"):
         make_config(model={"central_critic": True})
-    with pytest.raises(ConfigError, match=r"runner\.serial: False"):
+    with pytest.raises(ConfigError, match=r"runner\.serial: true with runner\.kind: a3c"):
         make_config(env={"shared_pool": True}, model={"central_critic": True}, runner={"serial": False})
