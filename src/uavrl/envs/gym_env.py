@@ -9,11 +9,17 @@ import gymnasium as gym
 import numpy as np
 
 from uavrl.envs.cloud import CloudPool
+from uavrl.envs.mec import MecCore
 from uavrl.envs.presets import make_core
 
 
-class OffloadEnv(gym.Env[np.ndarray, np.int64]):
+class OffloadEnv(gym.Env[np.ndarray, Any]):
     """Single-agent task offloading, ``gymnasium.make("uavrl/Offload-v0", preset=..., ...)``.
+
+    The action space is the core's: ``Discrete(3)``, or for ``mec`` with ``action_mode="hybrid"``
+    ``Tuple(Discrete(3), Box(0, 1, (1,)))``. With ``mec``'s ``reward_mode="vector"`` the reward
+    is a NumPy vector of one reward per objective and ``reward_space`` declares it (as
+    MO-Gymnasium does); ``info`` carries the step's cost components (``mec``).
 
     Args:
         preset: environment preset name.
@@ -29,7 +35,10 @@ class OffloadEnv(gym.Env[np.ndarray, np.int64]):
     def __init__(self, preset: str = "paper", pool: CloudPool | None = None, **params: Any) -> None:
         self.core = make_core(preset, 1, pool=pool, autoreset=False, **params)
         self.observation_space = gym.spaces.Box(0.0, 1.0, (self.core.obs_dim,), np.float32)
-        self.action_space = gym.spaces.Discrete(self.core.n_actions)
+        self.action_space = self.core.action_space
+        self.vector_reward = isinstance(self.core, MecCore) and self.core.params.reward_mode == "vector"
+        if isinstance(self.core, MecCore) and self.vector_reward:
+            self.reward_space = self.core.reward_space
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -39,19 +48,31 @@ class OffloadEnv(gym.Env[np.ndarray, np.int64]):
         obs = self.core.reset(seed=seed, copy_indices=np.array([copy_index]))
         return obs[0], {}
 
-    def step(self, action: np.int64 | int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        value = action.item() if isinstance(action, np.ndarray) and action.shape == () else action
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, numbers.Integral)
-            or not 0 <= value < self.core.n_actions
-        ):
-            raise ValueError(
-                f"action must be an integer in {{0, 1, 2}} (LOCAL, OFFLOAD, DISCARD), got {action!r}"
-            )
-        obs, reward, terminated, truncated, _ = self.core.step(np.array([action], dtype=np.int64))
-        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), {}
+    def step(self, action: Any) -> tuple[np.ndarray, Any, bool, bool, dict[str, Any]]:
+        if isinstance(self.action_space, gym.spaces.Tuple):
+            if not (isinstance(action, tuple) and len(action) == 2):
+                raise ValueError(
+                    f"action must be a tuple (choice, array of 1 value in [0, 1]), got {action!r}"
+                )
+            choice = _discrete_choice(action[0])
+            value = np.asarray(action[1], dtype=np.float32).reshape(1, 1)
+            batched: Any = (np.array([choice], dtype=np.int64), value)
+        else:
+            batched = np.array([_discrete_choice(action)], dtype=np.int64)
+        obs, reward, terminated, truncated, info = self.core.step(batched)
+        step_info = {"components": info["components"][0]} if "components" in info else {}
+        value_out = reward[0].astype(np.float64) if self.vector_reward else float(reward[0])
+        return obs[0], value_out, bool(terminated[0]), bool(truncated[0]), step_info
 
     def privileged(self) -> dict[str, np.ndarray]:
         """Hidden state of this agent for an oracle policy (see ``PaperCore.privileged``)."""
         return self.core.privileged()
+
+
+def _discrete_choice(action: Any) -> int:
+    value = action.item() if isinstance(action, np.ndarray) and action.shape == () else action
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= int(value) < 3:
+        raise ValueError(
+            f"action must be an integer in {{0, 1, 2}} (LOCAL, OFFLOAD, DISCARD), got {action!r}"
+        )
+    return int(value)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from uavrl.envs.channel import stationary_good, step_channel, transition_probabilities
@@ -122,6 +123,7 @@ class PaperCore:
             )
         self.pool = pool
         self.autoreset = autoreset
+        self.action_space: gym.Space[Any] = gym.spaces.Discrete(N_ACTIONS)
         p01, p10 = transition_probabilities(self.params.velocity)
         self.p01 = np.full(n, p01)
         self.p10 = np.full(n, p10)
@@ -190,7 +192,7 @@ class PaperCore:
     # -- dynamics -----------------------------------------------------------------------------
 
     def step(
-        self, actions: np.ndarray
+        self, actions: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Apply one action per copy.
 

@@ -5,17 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 from uavrl.envs.cloud import CloudPool
+from uavrl.envs.mec import MecCore, MecParams
 from uavrl.envs.paper import PaperCore, PaperParams
 from uavrl.errors import ConfigError
 
 ENV_ID = "uavrl/Offload-v0"
-PRESETS = ("paper",)
+PRESETS = ("paper", "mec")
+
+Core = PaperCore | MecCore
 
 
 def make_core(
     preset: str, n: int, pool: CloudPool | None = None, autoreset: bool = True, **params: Any
-) -> PaperCore:
-    """A batched core of ``n`` copies of ``preset`` with the given parameters."""
-    if preset != "paper":
-        raise ConfigError(f"preset must be one of {list(PRESETS)}, got {preset!r}")
-    return PaperCore(n, PaperParams.from_kwargs(**params), pool=pool, autoreset=autoreset)
+) -> Core:
+    """A batched core of ``n`` copies of ``preset`` with the given parameters.
+
+    ``mec`` shares its clouds inside one core (``cloud_group_size``), by processor sharing in
+    simulated time; it takes no unit pool.
+    """
+    if preset == "paper":
+        return PaperCore(n, PaperParams.from_kwargs(**params), pool=pool, autoreset=autoreset)
+    if preset == "mec":
+        if pool is not None:
+            raise ConfigError(
+                "preset 'mec' shares a cloud among the copies of one core (cloud_group_size), "
+                "not through a cloud pool"
+            )
+        return MecCore(n, MecParams.from_kwargs(**params), autoreset=autoreset)
+    raise ConfigError(f"preset must be one of {list(PRESETS)}, got {preset!r}")

@@ -18,8 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 from uavrl.envs.cloud import CloudPool
-from uavrl.envs.paper import PaperCore
-from uavrl.envs.presets import ENV_ID, make_core
+from uavrl.envs.presets import ENV_ID, Core, make_core
 from uavrl.envs.rng import stream_key
 from uavrl.errors import ConfigError
 
@@ -50,17 +49,19 @@ class VecEnv(Protocol):
 class CoreVecEnv:
     """A uavrl batched core (no Python loop over copies)."""
 
-    def __init__(self, core: PaperCore) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
         self.n = core.n
         self.obs_dim = core.obs_dim
-        self.action_space: gym.Space[Any] = gym.spaces.Discrete(core.n_actions)
+        self.action_space: gym.Space[Any] = core.action_space
 
     def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray:
         return self.core.reset(seed=seed, copy_indices=copy_indices)
 
     def step(self, actions: Any) -> VecStep:
-        obs, reward, terminated, truncated, info = self.core.step(np.asarray(actions))
+        obs, reward, terminated, truncated, info = self.core.step(
+            actions if isinstance(actions, tuple) else np.asarray(actions)
+        )
         return VecStep(obs, reward, terminated, truncated, info.get("final_obs"))
 
     def privileged(self) -> dict[str, np.ndarray]:
@@ -68,7 +69,8 @@ class CoreVecEnv:
 
     @property
     def pool_capacity(self) -> int:
-        return int(self.core.pool.capacity)
+        pool = getattr(self.core, "pool", None)  # `mec` shares clouds inside its core
+        return int(pool.capacity) if pool is not None else 1
 
     def close(self) -> None:
         """Nothing to release: the core holds no OS resources."""

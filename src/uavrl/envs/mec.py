@@ -1,0 +1,676 @@
+"""Preset `mec`: a physical offloading model (bits, cycles, seconds, joules) with slow hidden state.
+
+A batched core steps ``B`` copies as NumPy arrays. Per slot (``dt = 0.1 s``) at most one task
+``(D bits, c cycles/bit, deadline tau)`` is pending; LOCAL queues it on the UAV's CPU, OFFLOAD on
+its transmitter (then a 10 ms backhaul and the cloud), DISCARD drops it at a fixed cost. The
+link rate follows a hidden AR(1) shadowing and a LoS / vehicle-blockage chain whose speeds scale
+with velocity, capped by Doppler inter-carrier interference. The cloud serves every task in
+service from the copies of one cloud group by processor sharing, at a capacity scaled by a hidden
+background load. Within a slot the queues run in continuous simulated time, event by event:
+completions, uploads, backhaul arrivals and deadlines happen at their exact instants.
+
+The specification is ``shared/docs/environment.md``, section "Preset `mec`".
+
+Every slot draws exactly ``DRAWS_PER_SLOT`` uniforms per copy whatever the actions, so a seeded
+copy's exogenous process (arrivals, task sizes, channel, load) does not depend on the policy:
+evaluations with the same seed use common random numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+
+from uavrl.envs.channel import doppler_hz
+from uavrl.envs.rng import BatchedStreams
+from uavrl.errors import ConfigError, check_range
+
+LOCAL, OFFLOAD, DISCARD = 0, 1, 2
+N_ACTIONS = 3
+
+# -- the physical model (spec constants) -------------------------------------------------------
+SLOT_S = 0.1
+BANDWIDTH_HZ = 10e6
+RATE_MCS_MAX = 43.3e6  # 802.11bd NGV-MCS 9 in 10 MHz, bit/s
+MIDAMBLE_EFF = 8 / 9  # M / (M + 1), M = 8
+ANTENNA_GAINS_DB = 3.0 + 3.0
+NOISE_DBM = -104.0 + 9.0  # thermal noise in 10 MHz plus the noise figure
+BLOCKAGE_LOSS_DB = 10.0
+SHADOWING_SIGMA_DB = 3.0
+SHADOWING_DCORR_M = 13.0
+BLOCKAGE_P_REF = 0.05  # LoS -> NLoSv per slot at V_REF
+BLOCKAGE_V_REF_KMH = 30.0
+SUBCARRIER_HZ = 156.25e3
+BACKHAUL_S = 0.010
+KAPPA = 1e-28
+LOAD_LEVELS = np.array([0.1, 0.5, 0.8])
+LOAD_STAY = 0.95
+P_TX_RANGE_DBM = (10.0, 23.0)
+F_LOC_RANGE_HZ = (0.5e9, 2.5e9)
+D_RANGE_BITS = (1e6, 4e6)
+C_RANGE = (300.0, 1000.0)  # cycles per bit
+TAU_RANGE_S = (0.5, 1.0)
+
+OUTCOMES = ("completed", "dropped", "discarded")
+OBJECTIVES = ("latency", "energy", "drop", "discard")
+"""Cost components of one step, in the order of the vector reward."""
+
+# Observation normalisers: a value at or above the constant reads as 1.
+LOCAL_BACKLOG_NORM_S = 2.0
+TX_BACKLOG_NORM_BITS = 16e6
+RATE_NORM = RATE_MCS_MAX * MIDAMBLE_EFF
+CLOUD_TIME_NORM_S = 1.0
+V_MAX_KMH = 120.0
+DISTANCE_NORM_M = 1000.0
+
+# Per copy per slot: arrival, D, c, tau, 2 for the shadowing normal, blockage, 2 for the load.
+DRAWS_PER_SLOT = 9
+# Stages of a task-table row.
+FREE, IN_LOCAL, IN_TX, IN_BACKHAUL, IN_CLOUD = 0, 1, 2, 3, 4
+_EPS = 1e-12
+
+
+class MecObs:
+    """Column layout of the 17-float `mec` observation (all in [0, 1])."""
+
+    LOCAL_BACKLOG = 0  # seconds of queued local work at the default f_loc / 2 s
+    TX_BACKLOG = 1  # queued bits / 16 Mbit
+    TASK_PENDING = 2
+    TASK_BITS = 3  # (D - 1 Mbit) / 3 Mbit
+    TASK_DENSITY = 4  # (c - 300) / 700
+    TASK_DEADLINE = 5  # (tau - 0.5 s) / 0.5 s
+    BATTERY = 6  # E_r / E_0
+    LAST_RATE = 7  # last realised upload rate / (43.3 Mb/s * 8/9)
+    LAST_RATE_AGE = 8  # slots since then / H
+    LAST_CLOUD_TIME = 9  # last realised cloud service time / 1 s
+    LAST_CLOUD_AGE = 10
+    LAST_COMPLETED = 11  # outcome of the last finished task, one-hot
+    LAST_DROPPED = 12
+    LAST_DISCARDED = 13
+    VELOCITY = 14  # v / 120 km/h
+    DISTANCE = 15  # d / 1000 m
+    SLOTS_LEFT = 16  # slots left / H
+    DIM = 17
+
+
+# -- link budget (pure functions, each tested against the spec) ---------------------------------
+
+
+def path_loss_db(distance_m: np.ndarray | float) -> np.ndarray:
+    """``47.86 + 27.5 log10(d)`` dB."""
+    return 47.86 + 27.5 * np.log10(np.asarray(distance_m, dtype=np.float64))
+
+
+def ici_power(velocity_kmh: float) -> float:
+    """Doppler inter-carrier interference ``(pi f_d / df)^2 / 3`` (relative to the signal)."""
+    return (math.pi * doppler_hz(velocity_kmh) / SUBCARRIER_HZ) ** 2 / 3
+
+
+def sinr(
+    p_tx_dbm: np.ndarray | float,
+    distance_m: np.ndarray | float,
+    shadowing_db: np.ndarray | float,
+    blocked: np.ndarray | bool,
+    velocity_kmh: float,
+) -> np.ndarray:
+    """Linear ``S / (N + S P_ici)`` for a received power ``P_tx + gains - PL(d) - S_t - 10 [NLoSv]``."""
+    rx_dbm = (
+        np.asarray(p_tx_dbm, dtype=np.float64)
+        + ANTENNA_GAINS_DB
+        - path_loss_db(distance_m)
+        - np.asarray(shadowing_db, dtype=np.float64)
+        - BLOCKAGE_LOSS_DB * np.asarray(blocked, dtype=np.float64)
+    )
+    signal, noise = 10 ** (rx_dbm / 10), 10 ** (NOISE_DBM / 10)
+    return np.asarray(signal / (noise + signal * ici_power(velocity_kmh)))
+
+
+def link_rate(sinr_linear: np.ndarray | float) -> np.ndarray:
+    """``min(r_mcs_max, B log2(1 + SINR)) * M / (M + 1)`` bit/s."""
+    shannon = BANDWIDTH_HZ * np.log2(1.0 + np.asarray(sinr_linear, dtype=np.float64))
+    return np.minimum(RATE_MCS_MAX, shannon) * MIDAMBLE_EFF
+
+
+def shadowing_correlation(velocity_kmh: float) -> float:
+    """AR(1) coefficient ``rho_s = exp(-v dt / d_corr)`` of the shadowing per slot."""
+    return math.exp(-(velocity_kmh / 3.6) * SLOT_S / SHADOWING_DCORR_M)
+
+
+def blockage_probabilities(velocity_kmh: float) -> tuple[float, float]:
+    """``(p_block, p_clear)`` per slot: LoS -> NLoSv ``min(1, v / v_ref * 0.05)``, and back
+    twice as likely (``min(1, 2 p_block)``)."""
+    p_block = min(1.0, velocity_kmh / BLOCKAGE_V_REF_KMH * BLOCKAGE_P_REF)
+    return p_block, min(1.0, 2.0 * p_block)
+
+
+def compute_energy(f_hz: np.ndarray | float, cycles: np.ndarray | float) -> np.ndarray:
+    """``kappa f^2 C`` joules for ``C`` cycles at ``f`` Hz."""
+    return np.asarray(KAPPA * np.asarray(f_hz) ** 2 * np.asarray(cycles))
+
+
+def transmit_energy(
+    p_tx_w: np.ndarray | float, bits: np.ndarray | float, rate: np.ndarray | float
+) -> np.ndarray:
+    """``P_tx D / r`` joules to send ``D`` bits at ``r`` bit/s."""
+    return np.asarray(np.asarray(p_tx_w) * np.asarray(bits) / np.asarray(rate))
+
+
+def dbm_to_w(dbm: np.ndarray | float) -> np.ndarray:
+    return np.asarray(10 ** ((np.asarray(dbm, dtype=np.float64) - 30.0) / 10))
+
+
+@dataclass(frozen=True)
+class MecParams:
+    """Parameters of the `mec` preset; validated on construction.
+
+    Attributes:
+        velocity: UAV speed in km/h, [0, 120].
+        distance: UAV-to-RSU distance in m, [10, 2000].
+        cloud_ghz: cloud capacity F in GHz (> 0), shared by processor sharing in a cloud group.
+        f_loc_ghz: local CPU frequency in discrete mode, [0.5, 2.5] GHz.
+        p_arrival: task arrival probability per slot, [0, 1].
+        battery_j: initial battery E_0 in joules (> 0).
+        horizon: slots per episode (truncated), >= 1.
+        action_mode: ``discrete`` (Discrete(3)) or ``hybrid`` (Tuple(Discrete(3), Box(0, 1, (1,)))).
+        reward_mode: ``scalar`` (weighted) or ``vector`` (one reward per objective).
+        w_latency, w_energy, w_drop, w_discard: cost weights; ``e_ref`` the energy scale in J.
+        cloud_group_size: copies ``[g K, ...]``: copy ``i`` shares the cloud of group ``i % K``,
+            ``K = B / cloud_group_size`` (N agents, agent-major, as the `paper` pools); 1 = private.
+        max_tasks: task-table rows per copy (tasks in flight); a task that finds none is dropped.
+    """
+
+    velocity: float = 30.0
+    distance: float = 200.0
+    cloud_ghz: float = 30.0
+    f_loc_ghz: float = 1.5
+    p_arrival: float = 0.5
+    battery_j: float = 50.0
+    horizon: int = 100
+    action_mode: Literal["discrete", "hybrid"] = "discrete"
+    reward_mode: Literal["scalar", "vector"] = "scalar"
+    w_latency: float = 1.0
+    w_energy: float = 1.0
+    e_ref: float = 0.5
+    w_drop: float = 4.0
+    w_discard: float = 2.0
+    cloud_group_size: int = 1
+    max_tasks: int = 32
+
+    def __post_init__(self) -> None:
+        check_range("velocity", self.velocity, 0.0, V_MAX_KMH, "km/h")
+        check_range("distance", self.distance, 10.0, 2000.0, "m")
+        check_range("cloud_ghz", self.cloud_ghz, low=0.0, unit="GHz")
+        if self.cloud_ghz == 0:
+            raise ConfigError(f"cloud_ghz must be > 0, got {self.cloud_ghz!r}")
+        check_range("f_loc_ghz", self.f_loc_ghz, 0.5, 2.5, "GHz")
+        check_range("p_arrival", self.p_arrival, 0.0, 1.0)
+        check_range("battery_j", self.battery_j, low=0.0, unit="J")
+        if self.battery_j == 0:
+            raise ConfigError(f"battery_j must be > 0, got {self.battery_j!r}")
+        check_range("horizon", self.horizon, low=1, unit="slots", integer=True)
+        for name, allowed in (("action_mode", ("discrete", "hybrid")), ("reward_mode", ("scalar", "vector"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        for name in ("w_latency", "w_energy", "w_drop", "w_discard"):
+            check_range(name, getattr(self, name), low=0.0)
+        check_range("e_ref", self.e_ref, low=0.0, unit="J")
+        if self.e_ref == 0:
+            raise ConfigError(f"e_ref must be > 0, got {self.e_ref!r}")
+        check_range("cloud_group_size", self.cloud_group_size, low=1, integer=True)
+        check_range("max_tasks", self.max_tasks, low=1, integer=True)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> MecParams:
+        """Build from keyword arguments, naming any unknown one."""
+        allowed = {f.name for f in fields(cls)}
+        unknown = {k: v for k, v in kwargs.items() if k not in allowed}
+        if unknown:
+            given = ", ".join(f"{k}={v!r}" for k, v in unknown.items())
+            raise ConfigError(f"unknown parameter {given} for preset 'mec'; allowed: {sorted(allowed)}")
+        return cls(**kwargs)
+
+    @property
+    def weights(self) -> np.ndarray:
+        """(4,) weights of the objectives ``OBJECTIVES``."""
+        return np.array([self.w_latency, self.w_energy, self.w_drop, self.w_discard])
+
+
+def _table_min(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(B,) row-wise minimum of ``values`` where ``mask``, inf where none."""
+    return np.where(mask, values, np.inf).min(axis=1)
+
+
+class MecCore:
+    """``B`` copies of the `mec` environment stepped together.
+
+    Tasks in flight live in a table of ``max_tasks`` rows per copy (stage, FIFO number, times,
+    sizes, remaining work, chosen frequency and power, energy spent). Times are kept relative to
+    the start of the current slot, so precision does not decay over a long run.
+
+    Args:
+        n: number of copies B (a multiple of ``params.cloud_group_size``).
+        params: preset parameters, shared by all copies.
+        autoreset: reset a finished copy inside ``step`` (same-step convention, as `paper`).
+    """
+
+    obs_dim = MecObs.DIM
+    n_actions = N_ACTIONS
+
+    def __init__(self, n: int, params: MecParams | None = None, autoreset: bool = True) -> None:
+        check_range("n_envs", n, low=1, integer=True)
+        self.params = p = params or MecParams()
+        if n % p.cloud_group_size:
+            raise ConfigError(
+                f"n_envs={n} copies cannot form clouds of cloud_group_size={p.cloud_group_size}"
+            )
+        self.n = n
+        self.n_groups = n // p.cloud_group_size
+        self.group = np.arange(n) % self.n_groups
+        self.autoreset = autoreset
+        self.action_space: gym.Space[Any] = (
+            gym.spaces.Discrete(N_ACTIONS)
+            if p.action_mode == "discrete"
+            else gym.spaces.Tuple(
+                (gym.spaces.Discrete(N_ACTIONS), gym.spaces.Box(0.0, 1.0, (1,), np.float32))
+            )
+        )
+        self.reward_space = gym.spaces.Box(-np.inf, 0.0, (len(OBJECTIVES),), np.float64)
+        self.rho_s = shadowing_correlation(p.velocity)
+        self.p_block, self.p_clear = blockage_probabilities(p.velocity)
+        self.streams = BatchedStreams(n)
+        self.seed: int | None = None
+        m = p.max_tasks
+        self.stage = np.zeros((n, m), dtype=np.int8)
+        self.seq = np.zeros((n, m), dtype=np.int64)
+        self.next_seq = np.zeros(n, dtype=np.int64)
+        self.t_arrival = np.zeros((n, m))
+        self.deadline = np.zeros((n, m))
+        self.tau = np.ones((n, m))
+        self.bits = np.zeros((n, m))
+        self.cycles = np.zeros((n, m))
+        self.work = np.zeros((n, m))  # cycles (local, cloud) or bits (transmit) left
+        self.f_hz = np.ones((n, m))
+        self.p_w = np.zeros((n, m))
+        self.energy = np.zeros((n, m))
+        self.tx_time = np.zeros((n, m))
+        self.t_ready = np.zeros((n, m))
+        self.t_cloud = np.zeros((n, m))
+        self.battery = np.zeros(n)
+        self.shadowing = np.zeros(n)
+        self.blocked = np.zeros(n, dtype=bool)
+        self.load = np.zeros(self.n_groups, dtype=np.int64)  # index into LOAD_LEVELS
+        self.pending = np.zeros(n, dtype=bool)
+        self.task_bits = np.zeros(n)
+        self.task_density = np.zeros(n)
+        self.task_tau = np.zeros(n)
+        self.slots_left = np.zeros(n, dtype=np.int64)
+        self.last_rate = np.zeros(n)
+        self.last_rate_age = np.zeros(n)
+        self.last_cloud_time = np.zeros(n)
+        self.last_cloud_age = np.zeros(n)
+        self.last_outcome = np.zeros((n, 3), dtype=np.float32)
+        self._started = False
+
+    # -- episode boundaries -------------------------------------------------------------------
+
+    def reset(self, seed: int | None = None, copy_indices: np.ndarray | None = None) -> np.ndarray:
+        """Start a new episode in every copy (same seeding rules as `paper`); returns (B, 17)."""
+        rows = np.arange(self.n)
+        if seed is None and self.seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        if seed is not None:
+            indices = rows if copy_indices is None else np.asarray(copy_indices, dtype=np.int64)
+            if indices.shape != (self.n,):
+                raise ConfigError(f"copy_indices must have shape ({self.n},), got {indices.shape}")
+            self.seed = int(seed)
+            self.streams.seed(rows, self.seed, indices)
+        u = self.streams.uniform(1)
+        # the load chain of group g starts from the draw of its first copy (copy g)
+        self.load = np.minimum(
+            (u[: self.n_groups, 0] * len(LOAD_LEVELS)).astype(np.int64), len(LOAD_LEVELS) - 1
+        )
+        self._reset_rows(rows)
+        self._started = True
+        return self._observe()
+
+    def _reset_rows(self, rows: np.ndarray) -> None:
+        """Flush the copies ``rows`` (tasks in flight are cut off, unrewarded) and start anew."""
+        self.stage[rows] = FREE
+        self.battery[rows] = self.params.battery_j
+        self.slots_left[rows] = self.params.horizon
+        self.last_rate[rows] = 0.0
+        self.last_rate_age[rows] = self.params.horizon
+        self.last_cloud_time[rows] = 0.0
+        self.last_cloud_age[rows] = self.params.horizon
+        self.last_outcome[rows] = 0.0
+        u = self.streams.uniform(DRAWS_PER_SLOT, rows)
+        self.shadowing[rows] = SHADOWING_SIGMA_DB * _normal(u[:, 4], u[:, 5])
+        p_nlos = self.p_block / (self.p_block + self.p_clear) if self.p_block > 0 else 0.0
+        self.blocked[rows] = u[:, 6] < p_nlos  # the blockage chain's stationary law
+        self._draw_tasks(rows, u)
+
+    def _draw_tasks(self, rows: np.ndarray, u: np.ndarray) -> None:
+        self.pending[rows] = u[:, 0] < self.params.p_arrival
+        self.task_bits[rows] = D_RANGE_BITS[0] + u[:, 1] * (D_RANGE_BITS[1] - D_RANGE_BITS[0])
+        self.task_density[rows] = C_RANGE[0] + u[:, 2] * (C_RANGE[1] - C_RANGE[0])
+        self.task_tau[rows] = TAU_RANGE_S[0] + u[:, 3] * (TAU_RANGE_S[1] - TAU_RANGE_S[0])
+
+    # -- dynamics -----------------------------------------------------------------------------
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Apply one action per copy and run one slot of simulated time.
+
+        Args:
+            actions: (B,) ints in {0, 1, 2} (discrete), or a tuple of those and (B, 1) floats in
+                [0, 1] (hybrid: ``f_loc`` for LOCAL, transmit power for OFFLOAD).
+
+        Returns:
+            obs (B, 17) float32; reward (B,) float32 (scalar) or (B, 4) float32 (vector,
+            ``OBJECTIVES``); terminated (battery empty) and truncated (horizon) (B,) bool; info
+            with ``components`` (B, 4) (the step's costs per objective, unweighted),
+            ``finished`` (the tasks whose outcome became known: copy, outcome index into
+            ``OUTCOMES``, latency s, energy J, each (F,)), ``cut`` (B,) tasks in flight when an
+            episode ended, and ``final_obs`` when a copy finished and autoreset is on.
+        """
+        choice, knob = self._check_actions(actions)
+        p = self.params
+        costs = np.zeros((self.n, len(OBJECTIVES)))
+        finished: list[tuple[np.ndarray, ...]] = []
+
+        # 1. the pending task is placed, discarded, or (no free row) dropped at once
+        if knob is None:
+            f_loc, p_dbm = np.full(self.n, p.f_loc_ghz * 1e9), np.full(self.n, P_TX_RANGE_DBM[1])
+        else:
+            f_loc = F_LOC_RANGE_HZ[0] + knob * (F_LOC_RANGE_HZ[1] - F_LOC_RANGE_HZ[0])
+            p_dbm = P_TX_RANGE_DBM[0] + knob * (P_TX_RANGE_DBM[1] - P_TX_RANGE_DBM[0])
+        self._admit(choice, f_loc, dbm_to_w(p_dbm), costs, finished)
+
+        # 2. one slot of queues, uploads, backhaul, cloud and deadlines in continuous time
+        spent = self._run_slot(costs, finished)
+        self.battery -= spent
+
+        # 3. the exogenous world moves on: channel, load, the next task
+        u = self.streams.uniform(DRAWS_PER_SLOT)
+        self.shadowing = self.rho_s * self.shadowing + math.sqrt(
+            1 - self.rho_s**2
+        ) * SHADOWING_SIGMA_DB * _normal(u[:, 4], u[:, 5])
+        self.blocked = np.where(self.blocked, u[:, 6] >= self.p_clear, u[:, 6] < self.p_block)
+        leader = u[: self.n_groups]
+        move = leader[:, 7] >= LOAD_STAY
+        other = (self.load + 1 + (leader[:, 8] * 2).astype(np.int64)) % len(LOAD_LEVELS)
+        self.load = np.where(move, other, self.load)
+        self._draw_tasks(np.arange(self.n), u)
+        self._shift_clock()
+        self.last_rate_age += 1
+        self.last_cloud_age += 1
+        self.slots_left -= 1
+        terminated = self.battery <= 0
+        truncated = (self.slots_left == 0) & ~terminated
+
+        obs = self._observe()
+        cut = np.zeros(self.n, dtype=np.int64)
+        info: dict[str, Any] = {"components": costs, "finished": _stack_finished(finished), "cut": cut}
+        done = terminated | truncated
+        if done.any():
+            done_rows = np.flatnonzero(done)
+            cut[done_rows] = (self.stage[done_rows] != FREE).sum(axis=1)
+            if self.autoreset:
+                info["final_obs"] = obs
+                self._reset_rows(done_rows)
+                obs = self._observe()
+            else:
+                self.stage[done_rows] = FREE
+        reward = -costs if p.reward_mode == "vector" else -(costs @ p.weights)
+        return obs, reward.astype(np.float32), terminated, truncated, info
+
+    def _check_actions(self, actions: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        if not self.autoreset and (self.slots_left == 0).any():
+            raise RuntimeError("a copy's episode has ended: call reset() before step()")
+        knob = None
+        if self.params.action_mode == "hybrid":
+            if not (isinstance(actions, tuple) and len(actions) == 2):
+                raise ValueError("hybrid actions must be a tuple (choices (B,), values (B, 1) in [0, 1])")
+            actions, values = actions
+            knob = np.asarray(values, dtype=np.float64).reshape(-1)
+            if knob.shape != (self.n,) or not np.isfinite(knob).all() or knob.min() < 0 or knob.max() > 1:
+                raise ValueError(f"hybrid values must be {self.n} numbers in [0, 1], got {knob.tolist()}")
+        a = np.asarray(actions)
+        if a.shape != (self.n,):
+            raise ValueError(f"actions must have shape ({self.n},), got {a.shape}")
+        if a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= N_ACTIONS:
+            raise ValueError(f"actions must be integers in {{0, 1, 2}}, got {a.tolist()}")
+        return a, knob
+
+    def _admit(
+        self,
+        choice: np.ndarray,
+        f_loc: np.ndarray,
+        p_w: np.ndarray,
+        costs: np.ndarray,
+        finished: list[tuple[np.ndarray, ...]],
+    ) -> None:
+        pending = self.pending
+        discard = pending & (choice == DISCARD)
+        rows = np.flatnonzero(discard)
+        if rows.size:
+            costs[rows, 3] += 1.0
+            self._finish(rows, 2, np.zeros(rows.size), np.zeros(rows.size), finished)
+            self.last_outcome[rows] = (0.0, 0.0, 1.0)
+        place = pending & (choice != DISCARD)
+        free = self.stage == FREE
+        slot = free.argmax(axis=1)
+        full = place & ~free.any(axis=1)
+        rows = np.flatnonzero(full)
+        if rows.size:  # no row free: the task is dropped on arrival (latency 0, no energy)
+            costs[rows, 2] += 1.0
+            self._finish(rows, 1, np.zeros(rows.size), np.zeros(rows.size), finished)
+            self.last_outcome[rows] = (0.0, 1.0, 0.0)
+        rows = np.flatnonzero(place & ~full)
+        if not rows.size:
+            return
+        cols = slot[rows]
+        local = choice[rows] == LOCAL
+        cycles = self.task_bits[rows] * self.task_density[rows]
+        self.stage[rows, cols] = np.where(local, IN_LOCAL, IN_TX)
+        self.seq[rows, cols] = self.next_seq[rows]
+        self.next_seq[rows] += 1
+        self.t_arrival[rows, cols] = 0.0
+        self.deadline[rows, cols] = self.task_tau[rows]
+        self.tau[rows, cols] = self.task_tau[rows]
+        self.bits[rows, cols] = self.task_bits[rows]
+        self.cycles[rows, cols] = cycles
+        self.work[rows, cols] = np.where(local, cycles, self.task_bits[rows])
+        self.f_hz[rows, cols] = f_loc[rows]
+        self.p_w[rows, cols] = p_w[rows]
+        self.energy[rows, cols] = 0.0
+        self.tx_time[rows, cols] = 0.0
+
+    def _run_slot(self, costs: np.ndarray, finished: list[tuple[np.ndarray, ...]]) -> np.ndarray:
+        """Simulate ``[0, dt)`` event by event, each cloud group on its own clock; returns the
+        (B,) energy spent."""
+        p = self.params
+        b = np.arange(self.n)
+        rate = link_rate(
+            sinr(
+                10 * np.log10(np.maximum(self.p_w, 1e-30)) + 30,
+                p.distance,
+                self.shadowing[:, None],
+                self.blocked[:, None],
+                p.velocity,
+            )
+        )
+        capacity = p.cloud_ghz * 1e9 * (1.0 - LOAD_LEVELS[self.load])
+        clock = np.zeros(self.n_groups)
+        spent = np.zeros(self.n)
+        max_events = 4 * p.max_tasks * p.cloud_group_size + 8
+        for _ in range(max_events):
+            active = clock < SLOT_S - _EPS
+            if not active.any():
+                return spent
+            now = clock[self.group]
+            local_rows, tx_rows = self.stage == IN_LOCAL, self.stage == IN_TX
+            has_local, has_tx = local_rows.any(axis=1), tx_rows.any(axis=1)
+            lh = np.where(local_rows, self.seq, np.iinfo(np.int64).max).argmin(axis=1)
+            th = np.where(tx_rows, self.seq, np.iinfo(np.int64).max).argmin(axis=1)
+            f_head, r_head = self.f_hz[b, lh], rate[b, th]
+            in_cloud = self.stage == IN_CLOUD
+            n_cloud = np.bincount(self.group, weights=in_cloud.sum(axis=1), minlength=self.n_groups)
+            min_cloud_work = np.full(self.n_groups, np.inf)
+            np.minimum.at(min_cloud_work, self.group, _table_min(self.work, in_cloud))
+            share = np.divide(capacity, n_cloud, out=np.zeros(self.n_groups), where=n_cloud > 0)
+            in_flight = self.stage != FREE
+            copy_next = np.minimum.reduce(
+                [
+                    np.where(has_local, now + self.work[b, lh] / f_head, np.inf),
+                    now + np.divide(self.work[b, th], r_head, out=np.full(self.n, np.inf), where=has_tx),
+                    _table_min(self.t_ready, self.stage == IN_BACKHAUL),
+                    _table_min(self.deadline, in_flight),
+                ]
+            )
+            group_next = np.full(self.n_groups, SLOT_S)
+            np.minimum.at(group_next, self.group, copy_next)
+            cloud_next = np.divide(min_cloud_work, share, out=np.full(self.n_groups, np.inf), where=share > 0)
+            group_next = np.where(active, np.minimum(group_next, clock + cloud_next), clock)
+            group_next = np.maximum(group_next, clock)
+            delta = (group_next - clock)[self.group]
+
+            # advance the heads of the FIFO queues and every task in the cloud
+            cycles = np.where(has_local, np.minimum(f_head * delta, self.work[b, lh]), 0.0)
+            self.work[b, lh] -= cycles
+            self.energy[b, lh] += KAPPA * f_head**2 * cycles
+            spent += KAPPA * f_head**2 * cycles
+            sent = np.where(has_tx, delta, 0.0)
+            self.work[b, th] -= np.minimum(r_head * sent, self.work[b, th])
+            self.energy[b, th] += self.p_w[b, th] * sent
+            self.tx_time[b, th] += sent
+            spent += self.p_w[b, th] * sent
+            self.work -= np.where(in_cloud, (share[self.group] * delta)[:, None], 0.0)
+            clock = group_next
+            self._events(clock[self.group], costs, finished)
+        raise RuntimeError(f"mec slot did not finish within {max_events} events (a bug: please report)")
+
+    def _events(self, now: np.ndarray, costs: np.ndarray, finished: list[tuple[np.ndarray, ...]]) -> None:
+        """Everything that happens at each copy's time ``now``: completions, uploads, arrivals
+        at the cloud, and deadlines (a task completing at its deadline completes)."""
+        t = now[:, None]
+        work_done = self.work <= np.where(self.stage == IN_TX, 1e-3, 1.0)  # bits / cycles of slack
+        completed = (
+            ((self.stage == IN_LOCAL) | (self.stage == IN_CLOUD)) & work_done & (t <= self.deadline + 1e-9)
+        )
+        if completed.any():
+            r, c = np.nonzero(completed)
+            latency = now[r] - self.t_arrival[r, c]
+            costs[:, 0] += np.bincount(r, latency / self.tau[r, c], self.n)
+            costs[:, 1] += np.bincount(r, self.energy[r, c] / self.params.e_ref, self.n)
+            from_cloud = self.stage[r, c] == IN_CLOUD
+            self.last_cloud_time[r[from_cloud]] = (
+                now[r[from_cloud]] - self.t_cloud[r[from_cloud], c[from_cloud]]
+            )
+            self.last_cloud_age[r[from_cloud]] = 0.0
+            self.last_outcome[r] = (1.0, 0.0, 0.0)
+            self._finish(r, 0, latency, self.energy[r, c], finished)
+            self.stage[completed] = FREE
+        uploaded = (self.stage == IN_TX) & work_done
+        if uploaded.any():
+            r, c = np.nonzero(uploaded)
+            self.last_rate[r] = self.bits[r, c] / np.maximum(self.tx_time[r, c], _EPS)
+            self.last_rate_age[r] = 0.0
+            self.stage[uploaded] = IN_BACKHAUL
+            self.t_ready[r, c] = now[r] + BACKHAUL_S
+        at_cloud = (self.stage == IN_BACKHAUL) & (self.t_ready <= t + _EPS)
+        if at_cloud.any():
+            r, c = np.nonzero(at_cloud)
+            self.stage[at_cloud] = IN_CLOUD
+            self.work[r, c] = self.cycles[r, c]
+            self.t_cloud[r, c] = now[r]
+        expired = (self.stage != FREE) & (self.deadline <= t + _EPS)
+        if expired.any():
+            r, c = np.nonzero(expired)
+            latency = now[r] - self.t_arrival[r, c]
+            costs[:, 0] += np.bincount(r, latency / self.tau[r, c], self.n)
+            costs[:, 1] += np.bincount(r, self.energy[r, c] / self.params.e_ref, self.n)
+            costs[:, 2] += np.bincount(r, minlength=self.n)
+            self.last_outcome[r] = (0.0, 1.0, 0.0)
+            self._finish(r, 1, latency, self.energy[r, c], finished)
+            self.stage[expired] = FREE
+
+    @staticmethod
+    def _finish(
+        rows: np.ndarray,
+        outcome: int,
+        latency: np.ndarray,
+        energy: np.ndarray,
+        finished: list[tuple[np.ndarray, ...]],
+    ) -> None:
+        finished.append(
+            (rows, np.full(rows.size, outcome), np.asarray(latency, float), np.asarray(energy, float))
+        )
+
+    def _shift_clock(self) -> None:
+        """Times are relative to the slot start: move them back by one slot."""
+        for times in (self.t_arrival, self.deadline, self.t_ready, self.t_cloud):
+            times -= SLOT_S
+
+    # -- views --------------------------------------------------------------------------------
+
+    def _observe(self) -> np.ndarray:
+        p = self.params
+        obs = np.zeros((self.n, MecObs.DIM), dtype=np.float32)
+        local_s = np.where(self.stage == IN_LOCAL, self.work / self.f_hz, 0.0).sum(axis=1)
+        tx_bits = np.where(self.stage == IN_TX, self.work, 0.0).sum(axis=1)
+        obs[:, MecObs.LOCAL_BACKLOG] = np.minimum(local_s / LOCAL_BACKLOG_NORM_S, 1.0)
+        obs[:, MecObs.TX_BACKLOG] = np.minimum(tx_bits / TX_BACKLOG_NORM_BITS, 1.0)
+        obs[:, MecObs.TASK_PENDING] = self.pending
+        pending = self.pending
+        obs[:, MecObs.TASK_BITS] = (
+            pending * (self.task_bits - D_RANGE_BITS[0]) / (D_RANGE_BITS[1] - D_RANGE_BITS[0])
+        )
+        obs[:, MecObs.TASK_DENSITY] = pending * (self.task_density - C_RANGE[0]) / (C_RANGE[1] - C_RANGE[0])
+        obs[:, MecObs.TASK_DEADLINE] = (
+            pending * (self.task_tau - TAU_RANGE_S[0]) / (TAU_RANGE_S[1] - TAU_RANGE_S[0])
+        )
+        obs[:, MecObs.BATTERY] = np.clip(self.battery / p.battery_j, 0.0, 1.0)
+        obs[:, MecObs.LAST_RATE] = np.minimum(self.last_rate / RATE_NORM, 1.0)
+        obs[:, MecObs.LAST_RATE_AGE] = np.minimum(self.last_rate_age / p.horizon, 1.0)
+        obs[:, MecObs.LAST_CLOUD_TIME] = np.minimum(self.last_cloud_time / CLOUD_TIME_NORM_S, 1.0)
+        obs[:, MecObs.LAST_CLOUD_AGE] = np.minimum(self.last_cloud_age / p.horizon, 1.0)
+        obs[:, MecObs.LAST_COMPLETED : MecObs.LAST_DISCARDED + 1] = self.last_outcome
+        obs[:, MecObs.VELOCITY] = p.velocity / V_MAX_KMH
+        obs[:, MecObs.DISTANCE] = min(p.distance / DISTANCE_NORM_M, 1.0)
+        obs[:, MecObs.SLOTS_LEFT] = self.slots_left / p.horizon
+        return obs
+
+    def privileged(self) -> dict[str, np.ndarray]:
+        """Hidden state for the oracle only, each (B,): shadowing (dB), blockage, the cloud's
+        background load, and the upload rate at full power now."""
+        p = self.params
+        full_power = sinr(P_TX_RANGE_DBM[1], p.distance, self.shadowing, self.blocked, p.velocity)
+        return {
+            "shadowing_db": self.shadowing.copy(),
+            "blocked": self.blocked.copy(),
+            "load": LOAD_LEVELS[self.load][self.group],
+            "rate": link_rate(full_power),
+        }
+
+
+def _normal(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
+    """Standard normals from two uniforms in [0, 1) (Box-Muller)."""
+    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def _stack_finished(parts: list[tuple[np.ndarray, ...]]) -> dict[str, np.ndarray]:
+    names = ("copy", "outcome", "latency", "energy")
+    if not parts:
+        return {
+            "copy": np.zeros(0, np.int64),
+            "outcome": np.zeros(0, np.int64),
+            "latency": np.zeros(0),
+            "energy": np.zeros(0),
+        }
+    return {name: np.concatenate([part[i] for part in parts]) for i, name in enumerate(names)}
