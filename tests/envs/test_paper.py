@@ -244,7 +244,7 @@ def test_bad_parameters_name_the_field_and_value(kwargs: dict, field: str) -> No
 
 
 def test_unknown_preset_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"preset must be one of \['paper'\], got 'warp'"):
+    with pytest.raises(ConfigError, match=r"preset must be one of \['paper', 'mec'\], got 'warp'"):
         make_core("warp", 1)
 
 

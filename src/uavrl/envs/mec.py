@@ -328,11 +328,12 @@ class MecCore:
                 raise ConfigError(f"copy_indices must have shape ({self.n},), got {indices.shape}")
             self.seed = int(seed)
             self.streams.seed(rows, self.seed, indices)
-        u = self.streams.uniform(1)
-        # the load chain of group g starts from the draw of its first copy (copy g)
-        self.load = np.minimum(
-            (u[: self.n_groups, 0] * len(LOAD_LEVELS)).astype(np.int64), len(LOAD_LEVELS) - 1
-        )
+            # a seeded start draws each cloud's load level from its first copy (copy g); an
+            # unseeded reset continues the chain, as an auto-reset inside step() does
+            u = self.streams.uniform(1)
+            self.load = np.minimum(
+                (u[: self.n_groups, 0] * len(LOAD_LEVELS)).astype(np.int64), len(LOAD_LEVELS) - 1
+            )
         self._reset_rows(rows)
         self._started = True
         return self._observe()
@@ -430,7 +431,7 @@ class MecCore:
     def _check_actions(self, actions: Any) -> tuple[np.ndarray, np.ndarray | None]:
         if not self._started:
             raise RuntimeError("call reset() before step()")
-        if not self.autoreset and (self.slots_left == 0).any():
+        if not self.autoreset and ((self.slots_left == 0) | (self.battery <= 0)).any():
             raise RuntimeError("a copy's episode has ended: call reset() before step()")
         knob = None
         if self.params.action_mode == "hybrid":
