@@ -303,6 +303,7 @@ class MecCore:
         self.shadowing = np.zeros(n)
         self.blocked = np.zeros(n, dtype=bool)
         self.load = np.zeros(self.n_groups, dtype=np.int64)  # index into LOAD_LEVELS
+        self.cloud_busy_s = np.zeros(self.n_groups)  # time each cloud served at least one task
         self.pending = np.zeros(n, dtype=bool)
         self.task_bits = np.zeros(n)
         self.task_density = np.zeros(n)
@@ -552,6 +553,7 @@ class MecCore:
             self.tx_time[b, th] += sent
             spent += self.p_w[b, th] * sent
             self.work -= np.where(in_cloud, (share[self.group] * delta)[:, None], 0.0)
+            self.cloud_busy_s += np.where(n_cloud > 0, group_next - clock, 0.0)
             clock = group_next
             self._events(clock[self.group], costs, finished)
         raise RuntimeError(f"mec slot did not finish within {max_events} events (a bug: please report)")
@@ -649,14 +651,19 @@ class MecCore:
 
     def privileged(self) -> dict[str, np.ndarray]:
         """Hidden state for the oracle only, each (B,): shadowing (dB), blockage, the cloud's
-        background load, and the upload rate at full power now."""
+        background load, the upload rate at full power now, and the tasks in service on the
+        copy's cloud."""
         p = self.params
         full_power = sinr(P_TX_RANGE_DBM[1], p.distance, self.shadowing, self.blocked, p.velocity)
+        in_cloud = np.bincount(
+            self.group, weights=(self.stage == IN_CLOUD).sum(axis=1), minlength=self.n_groups
+        )
         return {
             "shadowing_db": self.shadowing.copy(),
             "blocked": self.blocked.copy(),
             "load": LOAD_LEVELS[self.load][self.group],
             "rate": link_rate(full_power),
+            "cloud_tasks": in_cloud[self.group],
         }
 
 

@@ -1,0 +1,187 @@
+"""Reference policies for the `mec` preset, with the call signature of the `paper` ones.
+
+``policy(obs, privileged) -> actions``: ``obs`` (B, 17) observations, ``privileged`` the core's
+hidden state (:meth:`~uavrl.envs.mec.MecCore.privileged`) or ``None``. A rule knows the
+engineering constants of its UAV (its CPU frequency, transmit power, distance to the RSU, the
+cloud's nominal capacity and the cost weights: ``MecParams``), never the hidden state, except
+the oracle. In hybrid mode a rule acts at the default frequency and full power.
+
+The estimating rules price each option of the pending task with the cost the environment will
+charge, ``w_T T / tau + w_E E / E_ref``, from estimated completion times, and take the cheapest
+of LOCAL, OFFLOAD and DISCARD (``w_disc``); an option is feasible when its estimated time is
+within ``margin * tau`` (the threshold policy tunes ``margin`` on the training cells).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from uavrl.envs.mec import (
+    BACKHAUL_S,
+    C_RANGE,
+    D_RANGE_BITS,
+    DISCARD,
+    F_LOC_RANGE_HZ,
+    KAPPA,
+    LOAD_LEVELS,
+    LOCAL,
+    LOCAL_BACKLOG_NORM_S,
+    P_TX_RANGE_DBM,
+    RATE_NORM,
+    TAU_RANGE_S,
+    TX_BACKLOG_NORM_BITS,
+    MecObs,
+    MecParams,
+    dbm_to_w,
+    link_rate,
+    sinr,
+)
+
+MARGIN_GRID = tuple(np.round(np.arange(0.4, 1.41, 0.1), 2))
+FRESH_SLOTS = 5  # a realised rate older than this many slots is replaced by the nominal one
+
+
+@dataclass(frozen=True)
+class PendingTask:
+    """The pending task read from observations, each (B,)."""
+
+    present: np.ndarray
+    bits: np.ndarray
+    cycles: np.ndarray
+    tau: np.ndarray
+
+    @classmethod
+    def from_obs(cls, obs: np.ndarray) -> PendingTask:
+        bits = D_RANGE_BITS[0] + obs[:, MecObs.TASK_BITS] * (D_RANGE_BITS[1] - D_RANGE_BITS[0])
+        density = C_RANGE[0] + obs[:, MecObs.TASK_DENSITY] * (C_RANGE[1] - C_RANGE[0])
+        tau = TAU_RANGE_S[0] + obs[:, MecObs.TASK_DEADLINE] * (TAU_RANGE_S[1] - TAU_RANGE_S[0])
+        return cls(obs[:, MecObs.TASK_PENDING] > 0.5, bits, bits * density, tau)
+
+
+def _as_env(choice: np.ndarray, hybrid: bool, f_loc_ghz: float) -> Any:
+    """Discrete choices, or (choices, values) acting at ``f_loc_ghz`` and full transmit power."""
+    if not hybrid:
+        return choice.astype(np.int64)
+    f_value = (f_loc_ghz * 1e9 - F_LOC_RANGE_HZ[0]) / (F_LOC_RANGE_HZ[1] - F_LOC_RANGE_HZ[0])
+    values = np.where(choice == LOCAL, f_value, 1.0).astype(np.float32)[:, None]
+    return choice.astype(np.int64), values
+
+
+@dataclass
+class MecRandomPolicy:
+    """Uniform over the three choices (and over [0, 1] for the value in hybrid mode)."""
+
+    params: MecParams
+    seed: int = 0
+    name: str = "random"
+    needs_privileged: bool = False
+
+    def __post_init__(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+
+    def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> Any:
+        choice = self._rng.integers(0, 3, size=obs.shape[0], dtype=np.int64)
+        if self.params.action_mode == "discrete":
+            return choice
+        return choice, self._rng.random((obs.shape[0], 1)).astype(np.float32)
+
+
+@dataclass
+class MecConstantPolicy:
+    """Always the same choice (at the default frequency and full power)."""
+
+    params: MecParams
+    action: int
+    name: str
+    needs_privileged: bool = False
+
+    def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> Any:
+        choice = np.full(obs.shape[0], self.action, dtype=np.int64)
+        return _as_env(choice, self.params.action_mode == "hybrid", self.params.f_loc_ghz)
+
+
+@dataclass
+class CostEstimatingPolicy:
+    """The cheapest estimated option per task (see the module docstring).
+
+    Attributes:
+        params: the UAV's engineering constants and cost weights.
+        margin: feasible when the estimated time is at most ``margin * tau`` (scalar or (B,)).
+        oracle: read the true current rate, cloud load and cloud occupancy from the hidden
+            state instead of estimating them from the last realised values.
+    """
+
+    params: MecParams
+    margin: float | np.ndarray = 1.0
+    oracle: bool = False
+    name: str = "greedy_estimated"
+
+    @property
+    def needs_privileged(self) -> bool:
+        return self.oracle
+
+    def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> Any:
+        p = self.params
+        task = PendingTask.from_obs(obs)
+        f_loc = p.f_loc_ghz * 1e9
+        p_tx = float(dbm_to_w(P_TX_RANGE_DBM[1]))
+        local_time = obs[:, MecObs.LOCAL_BACKLOG] * LOCAL_BACKLOG_NORM_S + task.cycles / f_loc
+        local_cost = (
+            p.w_latency * local_time / task.tau + p.w_energy * KAPPA * f_loc**2 * task.cycles / p.e_ref
+        )
+
+        nominal_rate = float(link_rate(sinr(P_TX_RANGE_DBM[1], p.distance, 0.0, False, p.velocity)))
+        cloud_hz = p.cloud_ghz * 1e9 * (1.0 - LOAD_LEVELS.mean())
+        if self.oracle:
+            if privileged is None:
+                raise ValueError("the mec oracle needs the privileged hidden state, got None")
+            rate = np.maximum(privileged["rate"], 1.0)
+            cloud_time = (
+                task.cycles * (privileged["cloud_tasks"] + 1) / (p.cloud_ghz * 1e9 * (1 - privileged["load"]))
+            )
+        else:
+            fresh = obs[:, MecObs.LAST_RATE_AGE] * p.horizon <= FRESH_SLOTS
+            rate = np.where(fresh, np.maximum(obs[:, MecObs.LAST_RATE] * RATE_NORM, 1.0), nominal_rate)
+            cloud_time = task.cycles / cloud_hz
+        tx_backlog = obs[:, MecObs.TX_BACKLOG] * TX_BACKLOG_NORM_BITS
+        offload_time = (tx_backlog + task.bits) / rate + BACKHAUL_S + cloud_time
+        offload_cost = p.w_latency * offload_time / task.tau + p.w_energy * p_tx * task.bits / rate / p.e_ref
+
+        limit = np.asarray(self.margin) * task.tau
+        costs = np.stack(
+            [
+                np.where(local_time <= limit, local_cost, np.inf),
+                np.where(offload_time <= limit, offload_cost, np.inf),
+                np.full(obs.shape[0], p.w_discard),
+            ],
+            axis=1,
+        )
+        choice = np.where(task.present, costs.argmin(axis=1), DISCARD)
+        return _as_env(choice, p.action_mode == "hybrid", p.f_loc_ghz)
+
+
+MecPolicy = MecRandomPolicy | MecConstantPolicy | CostEstimatingPolicy
+
+
+def tune_margin(
+    make_policy: Callable[[np.ndarray], CostEstimatingPolicy],
+    evaluate: Callable[[CostEstimatingPolicy, int], np.ndarray],
+    episodes: int,
+    grid: Sequence[float] = MARGIN_GRID,
+) -> tuple[float, dict[float, float]]:
+    """Grid search of the feasibility margin on the training cells, as one batch.
+
+    ``evaluate(policy, copies)`` returns the (copies,) episode returns of ``policy`` over
+    ``copies = len(grid) * episodes`` copies, copy ``i`` acting with margin ``grid[i // episodes]``.
+
+    Returns:
+        The best margin (the smallest among ties) and every margin's mean return.
+    """
+    margins = np.repeat(np.asarray(grid, dtype=np.float64), episodes)
+    returns = evaluate(make_policy(margins), margins.size).reshape(len(grid), episodes).mean(axis=1)
+    scores = {float(m): float(r) for m, r in zip(grid, returns, strict=True)}
+    return float(grid[int(np.argmax(returns))]), scores

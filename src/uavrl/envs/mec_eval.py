@@ -1,0 +1,132 @@
+"""Episodes of the `mec` core with per-task records, and the metrics of an evaluation cell.
+
+Latency percentiles are computed exactly from the per-task latencies (``np.percentile`` over
+every completed task), never from bins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from uavrl.envs.mec import OUTCOMES, SLOT_S, MecCore
+
+PolicyFn = Any
+
+
+@dataclass
+class MecEpisodes:
+    """One episode per copy: returns and the record of every task that finished in it.
+
+    Attributes:
+        returns: (B,) undiscounted returns (scalar reward mode).
+        copy, outcome, latency, energy: (F,) per finished task (``outcome`` indexes ``OUTCOMES``).
+        arrivals: (B,) tasks that arrived in each copy's episode.
+        cut: (B,) tasks still in flight when the episode ended (no outcome).
+        slots: (B,) slots each episode lasted.
+        cloud_busy_s: (G,) time each cloud group served at least one task.
+        group: (B,) the cloud group of each copy.
+    """
+
+    returns: np.ndarray
+    copy: np.ndarray
+    outcome: np.ndarray
+    latency: np.ndarray
+    energy: np.ndarray
+    arrivals: np.ndarray
+    cut: np.ndarray
+    slots: np.ndarray
+    cloud_busy_s: np.ndarray
+    group: np.ndarray
+
+
+def run_episodes(
+    policy: PolicyFn, core: MecCore, seed: int, copy_indices: np.ndarray, privileged: bool = False
+) -> MecEpisodes:
+    """Run the first episode of every copy of ``core`` (auto-reset on) with ``policy``.
+
+    Copy ``j`` uses the stream ``(seed, copy_indices[j])`` (common random numbers).
+    """
+    if core.params.reward_mode != "scalar":
+        raise ValueError("run_episodes scores the scalar reward: build the core with reward_mode='scalar'")
+    n = core.n
+    reset = getattr(policy, "reset", None)
+    if reset is not None:
+        reset(n)
+    obs = core.reset(seed=seed, copy_indices=np.asarray(copy_indices))
+    core.cloud_busy_s[:] = 0.0
+    returns, arrivals, cut, slots = (
+        np.zeros(n),
+        np.zeros(n, np.int64),
+        np.zeros(n, np.int64),
+        np.zeros(n, np.int64),
+    )
+    running = np.ones(n, dtype=bool)
+    parts: list[dict[str, np.ndarray]] = []
+    while running.any():
+        arrivals += core.pending & running
+        actions = policy(obs, core.privileged() if privileged else None)
+        obs, reward, terminated, truncated, info = core.step(actions)
+        finished = info["finished"]
+        keep = running[finished["copy"]]
+        parts.append({k: v[keep] for k, v in finished.items()})
+        returns += reward * running
+        slots += running
+        ended = running & (terminated | truncated)
+        cut += info["cut"] * ended
+        running &= ~ended
+    records = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return MecEpisodes(
+        returns,
+        records["copy"],
+        records["outcome"],
+        records["latency"],
+        records["energy"],
+        arrivals,
+        cut,
+        slots,
+        core.cloud_busy_s.copy(),
+        core.group.copy(),
+    )
+
+
+def jain_index(x: np.ndarray) -> float:
+    """Jain's fairness ``(sum x)^2 / (n sum x^2)`` of non-negative values (1 when all are 0)."""
+    x = np.asarray(x, dtype=np.float64)
+    square_sum = float((x**2).sum())
+    return 1.0 if square_sum == 0 else float(x.sum() ** 2 / (x.size * square_sum))
+
+
+def task_metrics(episodes: MecEpisodes) -> dict[str, float]:
+    """The metrics of one evaluation cell.
+
+    Rates are over the tasks that reached an outcome; latency statistics over completed tasks;
+    energy per finished task; cloud utilisation is the fraction of time a cloud served at least
+    one task; fairness is Jain's index of the completion rates of the UAVs sharing a cloud,
+    averaged over clouds.
+    """
+    outcome = episodes.outcome
+    finished = max(outcome.size, 1)
+    completed = outcome == OUTCOMES.index("completed")
+    latency = episodes.latency[completed]
+    quantiles = np.percentile(latency, [50, 95, 99]) if latency.size else np.full(3, np.nan)
+    per_copy_done = np.bincount(episodes.copy[completed], minlength=episodes.returns.size)
+    per_copy_all = np.bincount(episodes.copy, minlength=episodes.returns.size)
+    rate = np.divide(per_copy_done, per_copy_all, out=np.zeros(per_copy_all.size), where=per_copy_all > 0)
+    groups = [rate[episodes.group == g] for g in range(episodes.cloud_busy_s.size)]
+    elapsed = np.bincount(episodes.group, weights=episodes.slots).astype(np.float64)
+    elapsed /= np.bincount(episodes.group).clip(1)
+    return {
+        "completion_rate": float(completed.sum() / finished),
+        "drop_rate": float((outcome == OUTCOMES.index("dropped")).sum() / finished),
+        "discard_rate": float((outcome == OUTCOMES.index("discarded")).sum() / finished),
+        "latency_mean": float(latency.mean()) if latency.size else float("nan"),
+        "latency_p50": float(quantiles[0]),
+        "latency_p95": float(quantiles[1]),
+        "latency_p99": float(quantiles[2]),
+        "energy_per_task": float(episodes.energy.sum() / finished),
+        "cloud_utilisation": float(np.mean(episodes.cloud_busy_s / np.maximum(elapsed * SLOT_S, 1e-12))),
+        "fairness": float(np.mean([jain_index(r) for r in groups])),
+    }

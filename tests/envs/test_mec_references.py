@@ -1,0 +1,157 @@
+"""`mec` reference policies, per-cell metrics, and the calibration the spec asks for."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from uavrl.envs.mec import (
+    C_RANGE,
+    D_RANGE_BITS,
+    DISCARD,
+    LOAD_LEVELS,
+    LOCAL,
+    OFFLOAD,
+    SLOT_S,
+    MecCore,
+    MecObs,
+    MecParams,
+)
+from uavrl.envs.mec_baselines import (
+    CostEstimatingPolicy,
+    MecConstantPolicy,
+    MecRandomPolicy,
+    PendingTask,
+    tune_margin,
+)
+from uavrl.envs.mec_eval import MecEpisodes, jain_index, run_episodes, task_metrics
+
+EPISODES = 96
+
+
+def _mean_return(policy: object, params: MecParams, episodes: int = EPISODES, seed: int = 0) -> float:
+    core = MecCore(episodes * params.cloud_group_size, params)
+    privileged = bool(getattr(policy, "needs_privileged", False))
+    return float(run_episodes(policy, core, seed, np.arange(core.n), privileged).returns.mean())
+
+
+def test_pending_task_is_read_back_from_the_observation() -> None:
+    core = MecCore(16, MecParams())
+    obs = core.reset(seed=1)
+    task = PendingTask.from_obs(obs)
+    np.testing.assert_array_equal(task.present, core.pending)
+    rows = core.pending
+    np.testing.assert_allclose(task.bits[rows], core.task_bits[rows], rtol=1e-6)
+    np.testing.assert_allclose(task.cycles[rows], (core.task_bits * core.task_density)[rows], rtol=1e-5)
+    np.testing.assert_allclose(task.tau[rows], core.task_tau[rows], rtol=1e-6)
+
+
+def test_cost_estimating_rule_prices_each_option() -> None:
+    """A small task on an idle UAV with a fresh fast link: offloading is cheapest; a task no
+    option can finish in time is discarded; no task, no decision (DISCARD is a no-op)."""
+    params = MecParams()
+    obs = np.zeros((3, MecObs.DIM), dtype=np.float32)
+    obs[:, MecObs.TASK_PENDING] = [1.0, 1.0, 0.0]
+    obs[:, MecObs.TASK_DEADLINE] = 1.0  # tau = 1 s
+    obs[0, [MecObs.TASK_BITS, MecObs.TASK_DENSITY]] = 0.0  # 1 Mbit, 300 cycles/bit
+    obs[1, [MecObs.TASK_BITS, MecObs.TASK_DENSITY]] = 1.0  # 4 Mbit, 1000 cycles/bit
+    obs[1, MecObs.TX_BACKLOG] = 1.0  # 16 Mbit queued
+    obs[:, MecObs.LAST_RATE] = [1.0, 0.05, 1.0]
+    np.testing.assert_array_equal(CostEstimatingPolicy(params)(obs, None), [OFFLOAD, DISCARD, DISCARD])
+    assert (D_RANGE_BITS, C_RANGE) == ((1e6, 4e6), (300.0, 1000.0))
+    with pytest.raises(ValueError, match="privileged"):
+        CostEstimatingPolicy(params, oracle=True)(obs, None)
+
+
+def test_hybrid_references_act_at_the_default_frequency_and_full_power() -> None:
+    params = MecParams(action_mode="hybrid", f_loc_ghz=1.5)
+    obs = MecCore(4, params).reset(seed=0)
+    choice, values = MecConstantPolicy(params, LOCAL, "always_local")(obs, None)
+    np.testing.assert_array_equal(choice, np.full(4, LOCAL))
+    np.testing.assert_allclose(values, 0.5)  # 0.5 + 0.5 * 2 GHz = 1.5 GHz
+    choice, values = MecConstantPolicy(params, OFFLOAD, "always_offload")(obs, None)
+    np.testing.assert_allclose(values, 1.0)  # 23 dBm
+    choice, values = MecRandomPolicy(params, seed=3)(obs, None)
+    assert choice.shape == (4,) and values.shape == (4, 1) and ((values >= 0) & (values <= 1)).all()
+
+
+def test_task_metrics_against_hand_values() -> None:
+    """Two UAVs on one cloud: 3 completed (latencies 0.1, 0.2, 0.6), 1 dropped, 1 discarded."""
+    episodes = MecEpisodes(
+        returns=np.zeros(2),
+        copy=np.array([0, 0, 1, 1, 0]),
+        outcome=np.array([0, 0, 0, 1, 2]),
+        latency=np.array([0.1, 0.2, 0.6, 1.0, 0.0]),
+        energy=np.array([0.1, 0.1, 0.2, 0.1, 0.0]),
+        arrivals=np.array([3, 2]),
+        cut=np.zeros(2, np.int64),
+        slots=np.array([10, 10]),
+        cloud_busy_s=np.array([0.25]),
+        group=np.array([0, 0]),
+    )
+    m = task_metrics(episodes)
+    assert m["completion_rate"] == pytest.approx(3 / 5)
+    assert m["drop_rate"] == pytest.approx(1 / 5) and m["discard_rate"] == pytest.approx(1 / 5)
+    assert m["latency_mean"] == pytest.approx(0.3)
+    assert m["latency_p50"] == pytest.approx(0.2)
+    assert m["latency_p95"] == pytest.approx(0.2 + 0.9 * 0.4)  # linear between the 2nd and 3rd
+    assert m["latency_p99"] == pytest.approx(0.2 + 0.98 * 0.4)
+    assert m["energy_per_task"] == pytest.approx(0.5 / 5)
+    assert m["cloud_utilisation"] == pytest.approx(0.25 / (10 * SLOT_S))
+    # completion rates 2/3 and 1/2: (7/6)^2 / (2 (4/9 + 1/4))
+    assert m["fairness"] == pytest.approx((7 / 6) ** 2 / (2 * (4 / 9 + 1 / 4)))
+    assert jain_index(np.array([1.0, 1.0])) == 1.0 and jain_index(np.array([1.0, 0.0])) == 0.5
+
+
+def test_run_episodes_counts_every_task_of_each_first_episode() -> None:
+    params = MecParams(horizon=40, max_tasks=8)
+    core = MecCore(12, params)
+    episodes = run_episodes(MecRandomPolicy(params, seed=1), core, 5, np.arange(12))
+    per_copy = np.bincount(episodes.copy, minlength=12) + episodes.cut
+    np.testing.assert_array_equal(per_copy, episodes.arrivals)
+    assert (episodes.slots == 40).all()
+    m = task_metrics(episodes)
+    assert m["completion_rate"] + m["drop_rate"] + m["discard_rate"] == pytest.approx(1.0)
+    assert m["latency_p50"] <= m["latency_p95"] <= m["latency_p99"]
+
+
+def test_margin_tuning_picks_the_best_margin_on_common_streams() -> None:
+    params = MecParams(cloud_ghz=15.0, horizon=50)
+
+    def evaluate(policy: CostEstimatingPolicy, copies: int) -> np.ndarray:
+        return run_episodes(policy, MecCore(copies, params), 0, np.arange(copies) % 24).returns
+
+    grid = (0.5, 1.0, 1.4)
+    best, scores = tune_margin(lambda m: CostEstimatingPolicy(params, m), evaluate, 24, grid)
+    assert set(scores) == set(grid) and best == max(scores, key=lambda m: scores[m])
+    # every margin saw the same 24 streams: margin 1.0 alone gives the same mean
+    alone = run_episodes(CostEstimatingPolicy(params, 1.0), MecCore(24, params), 0, np.arange(24)).returns
+    assert scores[1.0] == pytest.approx(alone.mean())
+
+
+def test_calibration_no_single_action_dominates_load_crosses_one_and_hidden_state_pays() -> None:
+    """The spec's calibration with default parameters: always-LOCAL, always-OFFLOAD and the best
+    heuristic are clearly apart; the offered load over the cloud crosses 1 on the resource grid
+    (and the cloud is busy nearly all the time where it does); the oracle beats the same rule
+    without the hidden state."""
+    params = MecParams()
+    local = _mean_return(MecConstantPolicy(params, LOCAL, "always_local"), params)
+    offload = _mean_return(MecConstantPolicy(params, OFFLOAD, "always_offload"), params)
+    heuristic = max(_mean_return(CostEstimatingPolicy(params, m), params) for m in (0.7, 1.0))
+    oracle = max(_mean_return(CostEstimatingPolicy(params, m, oracle=True), params) for m in (0.7, 1.0))
+    assert offload - local > 50.0
+    assert heuristic - offload > 0.05 * abs(offload)
+    assert oracle - heuristic > 0.2 * abs(heuristic)
+
+    mean_cycles = np.mean(D_RANGE_BITS) * np.mean(C_RANGE)
+    offered = {
+        (ghz, uavs): uavs * params.p_arrival / SLOT_S * mean_cycles / (ghz * 1e9 * (1 - LOAD_LEVELS.mean()))
+        for ghz in (15.0, 30.0, 60.0)
+        for uavs in (1, 4)
+    }
+    assert min(offered.values()) < 1.0 < max(offered.values())
+    busy = MecParams(cloud_group_size=4)
+    overloaded = run_episodes(
+        MecConstantPolicy(busy, OFFLOAD, "always_offload"), MecCore(4 * 32, busy), 0, np.arange(128)
+    )
+    assert offered[(30.0, 4)] > 1.0 and task_metrics(overloaded)["cloud_utilisation"] > 0.9
