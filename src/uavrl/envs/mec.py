@@ -198,7 +198,7 @@ class MecParams:
     w_drop: float = 4.0
     w_discard: float = 2.0
     cloud_group_size: int = 1
-    max_tasks: int = 32
+    max_tasks: int = 16
 
     def __post_init__(self) -> None:
         check_range("velocity", self.velocity, 0.0, V_MAX_KMH, "km/h")
