@@ -206,7 +206,7 @@ def _evaluate_run(
     config = config_from_dict(meta["config"])
     seed = config.eval.seed
     regime = pool or training_regime(config)
-    if pool and not config.env.is_uavrl:
+    if pool and not config.env.is_paper:
         raise ConfigError(f"--pool applies to uavrl/Offload-v0 runs only, not {config.env.id!r}")
     policies = [
         p
@@ -216,7 +216,7 @@ def _evaluate_run(
     worlds = eval_worlds(config, regime, cells)  # type: ignore[arg-type]
     with evaluating(f"evaluating {len(policies)} learned policies") as progress:
         results = evaluate_policies(policies, worlds, episodes, seed, config.env.id, progress)
-    if config.env.is_uavrl:
+    if config.env.is_paper:
         with progress_console.status(f"tuning the reference thresholds ({regime} pools, training cells)"):
             references = reference_policies(tuning_worlds(config, regime), episodes, seed)  # type: ignore[arg-type]
         with evaluating(f"evaluating {len(references)} reference policies") as progress:
@@ -225,7 +225,7 @@ def _evaluate_run(
         import pandas as pd
 
         results = pd.concat([references_table, results])
-    trained_in = training_regime(config) if config.env.is_uavrl else "private"
+    trained_in = training_regime(config) if config.env.is_paper else "private"
     note = "" if regime == trained_in else f" (transfer: trained with {trained_in} pools)"
     show_results(results, fmt, f"{run_dir}{note}", episodes, seed)
     if csv:

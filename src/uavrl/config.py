@@ -75,8 +75,11 @@ class EnvConfig(ConfigSection):
     team_spirit: float = Field(1.0, ge=0.0, le=1.0, json_schema_extra=HASH_NEUTRAL)
 
     @property
-    def is_uavrl(self) -> bool:
-        return self.id == ENV_ID
+    def is_paper(self) -> bool:
+        """The `paper` preset of uavrl/Offload-v0, for which scenario cells, cloud pools and the
+        reference rules apply; any other env (``mec`` included, for now) is evaluated as one
+        world named by its id."""
+        return self.id == ENV_ID and self.params.get("preset", "paper") == "paper"
 
 
 class ModelConfig(ConfigSection):
@@ -190,8 +193,8 @@ class Config(ConfigSection):
     def _consistent(self) -> Config:
         cells = self.env.worker_cells
         if cells is not None:
-            if not self.env.is_uavrl:
-                raise ValueError(f"env.worker_cells is only for {ENV_ID}, not {self.env.id!r}")
+            if not self.env.is_paper:
+                raise ValueError(f"env.worker_cells is only for {ENV_ID} preset paper, not {self.env.id!r}")
             if len(cells) not in (1, self.runner.n_workers):
                 raise ValueError(
                     f"env.worker_cells must name 1 or runner.n_workers={self.runner.n_workers} "
@@ -206,11 +209,11 @@ class Config(ConfigSection):
                     f"{', '.join(CELL_PARAMS)}); remove it, or drop env.worker_cells"
                 )
         if self.eval.cells is not None:
-            if not self.env.is_uavrl:
-                raise ValueError(f"eval.cells is only for {ENV_ID}, not {self.env.id!r}")
+            if not self.env.is_paper:
+                raise ValueError(f"eval.cells is only for {ENV_ID} preset paper, not {self.env.id!r}")
             _check_cells("eval.cells", self.eval.cells)
-        if self.env.shared_pool and not self.env.is_uavrl:
-            raise ValueError(f"env.shared_pool is only for {ENV_ID}")
+        if self.env.shared_pool and not self.env.is_paper:
+            raise ValueError(f"env.shared_pool is only for {ENV_ID} preset paper")
         if self.runner.kind == "impala" and self.algo.gae_lambda is not None:
             raise ValueError(
                 f"algo.gae_lambda={self.algo.gae_lambda} does not apply to runner.kind: impala, whose "

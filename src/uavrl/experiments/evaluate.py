@@ -193,7 +193,7 @@ def eval_worlds(
     """Worlds for a run's evaluation: the named cells (default ``eval.cells``, else the training
     cells) in ``regime`` (default the training regime). A non-uavrl env has one world, named by
     its id."""
-    if not config.env.is_uavrl:
+    if not config.env.is_paper:
         return [World(config.env.id, (dict(config.env.params),), shared=False)]
     spec = cells_spec or config.eval.cells
     cells = resolve_cells(spec) if spec else training_cells(config)

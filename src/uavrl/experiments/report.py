@@ -746,7 +746,7 @@ def headline_summary(study_dir: Path) -> str:
     the final returns of every row."""
     study = load_study(study_dir / STUDY_FILE)
     results = pd.read_csv(study_dir / RESULTS_FILE)
-    if not plan(study, study_dir)[0].config.env.is_uavrl:
+    if not plan(study, study_dir)[0].config.env.is_paper:
         return final_returns_table(study, results)
     regimes = training_regimes(results)
     out = []
@@ -768,7 +768,7 @@ def write_report(study_dir: Path) -> Path:
     """Recompute ``results.csv`` from the run directories and write ``report.md`` + figures."""
     study = load_study(study_dir / STUDY_FILE)
     results = collect_results(study, study_dir)
-    if not plan(study, study_dir)[0].config.env.is_uavrl:
+    if not plan(study, study_dir)[0].config.env.is_paper:
         return write_env_report(study, study_dir, results)
     regimes = training_regimes(results)
     baseline = next(iter(study.ablations))

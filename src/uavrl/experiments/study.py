@@ -331,7 +331,7 @@ def run_regimes(config: Config) -> list[tuple[Regime, bool]]:
     """(regime, transfer): the run's training regime first, then the other one as a transfer
     (an env without cloud pools has only its own)."""
     trained_in = training_regime(config)
-    if not config.env.is_uavrl:
+    if not config.env.is_paper:
         return [(trained_in, False)]
     return [(trained_in, False)] + [(r, True) for r in REGIMES if r != trained_in]
 
@@ -341,7 +341,7 @@ def study_worlds(
 ) -> tuple[list[World], dict[str, bool]]:
     """A run's evaluation worlds in ``regime`` (evaluation env params) and each one's held-out flag;
     for an env without cells, its one world."""
-    if not config.env.is_uavrl:
+    if not config.env.is_paper:
         return eval_worlds(config), {config.env.id: False}
     cells = evaluation_cells(evaluation, config)
     worlds = regime_worlds(config, regime, [c for c, _ in cells], evaluation.env_params)
@@ -389,7 +389,7 @@ def cell_list(cells: list[Cell]) -> str:
 
 def train_cells_label(config: Config) -> str:
     """A run's training cells in ``results.csv``: its cells, or the env id for an env without."""
-    return cell_list(training_cells(config)) if config.env.is_uavrl else config.env.id
+    return cell_list(training_cells(config)) if config.env.is_paper else config.env.id
 
 
 def run_job(run_dir: Path) -> None:
@@ -432,7 +432,7 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
             key = f"{regime}|{keys[ablation]}"
             if key not in done:
                 worlds, held_out = study_worlds(evaluation, config, regime)
-                if config.env.is_uavrl:
+                if config.env.is_paper:
                     tuning = tuning_worlds(config, regime, evaluation.env_params)
                     policies = reference_policies(tuning, evaluation.tuning_episodes, evaluation.seed)
                 else:
@@ -461,7 +461,7 @@ def _reference_keys(study: StudyConfig) -> dict[str, str]:
     keys = {}
     for row, config in _row_configs(study).items():
         env = config.env
-        if env.is_uavrl:
+        if env.is_paper:
             keys[row] = f"{env.worker_cells}|{config.runner.n_workers}|{env.shared_pool}"
         else:  # one world, whatever the workers: the env with its params
             keys[row] = f"{env.id}|{json.dumps(env.params, sort_keys=True)}"
