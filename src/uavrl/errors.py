@@ -2,6 +2,7 @@
 
 import math
 import numbers
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -55,3 +56,12 @@ def check_range(
     else:
         allowed = f"<= {high}{suffix}"
     raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+
+
+def reject_unknown(given: dict[str, Any], allowed: set[str], what: str) -> None:
+    """Raise a ConfigError naming every key of ``given`` not in ``allowed`` (e.g. ``what`` =
+    "preset 'paper'")."""
+    unknown = {k: v for k, v in given.items() if k not in allowed}
+    if unknown:
+        listed = ", ".join(f"{k}={v!r}" for k, v in unknown.items())
+        raise ConfigError(f"unknown parameter {listed} for {what}; allowed: {sorted(allowed)}")

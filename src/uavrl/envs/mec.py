@@ -27,7 +27,7 @@ import numpy as np
 
 from uavrl.envs.channel import doppler_hz
 from uavrl.envs.rng import BatchedStreams
-from uavrl.errors import ConfigError, check_range
+from uavrl.errors import ConfigError, check_range, reject_unknown
 
 LOCAL, OFFLOAD, DISCARD = 0, 1, 2
 N_ACTIONS = 3
@@ -226,11 +226,7 @@ class MecParams:
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> MecParams:
         """Build from keyword arguments, naming any unknown one."""
-        allowed = {f.name for f in fields(cls)}
-        unknown = {k: v for k, v in kwargs.items() if k not in allowed}
-        if unknown:
-            given = ", ".join(f"{k}={v!r}" for k, v in unknown.items())
-            raise ConfigError(f"unknown parameter {given} for preset 'mec'; allowed: {sorted(allowed)}")
+        reject_unknown(kwargs, {f.name for f in fields(cls)}, "preset 'mec'")
         return cls(**kwargs)
 
     @property

@@ -22,7 +22,7 @@ import numpy as np
 from uavrl.envs.channel import stationary_good, step_channel, transition_probabilities
 from uavrl.envs.cloud import CloudPool, PerCopyPools
 from uavrl.envs.rng import BatchedStreams
-from uavrl.errors import ConfigError, check_range
+from uavrl.errors import ConfigError, check_range, reject_unknown
 
 LOCAL, OFFLOAD, DISCARD = 0, 1, 2
 N_ACTIONS = 3
@@ -80,11 +80,7 @@ class PaperParams:
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> PaperParams:
         """Build from keyword arguments, naming any unknown one."""
-        allowed = {f.name for f in fields(cls)}
-        unknown = {k: v for k, v in kwargs.items() if k not in allowed}
-        if unknown:
-            given = ", ".join(f"{k}={v!r}" for k, v in unknown.items())
-            raise ConfigError(f"unknown parameter {given} for preset 'paper'; allowed: {sorted(allowed)}")
+        reject_unknown(kwargs, {f.name for f in fields(cls)}, "preset 'paper'")
         return cls(**kwargs)
 
 
