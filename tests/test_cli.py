@@ -41,6 +41,38 @@ def test_baselines_writes_the_promised_csv(tmp_path: Path) -> None:
     assert (frame["episodes"] == 5).all()
 
 
+def test_mec_baselines_write_returns_and_task_metrics(tmp_path: Path, capsys) -> None:
+    """`baselines --preset mec`: the mec references, margins tuned on the seen cells, with the
+    task metrics per cell, in private and in shared clouds."""
+    from uavrl.experiments.evaluate import MEC_METRICS, RESULT_COLUMNS
+
+    out = tmp_path / "mec.csv"
+    argv = ["baselines", "--preset", "mec", "--episodes", "4", "--tune-episodes", "2"]
+    assert main([*argv, "--cells", "v30-f30-d200,v90-f15-d200", "--csv", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == [*RESULT_COLUMNS, *MEC_METRICS]
+    assert set(frame["policy"]) == {
+        "random",
+        "always_local",
+        "always_offload",
+        "greedy_estimated",
+        "threshold",
+        "oracle",
+    }
+    assert len(frame) == 2 * 6 and (frame["regime"] == "private").all()
+    rates = frame[["completion_rate", "drop_rate", "discard_rate"]].sum(axis=1)
+    assert ((rates - 1.0).abs() < 1e-9).all()
+    assert "tuned on seen cells" in capsys.readouterr().err
+    shared = tmp_path / "shared.csv"
+    assert (
+        main([*argv, "--cells", "v30-f30-d200", "--pool", "shared", "--agents", "2", "--csv", str(shared)])
+        == 0
+    )
+    assert (pd.read_csv(shared)["regime"] == "shared").all()
+    assert main([*argv, "--cells", "v30-l200-c1000"]) == 2
+    assert "v30-f30-d200" in capsys.readouterr().out
+
+
 def test_bad_cell_and_bad_count_exit_with_a_clear_error(capsys) -> None:
     assert main(["baselines", "--cells", "moon"]) == 2
     assert "moon" in capsys.readouterr().out

@@ -125,6 +125,9 @@ def show_results(results: pd.DataFrame, fmt: str, what: str, episodes: int, seed
 
 
 def cmd_baselines(args: argparse.Namespace) -> None:
+    if args.preset == "mec":
+        _mec_baselines(args)
+        return
     from uavrl.envs.baselines import reference_policies
     from uavrl.envs.scenarios import CELL_SETS, resolve_cells
     from uavrl.envs.worlds import cell_worlds
@@ -144,6 +147,42 @@ def cmd_baselines(args: argparse.Namespace) -> None:
     with evaluating(f"evaluating {len(policies)} policies") as progress:
         results = evaluate_policies(policies, worlds(cells), args.episodes, args.seed, progress=progress)
     show_results(results, args.format, f"preset {args.preset}", args.episodes, args.seed)
+    if args.csv:
+        _write_csv(results, args.csv)
+
+
+def _mec_baselines(args: argparse.Namespace) -> None:
+    """The `mec` references: margins tuned on the seen cells, then returns and task metrics."""
+    from uavrl.envs.mec import MecParams
+    from uavrl.envs.mec_baselines import CostEstimatingPolicy, mec_reference_policies
+    from uavrl.envs.scenarios import MEC_CELL_SETS, resolve_mec_cells
+    from uavrl.experiments.evaluate import MEC_METRICS, evaluate_mec_policies
+
+    check_writable(args.csv)
+    cells = resolve_mec_cells(args.cells)
+    agents = args.agents if args.pool == "shared" else 1
+    params = MecParams()
+    tuning = [MecParams.from_kwargs(**c.env_params(), cloud_group_size=agents) for c in MEC_CELL_SETS["seen"]]
+    with progress_console.status("tuning the rules' margins on the seen cells"):
+        policies = mec_reference_policies(params, tuning, args.tune_episodes, args.seed)
+    tuned = ", ".join(
+        f"{p.name} margin={p.margin}"
+        for p in policies
+        if isinstance(p, CostEstimatingPolicy) and p.name in ("threshold", "oracle")
+    )
+    progress_console.print(f"tuned on seen cells ({args.pool} clouds, {agents} UAV(s) each): {tuned}")
+    with evaluating(f"evaluating {len(policies)} policies") as progress:
+        results = evaluate_mec_policies(policies, cells, {}, args.episodes, args.seed, agents, progress)
+    show_results(results[results.columns[:8]], args.format, "preset mec", args.episodes, args.seed)
+    if args.format == "table":
+        metrics = results.groupby("policy", sort=False)[MEC_METRICS].mean()
+        table = Table(title="task metrics, mean over cells (latency in s, energy in J per task)")
+        table.add_column("policy")
+        for name in MEC_METRICS:
+            table.add_column(name.replace("_", " "), justify="right")
+        for policy, row in metrics.iterrows():
+            table.add_row(str(policy), *(f"{row[m]:.3f}" for m in MEC_METRICS))
+        console.print(table)
     if args.csv:
         _write_csv(results, args.csv)
 

@@ -155,3 +155,53 @@ def test_calibration_no_single_action_dominates_load_crosses_one_and_hidden_stat
         MecConstantPolicy(busy, OFFLOAD, "always_offload"), MecCore(4 * 32, busy), 0, np.arange(128)
     )
     assert offered[(30.0, 4)] > 1.0 and task_metrics(overloaded)["cloud_utilisation"] > 0.9
+
+
+def test_mec_cells_parse_and_name_the_grid() -> None:
+    from uavrl.envs.scenarios import MEC_CELL_SETS, MecCell, resolve_mec_cells
+
+    cell = MecCell.parse("v90-f15-d500")
+    assert cell == MecCell(90.0, 15.0, 500.0) and cell.name == "v90-f15-d500"
+    assert cell.env_params() == {"velocity": 90.0, "cloud_ghz": 15.0, "distance": 500.0}
+    assert [c.name for c in MEC_CELL_SETS["seen"]] == [f"v{v}-f30-d200" for v in (5, 10, 20, 30, 50)]
+    assert len(resolve_mec_cells("seen,held_out")) == 5 + 3 + 10
+    with pytest.raises(Exception, match="v30-f30-d200"):
+        resolve_mec_cells("v30-l200-c1000")
+
+
+def test_shared_evaluation_averages_the_uavs_of_each_cloud() -> None:
+    """With N UAVs per cloud, an episode's return is the mean of its N UAVs, which run as
+    rows i * episodes + j of one core; one UAV alone equals the private regime."""
+    from uavrl.envs.scenarios import MecCell
+    from uavrl.experiments.evaluate import evaluate_mec_policies
+
+    params = MecParams()
+    policy = MecConstantPolicy(params, OFFLOAD, "always_offload")
+    cell = MecCell(30.0)
+    shared = evaluate_mec_policies([policy], [cell], {}, 6, 0, n_agents=3)
+    alone = evaluate_mec_policies([policy], [cell], {}, 6, 0, n_agents=1)
+    core = MecCore(18, MecParams(cloud_group_size=3))
+    streams = np.concatenate([i * (1 << 40) + np.arange(6) for i in range(3)])
+    direct = run_episodes(policy, core, 0, streams).returns.reshape(3, 6).mean(axis=0)
+    assert shared["mean"].iloc[0] == pytest.approx(direct.mean())
+    assert shared["regime"].iloc[0] == "shared" and alone["regime"].iloc[0] == "private"
+    assert shared["mean"].iloc[0] < alone["mean"].iloc[0]  # three UAVs on one cloud do worse
+    assert shared["cloud_utilisation"].iloc[0] > alone["cloud_utilisation"].iloc[0]
+
+
+def test_references_tune_their_margins_on_the_tuning_cells_only() -> None:
+    from uavrl.envs.mec_baselines import MARGIN_GRID, mec_reference_policies, tuning_returns
+
+    params = MecParams(horizon=30)
+    cells = [MecParams(horizon=30, cloud_ghz=15.0)]
+    policies = mec_reference_policies(params, cells, 4, 0)
+    names = [p.name for p in policies]
+    assert names == ["random", "always_local", "always_offload", "greedy_estimated", "threshold", "oracle"]
+    threshold = policies[4]
+    assert isinstance(threshold, CostEstimatingPolicy) and threshold.margin in MARGIN_GRID
+    best, _ = tune_margin(
+        lambda m: CostEstimatingPolicy(params, m),
+        lambda p, n: tuning_returns(p, cells, n, 4, 0),
+        4,
+    )
+    assert threshold.margin == best

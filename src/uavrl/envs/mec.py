@@ -25,7 +25,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
-from uavrl.envs.channel import doppler_hz
+from uavrl.envs.channel import CARRIER_HZ, LIGHT_SPEED
 from uavrl.envs.rng import BatchedStreams
 from uavrl.errors import ConfigError, check_range, reject_unknown
 
@@ -105,9 +105,10 @@ def path_loss_db(distance_m: np.ndarray | float) -> np.ndarray:
     return 47.86 + 27.5 * np.log10(np.asarray(distance_m, dtype=np.float64))
 
 
-def ici_power(velocity_kmh: float) -> float:
-    """Doppler inter-carrier interference ``(pi f_d / df)^2 / 3`` (relative to the signal)."""
-    return (math.pi * doppler_hz(velocity_kmh) / SUBCARRIER_HZ) ** 2 / 3
+def ici_power(velocity_kmh: Any) -> Any:
+    """Doppler inter-carrier interference ``(pi f_d / df)^2 / 3`` (relative to the signal);
+    a float or an array like ``velocity_kmh``."""
+    return (np.pi * (np.asarray(velocity_kmh) / 3.6) * CARRIER_HZ / LIGHT_SPEED / SUBCARRIER_HZ) ** 2 / 3
 
 
 def sinr(
@@ -115,7 +116,7 @@ def sinr(
     distance_m: np.ndarray | float,
     shadowing_db: np.ndarray | float,
     blocked: np.ndarray | bool,
-    velocity_kmh: float,
+    velocity_kmh: float | np.ndarray,
 ) -> np.ndarray:
     """Linear ``S / (N + S P_ici)`` for a received power ``P_tx + gains - PL(d) - S_t - 10 [NLoSv]``."""
     rx_dbm = (
@@ -647,8 +648,8 @@ class MecCore:
 
     def privileged(self) -> dict[str, np.ndarray]:
         """Hidden state for the oracle only, each (B,): shadowing (dB), blockage, the cloud's
-        background load, the upload rate at full power now, and the tasks in service on the
-        copy's cloud."""
+        background load, the upload rate at full power now, the tasks in service on the copy's
+        cloud and that cloud's capacity now (Hz)."""
         p = self.params
         full_power = sinr(P_TX_RANGE_DBM[1], p.distance, self.shadowing, self.blocked, p.velocity)
         in_cloud = np.bincount(
@@ -660,6 +661,7 @@ class MecCore:
             "load": LOAD_LEVELS[self.load][self.group],
             "rate": link_rate(full_power),
             "cloud_tasks": in_cloud[self.group],
+            "cloud_hz": (p.cloud_ghz * 1e9 * (1.0 - LOAD_LEVELS[self.load]))[self.group],
         }
 
 

@@ -25,23 +25,30 @@ from uavrl.envs.mec import (
     C_RANGE,
     D_RANGE_BITS,
     DISCARD,
+    DISTANCE_NORM_M,
     F_LOC_RANGE_HZ,
     KAPPA,
     LOAD_LEVELS,
     LOCAL,
     LOCAL_BACKLOG_NORM_S,
+    OFFLOAD,
     P_TX_RANGE_DBM,
     RATE_NORM,
     TAU_RANGE_S,
     TX_BACKLOG_NORM_BITS,
+    V_MAX_KMH,
+    MecCore,
     MecObs,
     MecParams,
     dbm_to_w,
     link_rate,
     sinr,
 )
+from uavrl.envs.mec_eval import run_episodes
+from uavrl.envs.worlds import AGENT_STRIDE
+from uavrl.errors import ConfigError
 
-MARGIN_GRID = tuple(np.round(np.arange(0.4, 1.41, 0.1), 2))
+MARGIN_GRID = tuple(np.round(np.arange(0.2, 1.41, 0.1), 2))
 FRESH_SLOTS = 5  # a realised rate older than this many slots is replaced by the nominal one
 
 
@@ -134,19 +141,19 @@ class CostEstimatingPolicy:
             p.w_latency * local_time / task.tau + p.w_energy * KAPPA * f_loc**2 * task.cycles / p.e_ref
         )
 
-        nominal_rate = float(link_rate(sinr(P_TX_RANGE_DBM[1], p.distance, 0.0, False, p.velocity)))
-        cloud_hz = p.cloud_ghz * 1e9 * (1.0 - LOAD_LEVELS.mean())
+        # velocity and distance are observed; the nominal link has no shadowing and no blockage
+        velocity = obs[:, MecObs.VELOCITY].astype(np.float64) * V_MAX_KMH
+        distance = np.maximum(obs[:, MecObs.DISTANCE].astype(np.float64) * DISTANCE_NORM_M, 10.0)
+        nominal_rate = link_rate(sinr(P_TX_RANGE_DBM[1], distance, 0.0, False, velocity))
         if self.oracle:
             if privileged is None:
                 raise ValueError("the mec oracle needs the privileged hidden state, got None")
             rate = np.maximum(privileged["rate"], 1.0)
-            cloud_time = (
-                task.cycles * (privileged["cloud_tasks"] + 1) / (p.cloud_ghz * 1e9 * (1 - privileged["load"]))
-            )
+            cloud_time = task.cycles * (privileged["cloud_tasks"] + 1) / privileged["cloud_hz"]
         else:
             fresh = obs[:, MecObs.LAST_RATE_AGE] * p.horizon <= FRESH_SLOTS
             rate = np.where(fresh, np.maximum(obs[:, MecObs.LAST_RATE] * RATE_NORM, 1.0), nominal_rate)
-            cloud_time = task.cycles / cloud_hz
+            cloud_time = task.cycles / (p.cloud_ghz * 1e9 * (1.0 - LOAD_LEVELS.mean()))
         tx_backlog = obs[:, MecObs.TX_BACKLOG] * TX_BACKLOG_NORM_BITS
         offload_time = (tx_backlog + task.bits) / rate + BACKHAUL_S + cloud_time
         offload_cost = p.w_latency * offload_time / task.tau + p.w_energy * p_tx * task.bits / rate / p.e_ref
@@ -185,3 +192,57 @@ def tune_margin(
     returns = evaluate(make_policy(margins), margins.size).reshape(len(grid), episodes).mean(axis=1)
     scores = {float(m): float(r) for m, r in zip(grid, returns, strict=True)}
     return float(grid[int(np.argmax(returns))]), scores
+
+
+# Tuning episodes use streams far from evaluation streams (same seed, disjoint copy indices).
+TUNING_FIRST_COPY = 1_000_000
+
+
+def tuning_returns(
+    policy: MecPolicy, cells: Sequence[MecParams], copies: int, episodes: int, seed: int
+) -> np.ndarray:
+    """(copies,) returns of ``policy``, each copy's mean over the ``cells``; copy ``i`` runs on
+    tuning stream ``i % episodes``, so every block of ``episodes`` copies sees the same tasks.
+
+    With ``cloud_group_size = N`` each copy is N UAVs on one cloud (agent-major rows, as in
+    evaluation; the policy acts for all ``N * copies`` rows) and its return is their mean.
+    """
+    streams = TUNING_FIRST_COPY + np.arange(copies) % episodes
+    privileged = bool(getattr(policy, "needs_privileged", False))
+    per_cell = []
+    for cell in cells:
+        n = cell.cloud_group_size
+        rows = np.concatenate([i * AGENT_STRIDE + streams for i in range(n)])
+        run = run_episodes(policy, MecCore(n * copies, cell), seed, rows, privileged)
+        per_cell.append(run.returns.reshape(n, copies).mean(axis=0))
+    return np.mean(per_cell, axis=0)
+
+
+def mec_reference_policies(
+    params: MecParams, tuning_cells: Sequence[MecParams], episodes: int, seed: int
+) -> list[MecPolicy]:
+    """Every `mec` reference policy; the margins of the rule (``threshold``) and of the oracle
+    are tuned on ``tuning_cells`` (the training cells) only. ``params`` holds what the rules
+    know: the UAV's CPU, the cost weights and the nominal cloud."""
+    uavs = tuning_cells[0].cloud_group_size
+    if any(c.cloud_group_size != uavs for c in tuning_cells):
+        raise ConfigError("the tuning cells of one set of references need one cloud_group_size")
+
+    def tuned(oracle: bool) -> float:
+        def make(margins: np.ndarray) -> CostEstimatingPolicy:
+            # one margin per tuning copy, repeated for each of its N UAVs (agent-major rows)
+            return CostEstimatingPolicy(params, np.tile(margins, uavs), oracle=oracle)
+
+        def evaluate(policy: CostEstimatingPolicy, copies: int) -> np.ndarray:
+            return tuning_returns(policy, tuning_cells, copies, episodes, seed)
+
+        return tune_margin(make, evaluate, episodes)[0]
+
+    return [
+        MecRandomPolicy(params, seed),
+        MecConstantPolicy(params, LOCAL, "always_local"),
+        MecConstantPolicy(params, OFFLOAD, "always_offload"),
+        CostEstimatingPolicy(params, 1.0, name="greedy_estimated"),
+        CostEstimatingPolicy(params, tuned(False), name="threshold"),
+        CostEstimatingPolicy(params, tuned(True), oracle=True, name="oracle"),
+    ]

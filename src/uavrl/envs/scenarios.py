@@ -1,7 +1,9 @@
-"""The scenario grid: velocity x local capacity x cloud capacity, with named cell sets.
+"""The scenario grids, with named cell sets.
 
-Cell names read ``v<km/h>-l<local units>-c<cloud units>``, e.g. ``v30-l200-c1000``. Training uses
-the ``seen`` cells; generalization is measured on held-out sets.
+`paper`: velocity x local capacity x cloud capacity, cells named ``v<km/h>-l<local units>-c<cloud
+units>``, e.g. ``v30-l200-c1000``. `mec`: velocity x cloud capacity at a distance, cells named
+``v<km/h>-f<cloud GHz>-d<m>``, e.g. ``v30-f30-d200``. Training uses the ``seen`` cells;
+generalization is measured on held-out sets.
 """
 
 from __future__ import annotations
@@ -83,17 +85,79 @@ def resolve_cells(spec: str | list[str]) -> list[Cell]:
 
     Order is kept and duplicates are dropped: ``"seen,v70-l200-c1000"``.
     """
+    return _resolve(spec, CELL_SETS, Cell.parse)
+
+
+def _resolve(spec: str | list[str], sets: dict[str, list[Any]], parse: Any) -> list[Any]:
     names = spec.split(",") if isinstance(spec, str) else list(spec)
-    cells: list[Cell] = []
+    cells: list[Any] = []
     for name in (n.strip() for n in names):
         if not name:
             continue
-        for cell in CELL_SETS.get(name) or [Cell.parse(name)]:
+        for cell in sets.get(name) or [parse(name)]:
             if cell not in cells:
                 cells.append(cell)
     if not cells:
         raise ConfigError(f"cells must name at least one cell or set, got {spec!r}")
     return cells
+
+
+# -- the `mec` grid: velocity x cloud capacity (GHz), at a UAV-to-RSU distance ------------------
+
+MEC_CLOUD_GHZ = {"low": 15.0, "default": 30.0, "high": 60.0}
+MEC_DEFAULT_DISTANCE = 200.0
+
+
+@dataclass(frozen=True, order=True)
+class MecCell:
+    """One `mec` scenario: velocity, cloud capacity and distance, named ``v30-f30-d200``."""
+
+    velocity: float
+    cloud_ghz: float = MEC_CLOUD_GHZ["default"]
+    distance: float = MEC_DEFAULT_DISTANCE
+
+    @property
+    def name(self) -> str:
+        return f"v{self.velocity:g}-f{self.cloud_ghz:g}-d{self.distance:g}"
+
+    def env_params(self) -> dict[str, Any]:
+        return {
+            "velocity": float(self.velocity),
+            "cloud_ghz": float(self.cloud_ghz),
+            "distance": float(self.distance),
+        }
+
+    @classmethod
+    def parse(cls, name: str) -> MecCell:
+        try:
+            v, f, d = name.split("-")
+            if not (v[0] == "v" and f[0] == "f" and d[0] == "d"):
+                raise ValueError
+            return cls(float(v[1:]), float(f[1:]), float(d[1:]))
+        except (ValueError, IndexError):
+            raise ConfigError(
+                f"mec cell name must look like 'v30-f30-d200' or be one of the sets "
+                f"{sorted(MEC_CELL_SETS)}, got {name!r}"
+            ) from None
+
+
+def _mec_cells(velocities: tuple[int, ...], clouds: tuple[float, ...]) -> list[MecCell]:
+    return [MecCell(v, f) for v in velocities for f in clouds]
+
+
+_OTHER_MEC_CLOUD = tuple(f for f in MEC_CLOUD_GHZ.values() if f != MEC_CLOUD_GHZ["default"])
+MEC_CELL_SETS: dict[str, list[MecCell]] = {
+    "seen": _mec_cells(SEEN_VELOCITIES, (MEC_CLOUD_GHZ["default"],)),
+    "held_out_velocity": _mec_cells(HELD_OUT_VELOCITIES, (MEC_CLOUD_GHZ["default"],)),
+    "held_out_cloud": _mec_cells(SEEN_VELOCITIES, _OTHER_MEC_CLOUD),
+}
+MEC_CELL_SETS["held_out"] = MEC_CELL_SETS["held_out_velocity"] + MEC_CELL_SETS["held_out_cloud"]
+MEC_CELL_SETS["all"] = _mec_cells(VELOCITIES, tuple(MEC_CLOUD_GHZ.values()))
+
+
+def resolve_mec_cells(spec: str | list[str]) -> list[MecCell]:
+    """`mec` cells named by sets and cell names, as :func:`resolve_cells`: ``"seen,v90-f15-d200"``."""
+    return _resolve(spec, MEC_CELL_SETS, MecCell.parse)
 
 
 def is_held_out(cell: Cell) -> bool:

@@ -198,3 +198,64 @@ def eval_worlds(
     spec = cells_spec or config.eval.cells
     cells = resolve_cells(spec) if spec else training_cells(config)
     return regime_worlds(config, regime or training_regime(config), cells)
+
+
+MEC_METRICS = [
+    "completion_rate",
+    "drop_rate",
+    "discard_rate",
+    "latency_mean",
+    "latency_p50",
+    "latency_p95",
+    "latency_p99",
+    "energy_per_task",
+    "cloud_utilisation",
+    "fairness",
+]
+
+
+def evaluate_mec_policies(
+    policies: Sequence[Any],
+    cells: Sequence[Any],
+    base: dict[str, Any],
+    episodes: int,
+    seed: int,
+    n_agents: int = 1,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> pd.DataFrame:
+    """`mec` evaluation: one row per (policy, cell) with :data:`RESULT_COLUMNS` and the task
+    metrics of :data:`MEC_METRICS`.
+
+    ``n_agents`` UAVs share each episode's cloud (regime ``shared``; 1 = ``private``): agent
+    ``i`` of episode ``j`` is copy ``i * episodes + j`` of one core with ``cloud_group_size =
+    n_agents``, on stream ``i * AGENT_STRIDE + j``; an episode's return is the mean over its
+    agents. Every policy sees the same streams (common random numbers).
+    """
+    from uavrl.envs.mec import MecCore, MecParams
+    from uavrl.envs.mec_eval import run_episodes, task_metrics
+    from uavrl.envs.worlds import AGENT_STRIDE
+
+    params = {k: v for k, v in base.items() if k != "preset"}
+    streams = np.concatenate([i * AGENT_STRIDE + np.arange(episodes) for i in range(n_agents)])
+    regime = "shared" if n_agents > 1 else "private"
+    rows = []
+    for i, cell in enumerate(cells):
+        if progress is not None:
+            progress(i, len(cells), cell.name)
+        cell_params = MecParams.from_kwargs(**{**params, **cell.env_params(), "cloud_group_size": n_agents})
+        for policy in policies:
+            core = MecCore(n_agents * episodes, cell_params)
+            run = run_episodes(policy, core, seed, streams, bool(getattr(policy, "needs_privileged", False)))
+            returns = run.returns.reshape(n_agents, episodes).mean(axis=0)
+            metrics = task_metrics(run)
+            rows.append(
+                (
+                    policy.name,
+                    cell.name,
+                    regime,
+                    episodes,
+                    *mean_ci(returns),
+                    *(metrics[m] for m in MEC_METRICS),
+                )
+            )
+    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *MEC_METRICS])
