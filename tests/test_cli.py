@@ -73,6 +73,41 @@ def test_mec_baselines_write_returns_and_task_metrics(tmp_path: Path, capsys) ->
     assert "v30-f30-d200" in capsys.readouterr().out
 
 
+def test_a_mec_run_is_evaluated_beside_the_mec_references_with_task_metrics(tmp_path: Path) -> None:
+    run = tmp_path / "mec_run"
+    config = Path(__file__).parent.parent / "configs" / "mec_a3c.yaml"
+    argv = ["train", "--config", str(config), "--run-dir", str(run)]
+    sets = [
+        "runner.total_env_steps=1600",
+        "runner.n_workers=2",
+        "runner.envs_per_worker=4",
+        "eval.episodes=2",
+    ]
+    assert main([*argv, *(x for s in sets for x in ("--set", s))]) == 0
+    out = tmp_path / "eval.csv"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--run",
+                str(run),
+                "--episodes",
+                "3",
+                "--cells",
+                "v30-f30-d200,v90-f15-d200",
+                "--csv",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    frame = pd.read_csv(out)
+    assert {"a3c_greedy", "a3c_stochastic", "threshold", "oracle"} <= set(frame["policy"])
+    assert set(frame["cell"]) == {"v30-f30-d200", "v90-f15-d200"}
+    assert frame["latency_p99"].notna().any() and (frame["episodes"] == 3).all()
+    assert main(["evaluate", "--run", str(run), "--pool", "shared"]) == 2
+
+
 def test_bad_cell_and_bad_count_exit_with_a_clear_error(capsys) -> None:
     assert main(["baselines", "--cells", "moon"]) == 2
     assert "moon" in capsys.readouterr().out

@@ -20,6 +20,9 @@ from uavrl.errors import CheckpointError, ConfigError, RunInterrupted
 if TYPE_CHECKING:  # pandas costs 0.5 s of start-up: imported where a command needs it
     import pandas as pd
 
+    from uavrl.config import Config
+    from uavrl.nn.models import ActorCritic
+
 # Tables are wide: keep them whole when output goes to a file or a pipe.
 console = Console(width=None if sys.stdout.isatty() else 200)
 # Progress goes to stderr, so that `--format csv` output stays clean.
@@ -156,7 +159,7 @@ def _mec_baselines(args: argparse.Namespace) -> None:
     from uavrl.envs.mec import MecParams
     from uavrl.envs.mec_baselines import CostEstimatingPolicy, mec_reference_policies
     from uavrl.envs.scenarios import MEC_CELL_SETS, resolve_mec_cells
-    from uavrl.experiments.evaluate import MEC_METRICS, evaluate_mec_policies
+    from uavrl.experiments.evaluate import evaluate_mec_policies
 
     check_writable(args.csv)
     cells = resolve_mec_cells(args.cells)
@@ -173,8 +176,17 @@ def _mec_baselines(args: argparse.Namespace) -> None:
     progress_console.print(f"tuned on seen cells ({args.pool} clouds, {agents} UAV(s) each): {tuned}")
     with evaluating(f"evaluating {len(policies)} policies") as progress:
         results = evaluate_mec_policies(policies, cells, {}, args.episodes, args.seed, agents, progress)
-    show_results(results[results.columns[:8]], args.format, "preset mec", args.episodes, args.seed)
-    if args.format == "table":
+    _show_mec_results(results, args.format, "preset mec", args.episodes, args.seed, args.csv)
+
+
+def _show_mec_results(
+    results: pd.DataFrame, fmt: str, what: str, episodes: int, seed: int, csv: str | None
+) -> None:
+    """The returns table, then (as a table) the task metrics averaged over cells; the CSV has both."""
+    from uavrl.experiments.evaluate import MEC_METRICS, RESULT_COLUMNS
+
+    show_results(results[RESULT_COLUMNS], fmt, what, episodes, seed)
+    if fmt == "table":
         metrics = results.groupby("policy", sort=False)[MEC_METRICS].mean()
         table = Table(title="task metrics, mean over cells (latency in s, energy in J per task)")
         table.add_column("policy")
@@ -183,8 +195,8 @@ def _mec_baselines(args: argparse.Namespace) -> None:
         for policy, row in metrics.iterrows():
             table.add_row(str(policy), *(f"{row[m]:.3f}" for m in MEC_METRICS))
         console.print(table)
-    if args.csv:
-        _write_csv(results, args.csv)
+    if csv:
+        _write_csv(results, csv)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -244,6 +256,11 @@ def _evaluate_run(
     models, meta = load_models(run_dir / CHECKPOINT_DIR, LAST)
     config = config_from_dict(meta["config"])
     seed = config.eval.seed
+    if config.env.preset == "mec":
+        if pool:
+            raise ConfigError("--pool applies to the paper preset; a mec run is scored as it trained")
+        _evaluate_mec_run(run_dir, config, models, episodes, cells, csv, fmt)
+        return
     regime = pool or training_regime(config)
     if pool and not config.env.is_paper:
         raise ConfigError(f"--pool applies to uavrl/Offload-v0 runs only, not {config.env.id!r}")
@@ -269,6 +286,45 @@ def _evaluate_run(
     show_results(results, fmt, f"{run_dir}{note}", episodes, seed)
     if csv:
         _write_csv(results, csv)
+
+
+def _evaluate_mec_run(
+    run_dir: Path,
+    config: Config,
+    models: list[ActorCritic],
+    episodes: int,
+    cells: str | None,
+    csv: str | None,
+    fmt: str,
+) -> None:
+    """A `mec` run beside the mec references (margins tuned on its training cell), with the task
+    metrics, on its training cell or ``cells``; N UAVs per cloud as it trained
+    (``cloud_group_size``)."""
+    from uavrl.envs.mec import MecParams
+    from uavrl.envs.mec_baselines import mec_reference_policies
+    from uavrl.envs.scenarios import MecCell, resolve_mec_cells
+    from uavrl.experiments.evaluate import evaluate_mec_policies, run_policies
+
+    params = {k: v for k, v in config.env.params.items() if k != "preset"}
+    trained = MecParams.from_kwargs(**params)
+    chosen = (
+        resolve_mec_cells(cells)
+        if cells
+        else [MecCell(trained.velocity, trained.cloud_ghz, trained.distance)]
+    )
+    seed = config.eval.seed
+    with progress_console.status("tuning the rules' margins on the training cell"):
+        references = mec_reference_policies(trained, [trained], episodes, seed)
+    learned = [
+        p
+        for mode in ("greedy", "stochastic")
+        for p in run_policies(config, models, "private", mode == "greedy", seed, f"_{mode}")
+    ]
+    with evaluating(f"evaluating {len(references) + len(learned)} policies") as progress:
+        results = evaluate_mec_policies(
+            [*references, *learned], chosen, params, episodes, seed, trained.cloud_group_size, progress
+        )
+    _show_mec_results(results, fmt, str(run_dir), episodes, seed, csv)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

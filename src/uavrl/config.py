@@ -75,11 +75,16 @@ class EnvConfig(ConfigSection):
     team_spirit: float = Field(1.0, ge=0.0, le=1.0, json_schema_extra=HASH_NEUTRAL)
 
     @property
+    def preset(self) -> str | None:
+        """The uavrl preset (``paper``, ``mec``), or None for any other env."""
+        return str(self.params.get("preset", "paper")) if self.id == ENV_ID else None
+
+    @property
     def is_paper(self) -> bool:
         """The `paper` preset of uavrl/Offload-v0, for which scenario cells, cloud pools and the
         reference rules apply; any other env (``mec`` included, for now) is evaluated as one
         world named by its id."""
-        return self.id == ENV_ID and self.params.get("preset", "paper") == "paper"
+        return self.preset == "paper"
 
 
 class ModelConfig(ConfigSection):
