@@ -450,6 +450,21 @@ def cmd_export(args: argparse.Namespace) -> None:
     console.print(f"wrote {args.out} and {sidecar}")
 
 
+def cmd_pareto(args: argparse.Namespace) -> None:
+    from uavrl.config import load_config
+    from uavrl.experiments.pareto import parse_weights, run_pareto
+
+    base = load_config(args.config, args.set)
+    weights = parse_weights(args.weights)
+    out = Path(args.run_dir) if args.run_dir else Path("runs") / f"pareto_{base.name}"
+    console.print(f"pareto {base.name}: {len(weights)} weight vector(s) x {args.seeds} seed(s) into {out}")
+    frame = run_pareto(base, weights, args.seeds, out, args.episodes, args.env_steps)
+    learned = frame[frame["kind"] == "learned"].groupby("weights", sort=False)
+    summary = learned[["mean_return", "latency_mean", "energy_per_task", "drop_rate"]].mean()
+    console.print(summary.round(4).to_string())
+    console.print(f"wrote {out / 'pareto.csv'} and {out / 'pareto.png'}")
+
+
 def cmd_study(args: argparse.Namespace) -> None:
     from rich.status import Status
 
@@ -582,6 +597,26 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--format", choices=FORMATS, default="table", help=FORMAT_HELP)
     base.set_defaults(func=cmd_baselines)
 
+    pareto = sub.add_parser(
+        formatter_class=HelpFormatter,
+        name="pareto",
+        help="mec: one policy per cost-weight vector, the learned front beside the references",
+    )
+    pareto.add_argument("--config", required=True, help="base run config of the mec preset")
+    pareto.add_argument(
+        "--weights",
+        default="1,0.2,4,2;1,1,4,2;1,5,4,2",
+        help="weight vectors (latency, energy, drop, discard), ';'-separated",
+    )
+    pareto.add_argument("--seeds", type=int, default=3, help="runs per weight vector")
+    pareto.add_argument("--episodes", type=int, default=50, help="evaluation episodes per point")
+    pareto.add_argument("--env-steps", type=int, help="training budget per run (default the config's)")
+    pareto.add_argument("--run-dir", help="output directory (default runs/pareto_<config name>)")
+    pareto.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a base value"
+    )
+    pareto.set_defaults(func=cmd_pareto)
+
     study = sub.add_parser(
         formatter_class=HelpFormatter,
         name="study",
@@ -653,7 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_positive(args: argparse.Namespace) -> None:
-    for name in ("episodes", "tune_episodes", "seconds", "agents", "trials", "jobs"):
+    for name in ("episodes", "tune_episodes", "seconds", "agents", "trials", "jobs", "seeds", "env_steps"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")

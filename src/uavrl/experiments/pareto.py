@@ -1,0 +1,167 @@
+"""The multi-objective study of the `mec` preset: one policy per cost-weight vector.
+
+Each weight vector ``(w_latency, w_energy, w_drop, w_discard)`` trains ``seeds`` runs of the base
+config with those weights; each run's greedy policy is scored on its training cell with the task
+metrics, beside the mec reference policies (their margins tuned for the same weights). The
+learned latency-energy front (and drop rate against energy) is plotted with a 95% t-interval
+over the seeds at each point, the references as single points.
+
+Layout of the output directory::
+
+    w<i>/seed<k>/      one training run (skipped on a rerun once finished)
+    pareto.csv         one row per point: kind, weights, seed, policy, return and metrics
+    pareto.png         the fronts
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from uavrl.config import Config, apply_overrides, config_from_dict
+from uavrl.envs.mec import OBJECTIVES, MecParams
+from uavrl.envs.scenarios import MecCell
+from uavrl.errors import ConfigError
+
+WEIGHT_KEYS = ("w_latency", "w_energy", "w_drop", "w_discard")
+POINT_METRICS = ("latency_mean", "latency_p95", "energy_per_task", "drop_rate", "completion_rate")
+
+
+def parse_weights(text: str) -> list[tuple[float, ...]]:
+    """``"1,1,4,2;1,5,4,2"`` -> weight vectors of (latency, energy, drop, discard), each >= 0."""
+    vectors = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        try:
+            values = tuple(float(x) for x in part.split(","))
+        except ValueError:
+            raise ConfigError(f"--weights: {part!r} is not 4 comma-separated numbers") from None
+        if len(values) != len(OBJECTIVES) or min(values) < 0:
+            raise ConfigError(
+                f"--weights: each vector needs {len(OBJECTIVES)} numbers >= 0 "
+                f"({', '.join(OBJECTIVES)}), got {part!r}"
+            )
+        vectors.append(values)
+    if not vectors:
+        raise ConfigError(f"--weights must name at least one vector, got {text!r}")
+    return vectors
+
+
+def weighted_config(base: Config, weights: Sequence[float], seed: int, env_steps: int | None) -> Config:
+    """The base run config with ``weights`` as its cost weights, ``seed``, and optionally a budget."""
+    if base.env.preset != "mec":
+        raise ConfigError(f"uavrl pareto trains the mec preset; the base config's env is {base.env.preset!r}")
+    overrides = [f"env.params.{key}={value}" for key, value in zip(WEIGHT_KEYS, weights, strict=True)]
+    overrides += [f"seed={seed}", "log.progress=false", "log.tensorboard=false"]
+    if env_steps is not None:
+        overrides.append(f"runner.total_env_steps={env_steps}")
+    return config_from_dict(apply_overrides(base.to_dict(), overrides))
+
+
+def run_pareto(
+    base: Config,
+    weights: Sequence[Sequence[float]],
+    seeds: int,
+    out: Path,
+    episodes: int = 50,
+    env_steps: int | None = None,
+) -> pd.DataFrame:
+    """Train (or reuse) every (weight vector, seed) run, score it and the references; write
+    ``pareto.csv`` and ``pareto.png`` into ``out`` and return the table."""
+    from uavrl.envs.mec_baselines import mec_reference_policies
+    from uavrl.experiments.evaluate import evaluate_mec_policies, run_policies
+    from uavrl.experiments.train import finished_summary, resume, train
+    from uavrl.runners.checkpoint import load_models
+    from uavrl.runners.session import CHECKPOINT_DIR, LAST
+
+    if seeds < 1:
+        raise ConfigError(f"seeds must be >= 1, got {seeds}")
+    rows: list[dict[str, Any]] = []
+    for i, w in enumerate(weights):
+        label = ",".join(f"{x:g}" for x in w)
+        for seed in range(seeds):
+            config = weighted_config(base, w, base.seed + seed, env_steps)
+            run_dir = out / f"w{i}" / f"seed{seed}"
+            if (run_dir / "config.yaml").exists():
+                if finished_summary(run_dir) is None:
+                    resume(run_dir)
+            else:
+                train(config, run_dir)
+            models, _ = load_models(run_dir / CHECKPOINT_DIR, LAST)
+            params = {k: v for k, v in config.env.params.items() if k != "preset"}
+            trained = MecParams.from_kwargs(**params)
+            cell = MecCell(trained.velocity, trained.cloud_ghz, trained.distance)
+            learned = run_policies(config, models, "private", True, config.eval.seed)
+            table = evaluate_mec_policies(
+                learned, [cell], params, episodes, config.eval.seed, trained.cloud_group_size
+            )
+            rows += _points(table, "learned", label, seed)
+            if seed == 0:  # the references do not learn: one set per weight vector
+                references = mec_reference_policies(trained, [trained], episodes, config.eval.seed)
+                table = evaluate_mec_policies(
+                    references, [cell], params, episodes, config.eval.seed, trained.cloud_group_size
+                )
+                rows += _points(table, "reference", label, -1)
+    frame = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "pareto.csv", index=False)
+    plot_fronts(frame, out / "pareto.png")
+    return frame
+
+
+def _points(table: pd.DataFrame, kind: str, weights: str, seed: int) -> list[dict[str, Any]]:
+    return [
+        {"kind": kind, "weights": weights, "seed": seed, "policy": r["policy"], "mean_return": r["mean"]}
+        | {m: r[m] for m in POINT_METRICS}
+        for _, r in table.iterrows()
+    ]
+
+
+def seed_interval(values: np.ndarray) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t-interval over seeds (0 for one seed)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return float(values.mean()), 0.0
+    half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
+    return float(values.mean()), float(half)
+
+
+def plot_fronts(frame: pd.DataFrame, path: Path) -> None:
+    """Latency and drop rate against energy: learned points (seed mean, 95% CI) joined in
+    order of their energy, reference policies (first weight vector's) as labelled markers."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    axes = figure.subplots(1, 2)
+    learned = frame[frame["kind"] == "learned"]
+    references = frame[(frame["kind"] == "reference") & (frame["weights"] == frame["weights"].iloc[0])]
+    for ax, metric, label in zip(
+        axes, ("latency_mean", "drop_rate"), ("mean latency (s)", "drop rate"), strict=True
+    ):
+        points = []
+        for weights, group in learned.groupby("weights", sort=False):
+            x, dx = seed_interval(group["energy_per_task"].to_numpy())
+            y, dy = seed_interval(group[metric].to_numpy())
+            points.append((x, y))
+            ax.errorbar(x, y, xerr=dx, yerr=dy, fmt="o", color="C0", capsize=3)
+            ax.annotate(f"w={weights}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if points:
+            xs, ys = zip(*sorted(points), strict=True)
+            ax.plot(xs, ys, color="C0", alpha=0.5, label="learned (mean, 95% CI over seeds)")
+        for j, (_, r) in enumerate(references.iterrows()):
+            ax.scatter(r["energy_per_task"], r[metric], marker="s", color=f"C{j + 1}", label=r["policy"])
+        ax.set_xlabel("energy per task (J)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.suptitle(
+        "mec: learned front per cost weights (latency, energy, drop, discard) beside the references"
+    )
+    figure.savefig(path, dpi=120)

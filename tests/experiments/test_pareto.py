@@ -1,0 +1,59 @@
+"""`uavrl pareto`: one mec policy per cost-weight vector, scored with task metrics beside the
+references, plotted as fronts; a rerun reuses finished runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from uavrl.config import load_config
+from uavrl.errors import ConfigError
+from uavrl.experiments.pareto import parse_weights, run_pareto, seed_interval, weighted_config
+
+CONFIGS = Path(__file__).parent.parent.parent / "configs"
+TINY = ["runner.n_workers=2", "runner.envs_per_worker=4", "eval.episodes=2"]
+
+
+def test_pareto_trains_one_policy_per_weight_vector_and_reuses_finished_runs(tmp_path: Path) -> None:
+    base = load_config(CONFIGS / "mec_a3c.yaml", TINY)
+    weights = parse_weights("1,0.2,4,2; 1,5,4,2")
+    frame = run_pareto(base, weights, seeds=2, out=tmp_path, episodes=4, env_steps=800)
+    learned, references = frame[frame["kind"] == "learned"], frame[frame["kind"] == "reference"]
+    assert len(learned) == 2 * 2 and set(learned["seed"]) == {0, 1}
+    assert len(references) == 2 * 6 and set(references["weights"]) == {"1,0.2,4,2", "1,5,4,2"}
+    for column in ("drop_rate", "completion_rate"):
+        assert frame[column].between(0.0, 1.0).all()
+    assert (frame["energy_per_task"] >= 0).all() and frame["latency_p95"].notna().any()
+    run = tmp_path / "w1" / "seed1"
+    config = load_config(run / "config.yaml")
+    assert (config.env.params["w_energy"], config.env.params["w_latency"], config.seed) == (5.0, 1.0, 1)
+    assert (tmp_path / "pareto.png").stat().st_size > 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "pareto.csv"), frame, check_dtype=False)
+    stamp = (run / "checkpoints" / "last.safetensors").stat().st_mtime_ns
+    again = run_pareto(base, weights, seeds=2, out=tmp_path, episodes=4, env_steps=800)
+    assert (run / "checkpoints" / "last.safetensors").stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(again, frame)
+
+
+def test_weights_and_base_config_are_checked() -> None:
+    assert parse_weights("1,1,4,2") == [(1.0, 1.0, 4.0, 2.0)]
+    with pytest.raises(ConfigError, match="4 numbers"):
+        parse_weights("1,1,4")
+    with pytest.raises(ConfigError, match=r">= 0"):
+        parse_weights("1,-1,4,2")
+    with pytest.raises(ConfigError, match="comma-separated"):
+        parse_weights("1,a,4,2")
+    with pytest.raises(ConfigError, match="mec preset"):
+        weighted_config(load_config(CONFIGS / "paper_a3c.yaml"), (1, 1, 4, 2), 0, None)
+
+
+def test_seed_interval_is_the_t_interval_of_the_mean() -> None:
+    values = np.array([1.0, 2.0, 4.0])
+    mean, half = seed_interval(values)
+    assert mean == pytest.approx(7 / 3)
+    assert half == pytest.approx(stats.t.ppf(0.975, 2) * values.std(ddof=1) / np.sqrt(3))
+    assert seed_interval(np.array([5.0])) == (5.0, 0.0)
