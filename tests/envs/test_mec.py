@@ -323,3 +323,19 @@ def test_bad_actions_and_shared_pools_are_refused() -> None:
     with pytest.raises(ConfigError, match="cloud_group_size"):
         make_core("mec", 2, pool=SharedPool(1000))
     assert MecParams().weights.tolist() == [1.0, 1.0, 4.0, 2.0]
+
+
+def test_observe_hidden_appends_the_hidden_state_and_changes_nothing_else() -> None:
+    plain, seen = make_core("mec", 6), make_core("mec", 6, observe_hidden=True)
+    obs_plain, obs_seen = plain.reset(seed=3), seen.reset(seed=3)
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        assert obs_seen.shape == (6, MecObs.DIM_WITH_HIDDEN)
+        np.testing.assert_array_equal(obs_seen[:, : MecObs.DIM], obs_plain)
+        hidden = seen.privileged()
+        np.testing.assert_array_equal(obs_seen[:, MecObs.HIDDEN][:, 1], hidden["blocked"])
+        np.testing.assert_allclose(obs_seen[:, MecObs.HIDDEN][:, 2], hidden["load"], rtol=1e-6)
+        assert ((obs_seen >= 0) & (obs_seen <= 1)).all()
+        actions = rng.integers(0, 3, 6)
+        obs_plain, obs_seen = plain.step(actions)[0], seen.step(actions)[0]
+    check_env(gym.make(ENV_ID, preset="mec", observe_hidden=True).unwrapped, skip_render_check=True)

@@ -95,6 +95,9 @@ class MecObs:
     DISTANCE = 15  # d / 1000 m
     SLOTS_LEFT = 16  # slots left / H
     DIM = 17
+    # with observe_hidden: (shadowing + 3 sigma) / 6 sigma, blockage, load, min(cloud tasks / 10, 1)
+    HIDDEN = slice(17, 21)
+    DIM_WITH_HIDDEN = 21
 
 
 # -- link budget (pure functions, each tested against the spec) ---------------------------------
@@ -182,6 +185,9 @@ class MecParams:
         cloud_group_size: copies ``[g K, ...]``: copy ``i`` shares the cloud of group ``i % K``,
             ``K = B / cloud_group_size`` (N agents, agent-major, as the `paper` pools); 1 = private.
         max_tasks: task-table rows per copy (tasks in flight); a task that finds none is dropped.
+        observe_hidden: append the hidden state to the observation (shadowing, blockage, cloud
+            load, tasks on the cloud: ``MecObs.HIDDEN``), a privileged-observation baseline that
+            measures what memory could recover; never a default.
     """
 
     velocity: float = 30.0
@@ -200,6 +206,7 @@ class MecParams:
     w_discard: float = 2.0
     cloud_group_size: int = 1
     max_tasks: int = 16
+    observe_hidden: bool = False
 
     def __post_init__(self) -> None:
         check_range("velocity", self.velocity, 0.0, V_MAX_KMH, "km/h")
@@ -254,7 +261,6 @@ class MecCore:
         autoreset: reset a finished copy inside ``step`` (same-step convention, as `paper`).
     """
 
-    obs_dim = MecObs.DIM
     n_actions = N_ACTIONS
 
     def __init__(self, n: int, params: MecParams | None = None, autoreset: bool = True) -> None:
@@ -265,6 +271,7 @@ class MecCore:
                 f"n_envs={n} copies cannot form clouds of cloud_group_size={p.cloud_group_size}"
             )
         self.n = n
+        self.obs_dim = MecObs.DIM_WITH_HIDDEN if p.observe_hidden else MecObs.DIM
         self.n_groups = n // p.cloud_group_size
         self.group = np.arange(n) % self.n_groups
         self.autoreset = autoreset
@@ -621,7 +628,7 @@ class MecCore:
 
     def _observe(self) -> np.ndarray:
         p = self.params
-        obs = np.zeros((self.n, MecObs.DIM), dtype=np.float32)
+        obs = np.zeros((self.n, self.obs_dim), dtype=np.float32)
         local_s = np.where(self.stage == IN_LOCAL, self.work / self.f_hz, 0.0).sum(axis=1)
         tx_bits = np.where(self.stage == IN_TX, self.work, 0.0).sum(axis=1)
         obs[:, MecObs.LOCAL_BACKLOG] = np.minimum(local_s / LOCAL_BACKLOG_NORM_S, 1.0)
@@ -644,6 +651,17 @@ class MecCore:
         obs[:, MecObs.VELOCITY] = p.velocity / V_MAX_KMH
         obs[:, MecObs.DISTANCE] = min(p.distance / DISTANCE_NORM_M, 1.0)
         obs[:, MecObs.SLOTS_LEFT] = self.slots_left / p.horizon
+        if p.observe_hidden:
+            hidden = self.privileged()
+            obs[:, MecObs.HIDDEN] = np.stack(
+                [
+                    np.clip((hidden["shadowing_db"] / SHADOWING_SIGMA_DB + 3.0) / 6.0, 0.0, 1.0),
+                    hidden["blocked"],
+                    hidden["load"],
+                    np.minimum(hidden["cloud_tasks"] / 10.0, 1.0),
+                ],
+                axis=1,
+            )
         return obs
 
     def privileged(self) -> dict[str, np.ndarray]:
