@@ -9,7 +9,7 @@ judged in its training regime; the other regime is a transfer result.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,7 @@ import torch
 
 from uavrl.config import Config
 from uavrl.envs import ENV_ID
-from uavrl.envs.baselines import FLOOR_POLICIES, Policy
+from uavrl.envs.baselines import FLOOR_POLICIES
 from uavrl.envs.paper import PaperParams
 from uavrl.envs.scenarios import Cell, resolve_cells
 from uavrl.envs.worlds import AgentTeam, Regime, World, cell_worlds, training_world
@@ -25,6 +25,18 @@ from uavrl.nn.models import ActorCritic
 from uavrl.runners.worker import worker_env_params
 
 RESULT_COLUMNS = ["policy", "cell", "regime", "episodes", "mean", "std", "ci_low", "ci_high"]
+
+
+class NamedPolicy(Protocol):
+    """What an evaluation scores: a named ``(obs, privileged) -> actions`` policy (a reference
+    rule of either preset, a learned model, a team of them)."""
+
+    name: str
+
+    @property
+    def needs_privileged(self) -> bool: ...
+
+    def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> Any: ...
 
 
 def mean_ci(returns: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
@@ -41,7 +53,7 @@ def mean_ci(returns: np.ndarray, level: float = 0.95) -> tuple[float, float, flo
 
 
 def evaluate_policies(
-    policies: Sequence[Policy | TorchPolicy | AgentTeam],
+    policies: Sequence[NamedPolicy],
     worlds: Sequence[World],
     episodes: int,
     seed: int,
@@ -215,7 +227,7 @@ MEC_METRICS = [
 
 
 def evaluate_mec_policies(
-    policies: Sequence[Any],
+    policies: Sequence[NamedPolicy],
     cells: Sequence[Any],
     base: dict[str, Any],
     episodes: int,

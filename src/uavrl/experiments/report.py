@@ -469,12 +469,15 @@ def plot_row_curves(study: StudyConfig, study_dir: Path, arm: str, path: Path) -
 
 def final_returns_table(study: StudyConfig, results: pd.DataFrame) -> str:
     """Per row and arm: the final model's evaluation return, mean over seeds with a 95%
-    bootstrap CI over seeds, for each selection, beside the random policy (Markdown)."""
+    bootstrap CI over seeds, for each selection, beside each reference policy of the row (the
+    random policy; for `mec`, its rules too) (Markdown)."""
     selections = study.evaluation.selections
-    header = ["row", "arm", "workers", "rollout", "seeds"] + [f"{s} mean [95% CI]" for s in selections]
-    lines = ["| " + " | ".join([*header, "*random*"]) + " |", "|" + "---|" * (len(header) + 1)]
     learned = results[results["arm"] != REFERENCE_ARM]
     references = results[results["arm"] == REFERENCE_ARM]
+    rules = list(dict.fromkeys(references["model"]))
+    header = ["row", "arm", "workers", "rollout", "seeds"] + [f"{s} mean [95% CI]" for s in selections]
+    header += [f"*{rule}*" for rule in rules]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     configs = {(r.ablation, r.arm): r.config for r in plan(study, Path("."))}
     for (ablation, arm), group in learned.groupby(["ablation", "arm"], sort=False):
         config = configs[(str(ablation), str(arm))]
@@ -493,8 +496,11 @@ def final_returns_table(study: StudyConfig, results: pd.DataFrame) -> str:
                 text += f" [{_fmt(low)}, {_fmt(high)}]"
             cells.append(text)
         cells.insert(4, str(seeds))
-        random = references.loc[references["ablation"] == ablation, "mean_return"]
-        cells.append(f"*{_fmt(float(random.mean()))}*" if not random.empty else "")
+        for rule in rules:
+            value = references.loc[
+                (references["ablation"] == ablation) & (references["model"] == rule), "mean_return"
+            ]
+            cells.append(f"*{_fmt(float(value.mean()))}*" if not value.empty else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -46,6 +46,8 @@ from uavrl.config import (
     read_with_base,
 )
 from uavrl.envs.baselines import SpaceRandomPolicy, reference_policies
+from uavrl.envs.mec import MecParams
+from uavrl.envs.mec_baselines import mec_reference_policies
 from uavrl.envs.scenarios import Cell, resolve_cells
 from uavrl.envs.worlds import REGIMES, TRAIN_WORLD, Regime, World
 from uavrl.errors import ConfigError
@@ -432,9 +434,17 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
             key = f"{regime}|{keys[ablation]}"
             if key not in done:
                 worlds, held_out = study_worlds(evaluation, config, regime)
+                policies: list[Any]
                 if config.env.is_paper:
                     tuning = tuning_worlds(config, regime, evaluation.env_params)
                     policies = reference_policies(tuning, evaluation.tuning_episodes, evaluation.seed)
+                elif config.env.preset == "mec":  # its rules, margins tuned on the run's cell
+                    trained = MecParams.from_kwargs(
+                        **{k: v for k, v in config.env.params.items() if k != "preset"}
+                    )
+                    policies = mec_reference_policies(
+                        trained, [trained], evaluation.tuning_episodes, evaluation.seed
+                    )
                 else:
                     policies = [SpaceRandomPolicy(env_spaces(config)[1], evaluation.seed)]
                 table = evaluate_policies(
