@@ -109,3 +109,19 @@ def test_central_critic_reads_the_state_and_the_policy_does_not(recurrent: bool)
     for t in range(3):
         _, v, h_t = model.step(seq[t], h_t)
         torch.testing.assert_close(values[t], v, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("critic_state_dim", [0, 4])
+@pytest.mark.parametrize("recurrent", [True, False])
+def test_act_is_step_without_the_value(recurrent: bool, critic_state_dim: int) -> None:
+    """Acting (rollout collection, evaluation) skips the value, and the centralised critic with
+    it; its parameters and next state are step's, for one model and for a team."""
+    torch.manual_seed(4)
+    spec = ModelSpec(obs_dim=10, hidden_size=16, recurrent=recurrent, critic_state_dim=critic_state_dim)
+    models = [build_model(spec), build_model(spec)]
+    obs, h = torch.randn(6, 10), torch.randn(6, models[0].state_size)
+    for actor in (models[0], ModelTeam(models)):
+        params, _, h_next = actor.step(obs, h)
+        act_params, act_h = actor.act(obs, h)
+        torch.testing.assert_close(act_params, params, rtol=0, atol=0)
+        torch.testing.assert_close(act_h, h_next, rtol=0, atol=0)

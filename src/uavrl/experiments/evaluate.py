@@ -118,7 +118,7 @@ class TorchPolicy:
 
     @torch.no_grad()
     def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> Any:
-        params, _, self.h = self.model.step(torch.from_numpy(obs), self.h)
+        params, self.h = self.model.act(torch.from_numpy(obs), self.h)
         dist = self.model.policy.distribution(params)
         return self.model.policy.to_env(dist.mode() if self.greedy else dist.sample())
 

@@ -116,28 +116,36 @@ class ActorCritic(nn.Module):
     def initial_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, self.state_size)
 
-    def _outputs(self, core: torch.Tensor, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.core_norm(core)
+    def _value(self, features: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """V from the core's features, or from the centralised critic over all D columns (NaN
+        when the observation holds only the agent's own columns)."""
         if self.critic is None:
-            return self.policy(features), self.value(features).squeeze(-1)
+            return self.value(features).squeeze(-1)
         if obs.shape[-1] == self.spec.obs_dim:
-            return self.policy(features), self.value(self.critic(obs)).squeeze(-1)
-        return self.policy(features), torch.full(obs.shape[:-1], float("nan"))
+            return self.value(self.critic(obs)).squeeze(-1)
+        return torch.full(obs.shape[:-1], float("nan"))
 
     def _actor_input(self, obs: torch.Tensor) -> torch.Tensor:
         return obs if self.critic is None else obs[..., : self.spec.actor_obs_dim]
 
-    def step(self, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One step for B copies: obs (B, D), h (B, H) -> params (B, P), value (B,), h' (B, H)."""
+    def _features(self, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.encoder(self._actor_input(obs))
         if self.gru is None:
-            params, value = self._outputs(self.feedforward(x), obs)
-            return params, value, h
+            return self.core_norm(self.feedforward(x)), h
         # One step through the cell kernel: a length-1 sequence through nn.GRU costs twice as much.
         w_ih, w_hh, b_ih, b_hh = self.gru.all_weights[0]
         h = torch.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
-        params, value = self._outputs(h, obs)
-        return params, value, h
+        return self.core_norm(h), h
+
+    def act(self, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step without the value (acting): obs (B, D), h (B, H) -> params (B, P), h' (B, H)."""
+        features, h = self._features(obs, h)
+        return self.policy(features), h
+
+    def step(self, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step for B copies: obs (B, D), h (B, H) -> params (B, P), value (B,), h' (B, H)."""
+        features, h = self._features(obs, h)
+        return self.policy(features), self._value(features, obs), h
 
     def rollout(
         self, obs_seq: torch.Tensor, h0: torch.Tensor, starts: torch.Tensor
@@ -148,8 +156,8 @@ class ActorCritic(nn.Module):
         """
         x = self.encoder(self._actor_input(obs_seq))
         if self.gru is None:
-            params, values = self._outputs(self.feedforward(x), obs_seq)
-            return params, values, h0
+            features = self.core_norm(self.feedforward(x))
+            return self.policy(features), self._value(features, obs_seq), h0
         # The fused GRU runs over each stretch in which no copy starts an episode; the hidden
         # state is reset (per copy) only where a stretch begins.
         cuts = [0, *(torch.nonzero(starts[1:].any(dim=1)).flatten() + 1).tolist(), obs_seq.shape[0]]
@@ -159,8 +167,8 @@ class ActorCritic(nn.Module):
             out, h_n = self.gru(x[a:b], reset_hidden(h, starts[a]).unsqueeze(0))
             chunks.append(out)
             h = h_n[0]
-        params, values = self._outputs(torch.cat(chunks), obs_seq)
-        return params, values, h
+        features = self.core_norm(torch.cat(chunks))
+        return self.policy(features), self._value(features, obs_seq), h
 
 
 class ModelTeam:
@@ -180,13 +188,20 @@ class ModelTeam:
     def initial_state(self, batch: int) -> torch.Tensor:
         return self.members[0].initial_state(batch)
 
-    def step(self, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """obs (B, D), h (B, H) -> params (B, P), value (B,), h' (B, H); B a multiple of N."""
+    def _blocks(self, obs: torch.Tensor, h: torch.Tensor) -> Any:
         n = len(self.members)
         if obs.shape[0] % n:
             raise ValueError(f"a batch of {obs.shape[0]} rows cannot be split among {n} models")
-        parts = [m.step(o, hb) for m, o, hb in zip(self.members, obs.chunk(n), h.chunk(n), strict=True)]
-        params, values, states = zip(*parts, strict=True)
+        return zip(self.members, obs.chunk(n), h.chunk(n), strict=True)
+
+    def act(self, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """obs (B, D), h (B, H) -> params (B, P), h' (B, H); B a multiple of N."""
+        params, states = zip(*(m.act(o, hb) for m, o, hb in self._blocks(obs, h)), strict=True)
+        return torch.cat(params), torch.cat(states)
+
+    def step(self, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """obs (B, D), h (B, H) -> params (B, P), value (B,), h' (B, H); B a multiple of N."""
+        params, values, states = zip(*(m.step(o, hb) for m, o, hb in self._blocks(obs, h)), strict=True)
         return torch.cat(params), torch.cat(values), torch.cat(states)
 
 

@@ -65,7 +65,7 @@ class RolloutCollector:
         finished: list[FinishedEpisode] = []
         for t in range(length):
             obs[t], starts[t] = self.obs, self.starts
-            params, _, self.h = model.step(torch.from_numpy(self.obs), self._act_state())
+            params, self.h = model.act(torch.from_numpy(self.obs), self._act_state())
             action = head.distribution(params).sample()
             params_seq[t], actions[t] = params, action
             step = self.env.step(head.to_env(action))
