@@ -235,30 +235,24 @@ class Config(ConfigSection):
                     f"runner.learner_batch={self.runner.learner_batch} must be at most "
                     f"runner.n_workers={self.runner.n_workers} (rollouts per learner update)"
                 )
-            if self.env.team_reward and not self.runner.serial:
-                raise ValueError(
-                    f"env.team_reward needs the workers stepped together: runner.serial: true with "
-                    f"runner.kind: {self.runner.kind}"
-                )
         if self.env.team_spirit != 1.0 and not self.env.team_reward:
             raise ValueError(
                 f"env.team_spirit={self.env.team_spirit} only applies with env.team_reward: true"
             )
-        if self.model.central_critic:
+        # both act on the N agents of one pool at each step, so the workers must step together
+        pool_mates = (
+            ("env.team_reward", self.env.team_reward, "it averages over pool mates"),
+            ("model.central_critic", self.model.central_critic, "it sees a pool's world"),
+        )
+        for option, enabled, why in pool_mates:
+            if not enabled:
+                continue
             if not self.env.shared_pool:
-                raise ValueError("model.central_critic needs env.shared_pool: true (it sees a pool's world)")
+                raise ValueError(f"{option} needs env.shared_pool: true ({why})")
             if not (self.runner.serial or self.runner.kind == "a2c"):
                 raise ValueError(
-                    f"model.central_critic needs the workers stepped together: runner.serial: true with "
-                    f"runner.kind: {self.runner.kind}"
-                )
-        if self.env.team_reward:
-            if not self.env.shared_pool:
-                raise ValueError("env.team_reward needs env.shared_pool: true (it averages over pool mates)")
-            if self.runner.kind == "a3c" and not self.runner.serial:
-                raise ValueError(
-                    "env.team_reward needs the workers stepped together: runner.serial: true or "
-                    "runner.kind: a2c, got runner.serial: false"
+                    f"{option} needs the workers stepped together: runner.serial: true or runner.kind: "
+                    f"a2c, got runner.kind: {self.runner.kind} with runner.serial: false"
                 )
         return self
 

@@ -112,7 +112,7 @@ def test_team_state_observations_append_the_whole_world_to_every_agent() -> None
     n_agents, episodes = 3, 4
     world = World("c", (PARAMS,) * n_agents, shared=True)
     plain = world.make_env(episodes)
-    wrapped = TeamStateObservations(world.make_env(episodes), n_agents)
+    wrapped = TeamStateObservations(world.make_env(episodes), n_agents, PARAMS["cloud_capacity"])
     d = plain.obs_dim
     assert wrapped.obs_dim == d + team_state_dim(d, n_agents) == d + n_agents * d + n_agents + 1
     copies = world.copies(np.arange(episodes))
@@ -135,4 +135,4 @@ def test_team_state_observations_append_the_whole_world_to_every_agent() -> None
             assert full.final_obs is not None and full.final_obs.shape == full.obs.shape
         full = full.obs
     with pytest.raises(ConfigError, match="n_agents=5"):
-        TeamStateObservations(world.make_env(episodes), 5)
+        TeamStateObservations(world.make_env(episodes), 5, PARAMS["cloud_capacity"])

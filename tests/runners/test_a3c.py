@@ -243,5 +243,8 @@ def test_central_critic_needs_a_shared_pool_and_workers_stepped_together(make_co
 
     with pytest.raises(ConfigError, match=r"central_critic needs env\.shared_pool"):
         make_config(model={"central_critic": True})
-    with pytest.raises(ConfigError, match=r"runner\.serial: true with runner\.kind: a3c"):
+    with pytest.raises(
+        ConfigError,
+        match=r"central_critic needs the workers stepped together.*a3c with runner\.serial: false",
+    ):
         make_config(env={"shared_pool": True}, model={"central_critic": True}, runner={"serial": False})

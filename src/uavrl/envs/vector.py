@@ -67,11 +67,6 @@ class CoreVecEnv:
     def privileged(self) -> dict[str, np.ndarray]:
         return self.core.privileged()
 
-    @property
-    def pool_capacity(self) -> int:
-        pool = getattr(self.core, "pool", None)  # `mec` shares clouds inside its core
-        return int(pool.capacity) if pool is not None else 1
-
     def close(self) -> None:
         """Nothing to release: the core holds no OS resources."""
 
@@ -154,10 +149,6 @@ class ConcatVecEnv:
             final,
         )
 
-    @property
-    def pool_capacity(self) -> int:
-        return int(getattr(self.parts[0], "pool_capacity", 1))
-
     def privileged(self) -> dict[str, np.ndarray]:
         """The parts' hidden states, concatenated (every part must expose one)."""
         states = []
@@ -222,7 +213,7 @@ class TeamStateObservations:
     training time; the policy never sees them.
     """
 
-    def __init__(self, env: VecEnv, n_agents: int) -> None:
+    def __init__(self, env: VecEnv, n_agents: int, pool_capacity: int) -> None:
         if n_agents < 1 or env.n % n_agents:
             raise ConfigError(f"{env.n} copies cannot be split among n_agents={n_agents} agents")
         hidden_state = getattr(env, "privileged", None)
@@ -231,10 +222,9 @@ class TeamStateObservations:
         self.env = env
         self.n_agents = n_agents
         self.n = env.n
-        self.state_dim = team_state_dim(env.obs_dim, n_agents)
-        self.obs_dim = env.obs_dim + self.state_dim
+        self.obs_dim = env.obs_dim + team_state_dim(env.obs_dim, n_agents)
         self.action_space = env.action_space
-        self._capacity = float(getattr(env, "pool_capacity", 1))
+        self.pool_capacity = pool_capacity
 
     def _with_state(self, obs: np.ndarray) -> np.ndarray:
         n, k = self.n_agents, self.n // self.n_agents
@@ -243,7 +233,7 @@ class TeamStateObservations:
             [
                 obs.reshape(n, k, -1).transpose(1, 0, 2).reshape(k, -1),
                 hidden["channel"].reshape(n, k).T.astype(np.float32),
-                hidden["pool_level"].reshape(n, k)[:1].T / self._capacity,
+                hidden["pool_level"].reshape(n, k)[:1].T / self.pool_capacity,
             ],
             axis=1,
         )

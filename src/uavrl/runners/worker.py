@@ -26,6 +26,7 @@ from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.envs.scenarios import resolve_cells
 from uavrl.envs.vector import ConcatVecEnv, PoolMateRewards, TeamStateObservations, VecEnv, make_vec_env
+from uavrl.errors import ConfigError
 from uavrl.nn.models import Actor, ActorCritic, ModelTeam, build_model
 from uavrl.runners.learner import Learner, UpdateStats
 from uavrl.runners.rollout import FinishedEpisode, RolloutCollector
@@ -121,7 +122,9 @@ def make_all_worker_envs(config: Config, pool: CloudPool | None) -> VecEnv:
     n = config.runner.n_workers
     env: VecEnv = ConcatVecEnv([make_worker_env(config, i, pool) for i in range(n)])
     if config.model.central_critic:
-        env = TeamStateObservations(env, n)
+        if pool is None:
+            raise ConfigError("model.central_critic needs env.shared_pool: true (it sees a pool's world)")
+        env = TeamStateObservations(env, n, pool.capacity)
     if not config.env.team_reward:
         return env
     return PoolMateRewards(env, n, config.env.team_spirit)
