@@ -106,6 +106,8 @@ def test_mec_gru_a3c_beats_the_greedy_estimated_rule_on_its_training_cell(tmp_pa
     summary = train(config, tmp_path)
     params = MecParams()
     rule = CostEstimatingPolicy(params, 1.0, name="greedy_estimated")
-    table = evaluate_mec_policies([rule], [MecCell(30.0)], {}, config.eval.episodes, config.eval.seed)
+    table = evaluate_mec_policies(
+        [rule], [MecCell(30.0)], MecParams(), config.eval.episodes, config.eval.seed
+    )
     assert summary["eval"]["episodes"] == config.eval.episodes
     assert summary["eval"]["mean_return"] > float(table["mean"].iloc[0])

@@ -175,7 +175,7 @@ def _mec_baselines(args: argparse.Namespace) -> None:
     )
     progress_console.print(f"tuned on seen cells ({args.pool} clouds, {agents} UAV(s) each): {tuned}")
     with evaluating(f"evaluating {len(policies)} policies") as progress:
-        results = evaluate_mec_policies(policies, cells, {}, args.episodes, args.seed, agents, progress)
+        results = evaluate_mec_policies(policies, cells, params, args.episodes, args.seed, agents, progress)
     _show_mec_results(results, args.format, "preset mec", args.episodes, args.seed, args.csv)
 
 
@@ -305,13 +305,8 @@ def _evaluate_mec_run(
     from uavrl.envs.scenarios import MecCell, resolve_mec_cells
     from uavrl.experiments.evaluate import evaluate_mec_policies, run_policies
 
-    params = {k: v for k, v in config.env.params.items() if k != "preset"}
-    trained = MecParams.from_kwargs(**params)
-    chosen = (
-        resolve_mec_cells(cells)
-        if cells
-        else [MecCell(trained.velocity, trained.cloud_ghz, trained.distance)]
-    )
+    trained = MecParams.from_env_params(config.env.params)
+    chosen = resolve_mec_cells(cells) if cells else [MecCell.of(trained)]
     seed = config.eval.seed
     with progress_console.status("tuning the rules' margins on the training cell"):
         references = mec_reference_policies(trained, [trained], episodes, seed)
@@ -322,7 +317,7 @@ def _evaluate_mec_run(
     ]
     with evaluating(f"evaluating {len(references) + len(learned)} policies") as progress:
         results = evaluate_mec_policies(
-            [*references, *learned], chosen, params, episodes, seed, trained.cloud_group_size, progress
+            [*references, *learned], chosen, trained, episodes, seed, trained.cloud_group_size, progress
         )
     _show_mec_results(results, fmt, str(run_dir), episodes, seed, csv)
 

@@ -36,8 +36,9 @@ class OffloadEnv(gym.Env[np.ndarray, Any]):
         self.core = make_core(preset, 1, pool=pool, autoreset=False, **params)
         self.observation_space = gym.spaces.Box(0.0, 1.0, (self.core.obs_dim,), np.float32)
         self.action_space = self.core.action_space
-        self.vector_reward = isinstance(self.core, MecCore) and self.core.params.reward_mode == "vector"
-        if isinstance(self.core, MecCore) and self.vector_reward:
+        self.vector_reward = False
+        if isinstance(self.core, MecCore) and self.core.params.reward_mode == "vector":
+            self.vector_reward = True
             self.reward_space = self.core.reward_space
 
     def reset(

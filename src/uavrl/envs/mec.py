@@ -56,6 +56,7 @@ C_RANGE = (300.0, 1000.0)  # cycles per bit
 TAU_RANGE_S = (0.5, 1.0)
 
 OUTCOMES = ("completed", "dropped", "discarded")
+COMPLETED, DROPPED, DISCARDED = range(len(OUTCOMES))
 OBJECTIVES = ("latency", "energy", "drop", "discard")
 """Cost components of one step, in the order of the vector reward."""
 
@@ -237,6 +238,11 @@ class MecParams:
         reject_unknown(kwargs, {f.name for f in fields(cls)}, "preset 'mec'")
         return cls(**kwargs)
 
+    @classmethod
+    def from_env_params(cls, params: dict[str, Any]) -> MecParams:
+        """From a run's ``env.params`` (its ``preset`` key left out)."""
+        return cls.from_kwargs(**{k: v for k, v in params.items() if k != "preset"})
+
     @property
     def weights(self) -> np.ndarray:
         """(4,) weights of the objectives ``OBJECTIVES``."""
@@ -286,7 +292,6 @@ class MecCore:
         self.rho_s = shadowing_correlation(p.velocity)
         self.p_block, self.p_clear = blockage_probabilities(p.velocity)
         self.streams = BatchedStreams(n)
-        self.seed: int | None = None
         m = p.max_tasks
         self.stage = np.zeros((n, m), dtype=np.int8)
         self.seq = np.zeros((n, m), dtype=np.int64)
@@ -324,22 +329,14 @@ class MecCore:
 
     def reset(self, seed: int | None = None, copy_indices: np.ndarray | None = None) -> np.ndarray:
         """Start a new episode in every copy (same seeding rules as `paper`); returns (B, 17)."""
-        rows = np.arange(self.n)
-        if seed is None and self.seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        if seed is not None:
-            indices = rows if copy_indices is None else np.asarray(copy_indices, dtype=np.int64)
-            if indices.shape != (self.n,):
-                raise ConfigError(f"copy_indices must have shape ({self.n},), got {indices.shape}")
-            self.seed = int(seed)
-            self.streams.seed(rows, self.seed, indices)
+        if self.streams.reset_rule(seed, copy_indices):
             # a seeded start draws each cloud's load level from its first copy (copy g); an
             # unseeded reset continues the chain, as an auto-reset inside step() does
             u = self.streams.uniform(1)
             self.load = np.minimum(
                 (u[: self.n_groups, 0] * len(LOAD_LEVELS)).astype(np.int64), len(LOAD_LEVELS) - 1
             )
-        self._reset_rows(rows)
+        self._reset_rows(np.arange(self.n))
         self._started = True
         return self._observe()
 
@@ -462,21 +459,13 @@ class MecCore:
         finished: list[tuple[np.ndarray, ...]],
     ) -> None:
         pending = self.pending
-        discard = pending & (choice == DISCARD)
-        rows = np.flatnonzero(discard)
-        if rows.size:
-            costs[rows, 3] += 1.0
-            self._finish(rows, 2, np.zeros(rows.size), np.zeros(rows.size), finished)
-            self.last_outcome[rows] = (0.0, 0.0, 1.0)
+        self._conclude(np.flatnonzero(pending & (choice == DISCARD)), DISCARDED, costs, finished)
         place = pending & (choice != DISCARD)
         free = self.stage == FREE
         slot = free.argmax(axis=1)
         full = place & ~free.any(axis=1)
-        rows = np.flatnonzero(full)
-        if rows.size:  # no row free: the task is dropped on arrival (latency 0, no energy)
-            costs[rows, 2] += 1.0
-            self._finish(rows, 1, np.zeros(rows.size), np.zeros(rows.size), finished)
-            self.last_outcome[rows] = (0.0, 1.0, 0.0)
+        # no row free: the task is dropped on arrival (latency 0, no energy)
+        self._conclude(np.flatnonzero(full), DROPPED, costs, finished)
         rows = np.flatnonzero(place & ~full)
         if not rows.size:
             return
@@ -549,8 +538,9 @@ class MecCore:
             # advance the heads of the FIFO queues and every task in the cloud
             cycles = np.where(has_local, np.minimum(f_head * delta, self.work[b, lh]), 0.0)
             self.work[b, lh] -= cycles
-            self.energy[b, lh] += KAPPA * f_head**2 * cycles
-            spent += KAPPA * f_head**2 * cycles
+            compute = compute_energy(f_head, cycles)
+            self.energy[b, lh] += compute
+            spent += compute
             sent = np.where(has_tx, delta, 0.0)
             self.work[b, th] -= np.minimum(r_head * sent, self.work[b, th])
             self.energy[b, th] += self.p_w[b, th] * sent
@@ -572,17 +562,12 @@ class MecCore:
         )
         if completed.any():
             r, c = np.nonzero(completed)
-            latency = now[r] - self.t_arrival[r, c]
-            costs[:, 0] += np.bincount(r, latency / self.tau[r, c], self.n)
-            costs[:, 1] += np.bincount(r, self.energy[r, c] / self.params.e_ref, self.n)
             from_cloud = self.stage[r, c] == IN_CLOUD
             self.last_cloud_time[r[from_cloud]] = (
                 now[r[from_cloud]] - self.t_cloud[r[from_cloud], c[from_cloud]]
             )
             self.last_cloud_age[r[from_cloud]] = 0.0
-            self.last_outcome[r] = (1.0, 0.0, 0.0)
-            self._finish(r, 0, latency, self.energy[r, c], finished)
-            self.stage[completed] = FREE
+            self._conclude_rows(completed, COMPLETED, now, costs, finished)
         uploaded = (self.stage == IN_TX) & work_done
         if uploaded.any():
             r, c = np.nonzero(uploaded)
@@ -598,26 +583,48 @@ class MecCore:
             self.t_cloud[r, c] = now[r]
         expired = (self.stage != FREE) & (self.deadline <= t + _EPS)
         if expired.any():
-            r, c = np.nonzero(expired)
-            latency = now[r] - self.t_arrival[r, c]
-            costs[:, 0] += np.bincount(r, latency / self.tau[r, c], self.n)
-            costs[:, 1] += np.bincount(r, self.energy[r, c] / self.params.e_ref, self.n)
-            costs[:, 2] += np.bincount(r, minlength=self.n)
-            self.last_outcome[r] = (0.0, 1.0, 0.0)
-            self._finish(r, 1, latency, self.energy[r, c], finished)
-            self.stage[expired] = FREE
+            self._conclude_rows(expired, DROPPED, now, costs, finished)
 
-    @staticmethod
-    def _finish(
-        rows: np.ndarray,
+    def _conclude_rows(
+        self,
+        mask: np.ndarray,
         outcome: int,
-        latency: np.ndarray,
-        energy: np.ndarray,
+        now: np.ndarray,
+        costs: np.ndarray,
         finished: list[tuple[np.ndarray, ...]],
     ) -> None:
-        finished.append(
-            (rows, np.full(rows.size, outcome), np.asarray(latency, float), np.asarray(energy, float))
-        )
+        """Conclude the table rows ``mask`` (B, M) at each copy's time ``now`` and free them."""
+        r, c = np.nonzero(mask)
+        latency = now[r] - self.t_arrival[r, c]
+        self._conclude(r, outcome, costs, finished, latency, self.energy[r, c], self.tau[r, c])
+        self.stage[mask] = FREE
+
+    def _conclude(
+        self,
+        rows: np.ndarray,
+        outcome: int,
+        costs: np.ndarray,
+        finished: list[tuple[np.ndarray, ...]],
+        latency: np.ndarray | None = None,
+        energy: np.ndarray | None = None,
+        tau: np.ndarray | None = None,
+    ) -> None:
+        """Book the outcome of one task per entry of ``rows`` (a copy may repeat): its cost
+        components, the copy's last-outcome flags and the finished-task record. Without
+        ``latency`` and ``energy`` the task ended on arrival (0 s, 0 J)."""
+        if not rows.size:
+            return
+        latency = np.zeros(rows.size) if latency is None else latency
+        energy = np.zeros(rows.size) if energy is None else energy
+        if tau is not None:
+            np.add.at(costs[:, 0], rows, latency / tau)
+        np.add.at(costs[:, 1], rows, energy / self.params.e_ref)
+        if outcome == DROPPED:
+            np.add.at(costs[:, 2], rows, 1.0)
+        elif outcome == DISCARDED:
+            np.add.at(costs[:, 3], rows, 1.0)
+        self.last_outcome[rows] = np.eye(len(OUTCOMES), dtype=np.float32)[outcome]
+        finished.append((rows, np.full(rows.size, outcome), latency, energy))
 
     def _shift_clock(self) -> None:
         """Times are relative to the slot start: move them back by one slot."""

@@ -27,7 +27,6 @@ from uavrl.envs.mec import (
     DISCARD,
     DISTANCE_NORM_M,
     F_LOC_RANGE_HZ,
-    KAPPA,
     LOAD_LEVELS,
     LOCAL,
     LOCAL_BACKLOG_NORM_S,
@@ -37,15 +36,15 @@ from uavrl.envs.mec import (
     TAU_RANGE_S,
     TX_BACKLOG_NORM_BITS,
     V_MAX_KMH,
-    MecCore,
     MecObs,
     MecParams,
+    compute_energy,
     dbm_to_w,
     link_rate,
     sinr,
+    transmit_energy,
 )
-from uavrl.envs.mec_eval import run_episodes
-from uavrl.envs.worlds import AGENT_STRIDE
+from uavrl.envs.mec_eval import run_clouds
 from uavrl.errors import ConfigError
 
 MARGIN_GRID = tuple(np.round(np.arange(0.2, 1.41, 0.1), 2))
@@ -138,7 +137,7 @@ class CostEstimatingPolicy:
         p_tx = float(dbm_to_w(P_TX_RANGE_DBM[1]))
         local_time = obs[:, MecObs.LOCAL_BACKLOG] * LOCAL_BACKLOG_NORM_S + task.cycles / f_loc
         local_cost = (
-            p.w_latency * local_time / task.tau + p.w_energy * KAPPA * f_loc**2 * task.cycles / p.e_ref
+            p.w_latency * local_time / task.tau + p.w_energy * compute_energy(f_loc, task.cycles) / p.e_ref
         )
 
         # velocity and distance are observed; the nominal link has no shadowing and no blockage
@@ -156,7 +155,8 @@ class CostEstimatingPolicy:
             cloud_time = task.cycles / (p.cloud_ghz * 1e9 * (1.0 - LOAD_LEVELS.mean()))
         tx_backlog = obs[:, MecObs.TX_BACKLOG] * TX_BACKLOG_NORM_BITS
         offload_time = (tx_backlog + task.bits) / rate + BACKHAUL_S + cloud_time
-        offload_cost = p.w_latency * offload_time / task.tau + p.w_energy * p_tx * task.bits / rate / p.e_ref
+        offload_energy = transmit_energy(p_tx, task.bits, rate)
+        offload_cost = p.w_latency * offload_time / task.tau + p.w_energy * offload_energy / p.e_ref
 
         limit = np.asarray(self.margin) * task.tau
         costs = np.stack(
@@ -209,13 +209,7 @@ def tuning_returns(
     """
     streams = TUNING_FIRST_COPY + np.arange(copies) % episodes
     privileged = bool(getattr(policy, "needs_privileged", False))
-    per_cell = []
-    for cell in cells:
-        n = cell.cloud_group_size
-        rows = np.concatenate([i * AGENT_STRIDE + streams for i in range(n)])
-        run = run_episodes(policy, MecCore(n * copies, cell), seed, rows, privileged)
-        per_cell.append(run.returns.reshape(n, copies).mean(axis=0))
-    return np.mean(per_cell, axis=0)
+    return np.mean([run_clouds(policy, cell, seed, streams, privileged)[0] for cell in cells], axis=0)
 
 
 def mec_reference_policies(

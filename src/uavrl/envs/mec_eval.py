@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from uavrl.envs.mec import OUTCOMES, SLOT_S, MecCore
+from uavrl.envs.mec import COMPLETED, DISCARDED, DROPPED, SLOT_S, MecCore, MecParams
+from uavrl.envs.worlds import agent_streams
 
 PolicyFn = Any
 
@@ -92,6 +93,17 @@ def run_episodes(
     )
 
 
+def run_clouds(
+    policy: PolicyFn, params: MecParams, seed: int, base: np.ndarray, privileged: bool = False
+) -> tuple[np.ndarray, MecEpisodes]:
+    """Episodes of ``N = params.cloud_group_size`` UAVs per cloud: UAV ``i`` of episode ``j`` is
+    row ``i * E + j`` of one core, on stream ``agent_streams(N, base)`` (as the evaluation
+    worlds). Returns the (E,) per-episode mean return over the N UAVs, and the records."""
+    n, e = params.cloud_group_size, len(base)
+    run = run_episodes(policy, MecCore(n * e, params), seed, agent_streams(n, base), privileged)
+    return run.returns.reshape(n, e).mean(axis=0), run
+
+
 def jain_index(x: np.ndarray) -> float:
     """Jain's fairness ``(sum x)^2 / (n sum x^2)`` of non-negative values (1 when all are 0)."""
     x = np.asarray(x, dtype=np.float64)
@@ -109,7 +121,7 @@ def task_metrics(episodes: MecEpisodes) -> dict[str, float]:
     """
     outcome = episodes.outcome
     finished = max(outcome.size, 1)
-    completed = outcome == OUTCOMES.index("completed")
+    completed = outcome == COMPLETED
     latency = episodes.latency[completed]
     quantiles = np.percentile(latency, [50, 95, 99]) if latency.size else np.full(3, np.nan)
     per_copy_done = np.bincount(episodes.copy[completed], minlength=episodes.returns.size)
@@ -120,8 +132,8 @@ def task_metrics(episodes: MecEpisodes) -> dict[str, float]:
     elapsed /= np.bincount(episodes.group).clip(1)
     return {
         "completion_rate": float(completed.sum() / finished),
-        "drop_rate": float((outcome == OUTCOMES.index("dropped")).sum() / finished),
-        "discard_rate": float((outcome == OUTCOMES.index("discarded")).sum() / finished),
+        "drop_rate": float((outcome == DROPPED).sum() / finished),
+        "discard_rate": float((outcome == DISCARDED).sum() / finished),
         "latency_mean": float(latency.mean()) if latency.size else float("nan"),
         "latency_p50": float(quantiles[0]),
         "latency_p95": float(quantiles[1]),

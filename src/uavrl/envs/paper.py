@@ -125,7 +125,6 @@ class PaperCore:
         self.p10 = np.full(n, p10)
         self.p_good = stationary_good(p01, p10)
         self.streams = BatchedStreams(n)
-        self.seed: int | None = None
 
         self.slot_units = np.zeros((n, 2 * N_SLOTS), dtype=np.int64)
         self.slot_time = np.zeros((n, 2 * N_SLOTS), dtype=np.int64)
@@ -146,22 +145,14 @@ class PaperCore:
         Args:
             seed: keys copy ``i`` from ``(seed, copy_indices[i])``. ``None`` continues the
                 current streams (or, before the first seeding, draws a seed from OS entropy
-                and records it in ``self.seed``).
+                and records it in ``self.streams.current_seed``).
             copy_indices: (B,) stream index of each copy; default ``arange(B)``.
 
         Returns:
             (B, 48) float32 observations.
         """
-        rows = np.arange(self.n)
-        if seed is None and self.seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        if seed is not None:
-            indices = rows if copy_indices is None else np.asarray(copy_indices, dtype=np.int64)
-            if indices.shape != (self.n,):
-                raise ConfigError(f"copy_indices must have shape ({self.n},), got {indices.shape}")
-            self.seed = int(seed)
-            self.streams.seed(rows, self.seed, indices)
-        self._reset_rows(rows)
+        self.streams.reset_rule(seed, copy_indices)
+        self._reset_rows(np.arange(self.n))
         self._started = True
         return self._observe()
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from uavrl.errors import ConfigError
+
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _MUL1 = np.uint64(0xBF58476D1CE4E5B9)
 _MUL2 = np.uint64(0x94D049BB133111EB)
@@ -37,6 +39,27 @@ class BatchedStreams:
     def __init__(self, n: int) -> None:
         self.keys = np.zeros(n, dtype=np.uint64)
         self.counters = np.zeros(n, dtype=np.uint64)
+        self.current_seed: int | None = None
+
+    def reset_rule(self, seed: int | None, copy_indices: np.ndarray | None) -> bool:
+        """The seeding rule of a core's ``reset``: key copy ``i`` from ``(seed, copy_indices[i])``
+        (default ``arange(B)``); ``None`` continues the current streams, or before the first
+        keying draws a seed from OS entropy (kept in ``current_seed``).
+
+        Returns:
+            True when the streams were (re)keyed.
+        """
+        if seed is None and self.current_seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        if seed is None:
+            return False
+        rows = np.arange(self.keys.size)
+        indices = rows if copy_indices is None else np.asarray(copy_indices, dtype=np.int64)
+        if indices.shape != rows.shape:
+            raise ConfigError(f"copy_indices must have shape {rows.shape}, got {indices.shape}")
+        self.current_seed = int(seed)
+        self.seed(rows, self.current_seed, indices)
+        return True
 
     def seed(self, rows: np.ndarray, seed: int, copy_indices: np.ndarray) -> None:
         """Key the copies ``rows`` from ``(seed, copy_indices[j])`` and rewind their counters."""

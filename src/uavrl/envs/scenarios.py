@@ -9,9 +9,12 @@ generalization is measured on held-out sets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uavrl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from uavrl.envs.mec import MecParams
 
 VELOCITIES = (5, 10, 20, 30, 50, 70, 90, 120)
 SEEN_VELOCITIES = (5, 10, 20, 30, 50)
@@ -50,15 +53,22 @@ class Cell:
     def parse(cls, name: str) -> Cell:
         """Inverse of :attr:`name`."""
         try:
-            v, local, cloud = name.split("-")
-            if not (v[0] == "v" and local[0] == "l" and cloud[0] == "c"):
-                raise ValueError
-            return cls(float(v[1:]), int(local[1:]), int(cloud[1:]))
-        except (ValueError, IndexError):
+            v, local, cloud = _cell_numbers(name, "vlc")
+            return cls(float(v), int(local), int(cloud))
+        except ValueError:
             raise ConfigError(
                 f"cell name must look like 'v30-l200-c1000' or be one of the sets "
                 f"{sorted(CELL_SETS)}, got {name!r}"
             ) from None
+
+
+def _cell_numbers(name: str, letters: str) -> list[str]:
+    """The numbers of a cell name, each after its letter: ``("v30-l200-c1000", "vlc")`` gives
+    ``["30", "200", "1000"]``; ValueError when the name has another form."""
+    parts = name.split("-")
+    if len(parts) != len(letters) or any(p[:1] != x for p, x in zip(parts, letters, strict=True)):
+        raise ValueError(name)
+    return [p[1:] for p in parts]
 
 
 def _cells(velocities: tuple[int, ...], locals_: tuple[int, ...], clouds: tuple[int, ...]) -> list[Cell]:
@@ -128,13 +138,16 @@ class MecCell:
         }
 
     @classmethod
+    def of(cls, params: MecParams) -> MecCell:
+        """The cell a core with ``params`` simulates."""
+        return cls(params.velocity, params.cloud_ghz, params.distance)
+
+    @classmethod
     def parse(cls, name: str) -> MecCell:
         try:
-            v, f, d = name.split("-")
-            if not (v[0] == "v" and f[0] == "f" and d[0] == "d"):
-                raise ValueError
-            return cls(float(v[1:]), float(f[1:]), float(d[1:]))
-        except (ValueError, IndexError):
+            v, f, d = (float(x) for x in _cell_numbers(name, "vfd"))
+            return cls(v, f, d)
+        except ValueError:
             raise ConfigError(
                 f"mec cell name must look like 'v30-f30-d200' or be one of the sets "
                 f"{sorted(MEC_CELL_SETS)}, got {name!r}"

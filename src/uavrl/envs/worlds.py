@@ -33,6 +33,12 @@ REGIMES: tuple[Regime, ...] = ("shared", "private")
 AGENT_STRIDE = 1 << 40
 
 
+def agent_streams(n_agents: int, base: np.ndarray) -> np.ndarray:
+    """Stream indices of ``n_agents`` agents' copies ``base``, agent-major: agent ``i``'s copy
+    ``j`` draws on ``i * AGENT_STRIDE + base[j]``; (n_agents * len(base),)."""
+    return np.concatenate([i * AGENT_STRIDE + np.asarray(base) for i in range(n_agents)])
+
+
 @dataclass(frozen=True)
 class World:
     """N agents, agent ``i`` with env parameters ``agent_params[i]``.
@@ -76,7 +82,7 @@ class World:
 
     def copies(self, base: np.ndarray) -> np.ndarray:
         """Stream indices of every agent's copies, agent-major: (n_agents * len(base),)."""
-        return np.concatenate([i * AGENT_STRIDE + np.asarray(base) for i in range(self.n_agents)])
+        return agent_streams(self.n_agents, base)
 
     def episode_returns(
         self,

@@ -8,6 +8,7 @@ judged in its training regime; the other regime is a transfer result.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ import torch
 from uavrl.config import Config
 from uavrl.envs import ENV_ID
 from uavrl.envs.baselines import FLOOR_POLICIES
+from uavrl.envs.mec import MecParams
 from uavrl.envs.paper import PaperParams
 from uavrl.envs.scenarios import Cell, resolve_cells
 from uavrl.envs.worlds import AgentTeam, Regime, World, cell_worlds, training_world
@@ -229,7 +231,7 @@ MEC_METRICS = [
 def evaluate_mec_policies(
     policies: Sequence[NamedPolicy],
     cells: Sequence[Any],
-    base: dict[str, Any],
+    base: MecParams,
     episodes: int,
     seed: int,
     n_agents: int = 1,
@@ -243,22 +245,16 @@ def evaluate_mec_policies(
     n_agents``, on stream ``i * AGENT_STRIDE + j``; an episode's return is the mean over its
     agents. Every policy sees the same streams (common random numbers).
     """
-    from uavrl.envs.mec import MecCore, MecParams
-    from uavrl.envs.mec_eval import run_episodes, task_metrics
-    from uavrl.envs.worlds import AGENT_STRIDE
+    from uavrl.envs.mec_eval import run_clouds, task_metrics
 
-    params = {k: v for k, v in base.items() if k != "preset"}
-    streams = np.concatenate([i * AGENT_STRIDE + np.arange(episodes) for i in range(n_agents)])
     regime = "shared" if n_agents > 1 else "private"
     rows = []
     for i, cell in enumerate(cells):
         if progress is not None:
             progress(i, len(cells), cell.name)
-        cell_params = MecParams.from_kwargs(**{**params, **cell.env_params(), "cloud_group_size": n_agents})
+        cell_params = dataclasses.replace(base, **cell.env_params(), cloud_group_size=n_agents)
         for policy in policies:
-            core = MecCore(n_agents * episodes, cell_params)
-            run = run_episodes(policy, core, seed, streams, bool(getattr(policy, "needs_privileged", False)))
-            returns = run.returns.reshape(n_agents, episodes).mean(axis=0)
+            returns, run = run_clouds(policy, cell_params, seed, np.arange(episodes), policy.needs_privileged)
             metrics = task_metrics(run)
             rows.append(
                 (

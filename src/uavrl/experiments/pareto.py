@@ -93,18 +93,17 @@ def run_pareto(
             else:
                 train(config, run_dir)
             models, _ = load_models(run_dir / CHECKPOINT_DIR, LAST)
-            params = {k: v for k, v in config.env.params.items() if k != "preset"}
-            trained = MecParams.from_kwargs(**params)
-            cell = MecCell(trained.velocity, trained.cloud_ghz, trained.distance)
+            trained = MecParams.from_env_params(config.env.params)
+            cell = MecCell.of(trained)
             learned = run_policies(config, models, "private", True, config.eval.seed)
             table = evaluate_mec_policies(
-                learned, [cell], params, episodes, config.eval.seed, trained.cloud_group_size
+                learned, [cell], trained, episodes, config.eval.seed, trained.cloud_group_size
             )
             rows += _points(table, "learned", label, seed)
             if seed == 0:  # the references do not learn: one set per weight vector
                 references = mec_reference_policies(trained, [trained], episodes, config.eval.seed)
                 table = evaluate_mec_policies(
-                    references, [cell], params, episodes, config.eval.seed, trained.cloud_group_size
+                    references, [cell], trained, episodes, config.eval.seed, trained.cloud_group_size
                 )
                 rows += _points(table, "reference", label, -1)
     frame = pd.DataFrame(rows)

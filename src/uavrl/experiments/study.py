@@ -439,9 +439,7 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
                     tuning = tuning_worlds(config, regime, evaluation.env_params)
                     policies = reference_policies(tuning, evaluation.tuning_episodes, evaluation.seed)
                 elif config.env.preset == "mec":  # its rules, margins tuned on the run's cell
-                    trained = MecParams.from_kwargs(
-                        **{k: v for k, v in config.env.params.items() if k != "preset"}
-                    )
+                    trained = MecParams.from_env_params(config.env.params)
                     policies = mec_reference_policies(
                         trained, [trained], evaluation.tuning_episodes, evaluation.seed
                     )
