@@ -94,6 +94,45 @@ def test_offload_needs_a_good_channel_and_returns_units_to_the_pool() -> None:
     assert core.pool.levels(1)[0] == 300
 
 
+def test_admission_timing_pays_on_admission_and_charges_back_what_is_in_flight_at_the_end() -> None:
+    core = make_core(
+        "paper", 1, reward_scale=0.05, episode_length=3, reward_timing="admission", autoreset=False
+    )
+    core.reset(seed=3)
+    core.channel[:] = 1
+    _set_task(core, units=80, time=2)
+    _, reward, *_ = core.step(np.array([LOCAL]))
+    assert reward[0] == pytest.approx(0.05 * 80)
+    core.channel[:] = 1
+    _set_task(core, units=30, time=5)
+    _, reward, *_ = core.step(np.array([OFFLOAD]))  # the local task completes: paid already
+    assert reward[0] == pytest.approx(0.05 * 30)
+    _set_task(core, units=200, time=1)
+    _, reward, terminated, *_ = core.step(np.array([DISCARD]))
+    assert terminated[0]
+    assert reward[0] == pytest.approx(-0.05 * 30)  # the offloaded task was still in flight
+
+
+@pytest.mark.parametrize("pool", ["private", "shared"])
+def test_both_reward_timings_give_every_episode_the_same_return(pool: str) -> None:
+    """Admission timing is potential-based shaping whose potential is zero at both ends."""
+    returns = {}
+    for timing in ("completion", "admission"):
+        shared = SharedPool(400) if pool == "shared" else None
+        core = PaperCore(6, PaperParams(cloud_capacity=400, episode_length=40, reward_timing=timing), shared)
+        core.reset(seed=11)
+        actions = np.random.default_rng(0).integers(0, 3, size=(130, 6))
+        running, finished = np.zeros(6), []
+        for a in actions:
+            _, reward, terminated, *_ = core.step(a)
+            running += reward
+            finished.append(running[terminated].copy())
+            running[terminated] = 0.0
+        returns[timing] = np.concatenate(finished)
+    assert returns["completion"].size == 18
+    np.testing.assert_allclose(returns["admission"], returns["completion"], rtol=1e-5)
+
+
 def test_discard_changes_nothing_but_time() -> None:
     core = make_core("paper", 1)
     obs0 = core.reset(seed=9)
@@ -233,6 +272,7 @@ def test_observation_carries_no_hidden_state() -> None:
         ({"velocity": -1.0}, "velocity"),
         ({"reward_scale": 0.0}, "reward_scale"),
         ({"episode_length": 0}, "episode_length"),
+        ({"reward_timing": "later"}, "reward_timing"),
         ({"speed": 3.0}, "speed"),
     ],
 )

@@ -31,6 +31,7 @@ MAX_TASK_UNITS = 200
 MAX_TASK_TIME = 50
 UNIT_NORM = 200.0
 V_MAX = 120.0
+REWARD_TIMINGS = ("completion", "admission")
 
 
 class Obs:
@@ -60,6 +61,12 @@ class PaperParams:
             shared pool is attached.
         reward_scale: reward per completed unit (> 0).
         episode_length: steps per episode (>= 1).
+        reward_timing: when a task's units are paid. ``completion`` (the spec): when it
+            completes. ``admission``: when it is admitted, and the units still in flight are
+            charged back when the episode ends. That is potential-based shaping (Ng, Harada and
+            Russell, 1999) with the units in flight as potential, zero at both ends of an
+            episode, so every episode's return is the same under both timings; only the credit
+            comes sooner (a task's reward otherwise arrives up to 50 steps after its decision).
     """
 
     velocity: float = 30.0
@@ -67,6 +74,7 @@ class PaperParams:
     cloud_capacity: int = 1000
     reward_scale: float = 0.05
     episode_length: int = 100
+    reward_timing: str = "completion"
 
     def __post_init__(self) -> None:
         check_range("velocity", self.velocity, 0.0, V_MAX, "km/h")
@@ -76,6 +84,10 @@ class PaperParams:
         if self.reward_scale == 0:
             raise ConfigError(f"reward_scale must be > 0, got {self.reward_scale!r}")
         check_range("episode_length", self.episode_length, low=1, unit="steps", integer=True)
+        if self.reward_timing not in REWARD_TIMINGS:
+            raise ConfigError(
+                f"reward_timing must be one of {list(REWARD_TIMINGS)}, got {self.reward_timing!r}"
+            )
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> PaperParams:
@@ -191,9 +203,9 @@ class PaperCore:
             info with ``final_obs`` (B, 48) when any copy finished and autoreset is on.
         """
         a = self._check_actions(actions)
-        units, duration = self.task_units, self.task_time
-        self._place(a == LOCAL, a == OFFLOAD, units, duration)
-        reward = self._complete() * self.params.reward_scale
+        held_before = self.slot_units.sum(axis=1)
+        self._place(a == LOCAL, a == OFFLOAD, self.task_units, self.task_time)
+        paid_units = self._complete()
 
         u = self.streams.uniform(3)
         self.channel = step_channel(self.channel, u[:, 0], self.p01, self.p10)
@@ -213,6 +225,10 @@ class PaperCore:
                 obs = self._observe()
             else:
                 self._release(done_rows)
+        if self.params.reward_timing == "admission":
+            # + potential after - potential before; a finished copy holds nothing now
+            paid_units = paid_units + self.slot_units.sum(axis=1) - held_before
+        reward = paid_units * self.params.reward_scale
         return obs, reward.astype(np.float32), terminated, truncated, info
 
     def _check_actions(self, actions: np.ndarray) -> np.ndarray:
