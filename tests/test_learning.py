@@ -111,3 +111,25 @@ def test_mec_gru_a3c_beats_the_greedy_estimated_rule_on_its_training_cell(tmp_pa
     )
     assert summary["eval"]["episodes"] == config.eval.episodes
     assert summary["eval"]["mean_return"] > float(table["mean"].iloc[0])
+
+
+def test_mec_hybrid_a3c_beats_the_constant_choices_at_their_fixed_frequency_and_power(tmp_path: Path) -> None:
+    """configs/mec_hybrid_a3c.yaml (1M env steps): the learned discrete choice with its continuous
+    knob (f_loc for LOCAL, transmit power for OFFLOAD) against always-LOCAL at the default f_loc
+    and always-OFFLOAD at full power, greedy, on the same 100 streams of the training cell."""
+    from uavrl.envs.mec import LOCAL, OFFLOAD, MecParams
+    from uavrl.envs.mec_baselines import MecConstantPolicy
+    from uavrl.envs.scenarios import MecCell
+    from uavrl.experiments.evaluate import evaluate_mec_policies
+
+    config = load_config(CONFIGS / "mec_hybrid_a3c.yaml", QUIET)
+    summary = train(config, tmp_path)
+    params = MecParams(action_mode="hybrid")
+    constants = [
+        MecConstantPolicy(params, LOCAL, "always_local"),
+        MecConstantPolicy(params, OFFLOAD, "always_offload"),
+    ]
+    table = evaluate_mec_policies(constants, [MecCell(30.0)], params, config.eval.episodes, config.eval.seed)
+    means = table.set_index("policy")["mean"]
+    assert summary["eval"]["mean_return"] > means["always_local"]
+    assert summary["eval"]["mean_return"] > means["always_offload"]  # the best constant
