@@ -14,12 +14,26 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 
 def _truncated_only(terminated: torch.Tensor, truncated: torch.Tensor) -> torch.Tensor:
     """(T, B) float: 1 where a step was truncated and not also terminated."""
     return truncated * (1.0 - terminated)
+
+
+def _backward_scan(x: torch.Tensor, carry: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
+    """``y_t = x_t + carry_t * y_{t+1}`` from ``y_T = init`` (B,), for (T, B) ``x`` and ``carry``;
+    no gradient. The T steps run in NumPy: on B-sized rows a NumPy op costs about 1 us, a torch
+    op about 10 us, and this loop was the learner's largest fixed cost per update."""
+    xs, carries = x.detach().numpy(), carry.detach().numpy()
+    out = np.empty_like(xs)
+    running = init.detach().numpy().astype(xs.dtype)
+    for t in range(xs.shape[0] - 1, -1, -1):
+        running = xs[t] + carries[t] * running
+        out[t] = running
+    return torch.from_numpy(out)
 
 
 def _next_values(
@@ -47,13 +61,8 @@ def n_step_returns(
     ``R_t = r_t + gamma * V(final_obs_t)``.
     """
     truncated = _truncated_only(terminated, truncated)
-    returns = torch.empty_like(rewards)
-    running = last_value
-    for t in reversed(range(rewards.shape[0])):
-        cut = terminated[t] + truncated[t]
-        running = rewards[t] + gamma * ((1.0 - cut) * running + truncated[t] * final_values[t])
-        returns[t] = running
-    return returns
+    paid = rewards + gamma * truncated * final_values
+    return _backward_scan(paid, gamma * (1.0 - terminated - truncated), last_value)
 
 
 def gae(
@@ -75,11 +84,9 @@ def gae(
     truncated = _truncated_only(terminated, truncated)
     next_values = _next_values(values, last_value, truncated, final_values)
     deltas = rewards + gamma * (1.0 - terminated) * next_values - values
-    advantages = torch.empty_like(rewards)
-    running = torch.zeros_like(last_value)
-    for t in reversed(range(rewards.shape[0])):
-        running = deltas[t] + gamma * lam * (1.0 - terminated[t] - truncated[t]) * running
-        advantages[t] = running
+    advantages = _backward_scan(
+        deltas, gamma * lam * (1.0 - terminated - truncated), torch.zeros_like(last_value)
+    )
     return advantages, advantages + values
 
 
@@ -138,12 +145,7 @@ def vtrace(
         continues = not_terminal - truncated
         next_values = _next_values(values, last_value, truncated, final_values)
         deltas = rhos * (rewards + gamma * not_terminal * next_values - values)
-        vs_minus_v = torch.empty_like(rewards)
-        running = torch.zeros_like(last_value)
-        for t in reversed(range(t_b[0])):
-            running = deltas[t] + gamma * continues[t] * cs[t] * running
-            vs_minus_v[t] = running
-        vs = values + vs_minus_v
+        vs = values + _backward_scan(deltas, gamma * continues * cs, torch.zeros_like(last_value))
         next_vs = _next_values(vs, last_value, truncated, final_values)
         pg_advantages = rhos * (rewards + gamma * not_terminal * next_vs - values)
     return VTrace(vs, pg_advantages)

@@ -9,6 +9,8 @@ SplitMix64 (Steele, Lea, Flood 2014) passes BigCrush; its constants are public.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from uavrl.errors import ConfigError
@@ -20,8 +22,11 @@ _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(
 _TO_UNIT = 2.0**-53
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def stream_key(seed: int, copy_index: int) -> np.uint64:
-    """The 64-bit key of copy ``copy_index`` of an environment seeded with ``seed``."""
+    """The 64-bit key of copy ``copy_index`` of an environment seeded with ``seed``. Cached: an
+    evaluation keys the same copies once per policy (common random numbers), and a SeedSequence
+    costs tens of microseconds."""
     if seed < 0 or copy_index < 0:
         raise ValueError(f"seed and copy_index must be >= 0, got {seed}, {copy_index}")
     seq = np.random.SeedSequence(entropy=seed, spawn_key=(copy_index,))
