@@ -2,7 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt --no-compile
+# pip compiles the installed modules to bytecode on one core; this uses every core. Like pip, it
+# skips modules that do not compile on this Python (torch ships a 3.12-only test module). src and
+# bench too: where PYTHONDONTWRITEBYTECODE is set, every process would compile them again.
+COMPILE := $(BIN)/python -m compileall -q -j 0 $(VENV)/lib src bench > /dev/null || true
 PYTEST_ARGS ?=
 
 .PHONY: run test test-slow lint bench clean
@@ -13,10 +17,12 @@ $(BIN)/python:
 # Stamps re-run the install only when the dependency list changes.
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) -e .
+	$(COMPILE)
 	@touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) -e ".[dev]"
+	$(COMPILE)
 	@touch $@
 
 run: $(VENV)/.installed
