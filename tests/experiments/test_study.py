@@ -4,6 +4,7 @@ trainer, run directories, resumability."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -305,6 +306,15 @@ def test_a_mec_study_judges_each_row_beside_the_mec_references(tmp_path: Path) -
     learned = results[results["arm"] == "a3c"]
     assert set(learned["ablation"]) == {"baseline", "mlp", "privileged_obs"}
     assert (results["mean_return"] <= 0).all()  # mec rewards are costs
+    # every policy's task metrics, learned and reference alike
+    rates = results[["completion_rate", "drop_rate", "discard_rate"]]
+    assert rates.notna().all().all()
+    np.testing.assert_allclose(rates.sum(axis=1)[rates.sum(axis=1) > 0], 1.0, atol=1e-9)
+    always_local = reference[reference["model"] == "always_local"]
+    assert (always_local["discard_rate"] == 0).all() and (always_local["cloud_utilisation"] == 0).all()
     runs = {r.ablation: r.config for r in plan(study, study_dir)}
     assert runs["privileged_obs"].env.params["observe_hidden"] and not runs["mlp"].model.recurrent
-    assert "*oracle*" in write_report(study_dir).read_text()
+    report = write_report(study_dir).read_text()
+    assert "*oracle*" in report
+    metrics_section = report.split("## Task metrics")[1].split("## Figures")[0]
+    assert "| baseline | a3c |" in metrics_section and "*always_offload*" in metrics_section

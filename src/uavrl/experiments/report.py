@@ -22,7 +22,7 @@ from uavrl.envs.baselines import FLOOR_POLICIES
 from uavrl.envs.scenarios import Cell, resolve_cells
 from uavrl.envs.worlds import REGIMES, TRAIN_WORLD
 from uavrl.experiments import stats
-from uavrl.experiments.evaluate import oracle_score
+from uavrl.experiments.evaluate import MEC_METRICS, oracle_score
 from uavrl.experiments.study import (
     LEARNED_ARMS,
     REFERENCE_ARM,
@@ -505,6 +505,22 @@ def final_returns_table(study: StudyConfig, results: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def task_metrics_table(results: pd.DataFrame) -> str:
+    """Per row and arm, the greedy final models' task metrics (mean over seeds), then each
+    reference policy's (once where rows share its values) (Markdown; a `mec` study)."""
+    metrics = [m for m in MEC_METRICS if m in results]
+    learned = results[(results["arm"] != REFERENCE_ARM) & (results["selection"] == "greedy")]
+    references = results[results["arm"] == REFERENCE_ARM].drop_duplicates(["model", *metrics])
+    lines = ["| row | policy | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 2)]
+    for (ablation, arm), group in learned.groupby(["ablation", "arm"], sort=False):
+        per_seed = group.groupby("seed")[metrics].mean()
+        lines.append(f"| {ablation} | {arm} | " + " | ".join(_fmt(v, 3) for v in per_seed.mean()) + " |")
+    for _, ref in references.iterrows():
+        values = " | ".join(f"*{_fmt(float(ref[m]), 3)}*" for m in metrics)
+        lines.append(f"| {ref['ablation']} | *{ref['model']}* | {values} |")
+    return "\n".join(lines)
+
+
 def _runs_line(study: StudyConfig, study_dir: Path, results: pd.DataFrame) -> str:
     """How many runs are evaluated, seeds per arm and env steps per worker (a report's opening)."""
     evaluated = results.loc[results["arm"] != REFERENCE_ARM, ["arm", "ablation", "seed"]].drop_duplicates()
@@ -530,9 +546,15 @@ def write_env_report(study: StudyConfig, study_dir: Path, results: pd.DataFrame)
         "",
         final_returns_table(study, results),
         "",
-        "## Figures",
-        "",
     ]
+    if MEC_METRICS[0] in results:
+        out += [
+            "## Task metrics, greedy (latency in s, energy in J per task)",
+            "",
+            task_metrics_table(results),
+            "",
+        ]
+    out += ["## Figures", ""]
     for arm in study.arms:
         name = f"curves_{arm}.png"
         plot_row_curves(study, study_dir, arm, study_dir / name)

@@ -48,11 +48,13 @@ from uavrl.config import (
 from uavrl.envs.baselines import SpaceRandomPolicy, reference_policies
 from uavrl.envs.mec import MecParams
 from uavrl.envs.mec_baselines import mec_reference_policies
-from uavrl.envs.scenarios import Cell, resolve_cells
+from uavrl.envs.scenarios import Cell, MecCell, resolve_cells
 from uavrl.envs.worlds import REGIMES, TRAIN_WORLD, Regime, World
 from uavrl.errors import ConfigError
 from uavrl.experiments.evaluate import (
+    MEC_METRICS,
     eval_worlds,
+    evaluate_mec_policies,
     evaluate_policies,
     regime_worlds,
     run_policies,
@@ -351,6 +353,25 @@ def study_worlds(
     return worlds, held_out
 
 
+def _evaluate_in_worlds(
+    config: Config, policies: list[Any], worlds: list[World], evaluation: StudyEvaluation
+) -> pd.DataFrame:
+    """``evaluate_policies`` in ``worlds``; a `mec` run on its training cell with the task metrics
+    (:data:`MEC_METRICS`, N UAVs per cloud as it trained), the cell named by the env id as for
+    every env without the paper's cells."""
+    if config.env.preset != "mec":
+        return evaluate_policies(policies, worlds, evaluation.episodes, evaluation.seed, config.env.id)
+    trained = MecParams.from_env_params(config.env.params)
+    cells, group = [MecCell.of(trained)], trained.cloud_group_size
+    table = evaluate_mec_policies(policies, cells, trained, evaluation.episodes, evaluation.seed, group)
+    return table.assign(cell=config.env.id)
+
+
+def _metric_columns(table: pd.DataFrame) -> dict[str, pd.Series]:
+    """The task-metric columns a table has (a `mec` evaluation's), by name."""
+    return {m: table[m] for m in MEC_METRICS if m in table}
+
+
 def evaluate_run(run_dir: Path, evaluation: StudyEvaluation) -> pd.DataFrame:
     """Every final model of a run in every evaluation world, in both regimes, each selection mode."""
     from uavrl.runners.checkpoint import load_models
@@ -363,7 +384,7 @@ def evaluate_run(run_dir: Path, evaluation: StudyEvaluation) -> pd.DataFrame:
         worlds, held_out = study_worlds(evaluation, config, regime)
         for selection in evaluation.selections:
             policies = run_policies(config, models, regime, selection == "greedy", evaluation.seed)
-            frame = evaluate_policies(policies, worlds, evaluation.episodes, evaluation.seed, config.env.id)
+            frame = _evaluate_in_worlds(config, policies, worlds, evaluation)
             frame["selection"] = selection
             frame["transfer"] = transfer
             frame["held_out"] = frame["cell"].map(held_out)
@@ -380,6 +401,7 @@ def evaluate_run(run_dir: Path, evaluation: StudyEvaluation) -> pd.DataFrame:
             "selection": table["selection"],
             "episodes": table["episodes"],
             "mean_return": table["mean"],
+            **_metric_columns(table),
         }
     )
 
@@ -445,9 +467,7 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
                     )
                 else:
                     policies = [SpaceRandomPolicy(env_spaces(config)[1], evaluation.seed)]
-                table = evaluate_policies(
-                    policies, worlds, evaluation.episodes, evaluation.seed, config.env.id
-                )
+                table = _evaluate_in_worlds(config, policies, worlds, evaluation)
                 table["held_out"] = table["cell"].map(held_out)
                 table["train_cells"] = train_cells_label(config)
                 done[key] = table
@@ -506,10 +526,12 @@ def collect_results(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
                 "selection": REFERENCE_SELECTION,
                 "episodes": references["episodes"],
                 "mean_return": references["mean"],
+                **_metric_columns(references),
             }
         )
     )
-    results = pd.concat(frames, ignore_index=True)[RESULTS_COLUMNS]
+    results = pd.concat(frames, ignore_index=True)
+    results = results[RESULTS_COLUMNS + list(_metric_columns(results))]
     results.to_csv(study_dir / RESULTS_FILE, index=False)
     return results
 
