@@ -339,3 +339,38 @@ def test_an_action_outside_the_action_space_is_refused_with_its_value(action) ->
         env.step(action)
     env.step(np.int64(OFFLOAD))  # integers of any kind are fine
     env.step(np.array(DISCARD))
+
+
+def test_concatenated_cores_follow_the_trajectories_of_the_cores_stepped_one_by_one() -> None:
+    """Serial workers' cells (each with private pools) step as one core: same observations,
+    rewards and flags, copy for copy, including auto-resets; shared pools are never merged."""
+    from uavrl.envs.vector import ConcatVecEnv, CoreVecEnv, concat_envs
+
+    cells = [
+        PaperParams(velocity=5.0, local_capacity=100),
+        PaperParams(velocity=90.0),
+        PaperParams(velocity=30.0),
+    ]
+
+    def parts() -> list[CoreVecEnv]:
+        return [CoreVecEnv(PaperCore(4, p)) for p in cells]
+
+    merged, separate = concat_envs(parts()), ConcatVecEnv(parts())
+    assert isinstance(merged, CoreVecEnv) and merged.n == 12
+    copies = np.arange(100, 112)
+    np.testing.assert_array_equal(merged.reset(7, copies), separate.reset(7, copies))
+    rng = np.random.default_rng(1)
+    for _ in range(250):  # two and a half episodes
+        actions = rng.integers(0, 3, size=12)
+        a, b = merged.step(actions), separate.step(actions)
+        np.testing.assert_array_equal(a.obs, b.obs)
+        np.testing.assert_array_equal(a.reward, b.reward)
+        np.testing.assert_array_equal(a.terminated, b.terminated)
+        assert (a.final_obs is None) == (b.final_obs is None)
+        if a.final_obs is not None:
+            np.testing.assert_array_equal(a.final_obs, b.final_obs)
+    pool = SharedPool(1000)
+    shared = concat_envs([CoreVecEnv(PaperCore(4, p, pool)) for p in cells])
+    assert isinstance(shared, ConcatVecEnv)
+    unlike = [CoreVecEnv(PaperCore(4, PaperParams(cloud_capacity=c))) for c in (500, 1000)]
+    assert isinstance(concat_envs(unlike), ConcatVecEnv)

@@ -13,6 +13,7 @@ evaluations with the same seed use common random numbers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -32,6 +33,8 @@ MAX_TASK_TIME = 50
 UNIT_NORM = 200.0
 V_MAX = 120.0
 REWARD_TIMINGS = ("completion", "admission")
+# what the copies of one core share (the rest may differ per copy: PaperCore.concatenate)
+SHARED_BY_MERGED_COPIES = ("cloud_capacity", "reward_scale", "episode_length", "reward_timing")
 
 
 class Obs:
@@ -122,6 +125,7 @@ class PaperCore:
         check_range("n_envs", n, low=1, integer=True)
         self.n = n
         self.params = params or PaperParams()
+        owns_pool = pool is None
         if pool is None:
             pool = PerCopyPools(self.params.cloud_capacity, n)
         elif pool.capacity != self.params.cloud_capacity:
@@ -130,12 +134,16 @@ class PaperCore:
                 f"{pool.capacity} units; they must agree"
             )
         self.pool = pool
+        self.owns_pool = owns_pool  # its private pools: no other core can see them
         self.autoreset = autoreset
         self.action_space: gym.Space[Any] = gym.spaces.Discrete(N_ACTIONS)
+        # per copy, so that one core can step copies of several cells (concatenate)
+        self.velocity = np.full(n, float(self.params.velocity))
+        self.local_capacity = np.full(n, self.params.local_capacity, dtype=np.int64)
         p01, p10 = transition_probabilities(self.params.velocity)
         self.p01 = np.full(n, p01)
         self.p10 = np.full(n, p10)
-        self.p_good = stationary_good(p01, p10)
+        self.p_good = np.full(n, stationary_good(p01, p10))
         self.streams = BatchedStreams(n)
 
         self.slot_units = np.zeros((n, 2 * N_SLOTS), dtype=np.int64)
@@ -148,6 +156,35 @@ class PaperCore:
         self.flag_local = np.zeros(n, dtype=np.float32)
         self.flag_offload = np.zeros(n, dtype=np.float32)
         self._started = False
+
+    @staticmethod
+    def can_concatenate(cores: Sequence[PaperCore]) -> bool:
+        """Whether :meth:`concatenate` can merge ``cores``."""
+        first = cores[0]
+        return all(
+            core.owns_pool
+            and not core._started
+            and core.autoreset == first.autoreset
+            and all(getattr(core.params, f) == getattr(first.params, f) for f in SHARED_BY_MERGED_COPIES)
+            for core in cores
+        )
+
+    @classmethod
+    def concatenate(cls, cores: Sequence[PaperCore]) -> PaperCore:
+        """One core stepping the copies of ``cores``, in their order, each with its velocity and
+        local capacity. Every core must hold its own private pools (no copy sees another's) and
+        share the rest of its parameters; the copies then follow exactly the trajectories they
+        follow stepped core by core, at the cost of one call instead of one per core."""
+        if not cls.can_concatenate(cores):
+            raise ValueError(
+                "only fresh cores with their own private pools, one autoreset and the same "
+                f"{list(SHARED_BY_MERGED_COPIES)} merge"
+            )
+        first = cores[0]
+        merged = cls(sum(c.n for c in cores), first.params, autoreset=first.autoreset)
+        for name in ("velocity", "local_capacity", "p01", "p10", "p_good"):
+            setattr(merged, name, np.concatenate([getattr(c, name) for c in cores]))
+        return merged
 
     # -- episode boundaries -------------------------------------------------------------------
 
@@ -176,7 +213,7 @@ class PaperCore:
         self.pool.give(give)
         self.slot_units[rows] = 0
         self.slot_time[rows] = 0
-        self.free_local[rows] = self.params.local_capacity
+        self.free_local[rows] = self.local_capacity[rows]
 
     def _reset_rows(self, rows: np.ndarray) -> None:
         self._release(rows)
@@ -184,7 +221,7 @@ class PaperCore:
         self.flag_local[rows] = 0.0
         self.flag_offload[rows] = 0.0
         u = self.streams.uniform(3, rows)
-        self.channel[rows] = u[:, 0] < self.p_good
+        self.channel[rows] = u[:, 0] < self.p_good[rows]
         self.task_units[rows] = 1 + (u[:, 1] * MAX_TASK_UNITS).astype(np.int64)
         self.task_time[rows] = 1 + (u[:, 2] * MAX_TASK_TIME).astype(np.int64)
 
@@ -296,8 +333,8 @@ class PaperCore:
         obs[:, Obs.TASK_TIME] = self.task_time / MAX_TASK_TIME
         obs[:, Obs.FLAG_LOCAL] = self.flag_local
         obs[:, Obs.FLAG_OFFLOAD] = self.flag_offload
-        obs[:, Obs.VELOCITY] = self.params.velocity / V_MAX
-        obs[:, Obs.LOCAL_CAPACITY] = self.params.local_capacity / UNIT_NORM
+        obs[:, Obs.VELOCITY] = self.velocity / V_MAX
+        obs[:, Obs.LOCAL_CAPACITY] = self.local_capacity / UNIT_NORM
         return obs
 
     def privileged(self) -> dict[str, np.ndarray]:

@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 from uavrl.envs.cloud import CloudPool
+from uavrl.envs.paper import PaperCore
 from uavrl.envs.presets import ENV_ID, Core, make_core
 from uavrl.envs.rng import stream_key
 from uavrl.errors import ConfigError
@@ -162,6 +163,18 @@ class ConcatVecEnv:
     def close(self) -> None:
         for p in self.parts:
             p.close()
+
+
+def concat_envs(parts: Sequence[VecEnv]) -> VecEnv:
+    """Several VecEnvs as one batch: one `paper` core when every part is a fresh `paper` core with
+    its own private pools (the cells of serial workers, each alone: one env call per step
+    instead of one per part, the same trajectories), else a :class:`ConcatVecEnv`."""
+    if len(parts) == 1:
+        return parts[0]
+    cores = [p.core for p in parts if isinstance(p, CoreVecEnv) and isinstance(p.core, PaperCore)]
+    if len(cores) == len(parts) and PaperCore.can_concatenate(cores):
+        return CoreVecEnv(PaperCore.concatenate(cores))
+    return ConcatVecEnv(parts)
 
 
 class PoolMateRewards:

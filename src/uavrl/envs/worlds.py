@@ -24,7 +24,7 @@ import numpy as np
 from uavrl.envs.cloud import PerCopyPools
 from uavrl.envs.episodes import PolicyFn, episode_returns
 from uavrl.envs.presets import ENV_ID
-from uavrl.envs.vector import ConcatVecEnv, VecEnv, make_vec_env
+from uavrl.envs.vector import VecEnv, concat_envs, make_vec_env
 from uavrl.errors import ConfigError
 
 Regime = Literal["shared", "private"]
@@ -78,7 +78,7 @@ class World:
         if self.shared:
             pool = PerCopyPools(int(self.agent_params[0].get("cloud_capacity", 1000)), episodes)
         parts = [make_vec_env(env_id, episodes, dict(p), pool) for p in self.agent_params]
-        return parts[0] if len(parts) == 1 else ConcatVecEnv(parts)
+        return concat_envs(parts)
 
     def copies(self, base: np.ndarray) -> np.ndarray:
         """Stream indices of every agent's copies, agent-major: (n_agents * len(base),)."""

@@ -25,7 +25,7 @@ from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.envs.scenarios import resolve_cells
-from uavrl.envs.vector import ConcatVecEnv, PoolMateRewards, TeamStateObservations, VecEnv, make_vec_env
+from uavrl.envs.vector import PoolMateRewards, TeamStateObservations, VecEnv, concat_envs, make_vec_env
 from uavrl.errors import ConfigError
 from uavrl.nn.models import Actor, ActorCritic, ModelTeam, build_model
 from uavrl.runners.learner import Learner, UpdateStats
@@ -120,7 +120,7 @@ def make_all_worker_envs(config: Config, pool: CloudPool | None) -> VecEnv:
     """Every worker's envs as one batch: copy ``j`` belongs to worker ``j // envs_per_worker``
     (rewards averaged over pool mates with ``env.team_reward``)."""
     n = config.runner.n_workers
-    env: VecEnv = ConcatVecEnv([make_worker_env(config, i, pool) for i in range(n)])
+    env: VecEnv = concat_envs([make_worker_env(config, i, pool) for i in range(n)])
     if config.model.central_critic:
         if pool is None:
             raise ConfigError("model.central_critic needs env.shared_pool: true (it sees a pool's world)")
