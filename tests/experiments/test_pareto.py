@@ -57,3 +57,17 @@ def test_seed_interval_is_the_t_interval_of_the_mean() -> None:
     assert mean == pytest.approx(7 / 3)
     assert half == pytest.approx(stats.t.ppf(0.975, 2) * values.std(ddof=1) / np.sqrt(3))
     assert seed_interval(np.array([5.0])) == (5.0, 0.0)
+
+
+def test_references_far_off_the_learned_front_are_left_off_the_axes() -> None:
+    from uavrl.experiments.pareto import split_off_axes
+
+    learned = pd.DataFrame({"energy_per_task": [0.017, 0.016]})
+    references = pd.DataFrame(
+        {"policy": ["always_local", "threshold", "random"], "energy_per_task": [0.071, 0.016, 0.034]}
+    )
+    near, far = split_off_axes(references, learned)
+    assert list(near["policy"]) == ["threshold", "random"]  # 0.034 <= 2 x 0.017
+    assert list(far["policy"]) == ["always_local"]
+    drawn, off = split_off_axes(references, learned.iloc[:0])
+    assert len(drawn) == 3 and off.empty

@@ -132,15 +132,34 @@ def seed_interval(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(half)
 
 
+OFF_AXES_FACTOR = 2.0
+"""A reference that spends more than this times the learned points' largest energy per task is
+left off the axes (named in the legend), so that the front is not squeezed into a corner."""
+
+
+def split_off_axes(references: pd.DataFrame, learned: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(references drawn, references left off the axes): off are those spending more than
+    :data:`OFF_AXES_FACTOR` times the learned points' largest energy per task."""
+    if learned.empty:
+        return references, references.iloc[:0]
+    far = references["energy_per_task"] > OFF_AXES_FACTOR * learned["energy_per_task"].max()
+    return references[~far], references[far]
+
+
 def plot_fronts(frame: pd.DataFrame, path: Path) -> None:
     """Latency and drop rate against energy: learned points (seed mean, 95% CI) joined in
-    order of their energy, reference policies (first weight vector's) as labelled markers."""
+    order of their energy, reference policies (first weight vector's) as labelled markers;
+    references far off the front (:data:`OFF_AXES_FACTOR`) are named in the legend only."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     axes = figure.subplots(1, 2)
     learned = frame[frame["kind"] == "learned"]
     references = frame[(frame["kind"] == "reference") & (frame["weights"] == frame["weights"].iloc[0])]
+    references, far = split_off_axes(references, learned)
+    for ax in axes:
+        for _, r in far.iterrows():
+            ax.plot([], [], " ", label=f"{r['policy']} off the axes ({r['energy_per_task']:.3f} J)")
     for ax, metric, label in zip(
         axes, ("latency_mean", "drop_rate"), ("mean latency (s)", "drop rate"), strict=True
     ):
