@@ -181,6 +181,7 @@ class PaperCore:
                 f"{list(SHARED_BY_MERGED_COPIES)} merge"
             )
         first = cores[0]
+        # its params are the first core's: their velocity and local capacity are per copy now
         merged = cls(sum(c.n for c in cores), first.params, autoreset=first.autoreset)
         for name in ("velocity", "local_capacity", "p01", "p10", "p_good"):
             setattr(merged, name, np.concatenate([getattr(c, name) for c in cores]))
@@ -240,7 +241,8 @@ class PaperCore:
             info with ``final_obs`` (B, 48) when any copy finished and autoreset is on.
         """
         a = self._check_actions(actions)
-        held_before = self.slot_units.sum(axis=1)
+        admission = self.params.reward_timing == "admission"
+        held_before = self.slot_units.sum(axis=1) if admission else None
         self._place(a == LOCAL, a == OFFLOAD, self.task_units, self.task_time)
         paid_units = self._complete()
 
@@ -262,7 +264,7 @@ class PaperCore:
                 obs = self._observe()
             else:
                 self._release(done_rows)
-        if self.params.reward_timing == "admission":
+        if held_before is not None:
             # + potential after - potential before; a finished copy holds nothing now
             paid_units = paid_units + self.slot_units.sum(axis=1) - held_before
         reward = paid_units * self.params.reward_scale
