@@ -151,6 +151,9 @@ class RunnerConfig(ConfigSection):
     lock_updates: bool = True
     checkpoint_every: int = Field(500, ge=1, description="global updates between checkpoints")
     max_nonfinite: int = Field(10, ge=1, description="non-finite updates in a row before stopping")
+    max_restarts: int = Field(
+        3, ge=0, description="restarts of a worker process that dies", json_schema_extra=HASH_NEUTRAL
+    )
     learner_batch: int | None = Field(None, ge=1, json_schema_extra=HASH_NEUTRAL)
     rollout_slots: int = Field(2, ge=1, json_schema_extra=HASH_NEUTRAL)
 

@@ -8,15 +8,8 @@ runs the workers in this process, stepped as one batch (:class:`BatchedWorkers`)
 
 from __future__ import annotations
 
-import contextlib
 import math
-import multiprocessing as mp
-import queue as queue_module
-import signal
-import sys
 import time
-import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +20,20 @@ from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.nn.models import ActorCritic
 from uavrl.runners.learner import UpdateStats
-from uavrl.runners.session import ProgressHook, RunResult, TrainingSession, WorkerFailed
+from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
+from uavrl.runners.supervise import OwnedLock, Supervisor, child_process
 from uavrl.runners.worker import (
     BatchedWorkers,
     EpisodeRecord,
     SharedCounters,
     Worker,
     derived_seed,
+    incarnation_seed,
     make_all_worker_envs,
     metric_rows,
 )
 
-JOIN_TIMEOUT_S = 10.0
-TRACEBACK_GRACE_S = 2.0  # a worker that raised may exit before its traceback reaches the queue
+POLL_S = 0.2  # how often the parent looks at its workers
 
 
 def updates_per_worker(config: Config) -> int:
@@ -74,26 +68,12 @@ def _one_update(worker: Worker, counters: SharedCounters, metrics: Any, clock_or
     book_update(worker.worker_id, stats, episodes, counters, metrics, clock_origin)
 
 
-@contextlib.contextmanager
-def child_process(errors: Any, worker_id: int) -> Iterator[Any]:
-    """The frame of a worker or actor process: one torch thread, Ctrl-C left to the parent
-    (which stops us in order), any exception sent to ``errors`` with its traceback and exit
-    code 1. Yields the parent process, whose death (kill -9) the caller must notice."""
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield mp.parent_process()
-    except BaseException:
-        errors.put((worker_id, traceback.format_exc()))
-        sys.exit(1)
-
-
 def _worker_process(
     config_data: dict[str, Any],
     worker_id: int,
     learner: ActorCritic,
     optimizer: SharedAdam,
-    lock: Any,
+    lock: OwnedLock,
     pool: CloudPool | None,
     counters: SharedCounters,
     metrics: Any,
@@ -116,41 +96,17 @@ def _worker_process(
             _one_update(worker, counters, metrics, clock_origin)
 
 
-def stop_processes(processes: list[Any], stop: Any) -> None:
-    stop.set()
-    deadline = time.monotonic() + JOIN_TIMEOUT_S
-    for p in processes:
-        p.join(timeout=max(0.0, deadline - time.monotonic()))
-    for p in processes:
-        if p.is_alive():
-            p.terminate()
-            p.join()
-
-
-def first_failure(processes: list[Any], errors: Any) -> tuple[int, str] | None:
-    """The first reported traceback, else the first worker that died without one."""
-    dead = [(i, p.exitcode) for i, p in enumerate(processes) if p.exitcode not in (None, 0)]
-    try:
-        worker_id, trace = errors.get(timeout=TRACEBACK_GRACE_S if dead else 0.2)
-        return int(worker_id), str(trace)
-    except queue_module.Empty:
-        return (dead[0][0], f"worker process exited with code {dead[0][1]}") if dead else None
-
-
-def _monitor(
-    session: TrainingSession, processes: list[Any], errors: Any, hook: ProgressHook | None = None
-) -> None:
-    """Wait for the workers, checkpointing as updates accumulate; raise if one fails."""
-    while any(p.is_alive() for p in processes):
-        failure = first_failure(processes, errors)
-        if failure is not None:
-            raise WorkerFailed(f"worker {failure[0]} failed:\n{failure[1]}")
+def _monitor(session: TrainingSession, supervisor: Supervisor, hook: ProgressHook | None = None) -> None:
+    """Wait for the workers to finish their updates, restarting any that die and
+    checkpointing as updates accumulate; raise if one fails for good."""
+    while True:
+        supervisor.check()
+        if not supervisor.any_alive() and not supervisor.check():  # none died at the very end
+            return
         session.maybe_checkpoint()
         if session.after_round(hook):
             return  # the caller stops the workers
-    failure = first_failure(processes, errors)
-    if failure is not None:
-        raise WorkerFailed(f"worker {failure[0]} failed:\n{failure[1]}")
+        time.sleep(POLL_S)
 
 
 def run_serial(
@@ -194,7 +150,7 @@ def run_a3c(
         torch.set_num_threads(1)
     session = TrainingSession(config, run_dir, 1 if r.share else r.n_workers, r.n_workers, resume)
     pool = session.open_pool(cross_process=not r.serial)
-    locks = [session.ctx.Lock() for _ in session.models]
+    locks = [OwnedLock(session.ctx) for _ in session.models]
     target = updates_per_worker(config)
     env_seed = session.env_seed()
     with session.running():
@@ -211,12 +167,12 @@ def run_a3c(
             run_batched(batched, session, target, hook)
         else:
             errors, stop = session.ctx.Queue(), session.ctx.Event()
-            processes = []
-            for i in range(r.n_workers):
-                k = _learner_of(session, i)
+
+            def make_process(worker_id: int, incarnation: int) -> Any:
+                k = _learner_of(session, worker_id)
                 args = (
                     config.to_dict(),
-                    i,
+                    worker_id,
                     session.models[k],
                     session.optimizers[k],
                     locks[k],
@@ -225,17 +181,26 @@ def run_a3c(
                     session.metrics,
                     errors,
                     stop,
-                    env_seed,
+                    incarnation_seed(env_seed, worker_id, incarnation),
                     target,
                     session.clock_origin,
                 )
-                processes.append(
-                    session.ctx.Process(target=_worker_process, args=args, name=f"uavrl-worker-{i}")
-                )
-            for p in processes:
-                p.start()
+                name = f"uavrl-worker-{worker_id}"
+                return session.ctx.Process(target=_worker_process, args=args, name=name)
+
+            supervisor = Supervisor(
+                make_process,
+                r.n_workers,
+                errors,
+                stop,
+                r.max_restarts,
+                [*locks, session.counters.lock],
+                session.record_event,
+            )
+            supervisor.start()
             try:
-                _monitor(session, processes, errors, hook)
+                _monitor(session, supervisor, hook)
             finally:  # also on Ctrl-C or a failed checkpoint: never leave workers running
-                stop_processes(processes, stop)
+                supervisor.stop_all()
+                session.record_restarts(supervisor)
     return session.result()

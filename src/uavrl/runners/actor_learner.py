@@ -30,13 +30,15 @@ from uavrl.algo.batch import TENSOR_FIELDS, RolloutBatch, concat_batches
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.nn.models import ActorCritic
-from uavrl.runners.a3c import book_update, child_process, first_failure, stop_processes
+from uavrl.runners.a3c import book_update
 from uavrl.runners.learner import Learner
-from uavrl.runners.session import ProgressHook, RunResult, TrainingSession, WorkerFailed
+from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
+from uavrl.runners.supervise import OwnedLock, Supervisor, child_process
 from uavrl.runners.worker import (
     EpisodeRecord,
     derived_seed,
     episode_records,
+    incarnation_seed,
     local_copy,
     make_all_worker_envs,
     make_collector,
@@ -111,22 +113,36 @@ class RolloutSlots:
     def release(self, slot: int) -> None:
         self.free[slot // self.per_actor].put(slot)
 
+    def owner(self, slot: int) -> int:
+        return slot // self.per_actor
+
+    def renew(self, actor: int, held: set[int], ctx: Any) -> Any:
+        """A fresh free queue for a restarted ``actor``: all its slots but those ``held`` by the
+        learner. What the dead actor wrote and had not yet been read arrives stale (its old
+        incarnation) and is discarded, so handing those slots out again is safe."""
+        self.free[actor] = ctx.Queue()
+        for slot in range(actor * self.per_actor, (actor + 1) * self.per_actor):
+            if slot not in held:
+                self.free[actor].put(slot)
+        return self.free[actor]
+
 
 class WeightBroadcast:
     """The learner's latest weights in one shared model, with a version (learner updates)."""
 
     def __init__(self, model: ActorCritic, ctx: Any) -> None:
         self.model = local_copy(model).share_memory()
-        self.version = ctx.Value("q", 0)
+        self.version = ctx.Value("q", 0, lock=False)
+        self.lock = OwnedLock(ctx)
 
     def publish(self, model: ActorCritic, version: int) -> None:
-        with self.version.get_lock():
+        with self.lock:
             self.model.load_state_dict(model.state_dict())
             self.version.value = version
 
     def fetch(self, into: ActorCritic, have: int) -> int:
         """Copy the weights into ``into`` if they are newer than version ``have``; the version held."""
-        with self.version.get_lock():
+        with self.lock:
             version = int(self.version.value)
             if version != have:
                 into.load_state_dict(self.model.state_dict())
@@ -145,14 +161,17 @@ def _next_free_slot(free: Any, stop: Any, parent: Any) -> int | None:
 def _actor_process(
     config_data: dict[str, Any],
     actor_id: int,
+    incarnation: int,
     weights: WeightBroadcast,
     slots: RolloutSlots,
+    free: Any,
     pool: CloudPool | None,
     errors: Any,
     stop: Any,
     env_seed: int,
 ) -> None:
-    """Act until stopped: take a free slot, fetch the latest weights, collect, hand it over."""
+    """Act until stopped: take a free slot from ``free``, fetch the latest weights, collect,
+    hand it over with this process's ``incarnation`` (0, or the restart it is)."""
     with child_process(errors, actor_id) as parent:
         config = Config.model_validate(config_data)
         k = config.runner.envs_per_worker
@@ -162,12 +181,12 @@ def _actor_process(
             config, local, make_worker_env(config, actor_id, pool), env_seed, actor_id * k
         )
         version = -1
-        while (slot := _next_free_slot(slots.free[actor_id], stop, parent)) is not None:
+        while (slot := _next_free_slot(free, stop, parent)) is not None:
             version = weights.fetch(local, version)
             batch, finished = collector.collect(local, config.algo.rollout_length)
             batch.policy_version = version
             slots.write(slot, batch)
-            slots.full.put((slot, episode_records(finished, actor_id, k)))
+            slots.full.put((slot, incarnation, episode_records(finished, actor_id, k)))
 
 
 class CentralLearner:
@@ -228,54 +247,61 @@ def _run_serial(
 def _run_parallel(
     session: TrainingSession, central: CentralLearner, pool: CloudPool | None, hook: ProgressHook | None
 ) -> None:
-    config, counters = session.config, session.counters
+    config, counters, ctx = session.config, session.counters, session.ctx
     r = config.runner
     template = empty_rollout(central.learner.model, config.algo.rollout_length, r.envs_per_worker)
     per_actor = 1 if r.kind == "a3c_data" else r.rollout_slots
-    slots = RolloutSlots(template, r.n_workers, per_actor, session.ctx)
-    assert central.weights is not None
-    central.weights.publish(central.learner.model, central.version)
-    errors, stop = session.ctx.Queue(), session.ctx.Event()
+    slots = RolloutSlots(template, r.n_workers, per_actor, ctx)
+    weights = central.weights
+    assert weights is not None
+    weights.publish(central.learner.model, central.version)
+    errors, stop = ctx.Queue(), ctx.Event()
     env_seed = session.env_seed()
-    processes = [
-        session.ctx.Process(
-            target=_actor_process,
-            args=(config.to_dict(), i, central.weights, slots, pool, errors, stop, env_seed),
-            name=f"uavrl-actor-{i}",
-        )
-        for i in range(r.n_workers)
-    ]
-    for p in processes:
-        p.start()
+    held: set[int] = set()  # slots the learner has taken and not yet handed back
+
+    def make_process(actor_id: int, incarnation: int) -> Any:
+        free = slots.free[actor_id] if incarnation == 0 else slots.renew(actor_id, held, ctx)
+        seed = incarnation_seed(env_seed, actor_id, incarnation)
+        args = (config.to_dict(), actor_id, incarnation, weights, slots, free, pool, errors, stop, seed)
+        return ctx.Process(target=_actor_process, args=args, name=f"uavrl-actor-{actor_id}")
+
+    supervisor = Supervisor(
+        make_process, r.n_workers, errors, stop, r.max_restarts, [weights.lock], session.record_event, "actor"
+    )
+    supervisor.start()
     release_after_update = r.kind == "a3c_data"  # its actors wait for the update they fed
     per_update = learner_batch(config)
+    stale = 0
     try:
         while counters.env_steps.value < r.total_env_steps:
-            taken: list[int] = []
             rollouts: list[RolloutBatch] = []
             episodes: list[EpisodeRecord] = []
-            while len(taken) < per_update:
+            while len(rollouts) < per_update:
                 try:
-                    slot, finished = slots.full.get(timeout=POLL_S)
+                    slot, incarnation, finished = slots.full.get(timeout=POLL_S)
                 except queue_module.Empty:
-                    failure = first_failure(processes, errors)
-                    if failure is not None:
-                        raise WorkerFailed(f"actor {failure[0]} failed:\n{failure[1]}") from None
+                    supervisor.check()
                     continue
-                taken.append(slot)
+                if incarnation != supervisor.restarts[slots.owner(slot)]:
+                    stale += 1  # written by an actor that died since: its slot is the new one's
+                    continue
+                held.add(slot)
                 rollouts.append(slots.read(slot))
                 episodes.extend(finished)
                 if not release_after_update:
+                    held.discard(slot)
                     slots.release(slot)
             central.update(rollouts, episodes)
-            if release_after_update:
-                for slot in taken:
-                    slots.release(slot)
+            for slot in list(held):
+                held.discard(slot)
+                slots.release(slot)
+            supervisor.check()
             session.maybe_checkpoint()
             if session.after_round(hook):
                 return
     finally:  # also on Ctrl-C or a failure: never leave actors running
-        stop_processes(processes, stop)
+        supervisor.stop_all()
+        session.record_restarts(supervisor, stale)
 
 
 def run_actor_learner(

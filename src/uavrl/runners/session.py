@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing as mp
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,9 +24,11 @@ from uavrl.nn.heads import describe_action_space
 from uavrl.nn.models import ActorCritic, ModelSpec, build_model
 from uavrl.runners.checkpoint import restore_training_state, save_checkpoint
 from uavrl.runners.metrics import EVAL_LOG_FILE, LOG_FILE, cut_eval_log, cut_log, writer_main
+from uavrl.runners.supervise import Supervisor
 from uavrl.runners.worker import SharedCounters, derived_seed, worker_env_params
 
 CHECKPOINT_DIR = "checkpoints"
+EVENTS_FILE = "events.log"
 LAST = "last"
 ENVIRONMENT_FILE = "environment.json"
 
@@ -42,10 +45,6 @@ ProgressHook = Callable[[int, list[ActorCritic]], HookOutcome | None]
 """Called by the runner's own process with the run-wide env steps and the learner models, after
 every round of updates (periodic evaluation, a tuner's pruning); it may return a
 :class:`HookOutcome`, or raise to stop the run."""
-
-
-class WorkerFailed(RuntimeError):
-    """A worker raised or died; the message carries its traceback or exit code."""
 
 
 @dataclass
@@ -204,6 +203,24 @@ class TrainingSession:
             self.stop_writer()
         if interrupted:
             raise RunInterrupted(self.counters.snapshot()["env_steps"], str(self.run_dir))
+
+    def record_event(self, message: str) -> None:
+        """A fault and what the run did about it: one line in ``events.log`` (appended, with the
+        time and the run's env steps) and on stderr."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        line = f"{stamp} env_steps={int(self.counters.env_steps.value)} {message}"
+        with (self.run_dir / EVENTS_FILE).open("a") as log:
+            log.write(line + "\n")
+        print(f"uavrl: {line}", file=sys.stderr, flush=True)
+
+    def record_restarts(self, supervisor: Supervisor, stale_rollouts: int = 0) -> None:
+        """Restarts per worker, and rollouts of dead actors that arrived after their restart
+        and were discarded, into ``summary.json``. (A dead worker's update in progress is lost
+        too; it was never booked, so the run's env-step budget is still trained in full.)"""
+        self.stats["faults"] = {
+            "restarts": list(supervisor.restarts),
+            "stale_rollouts_discarded": stale_rollouts,
+        }
 
     def after_round(self, hook: ProgressHook | None) -> bool:
         """Call ``hook`` (if any) with the env steps and models; log its evaluation row through

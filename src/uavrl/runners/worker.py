@@ -30,6 +30,7 @@ from uavrl.errors import ConfigError
 from uavrl.nn.models import Actor, ActorCritic, ModelTeam, build_model
 from uavrl.runners.learner import Learner, UpdateStats
 from uavrl.runners.rollout import FinishedEpisode, RolloutCollector
+from uavrl.runners.supervise import OwnedLock
 
 
 class SharedCounters:
@@ -42,21 +43,22 @@ class SharedCounters:
 
     def __init__(self, n_slots: int, n_workers: int, context: Any = None) -> None:
         ctx = context or mp.get_context("spawn")
-        self.env_steps = ctx.Value("q", 0)
-        self.updates = ctx.Value("q", 0)
-        self.skipped_updates = ctx.Value("q", 0)
-        self.episodes = ctx.Value("q", 0)
-        self.worker_updates = ctx.Array("q", n_slots)
-        self.worker_episodes = ctx.Array("q", n_workers)
+        self.lock = OwnedLock(ctx)  # one lock for all: a worker killed inside it can be cleared
+        self.env_steps = ctx.Value("q", 0, lock=False)
+        self.updates = ctx.Value("q", 0, lock=False)
+        self.skipped_updates = ctx.Value("q", 0, lock=False)
+        self.episodes = ctx.Value("q", 0, lock=False)
+        self.worker_updates = ctx.Array("q", n_slots, lock=False)
+        self.worker_episodes = ctx.Array("q", n_workers, lock=False)
         # wall clock (epoch s) of this session's first booked update: start-up ends by then
-        self.first_update_at = ctx.Value("d", 0.0)
+        self.first_update_at = ctx.Value("d", 0.0, lock=False)
 
     def add(self, env_steps: int, applied: bool, owners: list[int], worker_id: int) -> tuple[int, list[int]]:
         """Book one update of slot ``worker_id`` and the episodes it finished (their owners).
 
         Returns the run's env steps after it and each episode's number within its owner.
         """
-        with self.env_steps.get_lock():
+        with self.lock:
             if self.first_update_at.value == 0.0:
                 self.first_update_at.value = time.time()
             self.env_steps.value += env_steps
@@ -74,7 +76,7 @@ class SharedCounters:
         return total, numbers
 
     def snapshot(self) -> dict[str, Any]:
-        with self.env_steps.get_lock():
+        with self.lock:
             return {
                 "env_steps": int(self.env_steps.value),
                 "updates": int(self.updates.value),
@@ -97,6 +99,12 @@ class SharedCounters:
 def derived_seed(seed: int, *keys: int) -> int:
     """A 63-bit seed for one purpose of one run (e.g. torch sampling of worker ``i``)."""
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def incarnation_seed(env_seed: int, worker_id: int, incarnation: int) -> int:
+    """Env seed of worker ``worker_id``'s ``incarnation``-th restart (0: the first start): a
+    restarted worker draws new streams instead of replaying the ones it had."""
+    return env_seed if incarnation == 0 else derived_seed(env_seed, 4, worker_id, incarnation)
 
 
 def worker_env_params(config: Config, worker_id: int, base: dict[str, Any] | None = None) -> dict[str, Any]:
