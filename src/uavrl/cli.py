@@ -206,7 +206,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume:
         given = [
             flag
-            for flag, value in (("--config", args.config), ("--set", args.set), ("--run-dir", args.run_dir))
+            for flag, value in (
+                ("--config", args.config),
+                ("--set", args.set),
+                ("--run-dir", args.run_dir),
+                ("--backend", args.backend),
+            )
             if value
         ]
         if given:
@@ -220,11 +225,13 @@ def cmd_train(args: argparse.Namespace) -> None:
                 f"{run_dir} has finished; nothing to resume (uavrl evaluate --run {run_dir} scores it again)"
             )
             return
-        summary = training.resume(run_dir)
+        summary = training.resume(run_dir, ray_address=args.address)
     else:
         if not args.config:
             raise ConfigError("uavrl train needs --config FILE (or --resume RUN_DIR)")
-        config = load_config(args.config, args.set)
+        backend = [f"runner.backend={args.backend}"] if args.backend else []
+        address = [f"runner.ray_address={args.address}"] if args.address else []
+        config = load_config(args.config, [*args.set, *backend, *address])
         run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.name
         console.print(f"run directory {run_dir}  (config hash {config.hash()})")
         summary = training.train(config, run_dir)
@@ -555,6 +562,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--run-dir", help="run directory (default runs/<name>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    train.add_argument(
+        "--backend", choices=["process", "ray"], help="where workers run (runner.backend; default process)"
+    )
+    train.add_argument(
+        "--address", help="a running Ray cluster to join (runner.ray_address; default: start Ray here)"
+    )
     train.add_argument("--evaluate", action="store_true", help="print the evaluation table afterwards")
     train.add_argument("--episodes", type=int, help="episodes per cell for --evaluate")
     train.set_defaults(func=cmd_train)

@@ -140,6 +140,12 @@ class RunnerConfig(ConfigSection):
     (``algo.rho_bar``, ``algo.c_bar``). ``total_env_steps`` counts all workers; each worker
     gets an equal share. ``serial`` runs the workers (actors) in one process (same functions,
     for tests and debugging).
+
+    ``backend: ray`` runs ``a3c``, ``a3c_data`` and ``impala`` as Ray actors (one learner, N
+    rollout actors), on this machine or on the cluster at ``ray_address``; its ``a3c`` sends
+    gradients to the learner, which drops those more than ``max_grad_staleness`` (default N)
+    versions old. A worker process or Ray actor that dies is restarted up to ``max_restarts``
+    times.
     """
 
     kind: Literal["a3c", "a2c", "a3c_data", "impala"] = "a3c"
@@ -154,6 +160,9 @@ class RunnerConfig(ConfigSection):
     max_restarts: int = Field(
         3, ge=0, description="restarts of a worker process that dies", json_schema_extra=HASH_NEUTRAL
     )
+    backend: Literal["process", "ray"] = "process"
+    ray_address: str | None = Field(None, json_schema_extra=HASH_NEUTRAL)
+    max_grad_staleness: int | None = Field(None, ge=0)
     learner_batch: int | None = Field(None, ge=1, json_schema_extra=HASH_NEUTRAL)
     rollout_slots: int = Field(2, ge=1, json_schema_extra=HASH_NEUTRAL)
 
@@ -238,6 +247,19 @@ class Config(ConfigSection):
                     f"runner.learner_batch={self.runner.learner_batch} must be at most "
                     f"runner.n_workers={self.runner.n_workers} (rollouts per learner update)"
                 )
+        if self.runner.backend == "ray":
+            r = self.runner
+            refused = (
+                ("runner.kind", r.kind, r.kind == "a2c", "a2c is one process; use kind a3c_data"),
+                ("runner.serial", r.serial, r.serial, "serial runs in one process"),
+                ("runner.share", r.share, not r.share, "individual learning runs on processes"),
+                ("env.shared_pool", True, self.env.shared_pool, "the pool is in shared memory"),
+            )
+            for option, value, bad, why in refused:
+                if bad:
+                    raise ValueError(f"runner.backend: ray does not run {option}: {value} ({why})")
+        elif self.runner.max_grad_staleness is not None:
+            raise ValueError("runner.max_grad_staleness applies to runner.backend: ray (its a3c learner)")
         if self.env.team_spirit != 1.0 and not self.env.team_reward:
             raise ValueError(
                 f"env.team_spirit={self.env.team_spirit} only applies with env.team_reward: true"

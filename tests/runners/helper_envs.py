@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 import gymnasium as gym
@@ -12,13 +13,15 @@ import numpy as np
 class FaultyEnv(gym.Env[np.ndarray, np.int64]):
     """A trivial env that misbehaves from step ``at_step`` on (counted across episodes).
 
-    ``fault``: ``"raise"`` raises, ``"nan"`` returns NaN rewards, ``"exit"`` kills the process.
+    ``fault``: ``"raise"`` raises, ``"nan"`` returns NaN rewards, ``"exit"`` ends the process
+    (exit code 3), ``"kill_once"`` sends its own process SIGKILL, once per ``marker`` file: the
+    first env to create the file dies, every other one, then and later, goes on.
     """
 
-    def __init__(self, fault: str = "raise", at_step: int = 50) -> None:
+    def __init__(self, fault: str = "raise", at_step: int = 50, marker: str = "") -> None:
         self.observation_space = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
         self.action_space = gym.spaces.Discrete(2)
-        self.fault, self.at_step, self.steps, self.t = fault, at_step, 0, 0
+        self.fault, self.at_step, self.marker, self.steps, self.t = fault, at_step, marker, 0, 0
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -36,7 +39,18 @@ class FaultyEnv(gym.Env[np.ndarray, np.int64]):
                 raise RuntimeError("injected env failure")
             if self.fault == "exit":
                 os._exit(3)
-            reward = float("nan")
+            if self.fault == "nan":
+                reward = float("nan")
+            if self.fault == "kill_once":
+                self.fault = "none"
+                try:
+                    fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    pass  # another env died already
+                else:
+                    os.write(fd, str(os.getpid()).encode())  # who died, for the test
+                    os.close(fd)
+                    os.kill(os.getpid(), signal.SIGKILL)
         return np.full(2, 0.5, np.float32), reward, False, self.t >= 10, {}
 
 

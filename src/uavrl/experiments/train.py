@@ -22,7 +22,7 @@ from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.errors import CheckpointError, ConfigError, RunInterrupted
 from uavrl.nn.models import ActorCritic
 from uavrl.runners.checkpoint import read_meta
-from uavrl.runners.registry import RUNNERS
+from uavrl.runners.registry import runner_for
 from uavrl.runners.session import CHECKPOINT_DIR, LAST, HookOutcome, ProgressHook, RunResult, check_envs
 from uavrl.runners.worker import local_copy
 
@@ -217,8 +217,9 @@ def finished_summary(run_dir: Path) -> dict[str, Any] | None:
     return summary if status == "finished" and complete else None
 
 
-def resume(run_dir: Path) -> dict[str, Any]:
-    """Continue a run from its last checkpoint, with its config and counters.
+def resume(run_dir: Path, ray_address: str | None = None) -> dict[str, Any]:
+    """Continue a run from its last checkpoint, with its config and counters (on the Ray
+    cluster at ``ray_address`` if given: where a run goes on does not change it).
 
     A run that finished its budget is left as it is and its summary returned unchanged
     (``uavrl evaluate`` scores it again).
@@ -228,12 +229,16 @@ def resume(run_dir: Path) -> dict[str, Any]:
     finished = finished_summary(run_dir)
     if finished is not None:
         return finished
-    return _execute(load_config(run_dir / CONFIG_FILE), run_dir, resume=True)
+    config = load_config(run_dir / CONFIG_FILE)
+    if ray_address is not None:
+        runner = config.runner.model_copy(update={"ray_address": ray_address})
+        config = config.model_copy(update={"runner": runner})
+    return _execute(config, run_dir, resume=True)
 
 
 def _execute(config: Config, run_dir: Path, resume: bool, hook: ProgressHook | None = None) -> dict[str, Any]:
     summary_path = run_dir / SUMMARY_FILE
-    runner = RUNNERS[config.runner.kind]
+    runner = runner_for(config)
     periodic = None
     if config.eval.every_env_steps is not None:
         periodic = PeriodicEvaluation(config, _checkpointed_wall_time(run_dir) if resume else 0.0)

@@ -31,16 +31,11 @@ ADAM_KEYS = ("exp_avg", "exp_avg_sq", "step")
 PREVIOUS = ".previous"
 
 
-def save_checkpoint(
-    directory: Path,
-    tag: str,
-    models: Sequence[ActorCritic],
-    optimizers: Sequence[SharedAdam],
-    config: dict[str, Any],
-    counters: dict[str, Any],
-) -> Path:
-    """Write ``directory/<tag>.safetensors`` and ``<tag>.json``; returns the JSON path."""
-    directory.mkdir(parents=True, exist_ok=True)
+def training_tensors(
+    models: Sequence[ActorCritic], optimizers: Sequence[SharedAdam]
+) -> dict[str, torch.Tensor]:
+    """Weights and Adam state as flat named tensors (copies): ``model<i>.<param>`` and
+    ``optim<i>.<param>.<exp_avg|exp_avg_sq|step>``, as a checkpoint stores them."""
     tensors: dict[str, torch.Tensor] = {}
     for i, (model, optimizer) in enumerate(zip(models, optimizers, strict=True)):
         for name, value in model.state_dict().items():
@@ -52,6 +47,36 @@ def save_checkpoint(
                     tensors[f"optim{i}.{name}.{key}"] = (
                         torch.as_tensor(state[key]).detach().clone().contiguous()
                     )
+    return tensors
+
+
+def load_training_tensors(
+    tensors: dict[str, torch.Tensor], models: Sequence[ActorCritic], optimizers: Sequence[SharedAdam]
+) -> None:
+    """Copy :func:`training_tensors` into existing (possibly shared-memory) tensors, in place."""
+    with torch.no_grad():
+        for i, (model, optimizer) in enumerate(zip(models, optimizers, strict=True)):
+            for name, value in model.state_dict().items():
+                value.copy_(tensors[f"model{i}.{name}"])
+            for name, param in model.named_parameters():
+                state = optimizer.state[param]
+                for key in ADAM_KEYS:
+                    stored = tensors.get(f"optim{i}.{name}.{key}")
+                    if stored is not None:
+                        state[key].copy_(stored)
+
+
+def save_checkpoint(
+    directory: Path,
+    tag: str,
+    models: Sequence[ActorCritic],
+    optimizers: Sequence[SharedAdam],
+    config: dict[str, Any],
+    counters: dict[str, Any],
+) -> Path:
+    """Write ``directory/<tag>.safetensors`` and ``<tag>.json``; returns the JSON path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = training_tensors(models, optimizers)
     meta = {
         "format": FORMAT_VERSION,
         "n_models": len(models),
@@ -150,14 +175,5 @@ def restore_training_state(
         raise CheckpointError(
             f"{directory}: the checkpoint holds {meta['n_models']} models, the run has {len(models)}"
         )
-    with torch.no_grad():
-        for i, (model, optimizer) in enumerate(zip(models, optimizers, strict=True)):
-            for name, value in model.state_dict().items():
-                value.copy_(tensors[f"model{i}.{name}"])
-            for name, param in model.named_parameters():
-                state = optimizer.state[param]
-                for key in ADAM_KEYS:
-                    stored = tensors.get(f"optim{i}.{name}.{key}")
-                    if stored is not None:
-                        state[key].copy_(stored)
+    load_training_tensors(tensors, models, optimizers)
     return meta

@@ -67,6 +67,23 @@ def loss_function(config: Config) -> LossFunction:
     )
 
 
+def loss_gradient(
+    loss: LossFunction, grad_model: ActorCritic, batch: RolloutBatch, max_grad_norm: float
+) -> tuple[LossTerms, float, bool]:
+    """Zero ``grad_model``'s gradients, loss, backward, clip to ``max_grad_norm``: the loss
+    terms, the gradient norm before clipping, and whether loss and gradient are finite (the
+    gradient is left in ``grad_model``'s ``.grad``)."""
+    grad_model.zero_grad(set_to_none=True)
+    terms = loss(grad_model, batch)
+    grad_norm = math.nan
+    finite = bool(torch.isfinite(terms.total))
+    if finite:
+        terms.total.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(grad_model.parameters(), max_grad_norm))
+        finite = math.isfinite(grad_norm)
+    return terms, grad_norm, finite
+
+
 def transfer_gradients(local: ActorCritic, learner: ActorCritic) -> None:
     """Point the learner's ``.grad`` at the local gradients (fresh tensors every update).
 
@@ -110,38 +127,44 @@ class Learner:
             return algo.lr * max(0.0, 1.0 - env_steps / total)
         return algo.lr
 
-    def learn(self, grad_model: ActorCritic, batch: RolloutBatch, env_steps: int) -> UpdateStats:
-        """Zero ``grad_model``'s gradients, loss, backward, clip; (under the lock) hand the
-        gradients to the learner's model if they are not its own, optimizer step, set the
-        model's grads to None. A non-finite loss or gradient skips the step."""
-        algo = self.config.algo
-        grad_model.zero_grad(set_to_none=True)
-        terms = self.loss(grad_model, batch)
-        grad_norm = math.nan
+    def gradient(self, grad_model: ActorCritic, batch: RolloutBatch) -> tuple[LossTerms, float, bool]:
+        """:func:`loss_gradient` with this learner's loss and clipping."""
+        return loss_gradient(self.loss, grad_model, batch, self.config.algo.max_grad_norm)
+
+    def step(self, grad_model: ActorCritic, env_steps: int) -> float:
+        """(Under the lock) hand ``grad_model``'s gradients to the learner's model if they are
+        not its own, optimizer step at the scheduled learning rate, set the model's grads to
+        None. Returns the learning rate used."""
         lr = self.learning_rate(env_steps)
-        applied = bool(torch.isfinite(terms.total))
+        with self.lock:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            if grad_model is not self.model:
+                transfer_gradients(grad_model, self.model)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return lr
+
+    def check_finite(self, finite: bool, detail: str) -> None:
+        """Count non-finite updates in a row; raise :class:`NonFiniteError` at
+        ``runner.max_nonfinite`` of them."""
+        self.nonfinite_streak = 0 if finite else self.nonfinite_streak + 1
+        if self.nonfinite_streak >= self.config.runner.max_nonfinite:
+            raise NonFiniteError(
+                f"{self.name}: {self.nonfinite_streak} updates in a row had a non-finite "
+                f"loss or gradient ({detail}); runner.max_nonfinite={self.config.runner.max_nonfinite}"
+            )
+
+    def learn(self, grad_model: ActorCritic, batch: RolloutBatch, env_steps: int) -> UpdateStats:
+        """:meth:`gradient`, then :meth:`step` if it is finite; a non-finite loss or gradient
+        skips the step."""
+        terms, grad_norm, applied = self.gradient(grad_model, batch)
         if applied:
-            terms.total.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(grad_model.parameters(), algo.max_grad_norm))
-            applied = math.isfinite(grad_norm)
-        if applied:
-            with self.lock:
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                if grad_model is not self.model:
-                    transfer_gradients(grad_model, self.model)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite_streak = 0
+            lr = self.step(grad_model, env_steps)
         else:
             grad_model.zero_grad(set_to_none=True)
-            self.nonfinite_streak += 1
-            if self.nonfinite_streak >= self.config.runner.max_nonfinite:
-                raise NonFiniteError(
-                    f"{self.name}: {self.nonfinite_streak} updates in a row had a non-finite "
-                    f"loss or gradient (loss {terms.total.item()}, grad norm {grad_norm}); "
-                    f"runner.max_nonfinite={self.config.runner.max_nonfinite}"
-                )
+            lr = self.learning_rate(env_steps)
+        self.check_finite(applied, f"loss {terms.total.item()}, grad norm {grad_norm}")
         return UpdateStats(
             batch.env_steps,
             applied,
@@ -150,5 +173,5 @@ class Learner:
             float(terms.entropy.item()),
             grad_norm,
             lr,
-            algo.entropy_coef,
+            self.config.algo.entropy_coef,
         )

@@ -1,5 +1,6 @@
 """``runner.kind`` -> the function that trains it (each writes logs and checkpoints to a run
-directory and returns a :class:`~uavrl.runners.session.RunResult`)."""
+directory and returns a :class:`~uavrl.runners.session.RunResult`); :func:`runner_for` picks
+it by kind and ``runner.backend``."""
 
 from __future__ import annotations
 
@@ -25,3 +26,13 @@ RUNNERS: dict[str, Runner] = {
     "a3c_data": run_actor_learner,
     "impala": run_actor_learner,
 }
+
+
+def runner_for(config: Config) -> Runner:
+    """The configured runner: by ``runner.kind`` on this machine's processes, or the Ray driver
+    for ``runner.backend: ray`` (imported only then: Ray is the optional extra ``uavrl[ray]``)."""
+    if config.runner.backend == "ray":
+        from uavrl.runners.ray_backend import run_ray
+
+        return run_ray
+    return RUNNERS[config.runner.kind]

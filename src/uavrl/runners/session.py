@@ -142,22 +142,39 @@ class TrainingSession:
         self.resumes = 0
         self.prior_wall_time_s = 0.0
         self.stats: dict[str, Any] = {}  # runner-specific figures for summary.json
+        # where the models live elsewhere (a Ray learner): copies them here, False if it cannot
+        self.sync_models: Callable[[], bool] | None = None
         if resume:
-            meta = restore_training_state(self.checkpoint_dir, LAST, self.models, self.optimizers)
-            saved = meta["counters"]
-            saved["worker_episodes"] = cut_log(
-                run_dir / LOG_FILE, int(saved["env_steps"]), saved.get("worker_episodes")
-            )
-            cut_eval_log(run_dir / EVAL_LOG_FILE, int(saved["env_steps"]))
-            self.counters.restore(saved)
-            self.resumes = int(meta["counters"].get("resumes", 0)) + 1
-            self.prior_wall_time_s = float(meta["counters"].get("wall_time_s", 0.0))
+            saved = self._restore_last_checkpoint()
+            self.resumes = int(saved.get("resumes", 0)) + 1
+            self.prior_wall_time_s = float(saved.get("wall_time_s", 0.0))
         self.start_env_steps = self.counters.snapshot()["env_steps"]
         self.metrics = self.ctx.Queue()
         self.start_time = time.time()
         self._writer: Any = None
         self._last_checkpoint_updates = self.counters.snapshot()["updates"]
         self._checkpointed_steps: int | None = None  # env steps of this session's last checkpoint
+
+    def _restore_last_checkpoint(self) -> dict[str, Any]:
+        """Models, Adam state and counters from the last checkpoint; the logs cut back to it
+        (rows logged after it are trained again). Returns its counters."""
+        meta = restore_training_state(self.checkpoint_dir, LAST, self.models, self.optimizers)
+        saved = meta["counters"]
+        saved["worker_episodes"] = cut_log(
+            self.run_dir / LOG_FILE, int(saved["env_steps"]), saved.get("worker_episodes")
+        )
+        cut_eval_log(self.run_dir / EVAL_LOG_FILE, int(saved["env_steps"]))
+        self.counters.restore(saved)
+        return dict(saved)
+
+    def rollback_to_checkpoint(self) -> None:
+        """Go back to the last checkpoint in a running session (a Ray learner that died): the
+        writer is flushed and stopped, logs cut, counters and models restored, writer restarted."""
+        self.stop_writer()
+        saved = self._restore_last_checkpoint()
+        self._last_checkpoint_updates = int(saved["updates"])
+        self._checkpointed_steps = int(saved["env_steps"])
+        self.start_writer()
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -227,6 +244,8 @@ class TrainingSession:
         the writer; True if it asks the run to stop."""
         if hook is None:
             return False
+        if self.sync_models is not None:
+            self.sync_models()
         outcome = hook(int(self.counters.env_steps.value), self.models)
         if outcome is None:
             return False
@@ -276,7 +295,12 @@ class TrainingSession:
             self.checkpoint()
             self._last_checkpoint_updates = updates
 
-    def checkpoint(self, tag: str = LAST) -> Path:
+    def checkpoint(self, tag: str = LAST) -> Path | None:
+        """Save models, Adam state and counters; None (said on stderr) if the models could not
+        be fetched from where they live (the last checkpoint stays as it was)."""
+        if self.sync_models is not None and not self.sync_models():
+            print(f"uavrl: {self.run_dir}: learner gone, checkpoint {tag} not updated", file=sys.stderr)
+            return None
         counters = {**self.counters.snapshot(), "resumes": self.resumes, "wall_time_s": self._wall_time()}
         self._checkpointed_steps = counters["env_steps"]
         return save_checkpoint(

@@ -1,0 +1,594 @@
+"""The Ray backend (``runner.backend: ray``): the actor and learner roles as Ray actors.
+
+This process is a thin driver: run counters, the metrics writer, checkpoints and the progress
+hook stay here, as on one machine. One learner actor owns the model and Adam; N rollout actors
+own their envs. Each actor asks for ``num_cpus=1``, runs one torch thread and never forks.
+Rollouts and gradients go from the rollout actors to the learner as object references (the
+driver passes the references on, not the data); weights come back as one object per version.
+
+- ``impala`` and ``a3c_data``: rollout actors collect T steps and hand the rollout to the
+  learner, which updates on ``learner_batch`` of them (``a3c_data``: one from every actor,
+  then every actor acts with the new weights; ``impala``: an actor starts its next rollout
+  with the latest weights at once, and V-trace corrects the lag).
+- ``a3c``: gradient parallelism. A rollout actor computes the loss gradient on its own copy
+  and sends it flat, stamped with the version of the weights it used; the learner applies it
+  with Adam as it arrives, unless it is more than ``runner.max_grad_staleness`` versions old,
+  in which case it is dropped and counted.
+
+Faults. A rollout actor that dies is restarted by Ray (``max_restarts``) and acts on new env
+streams; its rollout in flight is dropped and counted, and the run still trains its full
+env-step budget. A learner that dies is restarted by Ray and loaded from the last checkpoint;
+the run goes back to that checkpoint (counters and logs cut as ``--resume`` does) and trains
+its full budget from there. Every fault is written to ``events.log``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uavrl.algo.batch import RolloutBatch, concat_batches
+from uavrl.algo.optim import SharedAdam
+from uavrl.config import Config
+from uavrl.errors import ConfigError
+from uavrl.nn.models import ModelSpec, build_model
+from uavrl.runners.a3c import book_update
+from uavrl.runners.checkpoint import load_training_tensors, training_tensors
+from uavrl.runners.learner import Learner, UpdateStats, loss_function, loss_gradient
+from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
+from uavrl.runners.supervise import WorkerFailed
+from uavrl.runners.worker import (
+    EpisodeRecord,
+    derived_seed,
+    episode_records,
+    incarnation_seed,
+    make_collector,
+    make_worker_env,
+)
+
+POLL_S = 0.2  # how long the driver waits on results before it checkpoints and calls the hook
+RESTART_WAIT_S = 300.0  # how long an actor Ray is restarting may take to answer again
+PING_S = 2.0  # how often the driver asks each actor which process answers for it
+
+
+@dataclass
+class Weights:
+    """One version of the learner's weights, as it travels to the rollout actors."""
+
+    version: int
+    state: dict[str, torch.Tensor]
+
+
+@dataclass
+class RolloutInfo:
+    """What the driver needs of a rollout or gradient (the data itself goes to the learner)."""
+
+    actor_id: int
+    version: int
+    env_steps: int
+    episodes: list[EpisodeRecord]
+    stats: UpdateStats | None = None  # a3c: the loss terms of the gradient
+    finite: bool = True
+
+
+@dataclass
+class Applied:
+    """The learner's answer to a gradient: applied, dropped as stale, or skipped (non-finite)."""
+
+    applied: bool
+    staleness: int
+    lr: float
+
+
+class RolloutActor:
+    """N of these: K envs of worker ``actor_id`` and a copy of the model.
+
+    ``incarnation`` (the driver's count of this actor's deaths) comes with every call; a
+    restarted actor sees a new one and builds its envs on new streams.
+    """
+
+    def __init__(self, config_data: dict[str, Any], spec: ModelSpec, actor_id: int, env_seed: int) -> None:
+        torch.set_num_threads(1)
+        self.config = Config.model_validate(config_data)
+        self.actor_id = actor_id
+        self.env_seed = env_seed
+        self.local = build_model(spec)
+        self.incarnation: int | None = None
+        self.collector: Any = None
+        self.loss = loss_function(self.config)
+
+    def where(self) -> dict[str, Any]:
+        import ray
+
+        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    def _collect(self, weights: Weights, incarnation: int) -> tuple[RolloutBatch, RolloutInfo]:
+        if incarnation != self.incarnation:
+            seed = incarnation_seed(self.env_seed, self.actor_id, incarnation)
+            torch.manual_seed(derived_seed(self.config.seed, 3, self.actor_id, seed))
+            k = self.config.runner.envs_per_worker
+            env = make_worker_env(self.config, self.actor_id, None)
+            self.collector = make_collector(self.config, self.local, env, seed, self.actor_id * k)
+            self.incarnation = incarnation
+        self.local.load_state_dict(weights.state)
+        batch, finished = self.collector.collect(self.local, self.config.algo.rollout_length)
+        batch.policy_version = weights.version
+        k = self.config.runner.envs_per_worker
+        episodes = episode_records(finished, self.actor_id, k)
+        return batch, RolloutInfo(self.actor_id, weights.version, batch.env_steps, episodes)
+
+    def collect(self, weights: Weights, incarnation: int) -> tuple[RolloutBatch, RolloutInfo]:
+        """One T-step rollout with ``weights`` (two returns: the batch for the learner, the
+        info for the driver)."""
+        return self._collect(weights, incarnation)
+
+    def gradient(self, weights: Weights, incarnation: int) -> tuple[torch.Tensor | None, RolloutInfo]:
+        """One rollout, then the clipped loss gradient on it, flat (None if non-finite)."""
+        batch, info = self._collect(weights, incarnation)
+        terms, grad_norm, finite = loss_gradient(self.loss, self.local, batch, self.config.algo.max_grad_norm)
+        flat = None
+        if finite:
+            flat = torch.cat(
+                [
+                    (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                    for p in self.local.parameters()
+                ]
+            )
+        info.finite = finite
+        info.stats = UpdateStats(
+            info.env_steps,
+            finite,
+            float(terms.policy.item()),
+            float(terms.value.item()),
+            float(terms.entropy.item()),
+            grad_norm,
+            0.0,
+            self.config.algo.entropy_coef,
+        )
+        return flat, info
+
+
+class LearnerActor:
+    """The model and Adam of the run, updated on rollouts or on gradients."""
+
+    def __init__(self, config_data: dict[str, Any], spec: ModelSpec) -> None:
+        torch.set_num_threads(1)
+        self.config = Config.model_validate(config_data)
+        self.model = build_model(spec)
+        algo = self.config.algo
+        self.optimizer = SharedAdam(self.model.parameters(), lr=algo.lr, eps=algo.adam_eps)
+        self.learner = Learner(self.config, self.model, self.optimizer)
+        self.version = 0
+
+    def where(self) -> dict[str, Any]:
+        import ray
+
+        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    def load(self, tensors: dict[str, torch.Tensor], version: int) -> Weights:
+        """Take weights and Adam state (a checkpoint's); returns the weights."""
+        load_training_tensors(tensors, [self.model], [self.optimizer])
+        self.version = version
+        return self.weights()
+
+    def weights(self) -> Weights:
+        return Weights(self.version, {k: v.clone() for k, v in self.model.state_dict().items()})
+
+    def state(self) -> tuple[dict[str, torch.Tensor], int]:
+        return training_tensors([self.model], [self.optimizer]), self.version
+
+    def update(self, env_steps: int, *batches: RolloutBatch) -> tuple[UpdateStats, Weights]:
+        """One update on the rollouts side by side; the stats and the new weights."""
+        stats = self.learner.learn(self.model, concat_batches(list(batches)), env_steps)
+        self.version += 1
+        return stats, self.weights()
+
+    def apply(
+        self, flat: torch.Tensor | None, version: int, env_steps: int, max_staleness: int
+    ) -> tuple[Applied, Weights | None]:
+        """Apply a gradient computed with weights ``version``; the new weights, or None when
+        it was dropped (more than ``max_staleness`` versions old) or non-finite."""
+        staleness = self.version - version
+        lr = self.learner.learning_rate(env_steps)
+        self.learner.check_finite(flat is not None, "a rollout actor's gradient")
+        if flat is None or staleness > max_staleness:
+            return Applied(False, staleness, lr), None
+        offset = 0
+        for p in self.model.parameters():
+            p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        self.learner.step(self.model, env_steps)
+        self.version += 1
+        return Applied(True, staleness, lr), self.weights()
+
+
+def actor_name(run_dir: Path, role: str) -> str:
+    """The Ray name of a run's ``role`` actor (``learner``), unique per run directory."""
+    digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
+    return f"uavrl-{role}-{digest}"
+
+
+def connect(config: Config) -> bool:
+    """Join the cluster at ``runner.ray_address`` (or ``RAY_ADDRESS``), else start Ray on this
+    machine; True if this call started it (the caller shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    r = config.runner
+    address = r.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+    else:
+        # Ray nices its workers (15) by default: on a busy machine the actors, which do all the
+        # work, would starve behind everything else
+        os.environ.setdefault("RAY_worker_niceness", "0")
+        # one CPU per actor: where the machine has fewer cores, the actors share them
+        ray.init(num_cpus=max(os.cpu_count() or 1, r.n_workers + 1), include_dashboard=False)
+    return True
+
+
+def check_resources(config: Config) -> None:
+    import ray
+
+    need = config.runner.n_workers + 1
+    have = ray.cluster_resources().get("CPU", 0)
+    if have < need:
+        raise ConfigError(
+            f"runner.backend: ray needs {need} CPUs (runner.n_workers={config.runner.n_workers} rollout "
+            f"actors and one learner, num_cpus=1 each), the cluster has {have:g}"
+        )
+
+
+@dataclass
+class FaultLog:
+    restarts: list[int]
+    rollouts_dropped: int = 0
+    learner_restarts: int = 0
+    env_steps_rolled_back: int = 0
+    stale_gradients_dropped: int = 0
+    lag: Counter[int] = field(default_factory=Counter)
+
+
+class RayDriver:
+    """The loop of a Ray run: keeps every rollout actor busy, feeds the learner, books."""
+
+    def __init__(self, config: Config, session: TrainingSession, hook: ProgressHook | None) -> None:
+        import ray
+
+        self.ray = ray
+        self.config = config
+        self.session = session
+        self.hook = hook
+        r = config.runner
+        options = {"num_cpus": 1, "max_restarts": r.max_restarts, "max_task_retries": 0}
+        self.learner: Any = (
+            ray.remote(LearnerActor)
+            .options(name=actor_name(session.run_dir, "learner"), **options)
+            .remote(config.to_dict(), session.spec)
+        )
+        env_seed = session.env_seed()
+        remote_actor = ray.remote(RolloutActor).options(scheduling_strategy="SPREAD", **options)
+        self.actors: list[Any] = [
+            remote_actor.remote(config.to_dict(), session.spec, i, env_seed) for i in range(r.n_workers)
+        ]
+        self.faults = FaultLog([0] * r.n_workers)
+        self.max_staleness = r.max_grad_staleness if r.max_grad_staleness is not None else r.n_workers
+        self.weights: Any = None
+        self.version = 0
+        self.inflight: dict[Any, tuple[int, Any]] = {}  # info ref -> (actor, data ref)
+        self.learner_pid, self.pids = 0, [0] * r.n_workers  # which process answers for each
+        self.pings: dict[Any, int] = {}  # ping ref -> actor
+        self.last_ping = [time.monotonic()] * r.n_workers
+        session.sync_models = self._pull_models
+
+    def placement(self) -> dict[str, Any]:
+        """Node ids of the learner and of every rollout actor (waits for them to start)."""
+        where = self.ray.get([self.learner.where.remote(), *[a.where.remote() for a in self.actors]])
+        self.learner_pid = int(where[0]["pid"])
+        self.pids = [int(w["pid"]) for w in where[1:]]
+        return {"learner": where[0]["node_id"], "actors": [w["node_id"] for w in where[1:]]}
+
+    def _pull_models(self) -> bool:
+        try:
+            tensors, _ = self.ray.get(self.learner.state.remote())
+        except self.ray.exceptions.RayActorError:
+            return False
+        load_training_tensors(tensors, self.session.models, self.session.optimizers)
+        return True
+
+    def _push_models(self) -> None:
+        """The session's models and Adam state (start, resume, or a restarted learner) to the
+        learner; its weights become the current version."""
+        version = int(self.session.counters.snapshot()["updates"])
+        tensors = training_tensors(self.session.models, self.session.optimizers)
+        self.weights = self.learner.load.remote(tensors, version)
+        self.ray.get(self.weights)
+        self.version = version
+
+    # --- rollout actors -------------------------------------------------------------------
+
+    def _submit(self, actor_id: int) -> None:
+        actor, incarnation = self.actors[actor_id], self.faults.restarts[actor_id]
+        if self.config.runner.kind == "a3c":
+            data, info = actor.gradient.options(num_returns=2).remote(self.weights, incarnation)
+        else:
+            data, info = actor.collect.options(num_returns=2).remote(self.weights, incarnation)
+        self.inflight[info] = (actor_id, data)
+
+    def _next_result(self) -> tuple[RolloutInfo, Any] | None:
+        """The next finished rollout (its info and data ref), or None after ``POLL_S``. A
+        failed call, or a ping answered by a new process, means Ray restarted the actor: its
+        rollout is dropped and it acts again."""
+        self._check_actors()
+        ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=POLL_S)
+        if not ready:
+            return None
+        actor_id, data = self.inflight.pop(ready[0])
+        try:
+            info: RolloutInfo = self.ray.get(ready[0])
+        except self.ray.exceptions.RayActorError as err:
+            pid = self._answering_pid(self.actors[actor_id])
+            self._actor_answered(actor_id, pid, f"{type(err).__name__}")
+            if actor_id not in {i for i, _ in self.inflight.values()}:
+                self._submit(actor_id)
+            return None
+        return info, data
+
+    def _check_actors(self) -> None:
+        """Ping every rollout actor at most every ``PING_S``: the error of a task whose actor
+        died does not always reach ``ray.wait`` (seen across nodes), a new pid always tells."""
+        now = time.monotonic()
+        for i, actor in enumerate(self.actors):
+            if i not in self.pings.values() and now - self.last_ping[i] > PING_S:
+                self.pings[actor.where.remote()] = i
+                self.last_ping[i] = now
+        if not self.pings:
+            return
+        ready, _ = self.ray.wait(list(self.pings), num_returns=len(self.pings), timeout=0)
+        for ref in ready:
+            i = self.pings.pop(ref)
+            try:
+                pid: int | None = int(self.ray.get(ref)["pid"])
+            except self.ray.exceptions.ActorUnavailableError:
+                continue  # being restarted: the next ping tells
+            except self.ray.exceptions.RayActorError:
+                pid = None
+            if pid != self.pids[i]:
+                self._actor_answered(i, pid, "a new process answered its ping")
+                for ref_i in [r for r, (owner, _) in self.inflight.items() if owner == i]:
+                    del self.inflight[ref_i]
+                self._submit(i)
+
+    def _count_late_deaths(self) -> None:
+        """At the end of the run: an actor that died in its last rollout, which the run did
+        not wait for, is counted too (each actor answers once Ray has restarted it)."""
+        for i, actor in enumerate(self.actors):
+            pid = self._answering_pid(actor)
+            if pid is not None and pid != self.pids[i]:
+                self._actor_answered(i, pid, "found at the end of the run")
+
+    def _answering_pid(self, handle: Any) -> int | None:
+        """The pid of ``handle``'s process once it answers (Ray may be restarting it); None if
+        it is dead for good (its restarts used up)."""
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while True:
+            try:
+                return int(self.ray.get(handle.where.remote())["pid"])
+            except self.ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(POLL_S)
+            except self.ray.exceptions.RayActorError:
+                return None
+
+    def _actor_answered(self, actor_id: int, pid: int | None, what: str) -> None:
+        """Rollout actor ``actor_id`` lost a rollout (``what`` happened) and ``pid`` answers for
+        it now: a new pid is a restart (counted), None means dead for good (the run stops)."""
+        r = self.config.runner
+        self.faults.rollouts_dropped += 1
+        n = self.faults.restarts[actor_id]
+        if pid is None:
+            self.session.record_event(
+                f"rollout actor {actor_id} died after {n} restarts (runner.max_restarts={r.max_restarts}); "
+                "stopping the run"
+            )
+            raise WorkerFailed(f"rollout actor {actor_id} failed for good ({what})")
+        if pid == self.pids[actor_id]:
+            self.session.record_event(f"rollout actor {actor_id}: {what}; its rollout is dropped")
+            return
+        self.pids[actor_id] = pid
+        self.faults.restarts[actor_id] = n + 1
+        self.session.record_event(
+            f"rollout actor {actor_id} died ({what}); its rollout in flight is dropped; "
+            f"restart {n + 1} of {r.max_restarts}"
+        )
+
+    # --- learner ----------------------------------------------------------------------------
+
+    def _learner_call(self, ref: Any) -> Any:
+        """The learner's result; a dead learner is restarted from the last checkpoint (returns
+        None: everything in flight was dropped and resubmitted). While waiting, the learner is
+        pinged: a new pid means it died though the call's error has not arrived."""
+        while True:
+            ready, _ = self.ray.wait([ref], timeout=PING_S)
+            if ready:
+                try:
+                    return self.ray.get(ref)
+                except self.ray.exceptions.RayActorError as err:
+                    self._learner_died(type(err).__name__)
+                    return None
+            try:  # alive and busy: the ping answers after the call, which is then ready
+                pid = int(self.ray.get(self.learner.where.remote(), timeout=PING_S)["pid"])
+            except (self.ray.exceptions.GetTimeoutError, self.ray.exceptions.ActorUnavailableError):
+                continue
+            except self.ray.exceptions.RayActorError as err:
+                self._learner_died(type(err).__name__)
+                return None
+            if pid != self.learner_pid:
+                self._learner_died("a new process answered its ping")
+                return None
+
+    def _learner_died(self, what: str) -> None:
+        r, session = self.config.runner, self.session
+        pid = self._answering_pid(self.learner)
+        if pid is None:
+            session.record_event(
+                f"learner died after {self.faults.learner_restarts} restarts "
+                f"(runner.max_restarts={r.max_restarts}); stopping the run"
+            )
+            raise WorkerFailed(f"the learner failed for good ({what})")
+        if pid != self.learner_pid:
+            self.learner_pid = pid
+            self.faults.learner_restarts += 1
+        before = int(session.counters.env_steps.value)
+        session.rollback_to_checkpoint()
+        after = int(session.counters.env_steps.value)
+        self.faults.env_steps_rolled_back += before - after
+        self._push_models()
+        dropped = len(self.inflight)
+        self.faults.rollouts_dropped += dropped
+        self.inflight.clear()
+        session.record_event(
+            f"learner died ({what}); restarted from the last checkpoint: env steps "
+            f"{before} -> {after}, {dropped} rollouts in flight dropped "
+            f"(learner restart {self.faults.learner_restarts} of {r.max_restarts})"
+        )
+        for i in range(len(self.actors)):
+            self._submit(i)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self._push_models()
+        if not (self.session.checkpoint_dir / "last.json").exists():
+            self.session.checkpoint()  # a restarted learner always has a checkpoint to go back to
+        for i in range(len(self.actors)):
+            self._submit(i)
+        if self.config.runner.kind == "a3c":
+            self._run_gradients()
+        else:
+            self._run_rollouts()
+        self._count_late_deaths()
+
+    def _round_done(self) -> bool:
+        """Checkpoint if due, call the hook; True if the run should stop."""
+        self.session.maybe_checkpoint()
+        return self.session.after_round(self.hook)
+
+    def _run_rollouts(self) -> None:
+        r, counters = self.config.runner, self.session.counters
+        per_update = r.n_workers if r.kind == "a3c_data" or r.learner_batch is None else r.learner_batch
+        pending: list[tuple[RolloutInfo, Any]] = []
+        while counters.env_steps.value < r.total_env_steps:
+            result = self._next_result()
+            if result is None:
+                if self._round_done():
+                    return
+                continue
+            pending.append(result)
+            if r.kind == "impala":  # never waits for the learner
+                self._submit(result[0].actor_id)
+            if len(pending) < per_update:
+                continue
+            infos, refs = [p[0] for p in pending], [p[1] for p in pending]
+            pending = []
+            stats_ref, weights = self.learner.update.options(num_returns=2).remote(
+                int(counters.env_steps.value), *refs
+            )
+            stats = self._learner_call(stats_ref)
+            if stats is None:
+                continue  # rolled back to the checkpoint; every actor was resubmitted
+            self.faults.lag.update(self.version - info.version for info in infos)
+            self.weights, self.version = weights, self.version + 1
+            episodes = [ep for info in infos for ep in info.episodes]
+            book_update(0, stats, episodes, counters, self.session.metrics, self.session.clock_origin)
+            if r.kind == "a3c_data":  # every actor acts again with the new weights
+                for info in infos:
+                    self._submit(info.actor_id)
+            if self._round_done():
+                return
+
+    def _run_gradients(self) -> None:
+        r, counters = self.config.runner, self.session.counters
+        while counters.env_steps.value < r.total_env_steps:
+            result = self._next_result()
+            if result is None:
+                if self._round_done():
+                    return
+                continue
+            info, flat = result
+            env_steps = int(counters.env_steps.value)
+            applied_ref, weights = self.learner.apply.options(num_returns=2).remote(
+                flat, info.version, env_steps, self.max_staleness
+            )
+            applied: Applied | None = self._learner_call(applied_ref)
+            if applied is None:
+                continue
+            self.faults.lag[applied.staleness] += 1
+            if applied.applied:
+                self.weights, self.version = weights, self.version + 1
+            elif info.finite:
+                self.faults.stale_gradients_dropped += 1
+            assert info.stats is not None
+            info.stats.applied, info.stats.lr = applied.applied, applied.lr
+            self._submit(info.actor_id)
+            metrics, origin = self.session.metrics, self.session.clock_origin
+            book_update(info.actor_id, info.stats, info.episodes, counters, metrics, origin)
+            if self._round_done():
+                return
+
+    def stats(self) -> dict[str, Any]:
+        f = self.faults
+        total = sum(f.lag.values())
+        mean = sum(lag * n for lag, n in f.lag.items()) / max(total, 1)
+        name = "gradient_staleness" if self.config.runner.kind == "a3c" else "policy_lag"
+        return {
+            name: {"histogram": {str(k): v for k, v in sorted(f.lag.items())}, "mean": mean},
+            "faults": {
+                "restarts": f.restarts,
+                "rollouts_dropped": f.rollouts_dropped,
+                "learner_restarts": f.learner_restarts,
+                "env_steps_rolled_back": f.env_steps_rolled_back,
+                "stale_gradients_dropped": f.stale_gradients_dropped,
+            },
+        }
+
+    def close(self) -> None:
+        for actor in [self.learner, *self.actors]:
+            self.ray.kill(actor, no_restart=True)
+
+
+def run_ray(
+    config: Config, run_dir: Path, resume: bool = False, hook: ProgressHook | None = None
+) -> RunResult:
+    """Train ``config`` on Ray; writes logs and checkpoints under ``run_dir`` (on this machine)."""
+    torch.set_num_threads(1)
+    r = config.runner
+    n_slots = r.n_workers if r.kind == "a3c" else 1
+    session = TrainingSession(config, run_dir, n_learners=1, n_slots=n_slots, resume=resume)
+    session.open_pool(cross_process=False)
+    started = connect(config)
+    driver = None
+    try:
+        check_resources(config)
+        driver = RayDriver(config, session, hook)
+        session.stats["ray"] = driver.placement()
+        with session.running():
+            driver.run()
+        session.stats.update(driver.stats())
+    finally:
+        if driver is not None:
+            driver.close()
+        if started:
+            import ray
+
+            ray.shutdown()
+    return session.result()

@@ -1,0 +1,194 @@
+"""The Ray backend on a 2-node cluster simulated on this machine (``ray.cluster_utils.Cluster``):
+placement on both nodes, impala / a3c_data / a3c runs, a rollout actor and the learner killed
+with -9 mid-run, and a driver killed with -9 then resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from uavrl.config import Config
+from uavrl.errors import ConfigError
+from uavrl.experiments.train import train
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from uavrl.runners.ray_backend import actor_name  # noqa: E402
+
+FAULTY = "tests.runners.helper_envs:Faulty-v0"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def two_nodes() -> Any:
+    """A head and a second node, 2 logical CPUs each; this process connects as the driver."""
+    with pytest.MonkeyPatch.context() as patch:
+        # Ray nices its workers by default: they must not starve behind the other tests
+        patch.setenv("RAY_worker_niceness", "0")
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+        cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        # the rollout actors import the test envs from this repository
+        ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+        yield cluster
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def _config(make_config: Any, kind: str, steps: int = 2000, **env_params: Any) -> Config:
+    """Rollouts of 100 env steps (4 envs x 25): few round trips, so the tests stay short."""
+    return make_config(
+        env={"id": FAULTY, "params": {"fault": "none", **env_params}, "worker_cells": None},
+        runner={
+            "kind": kind,
+            "backend": "ray",
+            "serial": False,
+            "total_env_steps": steps,
+            "envs_per_worker": 4,
+            "checkpoint_every": 3,
+        },
+        algo={"rollout_length": 25, "lr": 1e-3, "gae_lambda": None},
+        model={"hidden_size": 8, "recurrent": False},
+        eval={"episodes": 2},
+    )
+
+
+def _episodes_are_numbered_once(run_dir: Path) -> None:
+    log = pd.read_csv(run_dir / "training_log.csv")
+    for _, rows in log.groupby("worker_id"):
+        episodes = sorted(rows["episode"])
+        assert episodes == list(range(1, len(episodes) + 1))
+
+
+def _on_both_nodes(summary: dict[str, Any]) -> None:
+    nodes = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+    assert len(nodes) == 2
+    assert set(summary["ray"]["actors"]) == nodes  # SPREAD: one rollout actor on each node
+
+
+def test_a3c_data_runs_on_two_nodes_on_policy(two_nodes: Any, make_config: Any, tmp_path: Path) -> None:
+    config = _config(make_config, "a3c_data")
+    summary = train(config, tmp_path)
+    assert summary["status"] == "finished"
+    assert config.runner.total_env_steps <= summary["env_steps"] <= config.runner.total_env_steps + 200
+    _on_both_nodes(summary)
+    lag = summary["policy_lag"]["histogram"]  # actors wait for the update they fed
+    assert set(lag) == {"0"} and lag["0"] == summary["updates"] * config.runner.n_workers
+    assert summary["faults"]["restarts"] == [0, 0] and summary["faults"]["rollouts_dropped"] == 0
+    _episodes_are_numbered_once(tmp_path)
+    assert (tmp_path / "checkpoints" / "last.safetensors").exists()
+
+
+@pytest.mark.parametrize("kind", ["impala", "a3c"])
+def test_a_killed_rollout_actor_is_restarted_and_the_budget_trained(
+    two_nodes: Any, make_config: Any, tmp_path: Path, kind
+) -> None:
+    marker = tmp_path / "killed"
+    # the first actor to step an env dies at once (kill -9 of its own process): surely mid-run
+    config = _config(make_config, kind, fault="kill_once", at_step=1, marker=str(marker))
+    summary = train(config, tmp_path / "run")
+    assert marker.exists()
+    assert summary["status"] == "finished" and summary["env_steps"] >= config.runner.total_env_steps
+    _on_both_nodes(summary)
+    lag = summary["gradient_staleness" if kind == "a3c" else "policy_lag"]["histogram"]
+    assert sum(lag.values()) >= summary["updates"] > 0
+    faults = summary["faults"]
+    assert sorted(faults["restarts"]) == [0, 1] and faults["rollouts_dropped"] == 1
+    assert faults["learner_restarts"] == 0
+    events = (tmp_path / "run" / "events.log").read_text().splitlines()
+    assert len(events) == 1 and "rollout actor" in events[0] and "restart 1 of 3" in events[0]
+    _episodes_are_numbered_once(tmp_path / "run")
+
+
+def test_a_killed_learner_restarts_from_the_last_checkpoint(
+    two_nodes: Any, make_config: Any, tmp_path: Path
+) -> None:
+    config = _config(make_config, "impala", steps=2400)
+    killed: list[int] = []
+
+    def kill_learner(env_steps: int, models: Any) -> None:
+        # checkpoints every 3 updates (600 env steps): 1000 is not one of them
+        if killed or env_steps < 1000:
+            return
+        learner = ray.get_actor(actor_name(tmp_path, "learner"))
+        pid = ray.get(learner.where.remote())["pid"]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    summary = train(config, tmp_path, hook=kill_learner)
+    assert len(killed) == 1
+    assert summary["status"] == "finished" and summary["env_steps"] >= config.runner.total_env_steps
+    faults = summary["faults"]
+    assert faults["learner_restarts"] == 1 and faults["env_steps_rolled_back"] > 0
+    events = (tmp_path / "events.log").read_text()
+    assert "learner died" in events and "restarted from the last checkpoint" in events
+    # the log was cut back to the checkpoint: each episode once, steps never going back
+    _episodes_are_numbered_once(tmp_path)
+    log = pd.read_csv(tmp_path / "training_log.csv")
+    assert log["step"].is_monotonic_increasing
+
+
+def test_the_backend_refuses_what_it_cannot_run(make_config: Any) -> None:
+    with pytest.raises(ConfigError, match=r"runner\.backend: ray does not run runner\.serial: True"):
+        make_config(runner={"backend": "ray", "serial": True})
+    with pytest.raises(ConfigError, match=r"runner\.max_grad_staleness applies to runner\.backend: ray"):
+        make_config(runner={"max_grad_staleness": 2})
+
+
+def test_a_driver_killed_with_9_resumes(two_nodes: Any, tmp_path: Path) -> None:
+    """``uavrl train`` as a driver process on the cluster: kill -9 of the driver, then
+    ``--resume --address`` (Ray ends a dead driver's actors)."""
+    run_dir = tmp_path / "run"
+    config = {
+        "name": "ray-resume",
+        "seed": 1,
+        "env": {"id": FAULTY, "params": {"fault": "none"}},
+        "model": {"hidden_size": 8, "recurrent": False},
+        "algo": {"rollout_length": 25, "gae_lambda": None},
+        "runner": {
+            "kind": "impala",
+            "backend": "ray",
+            "n_workers": 2,
+            "envs_per_worker": 4,
+            "total_env_steps": 4000,
+            "checkpoint_every": 3,
+        },
+        "eval": {"episodes": 2},
+        "log": {"tensorboard": False, "progress": False},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(ROOT)
+    uavrl = [sys.executable, "-m", "uavrl.cli"]
+    address = ["--address", two_nodes.address]
+    driver = subprocess.Popen(
+        [*uavrl, "train", "--config", str(path), "--run-dir", str(run_dir), *address], env=env, cwd=ROOT
+    )
+    checkpoint = run_dir / "checkpoints" / "last.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and driver.poll() is None:
+        if checkpoint.exists() and json.loads(checkpoint.read_text())["counters"]["env_steps"] >= 1200:
+            break
+        time.sleep(0.2)
+    assert driver.poll() is None, "the driver ended before it was killed"
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    done = subprocess.run(
+        [*uavrl, "train", "--resume", str(run_dir), *address], env=env, cwd=ROOT, timeout=300
+    )
+    assert done.returncode == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["env_steps"] >= 4000
+    assert json.loads(checkpoint.read_text())["counters"]["resumes"] == 1
+    _episodes_are_numbered_once(run_dir)
