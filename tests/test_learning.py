@@ -26,6 +26,20 @@ def test_every_runner_solves_cartpole(tmp_path: Path, runner: str) -> None:
         assert summary["policy_lag"]["mean"] > 0
 
 
+@pytest.mark.parametrize("runner", ["impala", "a3c"])
+def test_the_ray_backend_solves_cartpole_as_the_process_backend_does(tmp_path: Path, runner: str) -> None:
+    """The same configs as above, on Ray started on this machine (a3c as gradient parallelism:
+    rollout actors send gradients, the learner applies them)."""
+    pytest.importorskip("ray")
+    config = load_config(CONFIGS / f"cartpole_{runner}.yaml", [*QUIET, "runner.backend=ray"])
+    summary = train(config, tmp_path)
+    assert summary["env_steps"] <= config.runner.total_env_steps + 1000
+    assert summary["eval"]["mean_return"] >= 475.0
+    lag = summary["gradient_staleness" if runner == "a3c" else "policy_lag"]
+    assert lag["mean"] > 0  # the learner really got work done with older weights
+    assert summary["faults"]["restarts"] == [0, 0]
+
+
 def test_a3c_gaussian_head_swings_up_pendulum(tmp_path: Path) -> None:
     config = load_config(CONFIGS / "pendulum_a3c.yaml", QUIET)
     summary = train(config, tmp_path)
