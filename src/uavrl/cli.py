@@ -475,10 +475,10 @@ def cmd_study(args: argparse.Namespace) -> None:
 
     study = load_study(args.config, args.set)
     study_dir = Path(args.run_dir) if args.run_dir else Path("runs") / study.name
-    console.print(
-        f"study {study.name}: {len(plan(study, study_dir))} runs into {study_dir}, "
-        f"{study.runs_at_once} at a time"
-    )
+    if args.address and args.backend != "ray":
+        raise ConfigError("--address needs --backend ray")
+    where = "as Ray tasks" if args.backend == "ray" else f"{study.runs_at_once} at a time"
+    console.print(f"study {study.name}: {len(plan(study, study_dir))} runs into {study_dir}, {where}")
     shown: list[tuple[int, int, int]] = []
 
     def show(progress: Progress, status: Status) -> None:
@@ -490,7 +490,9 @@ def cmd_study(args: argparse.Namespace) -> None:
 
     try:
         with console.status("starting") as status:
-            _, progress = run_study(study, study_dir, lambda p: show(p, status))
+            _, progress = run_study(
+                study, study_dir, lambda p: show(p, status), backend=args.backend, address=args.address
+            )
         if console.is_terminal:
             console.print(progress.line(study.runs_at_once))
     except StudyFailed as err:
@@ -635,6 +637,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a study value"
     )
     study.add_argument("--run-dir", help="study directory (default runs/<name>)")
+    study.add_argument(
+        "--backend",
+        choices=["process", "ray"],
+        default="process",
+        help="process: `parallel` runs at a time here; ray: every run a Ray task on the cluster",
+    )
+    study.add_argument("--address", help="with --backend ray: a Ray cluster to join (default: start Ray)")
     study.set_defaults(func=cmd_study)
 
     report = sub.add_parser(

@@ -23,6 +23,7 @@ from uavrl.experiments.train import train
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
+from uavrl.experiments.study import load_study, plan  # noqa: E402
 from uavrl.runners.ray_backend import actor_name  # noqa: E402
 
 FAULTY = "tests.runners.helper_envs:Faulty-v0"
@@ -192,3 +193,41 @@ def test_a_driver_killed_with_9_resumes(two_nodes: Any, tmp_path: Path) -> None:
     assert summary["status"] == "finished" and summary["env_steps"] >= 4000
     assert json.loads(checkpoint.read_text())["counters"]["resumes"] == 1
     _episodes_are_numbered_once(run_dir)
+
+
+def test_a_study_runs_as_ray_tasks_retries_a_killed_run_and_skips_finished_ones(
+    two_nodes: Any, tmp_path: Path
+) -> None:
+    """Each run a Ray task; the first training env to step 100 times kills its task's process
+    (-9), which Ray retries once; the run directories land under the study directory here."""
+    from uavrl.experiments.study import run_study
+
+    marker = tmp_path / "killed"
+    spec = {
+        "name": "ray_study",
+        "base": {
+            "env": {"id": FAULTY, "params": {"fault": "kill_once", "at_step": 100, "marker": str(marker)}},
+            "model": {"hidden_size": 8, "recurrent": False},
+            "algo": {"rollout_length": 10},
+            "runner": {"n_workers": 2, "envs_per_worker": 2, "serial": True},
+            "log": {"tensorboard": False, "progress": False},
+        },
+        "seeds": 2,
+        "arms": ["a3c", "individual"],
+        "env_steps_per_worker": 500,
+        "evaluation": {"episodes": 4},
+    }
+    (tmp_path / "study.yaml").write_text(json.dumps(spec))
+    study = load_study(tmp_path / "study.yaml")
+    study_dir = tmp_path / "out"
+    results, progress = run_study(study, study_dir, poll_s=0.1, backend="ray")
+    assert marker.exists()  # one run's task died, and its retry finished it
+    assert progress.done == 4 and progress.failed == 0
+    learned = results[results["arm"] != "reference"]
+    assert set(learned["arm"]) == {"a3c", "individual"} and set(learned["seed"]) == {0, 1}
+    for run in plan(study, study_dir):
+        summary = json.loads((run.run_dir / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["config_hash"] == run.config.hash()
+        assert (run.run_dir / "checkpoints" / "last.safetensors").exists()
+    _, again = run_study(study, study_dir, poll_s=0.1, backend="ray")
+    assert again.skipped == 4 and again.done == 0

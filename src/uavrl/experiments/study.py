@@ -569,13 +569,146 @@ class StudyFailed(RuntimeError):
     """Some runs failed; the others are finished and in ``results.csv``."""
 
 
+class ProcessJobs:
+    """Each run as a ``python -m uavrl.experiments.study RUN_DIR`` process on this machine,
+    ``parallel`` at a time, its output in the run's ``job.log``."""
+
+    def __init__(self, parallel: int) -> None:
+        self.parallel = parallel
+        self.running: dict[str, tuple[PlannedRun, subprocess.Popen[bytes], float]] = {}
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def has_room(self) -> bool:
+        return len(self.running) < self.parallel
+
+    def start(self, run: PlannedRun) -> None:
+        with (run.run_dir / JOB_LOG).open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "uavrl.experiments.study", str(run.run_dir)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
+        self.running[run.label] = (run, process, time.time())
+
+    def finished(self, wait_s: float) -> list[tuple[PlannedRun, str | None, float]]:
+        """Runs that ended since the last call: (run, error or None, seconds it took)."""
+        time.sleep(wait_s)
+        done: list[tuple[PlannedRun, str | None, float]] = []
+        for label, (run, process, start) in list(self.running.items()):
+            code = process.poll()
+            if code is None:
+                continue
+            del self.running[label]
+            error = None if code == 0 else f"exit {code}, see {run.run_dir / JOB_LOG}"
+            done.append((run, error, time.time() - start))
+        return done
+
+    def stop(self) -> None:
+        """SIGINT lets each run checkpoint before it exits."""
+        for _, process, _ in self.running.values():
+            process.send_signal(signal.SIGINT)
+        for _, process, _ in self.running.values():
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def read_tree(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory``, by relative path."""
+    return {str(f.relative_to(directory)): f.read_bytes() for f in directory.rglob("*") if f.is_file()}
+
+
+def write_tree(directory: Path, files: dict[str, bytes]) -> None:
+    """Write :func:`read_tree`'s files under ``directory`` (replacing those of the same name)."""
+    for name, data in files.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_bytes(data)
+
+
+def ray_run_job(files: dict[str, bytes]) -> dict[str, bytes]:
+    """A Ray task: one run, from its directory's files (config, evaluation spec, and what an
+    earlier attempt checkpointed) to all of its files after :func:`run_job`, so the run
+    directory lives on the driver's disk whichever node trained it."""
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="uavrl-run-") as tmp:
+        write_tree(Path(tmp), files)
+        run_job(Path(tmp))
+        return read_tree(Path(tmp))
+
+
+class RayJobs:
+    """Each run as a Ray task across the cluster: one CPU for a serial run, N + 1 for a run
+    of N worker processes; a run that fails is retried once (Ray places the retry, on
+    another node where the cluster has room). Results are written back into the run's
+    directory on this machine's disk."""
+
+    def __init__(self, address: str | None, local_cpus: int) -> None:
+        import ray
+
+        from uavrl.runners.ray_backend import connect
+
+        self.ray = ray
+        self.started = connect(address, local_cpus)
+        self.running: dict[Any, tuple[PlannedRun, float]] = {}
+        self.task = ray.remote(ray_run_job)
+
+    def has_room(self) -> bool:
+        return True  # Ray queues what the cluster cannot run yet
+
+    def start(self, run: PlannedRun) -> None:
+        r = run.config.runner
+        cpus = 1 if r.serial or r.kind == "a2c" else r.n_workers + 1
+        task = self.task.options(
+            num_cpus=cpus, max_retries=1, retry_exceptions=True, scheduling_strategy="SPREAD"
+        )
+        self.running[task.remote(read_tree(run.run_dir))] = (run, time.time())
+
+    def finished(self, wait_s: float) -> list[tuple[PlannedRun, str | None, float]]:
+        if not self.running:
+            time.sleep(wait_s)
+            return []
+        ready, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=wait_s)
+        done: list[tuple[PlannedRun, str | None, float]] = []
+        for ref in ready:
+            run, start = self.running.pop(ref)
+            try:
+                files: dict[str, bytes] = self.ray.get(ref)
+            except self.ray.exceptions.RayError as err:
+                (run.run_dir / JOB_LOG).write_text(f"failed twice on Ray:\n{err}\n")
+                done.append((run, f"failed on Ray twice, see {run.run_dir / JOB_LOG}", time.time() - start))
+                continue
+            write_tree(run.run_dir, files)
+            done.append((run, None, time.time() - start))
+        return done
+
+    def stop(self) -> None:
+        for ref in self.running:
+            self.ray.cancel(ref, force=True)
+        if self.started:
+            self.ray.shutdown()
+
+
 def run_study(
     study: StudyConfig,
     study_dir: Path,
     report: Callable[[Progress], None] | None = None,
     poll_s: float = 0.5,
+    backend: Literal["process", "ray"] = "process",
+    address: str | None = None,
 ) -> tuple[pd.DataFrame, Progress]:
-    """Run (or finish) every run of the study, then write ``results.csv``."""
+    """Run (or finish) every run of the study, then write ``results.csv``.
+
+    ``backend``: ``process`` runs ``study.parallel`` runs at a time on this machine; ``ray``
+    runs them as Ray tasks on the cluster at ``address`` (default: Ray started here). Either
+    way finished runs are skipped by config and evaluation hash, and every run directory is
+    under ``study_dir``.
+    """
     study_dir.mkdir(parents=True, exist_ok=True)
     (study_dir / STUDY_FILE).write_text(yaml.safe_dump(study.to_dict(), sort_keys=False))
     runs = plan(study, study_dir)
@@ -591,46 +724,27 @@ def run_study(
     write_references(study, study_dir)
     # Seed by seed across rows and arms: a study stopped early still has every row's first seeds.
     pending.sort(key=lambda run: run.seed)
-    running: dict[str, tuple[PlannedRun, subprocess.Popen[bytes], float]] = {}
     failures: list[str] = []
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    jobs: ProcessJobs | RayJobs = (
+        RayJobs(address, study.runs_at_once) if backend == "ray" else ProcessJobs(study.runs_at_once)
+    )
     try:
-        while pending or running:
-            while pending and len(running) < study.runs_at_once:
-                run = pending.pop(0)
-                with (run.run_dir / JOB_LOG).open("ab") as log:
-                    process = subprocess.Popen(
-                        [sys.executable, "-m", "uavrl.experiments.study", str(run.run_dir)],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                    )
-                running[run.label] = (run, process, time.time())
-            progress.running = len(running)
+        while pending or jobs.running:
+            while pending and jobs.has_room():
+                jobs.start(pending.pop(0))
+                progress.running = len(jobs.running)
             if report:
                 report(progress)
-            time.sleep(poll_s)
-            for label, (run, process, start) in list(running.items()):
-                code = process.poll()
-                if code is None:
-                    continue
-                del running[label]
-                if code == 0:
+            for run, error, seconds in jobs.finished(poll_s):
+                if error is None:
                     progress.done += 1
-                    progress.durations = (*progress.durations, time.time() - start)
+                    progress.durations = (*progress.durations, seconds)
                 else:
                     progress.failed += 1
-                    failures.append(f"{label} (exit {code}, see {run.run_dir / JOB_LOG})")
-            progress.running = len(running)
-    finally:
-        # On Ctrl-C or an error here: SIGINT lets each run checkpoint before it exits.
-        for _, process, _ in running.values():
-            process.send_signal(signal.SIGINT)
-        for _, process, _ in running.values():
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+                    failures.append(f"{run.label} ({error})")
+            progress.running = len(jobs.running)
+    finally:  # also on Ctrl-C or an error here
+        jobs.stop()
     if report:
         report(progress)
     results = collect_results(study, study_dir)

@@ -215,23 +215,21 @@ def actor_name(run_dir: Path, role: str) -> str:
     return f"uavrl-{role}-{digest}"
 
 
-def connect(config: Config) -> bool:
-    """Join the cluster at ``runner.ray_address`` (or ``RAY_ADDRESS``), else start Ray on this
-    machine; True if this call started it (the caller shuts it down)."""
+def connect(address: str | None, local_cpus: int) -> bool:
+    """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start Ray on this machine
+    with ``local_cpus`` logical CPUs; True if this call started it (the caller shuts it down)."""
     import ray
 
     if ray.is_initialized():
         return False
-    r = config.runner
-    address = r.ray_address or os.environ.get("RAY_ADDRESS")
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
     else:
         # Ray nices its workers (15) by default: on a busy machine the actors, which do all the
         # work, would starve behind everything else
         os.environ.setdefault("RAY_worker_niceness", "0")
-        # one CPU per actor: where the machine has fewer cores, the actors share them
-        ray.init(num_cpus=max(os.cpu_count() or 1, r.n_workers + 1), include_dashboard=False)
+        ray.init(num_cpus=local_cpus, include_dashboard=False)
     return True
 
 
@@ -575,7 +573,8 @@ def run_ray(
     n_slots = r.n_workers if r.kind == "a3c" else 1
     session = TrainingSession(config, run_dir, n_learners=1, n_slots=n_slots, resume=resume)
     session.open_pool(cross_process=False)
-    started = connect(config)
+    # one CPU per actor: where the machine has fewer cores, the actors share them
+    started = connect(r.ray_address, max(os.cpu_count() or 1, r.n_workers + 1))
     driver = None
     try:
         check_resources(config)
