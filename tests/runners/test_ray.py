@@ -146,9 +146,10 @@ def test_the_backend_refuses_what_it_cannot_run(make_config: Any) -> None:
         make_config(runner={"max_grad_staleness": 2})
 
 
-def test_a_driver_killed_with_9_resumes(two_nodes: Any, tmp_path: Path) -> None:
-    """``uavrl train`` as a driver process on the cluster: kill -9 of the driver, then
-    ``--resume --address`` (Ray ends a dead driver's actors)."""
+def test_a_driver_stopped_by_ctrl_c_then_killed_with_9_resumes(two_nodes: Any, tmp_path: Path) -> None:
+    """``uavrl train --address`` as a driver process on the cluster: Ctrl-C checkpoints and exits
+    130; ``--resume``, then kill -9 of that driver (Ray ends a dead driver's actors); ``--resume``
+    again finishes the budget with a clean log."""
     run_dir = tmp_path / "run"
     config = {
         "name": "ray-resume",
@@ -161,7 +162,7 @@ def test_a_driver_killed_with_9_resumes(two_nodes: Any, tmp_path: Path) -> None:
             "backend": "ray",
             "n_workers": 2,
             "envs_per_worker": 4,
-            "total_env_steps": 4000,
+            "total_env_steps": 6000,
             "checkpoint_every": 3,
         },
         "eval": {"episodes": 2},
@@ -173,26 +174,37 @@ def test_a_driver_killed_with_9_resumes(two_nodes: Any, tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(ROOT)
     uavrl = [sys.executable, "-m", "uavrl.cli"]
     address = ["--address", two_nodes.address]
-    driver = subprocess.Popen(
-        [*uavrl, "train", "--config", str(path), "--run-dir", str(run_dir), *address], env=env, cwd=ROOT
-    )
     checkpoint = run_dir / "checkpoints" / "last.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and driver.poll() is None:
-        if checkpoint.exists() and json.loads(checkpoint.read_text())["counters"]["env_steps"] >= 1200:
-            break
-        time.sleep(0.2)
-    assert driver.poll() is None, "the driver ended before it was killed"
+
+    def start_and_wait(args: list[str], steps: int) -> subprocess.Popen[bytes]:
+        """Start a driver; return once its checkpoint has ``steps`` env steps."""
+        driver = subprocess.Popen([*uavrl, *args, *address], env=env, cwd=ROOT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and driver.poll() is None:
+            if checkpoint.exists() and json.loads(checkpoint.read_text())["counters"]["env_steps"] >= steps:
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, "the driver ended before it was stopped"
+        return driver
+
+    driver = start_and_wait(["train", "--config", str(path), "--run-dir", str(run_dir)], 1200)
+    os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole group
+    assert driver.wait(timeout=60) == 130
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["env_steps"] == json.loads(checkpoint.read_text())["counters"]["env_steps"]
+
+    driver = start_and_wait(["train", "--resume", str(run_dir)], summary["env_steps"] + 1200)
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
-    done = subprocess.run(
-        [*uavrl, "train", "--resume", str(run_dir), *address], env=env, cwd=ROOT, timeout=300
-    )
+    resume = [*uavrl, "train", "--resume", str(run_dir), *address]
+    done = subprocess.run(resume, env=env, cwd=ROOT, timeout=300)
     assert done.returncode == 0
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "finished" and summary["env_steps"] >= 4000
-    assert json.loads(checkpoint.read_text())["counters"]["resumes"] == 1
+    assert summary["status"] == "finished" and summary["env_steps"] >= 6000
+    assert json.loads(checkpoint.read_text())["counters"]["resumes"] == 2
     _episodes_are_numbered_once(run_dir)
+    assert pd.read_csv(run_dir / "training_log.csv")["step"].is_monotonic_increasing
 
 
 def test_a_study_runs_as_ray_tasks_retries_a_killed_run_and_skips_finished_ones(
