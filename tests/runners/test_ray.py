@@ -224,7 +224,7 @@ def test_a_study_runs_as_ray_tasks_retries_a_killed_run_and_skips_finished_ones(
             "runner": {"n_workers": 2, "envs_per_worker": 2, "serial": True},
             "log": {"tensorboard": False, "progress": False},
         },
-        "seeds": 2,
+        "seeds": 1,
         "arms": ["a3c", "individual"],
         "env_steps_per_worker": 500,
         "evaluation": {"episodes": 4},
@@ -234,12 +234,12 @@ def test_a_study_runs_as_ray_tasks_retries_a_killed_run_and_skips_finished_ones(
     study_dir = tmp_path / "out"
     results, progress = run_study(study, study_dir, poll_s=0.1, backend="ray")
     assert marker.exists()  # one run's task died, and its retry finished it
-    assert progress.done == 4 and progress.failed == 0
+    assert progress.done == 2 and progress.failed == 0
     learned = results[results["arm"] != "reference"]
-    assert set(learned["arm"]) == {"a3c", "individual"} and set(learned["seed"]) == {0, 1}
+    assert set(learned["arm"]) == {"a3c", "individual"} and set(learned["seed"]) == {0}
     for run in plan(study, study_dir):
         summary = json.loads((run.run_dir / "summary.json").read_text())
         assert summary["status"] == "finished" and summary["config_hash"] == run.config.hash()
         assert (run.run_dir / "checkpoints" / "last.safetensors").exists()
     _, again = run_study(study, study_dir, poll_s=0.1, backend="ray")
-    assert again.skipped == 4 and again.done == 0
+    assert again.skipped == 2 and again.done == 0
