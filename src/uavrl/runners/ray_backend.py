@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -284,6 +286,7 @@ class RayDriver:
         self.inflight: dict[Any, tuple[int, Any]] = {}  # info ref -> (actor, data ref)
         self.learner_pid, self.pids = 0, [0] * r.n_workers  # which process answers for each
         self.pings: dict[Any, int] = {}  # ping ref -> actor
+        self.interrupted = False  # set by the SIGINT handler of run_ray
         self.last_ping = [time.monotonic()] * r.n_workers
         session.sync_models = self._pull_models
 
@@ -325,6 +328,8 @@ class RayDriver:
         """The next finished rollout (its info and data ref), or None after ``POLL_S``. A
         failed call, or a ping answered by a new process, means Ray restarted the actor: its
         rollout is dropped and it acts again."""
+        if self.interrupted:
+            raise KeyboardInterrupt
         self._check_actors()
         ready, _ = self.ray.wait(list(self.inflight), num_returns=1, timeout=POLL_S)
         if not ready:
@@ -477,7 +482,10 @@ class RayDriver:
         self._count_late_deaths()
 
     def _round_done(self) -> bool:
-        """Checkpoint if due, call the hook; True if the run should stop."""
+        """Checkpoint if due, call the hook; True if the run should stop. A Ctrl-C that came
+        meanwhile is raised here (see :func:`run_ray`)."""
+        if self.interrupted:
+            raise KeyboardInterrupt
         self.session.maybe_checkpoint()
         return self.session.after_round(self.hook)
 
@@ -580,8 +588,19 @@ def run_ray(
         check_resources(config)
         driver = RayDriver(config, session, hook)
         session.stats["ray"] = driver.placement()
-        with session.running():
-            driver.run()
+        # Ctrl-C raised inside a Ray call can be lost there; the loop raises it instead
+        main = threading.current_thread() is threading.main_thread()
+        previous = (
+            signal.signal(signal.SIGINT, lambda signum, frame: setattr(driver, "interrupted", True))
+            if main
+            else None
+        )
+        try:
+            with session.running():
+                driver.run()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
         session.stats.update(driver.stats())
     finally:
         if driver is not None:
