@@ -42,6 +42,14 @@ class UpdateStats:
     lr: float
     entropy_coef: float
 
+    @classmethod
+    def of(
+        cls, terms: LossTerms, env_steps: int, applied: bool, grad_norm: float, lr: float, entropy_coef: float
+    ) -> UpdateStats:
+        """The stats of one update from its loss terms."""
+        policy, value, entropy = (float(t.item()) for t in (terms.policy, terms.value, terms.entropy))
+        return cls(env_steps, applied, policy, value, entropy, grad_norm, lr, entropy_coef)
+
 
 def loss_function(config: Config) -> LossFunction:
     """The runner's loss: V-trace targets for ``impala`` (actors act with older weights),
@@ -165,13 +173,4 @@ class Learner:
             grad_model.zero_grad(set_to_none=True)
             lr = self.learning_rate(env_steps)
         self.check_finite(applied, f"loss {terms.total.item()}, grad norm {grad_norm}")
-        return UpdateStats(
-            batch.env_steps,
-            applied,
-            float(terms.policy.item()),
-            float(terms.value.item()),
-            float(terms.entropy.item()),
-            grad_norm,
-            lr,
-            self.config.algo.entropy_coef,
-        )
+        return UpdateStats.of(terms, batch.env_steps, applied, grad_norm, lr, self.config.algo.entropy_coef)

@@ -42,6 +42,7 @@ from uavrl.config import Config
 from uavrl.errors import ConfigError
 from uavrl.nn.models import ModelSpec, build_model
 from uavrl.runners.a3c import book_update
+from uavrl.runners.actor_learner import learner_batch
 from uavrl.runners.checkpoint import load_training_tensors, training_tensors
 from uavrl.runners.learner import Learner, UpdateStats, loss_function, loss_gradient
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
@@ -111,7 +112,9 @@ class RolloutActor:
 
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
-    def _collect(self, weights: Weights, incarnation: int) -> tuple[RolloutBatch, RolloutInfo]:
+    def collect(self, weights: Weights, incarnation: int) -> tuple[RolloutBatch, RolloutInfo]:
+        """One T-step rollout with ``weights`` (two returns: the batch for the learner, the
+        info for the driver)."""
         if incarnation != self.incarnation:
             seed = incarnation_seed(self.env_seed, self.actor_id, incarnation)
             torch.manual_seed(derived_seed(self.config.seed, 3, self.actor_id, seed))
@@ -126,14 +129,9 @@ class RolloutActor:
         episodes = episode_records(finished, self.actor_id, k)
         return batch, RolloutInfo(self.actor_id, weights.version, batch.env_steps, episodes)
 
-    def collect(self, weights: Weights, incarnation: int) -> tuple[RolloutBatch, RolloutInfo]:
-        """One T-step rollout with ``weights`` (two returns: the batch for the learner, the
-        info for the driver)."""
-        return self._collect(weights, incarnation)
-
     def gradient(self, weights: Weights, incarnation: int) -> tuple[torch.Tensor | None, RolloutInfo]:
         """One rollout, then the clipped loss gradient on it, flat (None if non-finite)."""
-        batch, info = self._collect(weights, incarnation)
+        batch, info = self.collect(weights, incarnation)
         terms, grad_norm, finite = loss_gradient(self.loss, self.local, batch, self.config.algo.max_grad_norm)
         flat = None
         if finite:
@@ -144,16 +142,9 @@ class RolloutActor:
                 ]
             )
         info.finite = finite
-        info.stats = UpdateStats(
-            info.env_steps,
-            finite,
-            float(terms.policy.item()),
-            float(terms.value.item()),
-            float(terms.entropy.item()),
-            grad_norm,
-            0.0,
-            self.config.algo.entropy_coef,
-        )
+        # the learner fills in the learning rate it applied the gradient with
+        entropy_coef = self.config.algo.entropy_coef
+        info.stats = UpdateStats.of(terms, info.env_steps, finite, grad_norm, 0.0, entropy_coef)
         return flat, info
 
 
@@ -491,7 +482,7 @@ class RayDriver:
 
     def _run_rollouts(self) -> None:
         r, counters = self.config.runner, self.session.counters
-        per_update = r.n_workers if r.kind == "a3c_data" or r.learner_batch is None else r.learner_batch
+        per_update = learner_batch(self.config)
         pending: list[tuple[RolloutInfo, Any]] = []
         while counters.env_steps.value < r.total_env_steps:
             result = self._next_result()
