@@ -95,8 +95,9 @@ def onnx_bound_latencies(policy: BoundPolicy, obs: np.ndarray) -> list[float]:
 def run(model: ActorCritic, config: dict, decisions: int = 20_000, seed: int = 0) -> pd.DataFrame:
     """Columns ``runtime, model, p50_us, p99_us, mean_us``."""
     model = model.eval()
-    obs = np.random.default_rng(seed).random((decisions + WARMUP, model.spec.obs_dim), dtype=np.float32)
     spec = model.spec
+    # on board the policy sees the agent's own columns only (a centralised critic's state is absent)
+    obs = np.random.default_rng(seed).random((decisions + WARMUP, spec.actor_obs_dim), dtype=np.float32)
     name = (
         f"{'GRU' if spec.recurrent else 'MLP'}-{spec.hidden_size}{' + LayerNorm' if spec.layer_norm else ''}"
     )
@@ -104,7 +105,7 @@ def run(model: ActorCritic, config: dict, decisions: int = 20_000, seed: int = 0
         path = Path(tmp) / "policy.onnx"
         export_policy(model, path, config)
         state = max(model.state_size, 1)
-        policy = BoundPolicy(path, spec.obs_dim, state, model.policy.param_dim)
+        policy = BoundPolicy(path, spec.actor_obs_dim, state, model.policy.param_dim)
         bound = onnx_bound_latencies(policy, obs)
         rows = [
             ("onnxruntime", name, *_percentiles(onnx_latencies(path, obs, state))),

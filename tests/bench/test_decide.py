@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from uavrl.bench.decide import BoundPolicy, run
 
@@ -32,9 +33,14 @@ def test_bound_policy_matches_torch_step_by_step(tmp_path: Path) -> None:
         np.testing.assert_allclose(bound_h, h.numpy(), atol=1e-5)
 
 
-def test_the_table_has_a_row_per_runtime() -> None:
+@pytest.mark.parametrize("critic_state_dim", [0, 4], ids=["own_critic", "central_critic"])
+def test_the_table_has_a_row_per_runtime(critic_state_dim: int) -> None:
+    """A centralised critic's state is absent on board: the policy is timed on its own columns."""
     torch.manual_seed(0)
-    model = build_model(ModelSpec(obs_dim=6, hidden_size=16, recurrent=True))
+    spec = ModelSpec(
+        obs_dim=6 + critic_state_dim, hidden_size=16, recurrent=True, critic_state_dim=critic_state_dim
+    )
+    model = build_model(spec)
     table = run(model, load_config(CONFIGS / "paper_a3c.yaml").to_dict(), decisions=200)
     assert table["runtime"].tolist() == ["onnxruntime", "onnxruntime io-binding", "torch"]
     assert (table["p50_us"] > 0).all() and (table["p99_us"] >= table["p50_us"]).all()
