@@ -207,6 +207,88 @@ def test_a_driver_stopped_by_ctrl_c_then_killed_with_9_resumes(two_nodes: Any, t
     assert pd.read_csv(run_dir / "training_log.csv")["step"].is_monotonic_increasing
 
 
+def _live_descendants(pid: int) -> dict[int, str]:
+    """Live (non-zombie) descendants of ``pid`` with their command lines, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split() if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if fields and fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: dict[int, str] = {}
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            try:
+                found[child] = (
+                    (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                )
+            except OSError:
+                continue
+            stack.append(child)
+    return found
+
+
+def _alive(pids: dict[int, str]) -> dict[int, str]:
+    alive = {}
+    for pid, cmd in pids.items():
+        try:
+            state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive[pid] = cmd
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="reads the process tree from /proc")
+def test_a_driver_that_started_ray_leaves_no_ray_process_when_killed_with_9(tmp_path: Path) -> None:
+    """``uavrl train --backend ray`` without an address starts Ray itself; kill -9 of that driver
+    ends the GCS, the raylet and every actor and worker at once (they share its fate), whatever
+    cluster already runs here. Ray's two agents are left out: each reports the raylet's death to
+    the GCS that died with it, and exits when that call times out (60 s, fixed in Ray)."""
+    config = {
+        "name": "ray-local",
+        "env": {"id": FAULTY, "params": {"fault": "none"}},
+        "model": {"hidden_size": 8, "recurrent": False},
+        "algo": {"rollout_length": 25, "gae_lambda": None},
+        "runner": {
+            "kind": "impala",
+            "n_workers": 2,
+            "envs_per_worker": 4,
+            "total_env_steps": 10**7,
+            "checkpoint_every": 1,
+        },
+        "log": {"tensorboard": False, "progress": False},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps(config))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(ROOT)
+    run_dir = tmp_path / "run"
+    args = ["train", "--config", str(path), "--run-dir", str(run_dir), "--backend", "ray"]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "uavrl.cli", *args], env=env, cwd=ROOT, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoints" / "last.json").exists() and time.monotonic() < deadline:
+        assert driver.poll() is None, "the driver ended before it was killed"
+        time.sleep(0.2)
+    ray_processes = _live_descendants(driver.pid)
+    commands = " ".join(ray_processes.values())
+    assert "gcs_server" in commands and "raylet" in commands and "RolloutActor" in commands, commands
+    agents = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+    ray_processes = {pid: cmd for pid, cmd in ray_processes.items() if not cmd.startswith(agents)}
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    deadline = time.monotonic() + 15
+    while (left := _alive(ray_processes)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"outlived their killed driver: {left}"
+
+
 def test_a_study_runs_as_ray_tasks_retries_a_killed_run_and_skips_finished_ones(
     two_nodes: Any, tmp_path: Path
 ) -> None:

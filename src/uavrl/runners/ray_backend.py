@@ -222,7 +222,9 @@ def connect(address: str | None, local_cpus: int) -> bool:
         # Ray nices its workers (15) by default: on a busy machine the actors, which do all the
         # work, would starve behind everything else
         os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(num_cpus=local_cpus, include_dashboard=False)
+        # "local": a new instance, owned by this driver (without it ray.init would join a cluster
+        # left by an earlier `ray start` on this machine)
+        ray.init(address="local", num_cpus=local_cpus, include_dashboard=False)
     return True
 
 
