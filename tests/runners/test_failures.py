@@ -18,7 +18,7 @@ import torch
 from uavrl.experiments.train import train
 from uavrl.runners.checkpoint import load_models
 from uavrl.runners.learner import NonFiniteError
-from uavrl.runners.supervise import OwnedLock, WorkerFailed
+from uavrl.runners.supervise import OwnedLock, WorkerFailed, start_without_ctrl_c
 
 FAULTY = "tests.runners.helper_envs:Faulty-v0"
 
@@ -130,6 +130,27 @@ def test_an_owned_lock_held_by_a_dead_process_is_freed() -> None:
 def _hold_forever(lock: OwnedLock) -> None:
     with lock:
         time.sleep(600)
+
+
+@pytest.mark.parametrize("guarded", [True, False], ids=["started_without_ctrl_c", "plain_start"])
+def test_a_ctrl_c_during_a_child_start_up_does_not_kill_it(guarded: bool) -> None:
+    """The terminal sends Ctrl-C to the whole group; a child still importing (it ignores SIGINT
+    only once its own code runs) survives it when started by ``start_without_ctrl_c``."""
+    # as in a terminal (a test run started in the background has SIGINT ignored, and a child
+    # would inherit that)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        child = mp.get_context("spawn").Process(target=time.sleep, args=(0.5,))
+        if guarded:
+            start_without_ctrl_c(child)
+        else:
+            child.start()
+        os.kill(child.pid, signal.SIGINT)  # at once: the child is still starting its interpreter
+        child.join(timeout=60)
+        assert (child.exitcode == 0) is guarded, child.exitcode
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the parent's is back
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_nan_updates_are_skipped_then_the_run_stops(make_config, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from uavrl.nn.heads import describe_action_space
 from uavrl.nn.models import ActorCritic, ModelSpec, build_model
 from uavrl.runners.checkpoint import restore_training_state, save_checkpoint
 from uavrl.runners.metrics import EVAL_LOG_FILE, LOG_FILE, cut_eval_log, cut_log, writer_main
-from uavrl.runners.supervise import Supervisor
+from uavrl.runners.supervise import Supervisor, start_without_ctrl_c
 from uavrl.runners.worker import SharedCounters, derived_seed, worker_env_params
 
 CHECKPOINT_DIR = "checkpoints"
@@ -267,7 +267,7 @@ class TrainingSession:
             ),
             name="uavrl-writer",
         )
-        self._writer.start()
+        start_without_ctrl_c(self._writer)
 
     def stop_writer(self) -> None:
         """Flush and stop the writer; raise if it had failed (rows would have been lost)."""

@@ -18,6 +18,7 @@ import os
 import queue as queue_module
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -62,6 +63,26 @@ class OwnedLock:
         self._holder.value = 0
         self._lock.release()
         return True
+
+
+def start_without_ctrl_c(process: Any) -> None:
+    """Start ``process`` with Ctrl-C ignored from its first instruction.
+
+    A child ignores SIGINT itself (:func:`child_process`, the writer), but only after its
+    imports, which take seconds: a Ctrl-C in that window, sent to the whole process group by the
+    terminal, would kill it there. An ignored SIGINT is inherited across the spawn's exec (and
+    Python then installs no KeyboardInterrupt handler), so the parent ignores it while it starts
+    the child (a Ctrl-C in those milliseconds is lost; the next one is not). Off the main thread
+    the disposition cannot be changed; the child starts as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        process.start()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
@@ -130,7 +151,7 @@ class Supervisor:
 
     def start(self) -> None:
         for p in self.processes:
-            p.start()
+            start_without_ctrl_c(p)
 
     def any_alive(self) -> bool:
         return any(p.is_alive() for p in self.processes)
@@ -166,7 +187,7 @@ class Supervisor:
                 + (f"; freed {len(freed)} lock(s) it held" if freed else "")
             )
             replacement = self.make_process(i, self.restarts[i])
-            replacement.start()
+            start_without_ctrl_c(replacement)
             self.processes[i] = replacement
             restarted.append(i)
         return restarted
