@@ -152,7 +152,7 @@ def test_a_driver_stopped_by_ctrl_c_then_killed_with_9_resumes(two_nodes: Any, t
         "runner": {
             "kind": "impala",
             "backend": "ray",
-            "n_workers": 2,
+            "n_workers": 1,
             "envs_per_worker": 4,
             "total_env_steps": 3000,
             "checkpoint_every": 3,
