@@ -199,48 +199,44 @@ def test_a_driver_stopped_by_ctrl_c_then_killed_with_9_resumes(two_nodes: Any, t
     assert pd.read_csv(run_dir / "training_log.csv")["step"].is_monotonic_increasing
 
 
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, ...); None if
+    the process is gone or a zombie."""
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields
+
+
 def _live_descendants(pid: int) -> dict[int, str]:
-    """Live (non-zombie) descendants of ``pid`` with their command lines, read from /proc."""
+    """Live descendants of ``pid`` with their command lines."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split() if entry.name.isdigit() else []
-        except OSError:
-            continue
-        if fields and fields[0] != "Z":
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
             children.setdefault(int(fields[1]), []).append(int(entry.name))
     found: dict[int, str] = {}
     stack = [pid]
     while stack:
         for child in children.get(stack.pop(), []):
             try:
-                found[child] = (
-                    (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                )
+                cmdline = (Path("/proc") / str(child) / "cmdline").read_bytes()
             except OSError:
                 continue
+            found[child] = cmdline.replace(b"\0", b" ").decode()
             stack.append(child)
     return found
 
 
-def _alive(pids: dict[int, str]) -> dict[int, str]:
-    alive = {}
-    for pid, cmd in pids.items():
-        try:
-            state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z":
-            alive[pid] = cmd
-    return alive
-
-
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads the process tree from /proc")
-def test_a_driver_that_started_ray_leaves_no_ray_process_when_killed_with_9(tmp_path: Path) -> None:
-    """``uavrl train --backend ray`` without an address starts Ray itself; kill -9 of that driver
-    ends the GCS, the raylet and every actor and worker at once (they share its fate), whatever
-    cluster already runs here. Ray's two agents are left out: each reports the raylet's death to
-    the GCS that died with it, and exits when that call times out (60 s, fixed in Ray)."""
+def test_a_driver_that_started_ray_leaves_no_ray_process_when_killed_with_9(
+    two_nodes: Any, tmp_path: Path
+) -> None:
+    """``uavrl train --backend ray`` without an address starts Ray itself, even while another
+    cluster runs on this machine (the 2-node one); kill -9 of that driver ends the GCS, the
+    raylet and every actor and worker at once (they share its fate). Ray's two agents are left
+    out: each reports the raylet's death to the GCS that died with it, and exits when that call
+    times out (60 s, fixed in Ray)."""
     config = {
         "name": "ray-local",
         "env": {"id": FAULTY, "params": {"fault": "none"}},
@@ -276,7 +272,7 @@ def test_a_driver_that_started_ray_leaves_no_ray_process_when_killed_with_9(tmp_
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
     deadline = time.monotonic() + 15
-    while (left := _alive(ray_processes)) and time.monotonic() < deadline:
+    while (left := {p: c for p, c in ray_processes.items() if _stat(p)}) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"outlived their killed driver: {left}"
 
