@@ -106,3 +106,22 @@ def test_gradients_do_not_accumulate_across_updates() -> None:
     for a, b in zip(learner.parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert optimizer.steps == 2
+
+
+def test_weight_decay_and_parameters_without_gradient_match_torch_adam_to_the_bit() -> None:
+    """The L2 term as torch's Adam adds it; a parameter with no gradient is left alone and its
+    step counter (hence its bias correction) stays behind, as in torch."""
+    params, reference = _params(), _params()
+    optimizer = SharedAdam(params, lr=1e-2, weight_decay=0.1)
+    adam = torch.optim.Adam(reference, lr=1e-2, weight_decay=0.1, foreach=False)
+    for k in range(6):
+        for i, (p, ref) in enumerate(zip(params, reference, strict=True)):
+            skip = i == 1 and k % 3 == 0  # the second parameter misses every third update
+            p.grad = None if skip else _gradient(0, 10 * k + i, p)
+            ref.grad = None if skip else _gradient(0, 10 * k + i, ref)
+        optimizer.step()
+        adam.step()
+    for p, ref in zip(params, reference, strict=True):
+        torch.testing.assert_close(p.detach(), ref.detach(), rtol=0, atol=0)
+        assert optimizer.state[p]["step"].item() == adam.state[ref]["step"].item()
+    assert optimizer.state[params[1]]["step"].item() == 4
