@@ -145,6 +145,14 @@ class PaperCore:
         self.p10 = np.full(n, p10)
         self.p_good = np.full(n, stationary_good(p01, p10))
         self.streams = BatchedStreams(n)
+        # what _observe divides each column by, in the order of Obs
+        self._obs_divisors = np.array(
+            [UNIT_NORM, self.params.episode_length]
+            + [UNIT_NORM] * N_SLOTS
+            + [MAX_TASK_TIME] * N_SLOTS
+            + [UNIT_NORM, MAX_TASK_TIME, 1.0, 1.0, V_MAX, UNIT_NORM],
+            dtype=np.float64,
+        )
 
         self.slot_units = np.zeros((n, 2 * N_SLOTS), dtype=np.int64)
         self.slot_time = np.zeros((n, 2 * N_SLOTS), dtype=np.int64)
@@ -326,18 +334,25 @@ class PaperCore:
     # -- views --------------------------------------------------------------------------------
 
     def _observe(self) -> np.ndarray:
-        obs = np.empty((self.n, Obs.DIM), dtype=np.float32)
-        obs[:, Obs.FREE_LOCAL] = self.free_local / UNIT_NORM
-        obs[:, Obs.STEPS_LEFT] = self.steps_left / self.params.episode_length
-        obs[:, Obs.LOCAL_UNITS] = self.slot_units[:, :N_SLOTS] / UNIT_NORM
-        obs[:, Obs.LOCAL_TIME] = self.slot_time[:, :N_SLOTS] / MAX_TASK_TIME
-        obs[:, Obs.TASK_UNITS] = self.task_units / UNIT_NORM
-        obs[:, Obs.TASK_TIME] = self.task_time / MAX_TASK_TIME
-        obs[:, Obs.FLAG_LOCAL] = self.flag_local
-        obs[:, Obs.FLAG_OFFLOAD] = self.flag_offload
-        obs[:, Obs.VELOCITY] = self.velocity / V_MAX
-        obs[:, Obs.LOCAL_CAPACITY] = self.local_capacity / UNIT_NORM
-        return obs
+        # one concatenation and one division (in float64, then to float32, as column by column
+        # assignments would round): a dozen fewer NumPy calls per step, which dominate at small B
+        raw = np.concatenate(
+            [
+                self.free_local[:, None],
+                self.steps_left[:, None],
+                self.slot_units[:, :N_SLOTS],
+                self.slot_time[:, :N_SLOTS],
+                self.task_units[:, None],
+                self.task_time[:, None],
+                self.flag_local[:, None],
+                self.flag_offload[:, None],
+                self.velocity[:, None],
+                self.local_capacity[:, None],
+            ],
+            axis=1,
+            dtype=np.float64,
+        )
+        return (raw / self._obs_divisors).astype(np.float32)
 
     def privileged(self) -> dict[str, np.ndarray]:
         """Hidden state for the oracle only: channel, pool level, free cloud slots, each (B,)."""
