@@ -64,6 +64,13 @@ def _config(make_config: Any, kind: str, steps: int = 2000, **env_params: Any) -
     )
 
 
+def _answering_pid(actor: Any) -> int | None:
+    try:
+        return int(ray.get(actor.where.remote(), timeout=10)["pid"])
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return None
+
+
 def _episodes_are_numbered_once(run_dir: Path) -> None:
     log = pd.read_csv(run_dir / "training_log.csv")
     for _, rows in log.groupby("worker_id"):
@@ -108,6 +115,10 @@ def test_killed_actors_are_restarted_and_the_budget_trained(
         pid = ray.get(learner.where.remote())["pid"]
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
+        # killed between two calls, and back before the next: no call of the driver fails, so
+        # it must notice the restart from the fresh process's answer
+        while _answering_pid(learner) == pid:
+            time.sleep(0.1)
 
     summary = train(config, tmp_path / "run", hook=kill_learner)
     assert marker.exists()

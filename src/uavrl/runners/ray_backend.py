@@ -148,6 +148,11 @@ class RolloutActor:
         return flat, info
 
 
+class LearnerNotLoaded(RuntimeError):
+    """A learner actor was asked for its model before the driver loaded one into it: Ray
+    restarted it after its process died between two calls, and it holds fresh weights."""
+
+
 class LearnerActor:
     """The model and Adam of the run, updated on rollouts or on gradients."""
 
@@ -159,6 +164,11 @@ class LearnerActor:
         self.optimizer = SharedAdam(self.model.parameters(), lr=algo.lr, eps=algo.adam_eps)
         self.learner = Learner(self.config, self.model, self.optimizer)
         self.version = 0
+        self.loaded = False
+
+    def _check_loaded(self) -> None:
+        if not self.loaded:
+            raise LearnerNotLoaded(f"learner pid {os.getpid()} holds no loaded model (a restart)")
 
     def where(self) -> dict[str, Any]:
         import ray
@@ -169,16 +179,19 @@ class LearnerActor:
         """Take weights and Adam state (a checkpoint's); returns the weights."""
         load_training_tensors(tensors, [self.model], [self.optimizer])
         self.version = version
+        self.loaded = True
         return self.weights()
 
     def weights(self) -> Weights:
         return Weights(self.version, {k: v.clone() for k, v in self.model.state_dict().items()})
 
     def state(self) -> tuple[dict[str, torch.Tensor], int]:
+        self._check_loaded()
         return training_tensors([self.model], [self.optimizer]), self.version
 
     def update(self, env_steps: int, *batches: RolloutBatch) -> tuple[UpdateStats, Weights]:
         """One update on the rollouts side by side; the stats and the new weights."""
+        self._check_loaded()
         stats = self.learner.learn(self.model, concat_batches(list(batches)), env_steps)
         self.version += 1
         return stats, self.weights()
@@ -188,6 +201,7 @@ class LearnerActor:
     ) -> tuple[Applied, Weights | None]:
         """Apply a gradient computed with weights ``version``; the new weights, or None when
         it was dropped (more than ``max_staleness`` versions old) or non-finite."""
+        self._check_loaded()
         staleness = self.version - version
         lr = self.learner.learning_rate(env_steps)
         self.learner.check_finite(flat is not None, "a rollout actor's gradient")
@@ -295,6 +309,10 @@ class RayDriver:
             tensors, _ = self.ray.get(self.learner.state.remote())
         except self.ray.exceptions.RayActorError:
             return False
+        except self.ray.exceptions.RayTaskError as err:
+            if isinstance(err.cause, LearnerNotLoaded):
+                return False  # restarted: the next learner call rolls the run back
+            raise
         load_training_tensors(tensors, self.session.models, self.session.optimizers)
         return True
 
@@ -420,6 +438,12 @@ class RayDriver:
                     return self.ray.get(ref)
                 except self.ray.exceptions.RayActorError as err:
                     self._learner_died(type(err).__name__)
+                    return None
+                except self.ray.exceptions.RayTaskError as err:
+                    # it died between two calls, and this one reached its restarted process
+                    if not isinstance(err.cause, LearnerNotLoaded):
+                        raise
+                    self._learner_died("its restarted process answered")
                     return None
             try:  # alive and busy: the ping answers after the call, which is then ready
                 pid = int(self.ray.get(self.learner.where.remote(), timeout=PING_S)["pid"])
