@@ -310,9 +310,8 @@ class RayDriver:
         except self.ray.exceptions.RayActorError:
             return False
         except self.ray.exceptions.RayTaskError as err:
-            if isinstance(err.cause, LearnerNotLoaded):
-                return False  # restarted: the next learner call rolls the run back
-            raise
+            self._raise_unless_restarted(err)
+            return False  # restarted: the next learner call rolls the run back
         load_training_tensors(tensors, self.session.models, self.session.optimizers)
         return True
 
@@ -441,8 +440,7 @@ class RayDriver:
                     return None
                 except self.ray.exceptions.RayTaskError as err:
                     # it died between two calls, and this one reached its restarted process
-                    if not isinstance(err.cause, LearnerNotLoaded):
-                        raise
+                    self._raise_unless_restarted(err)
                     self._learner_died("its restarted process answered")
                     return None
             try:  # alive and busy: the ping answers after the call, which is then ready
@@ -455,6 +453,12 @@ class RayDriver:
             if pid != self.learner_pid:
                 self._learner_died("a new process answered its ping")
                 return None
+
+    @staticmethod
+    def _raise_unless_restarted(err: Exception) -> None:
+        """Re-raise a learner call's error unless it is a restarted learner's refusal."""
+        if not isinstance(getattr(err, "cause", None), LearnerNotLoaded):
+            raise err
 
     def _learner_died(self, what: str) -> None:
         r, session = self.config.runner, self.session
