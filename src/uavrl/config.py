@@ -108,7 +108,10 @@ class AlgoConfig(ConfigSection):
     """Actor-critic hyperparameters.
 
     ``gae_lambda = None`` means n-step returns. ``lr_schedule = "linear"`` decays the learning
-    rate to 0 over ``runner.total_env_steps`` (counted over all workers). ``normalize_rewards``
+    rate to 0 over ``runner.total_env_steps`` (counted over all workers);
+    ``entropy_schedule = "linear"`` decays ``entropy_coef`` to ``entropy_coef_final`` over the
+    same steps (the policy that collects data then approaches the greedy one it is judged as).
+    ``normalize_rewards``
     divides rewards by a running std of the discounted return before they reach the loss
     (logged episode returns stay raw).
     """
@@ -119,6 +122,8 @@ class AlgoConfig(ConfigSection):
     lr_schedule: Literal["constant", "linear"] = "constant"
     adam_eps: float = Field(1e-8, gt=0.0)
     entropy_coef: float = Field(0.05, ge=0.0)
+    entropy_schedule: Literal["constant", "linear"] = Field("constant", json_schema_extra=HASH_NEUTRAL)
+    entropy_coef_final: float = Field(0.0, ge=0.0, json_schema_extra=HASH_NEUTRAL)
     value_coef: float = Field(0.25, ge=0.0)
     max_grad_norm: float = Field(40.0, gt=0.0)
     rollout_length: int = Field(20, ge=1)

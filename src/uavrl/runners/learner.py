@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -24,7 +23,12 @@ from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.nn.models import ActorCritic
 
-LossFunction = Callable[[ActorCritic, RolloutBatch], LossTerms]
+
+class LossFunction(Protocol):
+    """The runner's loss of one rollout on ``model``, at an entropy coefficient that may follow
+    a schedule."""
+
+    def __call__(self, model: ActorCritic, batch: RolloutBatch, *, entropy_coef: float) -> LossTerms: ...
 
 
 class NonFiniteError(RuntimeError):
@@ -62,7 +66,6 @@ def loss_function(config: Config) -> LossFunction:
             rho_bar=algo.rho_bar,
             c_bar=algo.c_bar,
             value_coef=algo.value_coef,
-            entropy_coef=algo.entropy_coef,
             normalize_advantages=algo.normalize_advantages,
         )
     return partial(
@@ -70,19 +73,48 @@ def loss_function(config: Config) -> LossFunction:
         gamma=algo.gamma,
         gae_lambda=algo.gae_lambda,
         value_coef=algo.value_coef,
-        entropy_coef=algo.entropy_coef,
         normalize_advantages=algo.normalize_advantages,
     )
 
 
+def linear_schedule(start: float, end: float, progress: float) -> float:
+    """``start`` at progress 0, ``end`` at progress 1, linear between (``end = 0`` gives
+    exactly ``start * (1 - progress)``)."""
+    return start * (1.0 - progress) + end * progress
+
+
+def _progress(config: Config, env_steps: int) -> float:
+    return min(1.0, env_steps / config.runner.total_env_steps)
+
+
+def scheduled_lr(config: Config, env_steps: int) -> float:
+    """The configured learning rate at ``env_steps`` run-wide env steps."""
+    algo = config.algo
+    if algo.lr_schedule == "linear":
+        return linear_schedule(algo.lr, 0.0, _progress(config, env_steps))
+    return algo.lr
+
+
+def scheduled_entropy_coef(config: Config, env_steps: int) -> float:
+    """The configured entropy coefficient at ``env_steps`` run-wide env steps."""
+    algo = config.algo
+    if algo.entropy_schedule == "linear":
+        return linear_schedule(algo.entropy_coef, algo.entropy_coef_final, _progress(config, env_steps))
+    return algo.entropy_coef
+
+
 def loss_gradient(
-    loss: LossFunction, grad_model: ActorCritic, batch: RolloutBatch, max_grad_norm: float
+    loss: LossFunction,
+    grad_model: ActorCritic,
+    batch: RolloutBatch,
+    max_grad_norm: float,
+    entropy_coef: float,
 ) -> tuple[LossTerms, float, bool]:
     """Zero ``grad_model``'s gradients, loss, backward, clip to ``max_grad_norm``: the loss
     terms, the gradient norm before clipping, and whether loss and gradient are finite (the
     gradient is left in ``grad_model``'s ``.grad``)."""
     grad_model.zero_grad(set_to_none=True)
-    terms = loss(grad_model, batch)
+    terms = loss(grad_model, batch, entropy_coef=entropy_coef)
     grad_norm = math.nan
     finite = bool(torch.isfinite(terms.total))
     if finite:
@@ -129,15 +161,18 @@ class Learner:
         self.nonfinite_streak = 0
 
     def learning_rate(self, env_steps: int) -> float:
-        """The configured schedule at ``env_steps`` run-wide env steps."""
-        algo, total = self.config.algo, self.config.runner.total_env_steps
-        if algo.lr_schedule == "linear":
-            return algo.lr * max(0.0, 1.0 - env_steps / total)
-        return algo.lr
+        return scheduled_lr(self.config, env_steps)
 
-    def gradient(self, grad_model: ActorCritic, batch: RolloutBatch) -> tuple[LossTerms, float, bool]:
-        """:func:`loss_gradient` with this learner's loss and clipping."""
-        return loss_gradient(self.loss, grad_model, batch, self.config.algo.max_grad_norm)
+    def entropy_coef(self, env_steps: int) -> float:
+        return scheduled_entropy_coef(self.config, env_steps)
+
+    def gradient(
+        self, grad_model: ActorCritic, batch: RolloutBatch, env_steps: int
+    ) -> tuple[LossTerms, float, bool]:
+        """:func:`loss_gradient` with this learner's loss (at the scheduled entropy coefficient
+        for ``env_steps`` run-wide env steps) and clipping."""
+        algo = self.config.algo
+        return loss_gradient(self.loss, grad_model, batch, algo.max_grad_norm, self.entropy_coef(env_steps))
 
     def step(self, grad_model: ActorCritic, env_steps: int) -> float:
         """(Under the lock) hand ``grad_model``'s gradients to the learner's model if they are
@@ -166,11 +201,11 @@ class Learner:
     def learn(self, grad_model: ActorCritic, batch: RolloutBatch, env_steps: int) -> UpdateStats:
         """:meth:`gradient`, then :meth:`step` if it is finite; a non-finite loss or gradient
         skips the step."""
-        terms, grad_norm, applied = self.gradient(grad_model, batch)
+        terms, grad_norm, applied = self.gradient(grad_model, batch, env_steps)
         if applied:
             lr = self.step(grad_model, env_steps)
         else:
             grad_model.zero_grad(set_to_none=True)
             lr = self.learning_rate(env_steps)
         self.check_finite(applied, f"loss {terms.total.item()}, grad norm {grad_norm}")
-        return UpdateStats.of(terms, batch.env_steps, applied, grad_norm, lr, self.config.algo.entropy_coef)
+        return UpdateStats.of(terms, batch.env_steps, applied, grad_norm, lr, self.entropy_coef(env_steps))

@@ -44,7 +44,13 @@ from uavrl.nn.models import ModelSpec, build_model
 from uavrl.runners.a3c import book_update
 from uavrl.runners.actor_learner import learner_batch
 from uavrl.runners.checkpoint import load_training_tensors, training_tensors
-from uavrl.runners.learner import Learner, UpdateStats, loss_function, loss_gradient
+from uavrl.runners.learner import (
+    Learner,
+    UpdateStats,
+    loss_function,
+    loss_gradient,
+    scheduled_entropy_coef,
+)
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
 from uavrl.runners.supervise import WorkerFailed
 from uavrl.runners.worker import (
@@ -129,10 +135,15 @@ class RolloutActor:
         episodes = episode_records(finished, self.actor_id, k)
         return batch, RolloutInfo(self.actor_id, weights.version, batch.env_steps, episodes)
 
-    def gradient(self, weights: Weights, incarnation: int) -> tuple[torch.Tensor | None, RolloutInfo]:
-        """One rollout, then the clipped loss gradient on it, flat (None if non-finite)."""
+    def gradient(
+        self, weights: Weights, incarnation: int, env_steps: int
+    ) -> tuple[torch.Tensor | None, RolloutInfo]:
+        """One rollout, then the clipped loss gradient on it (at the entropy coefficient scheduled
+        for ``env_steps`` run-wide env steps), flat (None if non-finite)."""
         batch, info = self.collect(weights, incarnation)
-        terms, grad_norm, finite = loss_gradient(self.loss, self.local, batch, self.config.algo.max_grad_norm)
+        entropy_coef = scheduled_entropy_coef(self.config, env_steps)
+        max_norm = self.config.algo.max_grad_norm
+        terms, grad_norm, finite = loss_gradient(self.loss, self.local, batch, max_norm, entropy_coef)
         flat = None
         if finite:
             flat = torch.cat(
@@ -143,7 +154,6 @@ class RolloutActor:
             )
         info.finite = finite
         # the learner fills in the learning rate it applied the gradient with
-        entropy_coef = self.config.algo.entropy_coef
         info.stats = UpdateStats.of(terms, info.env_steps, finite, grad_norm, 0.0, entropy_coef)
         return flat, info
 
@@ -329,7 +339,8 @@ class RayDriver:
     def _submit(self, actor_id: int) -> None:
         actor, incarnation = self.actors[actor_id], self.faults.restarts[actor_id]
         if self.config.runner.kind == "a3c":
-            data, info = actor.gradient.options(num_returns=2).remote(self.weights, incarnation)
+            env_steps = int(self.session.counters.env_steps.value)
+            data, info = actor.gradient.options(num_returns=2).remote(self.weights, incarnation, env_steps)
         else:
             data, info = actor.collect.options(num_returns=2).remote(self.weights, incarnation)
         self.inflight[info] = (actor_id, data)
