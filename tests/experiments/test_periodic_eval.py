@@ -56,3 +56,16 @@ def test_stop_at_return_ends_the_run_and_records_the_first_hit(tmp_path: Path) -
     assert finished_summary(tmp_path) == json.loads((tmp_path / "summary.json").read_text())
     with pytest.raises(ConfigError, match=r"stop_at_return needs eval\.every_env_steps"):
         small_config(eval={"stop_at_return": 1.0})
+
+
+def test_periodic_evaluation_leaves_a_serial_run_s_training_unchanged(tmp_path: Path) -> None:
+    """A serial run samples its actions from torch's generator; the evaluation's snapshot of the
+    model must not draw from it (its weights were once drawn there, shifting every later action)."""
+    logs = []
+    for name, every in (("plain", None), ("evaluated", 300)):
+        evaluation = {"episodes": 2, "every_env_steps": every}
+        config = small_config(runner={"total_env_steps": 1200}, eval=evaluation)
+        train(config, tmp_path / name)
+        logs.append(pd.read_csv(tmp_path / name / "training_log.csv").drop(columns="wall_time"))
+    assert (tmp_path / "evaluated" / "eval_log.csv").exists()
+    pd.testing.assert_frame_equal(logs[0], logs[1])

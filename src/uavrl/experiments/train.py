@@ -142,10 +142,12 @@ class PeriodicEvaluation:
         if env_steps < self.next_at:
             return None
         self.next_at = (env_steps // self.every + 1) * self.every
-        snapshot = [local_copy(m) for m in models]  # workers may go on updating the originals
-        score, _ = mean_over_cells(
-            greedy_evaluation(self.config, snapshot, self.config.eval.periodic_episodes)
-        )
+        # A serial run samples its actions from torch's generator: the evaluation must leave it
+        # as it was (building the snapshot draws initial weights from it, for one).
+        with torch.random.fork_rng(devices=[]):
+            snapshot = [local_copy(m) for m in models]  # workers may go on updating the originals
+            table = greedy_evaluation(self.config, snapshot, self.config.eval.periodic_episodes)
+        score, _ = mean_over_cells(table)
         wall = time.time() - self.clock_origin
         row = {
             "step": env_steps,

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
@@ -169,7 +170,8 @@ class PruningHook:
         if self.next_point > self.points or env_steps < self.next_point * self.tune.eval_every_env_steps:
             return
         episodes = max(1, self.tune.episodes // 2)
-        score = training_score(self.config, [m.eval() for m in models], episodes, self.tune.eval_seed)
+        with torch.random.fork_rng(devices=[]):  # the run's actions are drawn from it (serial)
+            score = training_score(self.config, [m.eval() for m in models], episodes, self.tune.eval_seed)
         for m in models:
             m.train()
         self.trial.report(score, self.offset + self.next_point)
