@@ -65,6 +65,13 @@ class EnvConfig(ConfigSection):
     Five's name) blends the two: each agent gets ``(1 - team_spirit) * own + team_spirit *
     pool mean``; 1 is the pure team reward, lower values trade alignment for less noise from
     the pool mates' rewards.
+
+    ``pool_price`` (with ``shared_pool``, instead of ``team_reward``) is the other way to align
+    an agent with its pool mates: a congestion price. Every task an agent places on the cloud
+    costs it ``pool_price * reward_scale * units * T_q`` at placement, the pool capacity it
+    holds (unit-steps) at a fixed price, so the units it keeps its pool mates from are charged
+    to it, and its own reward stays free of their noise. It shapes the training reward only:
+    evaluations score the environment's own returns.
     """
 
     id: str = ENV_ID
@@ -73,6 +80,7 @@ class EnvConfig(ConfigSection):
     shared_pool: bool = False
     team_reward: bool = False
     team_spirit: float = Field(1.0, ge=0.0, le=1.0, json_schema_extra=HASH_NEUTRAL)
+    pool_price: float = Field(0.0, ge=0.0, json_schema_extra=HASH_NEUTRAL)
 
     @property
     def preset(self) -> str | None:
@@ -269,6 +277,17 @@ class Config(ConfigSection):
             raise ValueError(
                 f"env.team_spirit={self.env.team_spirit} only applies with env.team_reward: true"
             )
+        if self.env.pool_price > 0:
+            if not self.env.is_paper or not self.env.shared_pool:
+                raise ValueError(
+                    f"env.pool_price={self.env.pool_price} prices a shared cloud pool: it needs "
+                    f"{ENV_ID} preset paper with env.shared_pool: true"
+                )
+            if self.env.team_reward:
+                raise ValueError(
+                    f"env.pool_price={self.env.pool_price} and env.team_reward are two ways to align "
+                    "pool mates; choose one (set env.pool_price: 0 or env.team_reward: false)"
+                )
         # both act on the N agents of one pool at each step, so the workers must step together
         pool_mates = (
             ("env.team_reward", self.env.team_reward, "it averages over pool mates"),

@@ -8,7 +8,7 @@ import pytest
 from uavrl.envs.baselines import ConstantPolicy, GreedyOracle, LocalElseOffload, ThresholdPolicy
 from uavrl.envs.paper import N_SLOTS, OFFLOAD
 from uavrl.envs.scenarios import Cell
-from uavrl.envs.vector import ConcatVecEnv, PoolMateRewards, TeamStateObservations, team_state_dim
+from uavrl.envs.vector import ConcatVecEnv, PoolMateRewards, PoolPrice, TeamStateObservations, team_state_dim
 from uavrl.envs.worlds import AgentTeam, World, cell_worlds, training_world
 from uavrl.errors import ConfigError
 
@@ -74,6 +74,35 @@ def test_cell_worlds_and_bad_worlds() -> None:
     assert private[0].n_agents == 1 and not private[0].shared
     with pytest.raises(ConfigError, match="cloud_capacity"):
         World("w", (PARAMS, {**PARAMS, "cloud_capacity": 500}), shared=True)
+
+
+def test_pool_price_charges_each_cloud_placement_its_unit_steps() -> None:
+    """Step by step, a priced copy's reward is its own reward minus price * reward_scale *
+    units * T_q of the task it placed on the cloud (read from the core before the step); LOCAL,
+    DISCARD and refused offloads (bad channel, pool short, no slot) cost nothing."""
+    n_agents, episodes, price, scale = 3, 4, 0.05, 0.01
+    world = World("c", ({**PARAMS, "reward_scale": scale, "cloud_capacity": 300},) * n_agents, shared=True)
+    plain_env, priced_env = world.make_env(episodes), world.make_env(episodes)
+    priced = PoolPrice(priced_env, price, scale)
+    copies = world.copies(np.arange(episodes))
+    plain_env.reset(5, copies), priced.reset(5, copies)
+    cores = [part.core for part in priced_env.parts]  # type: ignore[attr-defined]
+    rng = np.random.default_rng(0)
+    charged = refused = 0
+    for _ in range(99):  # within the first episode: the flags of its last step are reset
+        actions = rng.choice([0, 1, 1, 1, 2], size=plain_env.n)
+        units = np.concatenate([c.task_units for c in cores])
+        time = np.concatenate([c.task_time for c in cores])
+        own, shaped = plain_env.step(actions).reward, priced.step(actions).reward
+        # I_o: whether this step's offload attempt succeeded
+        placed = (actions == OFFLOAD) & (np.concatenate([c.flag_offload for c in cores]) == 1)
+        expected = own - price * scale * units * time * placed
+        np.testing.assert_allclose(shaped, expected, rtol=1e-5, atol=1e-6)
+        charged += int(placed.sum())
+        refused += int(((actions == OFFLOAD) & ~placed).sum())
+    assert charged > 50 and refused > 50  # both kinds of offload happened
+    with pytest.raises(ConfigError, match=r"pool_price=-1"):
+        PoolPrice(world.make_env(episodes), -1.0, scale)
 
 
 @pytest.mark.parametrize("team_spirit", [1.0, 0.25])

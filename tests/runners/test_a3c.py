@@ -248,3 +248,30 @@ def test_central_critic_needs_a_shared_pool_and_workers_stepped_together(make_co
         match=r"central_critic needs the workers stepped together.*a3c with runner\.serial: false",
     ):
         make_config(env={"shared_pool": True}, model={"central_critic": True}, runner={"serial": False})
+
+
+@pytest.mark.parametrize("serial", [True, False])
+def test_a_pool_price_shapes_the_training_reward_only(make_config, tmp_path: Path, serial: bool) -> None:
+    """Serial and parallel workers train on priced rewards; the final evaluation scores the
+    environment's own returns (the same weights score the same with or without the price)."""
+    from uavrl.experiments.train import evaluate_final
+    from uavrl.runners.checkpoint import load_models
+    from uavrl.runners.worker import make_all_worker_envs, make_worker_env
+
+    env = {"shared_pool": True, "pool_price": 0.04}
+    config = make_config(runner={"serial": serial, "total_env_steps": 1200}, env=env)
+    assert type(make_worker_env(config, 0, make_pool(config, cross_process=False))).__name__ == "PoolPrice"
+    assert type(make_all_worker_envs(config, make_pool(config, cross_process=False))).__name__ == "PoolPrice"
+    run_a3c(config, tmp_path)
+    models, _ = load_models(tmp_path / "checkpoints", "last")
+    unpriced = make_config(runner={"serial": serial, "total_env_steps": 1200}, env={"shared_pool": True})
+    assert evaluate_final(config, models) == evaluate_final(unpriced, models)
+
+
+def test_a_pool_price_needs_a_shared_pool_and_no_team_reward(make_config) -> None:
+    from uavrl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"pool_price=0\.04 prices a shared cloud pool"):
+        make_config(env={"pool_price": 0.04})
+    with pytest.raises(ConfigError, match=r"choose one"):
+        make_config(env={"shared_pool": True, "team_reward": True, "pool_price": 0.04})

@@ -163,6 +163,8 @@ class PaperCore:
         self.channel = np.zeros(n, dtype=np.int8)
         self.flag_local = np.zeros(n, dtype=np.float32)
         self.flag_offload = np.zeros(n, dtype=np.float32)
+        # units x T_q of the task each copy placed on the cloud at its last step (0 if none)
+        self.cloud_unit_steps = np.zeros(n, dtype=np.int64)
         self._started = False
 
     @staticmethod
@@ -310,6 +312,7 @@ class PaperCore:
         free_cloud_slot = self.slot_units[:, N_SLOTS:] == 0
         candidates = want_offload & (self.channel == 1) & free_cloud_slot.any(axis=1)
         ok_offload = self.pool.take(units, candidates)
+        self.cloud_unit_steps = units * duration * ok_offload
         rows = np.flatnonzero(ok_offload)
         if rows.size:
             cols = N_SLOTS + free_cloud_slot[rows].argmax(axis=1)

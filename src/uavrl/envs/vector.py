@@ -68,6 +68,10 @@ class CoreVecEnv:
     def privileged(self) -> dict[str, np.ndarray]:
         return self.core.privileged()
 
+    def cloud_unit_steps(self) -> np.ndarray:
+        """(n,) units x T_q of the task each copy placed on the cloud at the last step."""
+        return _cloud_unit_steps(self.core)
+
     def close(self) -> None:
         """Nothing to release: the core holds no OS resources."""
 
@@ -160,6 +164,10 @@ class ConcatVecEnv:
             states.append(hidden_state())
         return {key: np.concatenate([s[key] for s in states]) for key in states[0]}
 
+    def cloud_unit_steps(self) -> np.ndarray:
+        """The parts' cloud placements of the last step, concatenated."""
+        return np.concatenate([_cloud_unit_steps(p) for p in self.parts])
+
     def close(self) -> None:
         for p in self.parts:
             p.close()
@@ -175,6 +183,53 @@ def concat_envs(parts: Sequence[VecEnv]) -> VecEnv:
     if len(cores) == len(parts) and PaperCore.can_concatenate(cores):
         return CoreVecEnv(PaperCore.concatenate(cores))
     return ConcatVecEnv(parts)
+
+
+def _cloud_unit_steps(source: Any) -> np.ndarray:
+    """What a core (its array) or an env (its method) reports of its last step's cloud placements."""
+    report = getattr(source, "cloud_unit_steps", None)
+    if report is None:
+        name = type(source).__name__
+        raise ConfigError(f"{name} does not report its cloud placements (a pool price needs them)")
+    return np.asarray(report() if callable(report) else report)
+
+
+class PoolPrice:
+    """A congestion price on the cloud pool: every task a copy places on the cloud costs it
+    ``price * reward_scale * units * T_q`` in the step it is placed (the unit-steps of pool
+    capacity it will hold, at a fixed price per unit-step).
+
+    With a shared pool, an agent rewarded for its own tasks alone offloads tasks that cost it
+    nothing and block its pool mates; the price charges it for the capacity it takes from them.
+    Unlike a team reward, its reward carries none of the pool mates' noise. A task worth its
+    units pays for itself iff ``T_q < 1 / price``. Paid at placement, it suits
+    ``reward_timing: admission`` (units paid at placement too).
+    """
+
+    def __init__(self, env: VecEnv, price: float, reward_scale: float) -> None:
+        if price < 0:
+            raise ConfigError(f"pool_price={price!r} must be >= 0")
+        _cloud_unit_steps(env)  # fails now, not at the first step, if env cannot report them
+        self.env = env
+        self.charge = price * reward_scale
+        self.n = env.n
+        self.obs_dim = env.obs_dim
+        self.action_space = env.action_space
+
+    def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray:
+        return self.env.reset(seed, copy_indices)
+
+    def step(self, actions: Any) -> VecStep:
+        step = self.env.step(actions)
+        cost = self.charge * _cloud_unit_steps(self.env)
+        step.reward = (step.reward.astype(np.float64) - cost).astype(np.float32)
+        return step
+
+    def privileged(self) -> dict[str, np.ndarray]:
+        return self.env.privileged()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.env.close()
 
 
 class PoolMateRewards:

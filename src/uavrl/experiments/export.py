@@ -54,8 +54,8 @@ class DecisionStep(nn.Module):
             weight[: 2 * h, :h], weight[: 2 * h, h:] = w_ih[: 2 * h], w_hh[: 2 * h]
             weight[2 * h : 3 * h, :h], weight[3 * h :, h:] = w_ih[2 * h :], w_hh[2 * h :]
             bias = torch.cat([b_ih[: 2 * h] + b_hh[: 2 * h], b_ih[2 * h :], b_hh[2 * h :]])
-            self.register_buffer("fused_weight", weight)
-            self.register_buffer("fused_bias", bias)
+            self.fused_weight = nn.Buffer(weight)
+            self.fused_bias = nn.Buffer(bias)
 
     def forward(self, obs: torch.Tensor, h: torch.Tensor, reset: torch.Tensor) -> tuple[torch.Tensor, ...]:
         model = self.model

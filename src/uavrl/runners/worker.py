@@ -24,8 +24,16 @@ from uavrl.algo.normalize import RewardScaler
 from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
+from uavrl.envs.paper import PaperParams
 from uavrl.envs.scenarios import resolve_cells
-from uavrl.envs.vector import PoolMateRewards, TeamStateObservations, VecEnv, concat_envs, make_vec_env
+from uavrl.envs.vector import (
+    PoolMateRewards,
+    PoolPrice,
+    TeamStateObservations,
+    VecEnv,
+    concat_envs,
+    make_vec_env,
+)
 from uavrl.errors import ConfigError
 from uavrl.nn.models import Actor, ActorCritic, ModelTeam, build_model
 from uavrl.runners.learner import Learner, UpdateStats
@@ -119,16 +127,28 @@ def worker_env_params(config: Config, worker_id: int, base: dict[str, Any] | Non
 
 
 def make_worker_env(config: Config, worker_id: int, pool: CloudPool | None) -> VecEnv:
+    """Worker ``worker_id``'s K envs with its training reward (``env.pool_price``)."""
+    return _priced(config, _worker_part(config, worker_id, pool))
+
+
+def _worker_part(config: Config, worker_id: int, pool: CloudPool | None) -> VecEnv:
     return make_vec_env(
         config.env.id, config.runner.envs_per_worker, worker_env_params(config, worker_id), pool
     )
 
 
+def _priced(config: Config, env: VecEnv) -> VecEnv:
+    if config.env.pool_price <= 0:
+        return env
+    reward_scale = float(config.env.params.get("reward_scale", PaperParams().reward_scale))
+    return PoolPrice(env, config.env.pool_price, reward_scale)
+
+
 def make_all_worker_envs(config: Config, pool: CloudPool | None) -> VecEnv:
     """Every worker's envs as one batch: copy ``j`` belongs to worker ``j // envs_per_worker``
-    (rewards averaged over pool mates with ``env.team_reward``)."""
+    (rewards averaged over pool mates with ``env.team_reward``, priced with ``env.pool_price``)."""
     n = config.runner.n_workers
-    env: VecEnv = concat_envs([make_worker_env(config, i, pool) for i in range(n)])
+    env: VecEnv = _priced(config, concat_envs([_worker_part(config, i, pool) for i in range(n)]))
     if config.model.central_critic:
         if pool is None:
             raise ConfigError("model.central_critic needs env.shared_pool: true (it sees a pool's world)")
