@@ -8,7 +8,14 @@ import pytest
 
 from uavrl.config import load_config
 from uavrl.envs.baselines import reference_policies
-from uavrl.experiments.evaluate import eval_worlds, evaluate_policies, training_regime, tuning_worlds
+from uavrl.envs.worlds import TRAIN_WORLD
+from uavrl.experiments.evaluate import (
+    eval_worlds,
+    evaluate_policies,
+    oracle_score,
+    training_regime,
+    tuning_worlds,
+)
 from uavrl.experiments.train import train
 
 pytestmark = pytest.mark.slow
@@ -47,24 +54,37 @@ def test_a3c_gaussian_head_swings_up_pendulum(tmp_path: Path) -> None:
     assert summary["eval"]["mean_return"] >= -200.0
 
 
-def test_tuned_a3c_beats_the_tuned_threshold_policy_on_the_paper_training_cells(tmp_path: Path) -> None:
-    """The tuned private-pool config (2M env steps, one core) against the threshold policy tuned
-    in the same regime on the same training cells, both greedy on the same streams.
-
-    The shared-pool default (paper_a3c.yaml, centralised critic) does not pass this yet: over
-    study_core's 10 seeds it scores 101.4 against the threshold's 113.1 (reward scale 0.05; 78%
-    of oracle); the study report shows it beside the rules.
-    """
-    config = load_config(CONFIGS / "paper_a3c_private.yaml", QUIET)
-    summary = train(config, tmp_path)
+def _references(config):
     regime = training_regime(config)
     references = reference_policies(tuning_worlds(config, regime), config.eval.episodes, config.eval.seed)
     table = evaluate_policies(references, eval_worlds(config), config.eval.episodes, config.eval.seed)
-    means = table.groupby("policy")["mean"].mean()
+    return table, table[table["cell"] != TRAIN_WORLD].groupby("policy")["mean"].mean()
+
+
+def test_tuned_a3c_beats_the_tuned_threshold_policy_on_the_paper_training_cells(tmp_path: Path) -> None:
+    """The tuned private-pool config (2M env steps, one core) against the threshold policy tuned
+    in the same regime on the same training cells, both greedy on the same streams."""
+    config = load_config(CONFIGS / "paper_a3c_private.yaml", QUIET)
+    summary = train(config, tmp_path)
+    table, means = _references(config)
     assert summary["eval"]["regime"] == "private"
     assert summary["eval"]["cells"] == list(dict.fromkeys(table["cell"]))
     assert means["threshold"] > means["local_else_offload"]
     assert summary["eval"]["mean_return"] > means["threshold"]
+
+
+def test_the_shared_pool_default_reaches_90_percent_of_oracle_in_its_training_world(tmp_path: Path) -> None:
+    """The default (paper_a3c.yaml: shared pools, pool price, 2M env steps) judged in shared
+    pools on its training cells: at least 90% of the oracle's score above the floor, and above
+    LOCAL-else-OFFLOAD. It does not beat the tuned threshold rule yet (seeds 0-3: 22.05-22.40
+    against 22.6 at reward scale 0.01); the study report shows it beside the rules."""
+    config = load_config(CONFIGS / "paper_a3c.yaml", QUIET)
+    summary = train(config, tmp_path)
+    _, means = _references(config)
+    assert summary["eval"]["regime"] == "shared"
+    score = oracle_score(summary["eval"]["mean_return"], means)
+    assert score >= 90.0, f"{score:.1f}% of oracle"
+    assert summary["eval"]["mean_return"] > means["local_else_offload"]
 
 
 def test_impala_beats_local_else_offload_on_the_paper_training_cells(tmp_path: Path) -> None:
