@@ -35,43 +35,19 @@ OPSET = 18
 
 
 class DecisionStep(nn.Module):
-    """One step of a model with the state reset folded in (what the ONNX graph computes).
-
-    A GRU step is written out with its two input projections fused into one: ``[x, h]`` times
-    one block weight gives the summed reset and update pre-activations and the two halves of
-    the candidate's. The graph then has 21 nodes instead of the 24 of ``torch.gru_cell``'s
-    decomposition; on board, onnxruntime's cost per node dominates a decision at batch 1.
-    """
+    """One step of a model with the state reset folded in (what the ONNX graph computes)."""
 
     def __init__(self, model: ActorCritic) -> None:
         super().__init__()
         self.model = model
-        self.recurrent = model.gru is not None
-        if model.gru is not None:
-            w_ih, w_hh, b_ih, b_hh = (t.detach() for t in model.gru.all_weights[0])
-            h = model.spec.hidden_size
-            weight = torch.zeros(4 * h, 2 * h)
-            weight[: 2 * h, :h], weight[: 2 * h, h:] = w_ih[: 2 * h], w_hh[: 2 * h]
-            weight[2 * h : 3 * h, :h], weight[3 * h :, h:] = w_ih[2 * h :], w_hh[2 * h :]
-            bias = torch.cat([b_ih[: 2 * h] + b_hh[: 2 * h], b_ih[2 * h :], b_hh[2 * h :]])
-            self.fused_weight = nn.Buffer(weight)
-            self.fused_bias = nn.Buffer(bias)
+        self.recurrent = model.state_size > 0
 
     def forward(self, obs: torch.Tensor, h: torch.Tensor, reset: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        model = self.model
         if not self.recurrent:
-            params, value, _ = model.step(obs, obs[:, :0])
+            params, value, _ = self.model.step(obs, obs[:, :0])
             return params, value, h
-        h = reset_hidden(h, reset)
-        x = model.encoder(model._actor_input(obs))
-        size = model.spec.hidden_size
-        gates = nn.functional.linear(torch.cat([x, h], dim=1), self.fused_weight, self.fused_bias)
-        reset_update, candidate_in, candidate_hidden = gates.split([2 * size, size, size], dim=1)
-        r, z = torch.sigmoid(reset_update).chunk(2, dim=1)
-        n = torch.tanh(candidate_in + r * candidate_hidden)
-        h_next = n + z * (h - n)  # = (1 - z) * n + z * h
-        features = model.core_norm(h_next)
-        return model.policy(features), model._value(features, obs), h_next
+        params, value, h_next = self.model.step(obs, reset_hidden(h, reset))
+        return params, value, h_next
 
     def state_size(self) -> int:
         return self.model.state_size if self.recurrent else 1
