@@ -5,6 +5,8 @@ turns, each acting for its own K envs (one forward of K per step). Rows ``batche
 model acts for all N x K envs in one forward per step, then applies one update per worker (what
 ``runner.serial`` does for A3C). Same config, envs, model and updates; one torch thread; env
 steps per second after a warm-up, medians of interleaved rounds (this machine drifts up to 3x).
+A config whose workers must step together (a centralised critic, a team reward) has the
+batched row only: its workers cannot act alone.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def measure(config: Config, batched: bool, seconds: float) -> float:
 
 def run(config: Config, seconds: float = 20.0, rounds: int = 3) -> pd.DataFrame:
     """Columns ``acting, n_workers, envs_per_worker, steps_per_s, s_per_2M_steps``."""
-    samples: dict[str, list[float]] = {"per_worker": [], "batched": []}
+    together = config.model.central_critic or config.env.team_reward
+    samples: dict[str, list[float]] = {"batched": []} if together else {"per_worker": [], "batched": []}
     for _ in range(rounds):
         for acting in samples:
             samples[acting].append(measure(config, acting == "batched", seconds / rounds))
