@@ -359,9 +359,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
         config = load_config(args.config or "configs/paper_a3c.yaml", ["runner.share=true"])
         with console.status("measuring one serial run's throughput"):
             frame = bench_serial.run(config, seconds=args.seconds)
-        base = float(frame.loc[frame["acting"] == "per_worker", "steps_per_s"].iloc[0])
+        # the first row: per-worker acting, or batched alone where workers must step together
+        base = float(frame["steps_per_s"].iloc[0])
         title = f"one study run (serial, one core), {args.config or 'configs/paper_a3c.yaml'}"
-        label = "x per-worker acting"
+        label = f"x {frame['acting'].iloc[0].replace('_', '-')} acting"
     else:
         from uavrl.bench import train as bench_train
 
