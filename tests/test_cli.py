@@ -180,7 +180,8 @@ def test_evaluate_defaults_to_the_training_regime_and_pool_chooses(tmp_path: Pat
 
 def test_bench_serial_compares_per_worker_and_batched_acting(tmp_path: Path) -> None:
     out = tmp_path / "serial.csv"
-    config = str(Path(__file__).parent.parent / "configs" / "paper_a3c.yaml")
+    # the private config: the default's centralised critic cannot act per worker (batched only)
+    config = str(Path(__file__).parent.parent / "configs" / "paper_a3c_private.yaml")
     assert main(["bench", "serial", "--config", config, "--seconds", "0.6", "--csv", str(out)]) == 0
     frame = pd.read_csv(out)
     assert frame["acting"].tolist() == ["per_worker", "batched"]

@@ -20,8 +20,6 @@ import yaml
 
 from tests.runners.conftest import small_config
 
-ROUND = 2 * 3 * 5  # env steps of one update of every worker (2 workers x 3 envs x rollout 5)
-
 
 def _config_file(tmp_path: Path, total_env_steps: int) -> Path:
     config = small_config(
@@ -145,8 +143,8 @@ def test_kill_9_leaves_no_orphan_and_resume_continues_the_log(tmp_path: Path) ->
     for _, rows in log.groupby("worker_id"):
         assert rows["episode"].is_monotonic_increasing and rows["step"].is_monotonic_increasing
         assert rows["wall_time"].is_monotonic_increasing  # the clock continues across the resume
-    # rows of concurrent workers may reach the writer one update apart, never more
-    assert (log["step"] >= log["step"].cummax() - ROUND).all()
+    # (across workers, rows reach the writer in no fixed order: a worker descheduled between
+    # booking its steps and its queue's feeder thread writing them lands several updates late)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["env_steps"] >= total
     # every episode of the resumed session is logged once, after the checkpoint's rows
