@@ -194,7 +194,36 @@ def _cloud_unit_steps(source: Any) -> np.ndarray:
     return np.asarray(report() if callable(report) else report)
 
 
-class PoolPrice:
+class RewardWrapper:
+    """A VecEnv whose rewards are reshaped for training (observations, episodes and the hidden
+    state pass through): subclasses define :meth:`reward`."""
+
+    def __init__(self, env: VecEnv) -> None:
+        self.env = env
+        self.n = env.n
+        self.obs_dim = env.obs_dim
+        self.action_space = env.action_space
+
+    def reward(self, own: np.ndarray) -> np.ndarray:
+        """(n,) training rewards from the env's (n,) rewards of this step."""
+        raise NotImplementedError
+
+    def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray:
+        return self.env.reset(seed, copy_indices)
+
+    def step(self, actions: Any) -> VecStep:
+        step = self.env.step(actions)
+        step.reward = self.reward(step.reward.astype(np.float64)).astype(np.float32)
+        return step
+
+    def privileged(self) -> dict[str, np.ndarray]:
+        return self.env.privileged()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class PoolPrice(RewardWrapper):
     """A congestion price on the cloud pool: every task a copy places on the cloud costs it
     ``price * reward_scale * units * T_q`` in the step it is placed (the unit-steps of pool
     capacity it will hold, at a fixed price per unit-step).
@@ -210,29 +239,14 @@ class PoolPrice:
         if price < 0:
             raise ConfigError(f"pool_price={price!r} must be >= 0")
         _cloud_unit_steps(env)  # fails now, not at the first step, if env cannot report them
-        self.env = env
+        super().__init__(env)
         self.charge = price * reward_scale
-        self.n = env.n
-        self.obs_dim = env.obs_dim
-        self.action_space = env.action_space
 
-    def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray:
-        return self.env.reset(seed, copy_indices)
-
-    def step(self, actions: Any) -> VecStep:
-        step = self.env.step(actions)
-        cost = self.charge * _cloud_unit_steps(self.env)
-        step.reward = (step.reward.astype(np.float64) - cost).astype(np.float32)
-        return step
-
-    def privileged(self) -> dict[str, np.ndarray]:
-        return self.env.privileged()  # type: ignore[attr-defined]
-
-    def close(self) -> None:
-        self.env.close()
+    def reward(self, own: np.ndarray) -> np.ndarray:
+        return own - self.charge * _cloud_unit_steps(self.env)
 
 
-class PoolMateRewards:
+class PoolMateRewards(RewardWrapper):
     """Rewards each agent with the mean reward of the agents on its cloud pool (a team reward),
     blended with its own reward by ``team_spirit``: ``(1 - team_spirit) * own + team_spirit * mean``.
 
@@ -248,25 +262,13 @@ class PoolMateRewards:
             raise ConfigError(f"{env.n} copies cannot be split among n_agents={n_agents} agents")
         if not 0.0 <= team_spirit <= 1.0:
             raise ConfigError(f"team_spirit={team_spirit!r} must lie in [0, 1]")
+        super().__init__(env)
         self.team_spirit = team_spirit
-        self.env = env
         self.n_agents = n_agents
-        self.n = env.n
-        self.obs_dim = env.obs_dim
-        self.action_space = env.action_space
 
-    def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray:
-        return self.env.reset(seed, copy_indices)
-
-    def step(self, actions: Any) -> VecStep:
-        step = self.env.step(actions)
-        own = step.reward.astype(np.float64)
+    def reward(self, own: np.ndarray) -> np.ndarray:
         pool_mean = np.tile(own.reshape(self.n_agents, -1).mean(axis=0), self.n_agents)
-        step.reward = ((1.0 - self.team_spirit) * own + self.team_spirit * pool_mean).astype(np.float32)
-        return step
-
-    def close(self) -> None:
-        self.env.close()
+        return (1.0 - self.team_spirit) * own + self.team_spirit * pool_mean
 
 
 class TeamStateObservations:
