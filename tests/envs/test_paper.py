@@ -273,6 +273,7 @@ def test_observation_carries_no_hidden_state() -> None:
         ({"reward_scale": 0.0}, "reward_scale"),
         ({"episode_length": 0}, "episode_length"),
         ({"reward_timing": "later"}, "reward_timing"),
+        ({"observe_feasibility": "yes"}, "observe_feasibility"),
         ({"speed": 3.0}, "speed"),
     ],
 )
@@ -374,3 +375,30 @@ def test_concatenated_cores_follow_the_trajectories_of_the_cores_stepped_one_by_
     assert isinstance(shared, ConcatVecEnv)
     unlike = [CoreVecEnv(PaperCore(4, PaperParams(cloud_capacity=c))) for c in (500, 1000)]
     assert isinstance(concat_envs(unlike), ConcatVecEnv)
+
+
+def test_the_feasibility_column_says_whether_local_admits_the_pending_task() -> None:
+    """With ``observe_feasibility`` the 49th column is 1 exactly when LOCAL is then admitted
+    (flag_local after the step), and the first 48 columns and rewards are those of the plain
+    core on the same streams and actions: the flag adds a column and changes nothing else."""
+    n, rng = 64, np.random.default_rng(0)
+    plain = make_core("paper", n, local_capacity=120)
+    flagged = make_core("paper", n, local_capacity=120, observe_feasibility=True)
+    assert (plain.obs_dim, flagged.obs_dim) == (48, 49) == (Obs.DIM, Obs.LOCAL_FEASIBLE + 1)
+    obs_plain, obs = plain.reset(seed=3), flagged.reset(seed=3)
+    seen = set()
+    for _ in range(250):  # past two episode ends
+        np.testing.assert_array_equal(obs[:, : Obs.DIM], obs_plain)
+        feasible = obs[:, Obs.LOCAL_FEASIBLE]
+        assert set(np.unique(feasible)) <= {0.0, 1.0}
+        actions = rng.choice([LOCAL, LOCAL, OFFLOAD, DISCARD], n)
+        obs_plain, reward_plain, *_ = plain.step(actions)
+        obs, reward, terminated, *_ = flagged.step(actions)
+        np.testing.assert_array_equal(reward, reward_plain)
+        tried = (actions == LOCAL) & ~terminated  # a new episode's observation starts with flags 0
+        np.testing.assert_array_equal(obs[tried, Obs.FLAG_LOCAL], feasible[tried])
+        seen.update(feasible[tried].tolist())
+    assert seen == {0.0, 1.0}  # both outcomes were exercised
+    env = gym.make(ENV_ID, preset="paper", observe_feasibility=True)
+    assert env.observation_space.shape == (49,)
+    check_env(env.unwrapped, skip_render_check=True)

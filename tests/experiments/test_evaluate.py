@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
+from uavrl.config import load_config
 from uavrl.envs.baselines import ConstantPolicy, LocalElseOffload
-from uavrl.envs.scenarios import Cell
+from uavrl.envs.scenarios import Cell, resolve_cells
 from uavrl.envs.worlds import cell_worlds
 from uavrl.experiments.evaluate import (
     RESULT_COLUMNS,
     evaluate_policies,
     mean_ci,
     percent_of_oracle,
+    regime_worlds,
+    tuning_worlds,
 )
 
 
@@ -53,3 +58,18 @@ def test_evaluate_policies_rows_and_columns() -> None:
     assert (frame["ci_low"] <= frame["mean"]).all() and (frame["mean"] <= frame["ci_high"]).all()
     assert set(frame["cell"]) == {"v5-l200-c1000", "v90-l200-c1000"}
     assert set(frame["regime"]) == {"private"}
+
+
+@pytest.mark.parametrize("regime", ["shared", "private"])
+def test_evaluation_params_keep_what_the_run_observes(regime: str) -> None:
+    """A study evaluates with its own env params (here the preset's reward scale), but a model
+    built for the feasibility column still gets it: its observation parameters come from the run."""
+    overrides = ["env.params.observe_feasibility=true", "env.params.reward_scale=0.01"]
+    config = load_config(Path(__file__).parents[2] / "configs" / "paper_a3c.yaml", overrides)
+    evaluation = {"preset": "paper"}
+    worlds = regime_worlds(config, regime, resolve_cells("held_out_velocity"), evaluation)  # type: ignore[arg-type]
+    worlds += tuning_worlds(config, regime, evaluation)  # type: ignore[arg-type]
+    for world in worlds:
+        assert all(p["observe_feasibility"] is True for p in world.agent_params)
+        assert all("reward_scale" not in p for p in world.agent_params)  # the evaluation's own
+        assert world.make_env(2).obs_dim == 49

@@ -38,6 +38,7 @@ def test_onnx_rollout_matches_torch(tmp_path: Path, recurrent: bool, head: str) 
     )
     assert sidecar["recurrent"] == recurrent and sidecar["action_space"] == ACTIONS[head]
     assert sidecar["observation_layout"]["task_time"] == 43
+    assert "local_feasible" not in sidecar["observation_layout"]
     session = onnx_session(tmp_path / "policy.onnx")
 
     rng = np.random.default_rng(1)
@@ -111,3 +112,10 @@ def test_the_readme_deployment_example_runs_without_torch(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert re.match(r"return -?\d+\.\d\d", done.stdout)
+
+
+def test_the_sidecar_names_the_feasibility_column_of_a_model_that_reads_it(tmp_path: Path) -> None:
+    model = build_model(ModelSpec(obs_dim=49, hidden_size=8, recurrent=False)).eval()
+    env = {"id": "uavrl/Offload-v0", "params": {"preset": "paper", "observe_feasibility": True}}
+    sidecar = json.loads(export_policy(model, tmp_path / "policy.onnx", {"env": env}).read_text())
+    assert sidecar["observation_layout"]["local_feasible"] == 48 == sidecar["inputs"]["obs"][1] - 1

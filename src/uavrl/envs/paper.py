@@ -33,12 +33,21 @@ MAX_TASK_TIME = 50
 UNIT_NORM = 200.0
 V_MAX = 120.0
 REWARD_TIMINGS = ("completion", "admission")
+# what a policy observes: a trained model's parameters, kept when it is evaluated with others
+OBSERVATION_PARAMS = ("observe_feasibility",)
 # what the copies of one core share (the rest may differ per copy: PaperCore.concatenate)
-SHARED_BY_MERGED_COPIES = ("cloud_capacity", "reward_scale", "episode_length", "reward_timing")
+SHARED_BY_MERGED_COPIES = (
+    "cloud_capacity",
+    "reward_scale",
+    "episode_length",
+    "reward_timing",
+    "observe_feasibility",
+)
 
 
 class Obs:
-    """Column layout of the 48-float observation (all in [0, 1])."""
+    """Column layout of the 48-float observation (all in [0, 1]); with ``observe_feasibility``
+    a 49th column, LOCAL_FEASIBLE."""
 
     FREE_LOCAL = 0
     STEPS_LEFT = 1
@@ -51,6 +60,8 @@ class Obs:
     VELOCITY = TASK_UNITS + 4
     LOCAL_CAPACITY = TASK_UNITS + 5
     DIM = TASK_UNITS + 6
+    LOCAL_FEASIBLE = DIM  # 1 iff LOCAL would admit the pending task (observe_feasibility)
+    DIM_WITH_FEASIBILITY = DIM + 1
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,10 @@ class PaperParams:
             Russell, 1999) with the units in flight as potential, zero at both ends of an
             episode, so every episode's return is the same under both timings; only the credit
             comes sooner (a task's reward otherwise arrives up to 50 steps after its decision).
+        observe_feasibility: append column ``Obs.LOCAL_FEASIBLE``: 1 iff LOCAL would admit the
+            pending task now (a free local slot and enough free local units). The 48 columns
+            already determine it; a learned policy otherwise spends samples learning the
+            comparison, and tries LOCAL on tasks it cannot admit.
     """
 
     velocity: float = 30.0
@@ -78,6 +93,7 @@ class PaperParams:
     reward_scale: float = 0.05
     episode_length: int = 100
     reward_timing: str = "completion"
+    observe_feasibility: bool = False
 
     def __post_init__(self) -> None:
         check_range("velocity", self.velocity, 0.0, V_MAX, "km/h")
@@ -91,6 +107,8 @@ class PaperParams:
             raise ConfigError(
                 f"reward_timing must be one of {list(REWARD_TIMINGS)}, got {self.reward_timing!r}"
             )
+        if not isinstance(self.observe_feasibility, bool):
+            raise ConfigError(f"observe_feasibility must be true or false, got {self.observe_feasibility!r}")
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> PaperParams:
@@ -112,7 +130,6 @@ class PaperCore:
             observation starts the new episode; ``info["final_obs"]`` holds the last one).
     """
 
-    obs_dim = Obs.DIM
     n_actions = N_ACTIONS
 
     def __init__(
@@ -134,6 +151,7 @@ class PaperCore:
                 f"{pool.capacity} units; they must agree"
             )
         self.pool = pool
+        self.obs_dim = Obs.DIM_WITH_FEASIBILITY if self.params.observe_feasibility else Obs.DIM
         self.owns_pool = owns_pool  # its private pools: no other core can see them
         self.autoreset = autoreset
         self.action_space: gym.Space[Any] = gym.spaces.Discrete(N_ACTIONS)
@@ -209,7 +227,7 @@ class PaperCore:
             copy_indices: (B,) stream index of each copy; default ``arange(B)``.
 
         Returns:
-            (B, 48) float32 observations.
+            (B, obs_dim) float32 observations (48 columns, 49 with ``observe_feasibility``).
         """
         self.streams.reset_rule(seed, copy_indices)
         self._reset_rows(np.arange(self.n))
@@ -247,8 +265,8 @@ class PaperCore:
             actions: (B,) ints in {0 LOCAL, 1 OFFLOAD, 2 DISCARD}.
 
         Returns:
-            obs (B, 48) float32, reward (B,) float32, terminated (B,) bool, truncated (B,) bool,
-            info with ``final_obs`` (B, 48) when any copy finished and autoreset is on.
+            obs (B, obs_dim) float32, reward (B,) float32, terminated (B,) bool, truncated (B,)
+            bool, info with ``final_obs`` (B, obs_dim) when any copy finished and autoreset is on.
         """
         a = self._check_actions(actions)
         admission = self.params.reward_timing == "admission"
@@ -355,7 +373,14 @@ class PaperCore:
             axis=1,
             dtype=np.float64,
         )
-        return (raw / self._obs_divisors).astype(np.float32)
+        obs = (raw / self._obs_divisors).astype(np.float32)
+        if self.params.observe_feasibility:
+            obs = np.concatenate([obs, self.local_feasible()[:, None].astype(np.float32)], axis=1)
+        return obs
+
+    def local_feasible(self) -> np.ndarray:
+        """(B,) bool: LOCAL would admit the pending task now (as :meth:`_place` decides)."""
+        return (self.slot_units[:, :N_SLOTS] == 0).any(axis=1) & (self.free_local >= self.task_units)
 
     def privileged(self) -> dict[str, np.ndarray]:
         """Hidden state for the oracle only: channel, pool level, free cloud slots, each (B,)."""

@@ -20,7 +20,7 @@ from uavrl.config import Config
 from uavrl.envs import ENV_ID
 from uavrl.envs.baselines import FLOOR_POLICIES
 from uavrl.envs.mec import MecParams
-from uavrl.envs.paper import PaperParams
+from uavrl.envs.paper import OBSERVATION_PARAMS, PaperParams
 from uavrl.envs.scenarios import Cell, resolve_cells
 from uavrl.envs.worlds import AgentTeam, Regime, World, cell_worlds, training_world
 from uavrl.nn.models import ActorCritic
@@ -150,12 +150,21 @@ def training_cells(config: Config) -> list[Cell]:
     ]
 
 
+def evaluation_params(config: Config, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Env parameters to evaluate a run with: ``base`` (default the run's own), keeping the run's
+    observation parameters (:data:`OBSERVATION_PARAMS`), which its models were built for."""
+    if base is None:
+        return dict(config.env.params)
+    observed = {k: v for k, v in config.env.params.items() if k in OBSERVATION_PARAMS}
+    return {**base, **observed}
+
+
 def regime_worlds(
     config: Config, regime: Regime, cells: Sequence[Cell], base: dict[str, Any] | None = None
 ) -> list[World]:
     """Evaluation worlds of a run in ``regime``: one per cell (N agents of that cell on one pool
     when shared, one agent alone when private), then the shared training world itself."""
-    base = dict(config.env.params if base is None else base)
+    base = evaluation_params(config, base)
     worlds = cell_worlds(
         [(c.name, {**base, **c.env_params()}) for c in cells], regime, config.runner.n_workers
     )
@@ -167,7 +176,7 @@ def regime_worlds(
 def tuning_worlds(config: Config, regime: Regime, base: dict[str, Any] | None = None) -> list[World]:
     """Where the reference thresholds of a run are tuned: its training cells in its regime
     (shared: the training world itself; private: each training cell alone)."""
-    base = dict(config.env.params if base is None else base)
+    base = evaluation_params(config, base)
     if regime == "shared":
         return [training_world(agent_params(config, base))]
     return cell_worlds([(c.name, {**base, **c.env_params()}) for c in training_cells(config)], regime, 1)

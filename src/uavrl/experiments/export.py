@@ -53,9 +53,9 @@ class DecisionStep(nn.Module):
         return self.model.state_size if self.recurrent else 1
 
 
-def paper_observation_layout() -> dict[str, Any]:
-    """Column ranges of the `paper` preset's 48-float observation."""
-    return {
+def paper_observation_layout(observe_feasibility: bool = False) -> dict[str, Any]:
+    """Column ranges of the `paper` preset's observation (48 floats; 49 with the feasibility flag)."""
+    layout = {
         "free_local": Obs.FREE_LOCAL,
         "steps_left": Obs.STEPS_LEFT,
         "local_units": [Obs.LOCAL_UNITS.start, Obs.LOCAL_UNITS.stop],
@@ -68,6 +68,9 @@ def paper_observation_layout() -> dict[str, Any]:
         "local_capacity": Obs.LOCAL_CAPACITY,
         "slots": N_SLOTS,
     }
+    if observe_feasibility:
+        layout["local_feasible"] = Obs.LOCAL_FEASIBLE
+    return layout
 
 
 def _action_rule(action: dict[str, Any]) -> str:
@@ -133,7 +136,11 @@ def export_policy(model: ActorCritic, out: Path, config: dict[str, Any]) -> Path
         "state_size": step.state_size(),
         "action_space": model.spec.action,
         "greedy_action": _action_rule(model.spec.action),
-        "observation_layout": paper_observation_layout() if env.get("id") == "uavrl/Offload-v0" else None,
+        "observation_layout": (
+            paper_observation_layout(bool(env.get("params", {}).get("observe_feasibility", False)))
+            if env.get("id") == "uavrl/Offload-v0"
+            else None
+        ),
         "env": env,
         "model": model.spec.to_dict(),
     }
