@@ -73,18 +73,18 @@ def test_tuned_a3c_beats_the_tuned_threshold_policy_on_the_paper_training_cells(
     assert summary["eval"]["mean_return"] > means["threshold"]
 
 
-def test_the_shared_pool_default_reaches_90_percent_of_oracle_in_its_training_world(tmp_path: Path) -> None:
-    """The default (paper_a3c.yaml: shared pools, pool price, 2M env steps) judged in shared
-    pools on its training cells: at least 90% of the oracle's score above the floor, and above
-    LOCAL-else-OFFLOAD. It does not beat the tuned threshold rule yet (seeds 0-3: 22.05-22.40
-    against 22.6 at reward scale 0.01); the study report shows it beside the rules."""
+def test_the_shared_pool_default_beats_the_tuned_threshold_in_its_training_world(tmp_path: Path) -> None:
+    """The default (paper_a3c.yaml: shared pools, pool price, feasibility column, 2M env steps)
+    judged in shared pools on its training cells, against the threshold policy tuned in that
+    world, both greedy on the same streams (seed 0 scores 22.82 against 22.62), and at least 90%
+    of the oracle's score above the floor."""
     config = load_config(CONFIGS / "paper_a3c.yaml", QUIET)
     summary = train(config, tmp_path)
     _, means = _references(config)
     assert summary["eval"]["regime"] == "shared"
+    assert summary["eval"]["mean_return"] > means["threshold"] > means["local_else_offload"]
     score = oracle_score(summary["eval"]["mean_return"], means)
     assert score >= 90.0, f"{score:.1f}% of oracle"
-    assert summary["eval"]["mean_return"] > means["local_else_offload"]
 
 
 def test_impala_beats_local_else_offload_on_the_paper_training_cells(tmp_path: Path) -> None:
