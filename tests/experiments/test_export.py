@@ -90,7 +90,8 @@ def _parts(actions: np.ndarray | tuple[np.ndarray, ...]) -> tuple[np.ndarray, ..
 
 
 def test_the_readme_deployment_example_runs_without_torch(tmp_path: Path) -> None:
-    """Train a tiny run, export it with the CLI, and run README's example in a fresh process."""
+    """Train a tiny run (observing the feasibility column, so the example must build its env from
+    the sidecar), export it with the CLI, and run README's example in a fresh process."""
     import re
     import subprocess
     import sys
@@ -100,7 +101,13 @@ def test_the_readme_deployment_example_runs_without_torch(tmp_path: Path) -> Non
     from uavrl.experiments.train import train
 
     run = tmp_path / "run"
-    train(small_config(model={"hidden_size": 16, "recurrent": True}, runner={"total_env_steps": 300}), run)
+    env = {
+        "id": "uavrl/Offload-v0",
+        "params": {"preset": "paper", "episode_length": 30, "observe_feasibility": True},
+        "worker_cells": ["v5-l200-c1000", "v50-l200-c1000"],
+    }
+    model = {"hidden_size": 16, "recurrent": True}
+    train(small_config(env=env, model=model, runner={"total_env_steps": 300}), run)
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "policy.onnx")]) == 0
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme[readme.index("## Deploying a trained policy") :]
