@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -58,9 +59,12 @@ def test_failing_worker_is_reported_and_the_run_stops_cleanly(
         # its env failed at step 120 of 10-step episodes: all 11 finished episodes were flushed
         assert episodes == list(range(1, 12))
     else:
-        # two incarnations of 11 episodes; a killed process may take rows still in its queue
-        # buffer with it; numbering goes on across a restart
-        assert 1 <= len(episodes) <= 22 and episodes == list(range(1, len(episodes) + 1))
+        # two incarnations of 11 episodes, numbered on across the restart; a killed process may
+        # take the last rows still in its queue buffer with it, so the numbers may skip once,
+        # where the first incarnation died, and never repeat
+        assert 1 <= len(episodes) <= 22 and len(set(episodes)) == len(episodes)
+        skips = [(a, b) for a, b in itertools.pairwise(episodes) if b != a + 1]
+        assert episodes[0] == 1 and len(skips) <= 1 and episodes[-1] <= 22, episodes
         events = (tmp_path / "events.log").read_text()
         assert f"worker {failed} died (exit code 3); its rollout in flight is dropped; restart 1 of 1" in (
             events
