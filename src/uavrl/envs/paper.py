@@ -41,7 +41,7 @@ SHARED_BY_MERGED_COPIES = (
     "reward_scale",
     "episode_length",
     "reward_timing",
-    "observe_feasibility",
+    *OBSERVATION_PARAMS,
 )
 
 
@@ -168,7 +168,8 @@ class PaperCore:
             [UNIT_NORM, self.params.episode_length]
             + [UNIT_NORM] * N_SLOTS
             + [MAX_TASK_TIME] * N_SLOTS
-            + [UNIT_NORM, MAX_TASK_TIME, 1.0, 1.0, V_MAX, UNIT_NORM],
+            + [UNIT_NORM, MAX_TASK_TIME, 1.0, 1.0, V_MAX, UNIT_NORM]
+            + [1.0] * (self.obs_dim - Obs.DIM),
             dtype=np.float64,
         )
 
@@ -271,7 +272,7 @@ class PaperCore:
         a = self._check_actions(actions)
         admission = self.params.reward_timing == "admission"
         held_before = self.slot_units.sum(axis=1) if admission else None
-        self._place(a == LOCAL, a == OFFLOAD, self.task_units, self.task_time)
+        self._place(a == LOCAL, a == OFFLOAD)
         paid_units = self._complete()
 
         u = self.streams.uniform(3)
@@ -310,16 +311,11 @@ class PaperCore:
             raise RuntimeError("a copy's episode has ended: call reset() before step()")
         return a
 
-    def _place(
-        self,
-        want_local: np.ndarray,
-        want_offload: np.ndarray,
-        units: np.ndarray,
-        duration: np.ndarray,
-    ) -> None:
+    def _place(self, want_local: np.ndarray, want_offload: np.ndarray) -> None:
         """Step 1 of the dynamics: admit the pending task locally or to the cloud."""
+        units, duration = self.task_units, self.task_time
         free_local_slot = self.slot_units[:, :N_SLOTS] == 0
-        ok_local = want_local & free_local_slot.any(axis=1) & (self.free_local >= units)
+        ok_local = want_local & self._admits_locally(free_local_slot)
         rows = np.flatnonzero(ok_local)
         if rows.size:
             cols = free_local_slot[rows].argmax(axis=1)
@@ -357,30 +353,31 @@ class PaperCore:
     def _observe(self) -> np.ndarray:
         # one concatenation and one division (in float64, then to float32, as column by column
         # assignments would round): a dozen fewer NumPy calls per step, which dominate at small B
-        raw = np.concatenate(
-            [
-                self.free_local[:, None],
-                self.steps_left[:, None],
-                self.slot_units[:, :N_SLOTS],
-                self.slot_time[:, :N_SLOTS],
-                self.task_units[:, None],
-                self.task_time[:, None],
-                self.flag_local[:, None],
-                self.flag_offload[:, None],
-                self.velocity[:, None],
-                self.local_capacity[:, None],
-            ],
-            axis=1,
-            dtype=np.float64,
-        )
-        obs = (raw / self._obs_divisors).astype(np.float32)
+        columns: list[np.ndarray] = [
+            self.free_local[:, None],
+            self.steps_left[:, None],
+            self.slot_units[:, :N_SLOTS],
+            self.slot_time[:, :N_SLOTS],
+            self.task_units[:, None],
+            self.task_time[:, None],
+            self.flag_local[:, None],
+            self.flag_offload[:, None],
+            self.velocity[:, None],
+            self.local_capacity[:, None],
+        ]
         if self.params.observe_feasibility:
-            obs = np.concatenate([obs, self.local_feasible()[:, None].astype(np.float32)], axis=1)
-        return obs
+            columns.append(self.local_feasible()[:, None])
+        raw = np.concatenate(columns, axis=1, dtype=np.float64)
+        return (raw / self._obs_divisors).astype(np.float32)
 
     def local_feasible(self) -> np.ndarray:
-        """(B,) bool: LOCAL would admit the pending task now (as :meth:`_place` decides)."""
-        return (self.slot_units[:, :N_SLOTS] == 0).any(axis=1) & (self.free_local >= self.task_units)
+        """(B,) bool: LOCAL would admit the pending task now."""
+        return self._admits_locally(self.slot_units[:, :N_SLOTS] == 0)
+
+    def _admits_locally(self, free_local_slot: np.ndarray) -> np.ndarray:
+        """(B,) bool: a free local slot (``free_local_slot`` (B, 20)) and enough free local units
+        for the pending task; what :meth:`_place` admits and the feasibility column shows."""
+        return free_local_slot.any(axis=1) & (self.free_local >= self.task_units)
 
     def privileged(self) -> dict[str, np.ndarray]:
         """Hidden state for the oracle only: channel, pool level, free cloud slots, each (B,)."""
