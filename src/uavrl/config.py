@@ -150,9 +150,12 @@ class RunnerConfig(ConfigSection):
     from one learner: N actors send rollouts, the learner updates on ``learner_batch`` of them
     at a time (default N); ``a3c_data`` actors wait for the weights of the update they fed,
     ``impala`` actors never wait and the learner corrects their lag with V-trace
-    (``algo.rho_bar``, ``algo.c_bar``). ``total_env_steps`` counts all workers; each worker
-    gets an equal share. ``serial`` runs the workers (actors) in one process (same functions,
-    for tests and debugging).
+    (``algo.rho_bar``, ``algo.c_bar``). ``replay_size > 0`` gives the ``impala`` learner a
+    replay of its latest ``replay_size`` rollouts, from which every update adds ``replay_ratio``
+    replayed rollouts per fresh one (1: half of each batch replayed); V-trace corrects their
+    age. A resumed or restarted learner starts with an empty replay. ``total_env_steps``
+    counts all workers; each worker gets an equal share. ``serial`` runs the workers (actors)
+    in one process (same functions, for tests and debugging).
 
     ``backend: ray`` runs ``a3c``, ``a3c_data`` and ``impala`` as Ray actors (one learner, N
     rollout actors), on this machine or on the cluster at ``ray_address``; its ``a3c`` sends
@@ -178,6 +181,8 @@ class RunnerConfig(ConfigSection):
     max_grad_staleness: int | None = Field(None, ge=0)
     learner_batch: int | None = Field(None, ge=1, json_schema_extra=HASH_NEUTRAL)
     rollout_slots: int = Field(2, ge=1, json_schema_extra=HASH_NEUTRAL)
+    replay_size: int = Field(0, ge=0, json_schema_extra=HASH_NEUTRAL)
+    replay_ratio: float = Field(1.0, gt=0.0, json_schema_extra=HASH_NEUTRAL)
 
 
 class EvalConfig(ConfigSection):
@@ -248,6 +253,12 @@ class Config(ConfigSection):
             raise ValueError(
                 f"algo.gae_lambda={self.algo.gae_lambda} does not apply to runner.kind: impala, whose "
                 "targets are V-trace (algo.c_bar plays lambda's part); set algo.gae_lambda: null"
+            )
+        if self.runner.replay_size and self.runner.kind != "impala":
+            raise ValueError(
+                f"runner.replay_size={self.runner.replay_size} replays old rollouts, which only "
+                f"runner.kind: impala corrects (V-trace); runner.kind is {self.runner.kind}. "
+                "Set runner.replay_size: 0"
             )
         if self.runner.kind in ("a3c_data", "impala"):
             if not self.runner.share:

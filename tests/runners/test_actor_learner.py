@@ -12,6 +12,7 @@ import torch
 
 from uavrl.algo.batch import concat_batches
 from uavrl.algo.optim import SharedAdam
+from uavrl.algo.replay import TrajectoryReplay
 from uavrl.errors import ConfigError
 from uavrl.experiments.train import train
 from uavrl.nn.models import ModelSpec, build_model
@@ -100,6 +101,52 @@ def test_learner_with_vtrace_on_its_own_rollout_steps_like_the_on_policy_learner
     torch.testing.assert_close(after[0], after[1], rtol=1e-5, atol=1e-6)
 
 
+def test_a_learner_with_replay_updates_on_the_fresh_and_replayed_rollouts_side_by_side(make_config) -> None:
+    """Its update equals a plain update, from the same weights, on the batch its replay mixes
+    (same seed, same draws); its stats count the fresh rollout's env steps only."""
+    config = make_config(runner={"kind": "impala", "replay_size": 4})
+    model, first = _rollout(config, 0)
+    _, second = _rollout(config, 1)
+    after = []
+    for replay in (TrajectoryReplay(4, 1.0, seed=11), None):
+        copy = build_model(model.spec)
+        copy.load_state_dict(model.state_dict())
+        learner = Learner(config, copy, SharedAdam(copy.parameters(), lr=1e-2), replay=replay)
+        if replay is not None:
+            replay.mix([first])  # stored by an earlier update
+            stats = learner.learn_rollouts([second], 0)
+            assert stats.applied and stats.env_steps == second.env_steps
+        else:
+            learner.learn(copy, concat_batches([second, first]), 0)
+        after.append(torch.nn.utils.parameters_to_vector(copy.parameters()).detach())
+    assert not torch.equal(after[0], torch.nn.utils.parameters_to_vector(model.parameters()))
+    torch.testing.assert_close(after[0], after[1])
+    fresh_only = build_model(model.spec)
+    fresh_only.load_state_dict(model.state_dict())
+    Learner(config, fresh_only, SharedAdam(fresh_only.parameters(), lr=1e-2)).learn_rollouts([second], 0)
+    assert not torch.allclose(after[0], torch.nn.utils.parameters_to_vector(fresh_only.parameters()))
+
+
+@pytest.mark.parametrize("serial", [True, False], ids=["serial", "processes"])
+def test_impala_with_replay_books_fresh_steps_and_records_what_it_replayed(
+    make_config, tmp_path: Path, serial: bool
+) -> None:
+    total = 3000
+    replay = {"replay_size": 8, "replay_ratio": 0.5}
+    config = make_config(runner={"kind": "impala", "serial": serial, "total_env_steps": total, **replay})
+    summary = train(config, tmp_path / "run")
+    assert summary["status"] == "finished" and summary["env_steps"] >= total
+    k, t = config.runner.envs_per_worker, config.algo.rollout_length
+    assert summary["env_steps"] == summary["updates"] * 2 * k * t  # replayed steps are not booked again
+    replay = summary["replay"]
+    assert replay["capacity"] == 8 and replay["ratio"] == 0.5
+    # one replayed rollout per update (2 fresh x 0.5), from the second update on
+    assert replay["replayed_rollouts"] == summary["updates"] - 1
+    ages = {int(a): n for a, n in replay["age"]["histogram"].items()}
+    assert sum(ages.values()) == replay["replayed_rollouts"] and min(ages) >= 1 and max(ages) <= 4
+    assert sum(summary["policy_lag"]["histogram"].values()) == 2 * summary["updates"]  # fresh only
+
+
 @pytest.mark.parametrize("serial", [True, False], ids=["serial", "processes"])
 @pytest.mark.parametrize("kind", ["a3c_data", "impala"])
 def test_actor_learner_runs_finish_their_budget_and_log_the_policy_lag(
@@ -134,6 +181,10 @@ def test_actor_learner_configs_refuse_what_does_not_apply(make_config) -> None:
         make_config(runner={"kind": "impala"}, algo={"gae_lambda": 0.95})
     with pytest.raises(ConfigError, match=r"runner\.share: false"):
         make_config(runner={"kind": "a3c_data", "share": False})
+    with pytest.raises(ConfigError, match=r"runner\.replay_size=8 replays .* runner\.kind is a3c_data"):
+        make_config(runner={"kind": "a3c_data", "replay_size": 8})
+    with pytest.raises(ConfigError, match=r"runner\.replay_ratio"):
+        make_config(runner={"kind": "impala", "replay_size": 8, "replay_ratio": 0})
     with pytest.raises(ConfigError, match=r"runner\.learner_batch=3 must be at most runner\.n_workers=2"):
         make_config(runner={"kind": "impala", "learner_batch": 3})
     with pytest.raises(ConfigError, match=r"env\.team_reward needs the workers stepped together"):

@@ -105,6 +105,8 @@ def test_killed_actors_are_restarted_and_the_budget_trained(
     with impala the learner is killed -9 too, between checkpoints, and restarts from the last."""
     marker = tmp_path / "killed"
     config = _config(make_config, kind, steps=2400, fault="kill_once", at_step=1, marker=str(marker))
+    if kind == "impala":  # its learner replays, and starts a new replay when restarted
+        config = config.model_copy(update={"runner": config.runner.model_copy(update={"replay_size": 4})})
     killed: list[int] = []
 
     def kill_learner(env_steps: int, models: Any) -> None:
@@ -133,6 +135,7 @@ def test_killed_actors_are_restarted_and_the_budget_trained(
     assert len(actor_events) == 1 and "restart 1 of 3" in actor_events[0]
     if kind == "impala":
         assert len(killed) == 1 and faults["learner_restarts"] == 1 and faults["env_steps_rolled_back"] > 0
+        assert summary["replay"]["replayed_rollouts"] > 0  # the restarted learner's replay
         (learner_event,) = [e for e in events if "learner died" in e]
         assert "restarted from the last checkpoint" in learner_event
     else:

@@ -26,12 +26,14 @@ from typing import Any
 
 import torch
 
-from uavrl.algo.batch import TENSOR_FIELDS, RolloutBatch, concat_batches
+from uavrl.algo.batch import TENSOR_FIELDS, RolloutBatch
+from uavrl.algo.replay import TrajectoryReplay
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.nn.models import ActorCritic
 from uavrl.runners.a3c import book_update
 from uavrl.runners.learner import Learner
+from uavrl.runners.metrics import histogram_summary
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
 from uavrl.runners.supervise import OwnedLock, Supervisor, child_process
 from uavrl.runners.worker import (
@@ -53,6 +55,29 @@ def learner_batch(config: Config) -> int:
     all N) for ``impala``."""
     r = config.runner
     return r.n_workers if r.kind == "a3c_data" or r.learner_batch is None else r.learner_batch
+
+
+def trajectory_replay(config: Config) -> TrajectoryReplay | None:
+    """The learner's replay of recent rollouts (``runner.replay_size``, ``impala`` only), seeded
+    by the run's seed; None without one."""
+    r = config.runner
+    if r.replay_size == 0:
+        return None
+    return TrajectoryReplay(r.replay_size, r.replay_ratio, derived_seed(config.seed, 5))
+
+
+def replay_stats(replay: TrajectoryReplay | None) -> dict[str, Any]:
+    """``summary.json``'s record of the replay: its settings and the ages of what it replayed."""
+    if replay is None:
+        return {}
+    return {
+        "replay": {
+            "capacity": replay.capacity,
+            "ratio": replay.ratio,
+            "replayed_rollouts": sum(replay.ages.values()),
+            "age": histogram_summary(replay.ages),
+        }
+    }
 
 
 def empty_rollout(model: ActorCritic, length: int, copies: int) -> RolloutBatch:
@@ -196,15 +221,16 @@ class CentralLearner:
     def __init__(self, config: Config, session: TrainingSession, weights: WeightBroadcast | None) -> None:
         self.config = config
         self.session = session
-        self.learner = Learner(config, session.models[0], session.optimizers[0])
+        self.learner = Learner(
+            config, session.models[0], session.optimizers[0], replay=trajectory_replay(config)
+        )
         self.weights = weights
         self.version = int(session.counters.snapshot()["updates"])
         self.lag = Counter[int]()
 
     def update(self, rollouts: list[RolloutBatch], episodes: list[EpisodeRecord]) -> None:
-        batch = concat_batches(rollouts)
         session = self.session
-        stats = self.learner.learn(self.learner.model, batch, int(session.counters.env_steps.value))
+        stats = self.learner.learn_rollouts(rollouts, int(session.counters.env_steps.value))
         self.lag.update(self.version - r.policy_version for r in rollouts)
         self.version += 1
         if self.weights is not None:
@@ -212,9 +238,7 @@ class CentralLearner:
         book_update(0, stats, episodes, session.counters, session.metrics, session.clock_origin)
 
     def stats(self) -> dict[str, Any]:
-        total = sum(self.lag.values())
-        mean = sum(lag * n for lag, n in self.lag.items()) / max(total, 1)
-        return {"policy_lag": {"histogram": {str(k): v for k, v in sorted(self.lag.items())}, "mean": mean}}
+        return {"policy_lag": histogram_summary(self.lag), **replay_stats(self.learner.replay)}
 
 
 def _run_serial(

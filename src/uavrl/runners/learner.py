@@ -17,9 +17,10 @@ from typing import Any, Protocol
 
 import torch
 
-from uavrl.algo.batch import RolloutBatch
+from uavrl.algo.batch import RolloutBatch, concat_batches
 from uavrl.algo.loss import LossTerms, rollout_loss, vtrace_loss
 from uavrl.algo.optim import SharedAdam
+from uavrl.algo.replay import TrajectoryReplay
 from uavrl.config import Config
 from uavrl.nn.models import ActorCritic
 
@@ -141,7 +142,9 @@ class Learner:
     the model itself, or a worker's private copy holding the weights that collected the batch,
     whose gradient is then applied to ``model`` under ``lock``. A3C hands every worker a learner
     of the same shared model and SharedAdam; individual learning hands each its own.
-    ``name`` says whose updates these are in errors.
+    ``name`` says whose updates these are in errors. A central learner (``a3c_data``,
+    ``impala``) takes its actors' rollouts through :meth:`learn_rollouts`, which mixes in
+    ``replay``'s rollouts when it has one (``impala`` with ``runner.replay_size``).
     """
 
     def __init__(
@@ -151,6 +154,7 @@ class Learner:
         optimizer: SharedAdam,
         lock: Any = None,
         name: str = "learner",
+        replay: TrajectoryReplay | None = None,
     ) -> None:
         self.config = config
         self.model = model
@@ -158,6 +162,7 @@ class Learner:
         self.lock = lock if lock is not None and config.runner.lock_updates else contextlib.nullcontext()
         self.name = name
         self.loss = loss_function(config)
+        self.replay = replay
         self.nonfinite_streak = 0
 
     def learning_rate(self, env_steps: int) -> float:
@@ -209,3 +214,12 @@ class Learner:
             lr = self.learning_rate(env_steps)
         self.check_finite(applied, f"loss {terms.total.item()}, grad norm {grad_norm}")
         return UpdateStats.of(terms, batch.env_steps, applied, grad_norm, lr, self.entropy_coef(env_steps))
+
+    def learn_rollouts(self, rollouts: list[RolloutBatch], env_steps: int) -> UpdateStats:
+        """One update of the learner's own model on ``rollouts`` side by side (B = their copies),
+        and on the replayed rollouts the replay adds. The stats count the fresh rollouts' env
+        steps only: a replayed step was booked when it was fresh."""
+        batch = concat_batches(rollouts if self.replay is None else self.replay.mix(rollouts))
+        stats = self.learn(self.model, batch, env_steps)
+        stats.env_steps = sum(r.env_steps for r in rollouts)
+        return stats

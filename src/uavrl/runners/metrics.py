@@ -9,7 +9,7 @@ import queue as queue_module
 import signal
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,14 @@ LOG_FILE = "training_log.csv"
 EVAL_LOG_FILE = "eval_log.csv"
 EVAL_COLUMNS = ["step", "wall_time", "mean_return", "episodes"]
 TB_SCALARS = ("return", "length", "policy_loss", "value_loss", "entropy", "grad_norm")
+
+
+def histogram_summary(counts: Counter[int]) -> dict[str, Any]:
+    """A histogram of integer values (a policy lag, a replay age) as ``summary.json`` keeps it:
+    ``{"histogram": {"value": count, ...}, "mean": mean}`` (mean 0 when empty)."""
+    total = sum(counts.values())
+    mean = sum(value * n for value, n in counts.items()) / max(total, 1)
+    return {"histogram": {str(k): v for k, v in sorted(counts.items())}, "mean": mean}
 
 
 def cut_log(path: Path, env_steps: int, worker_episodes: list[int] | None) -> list[int]:

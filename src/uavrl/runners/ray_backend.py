@@ -36,13 +36,13 @@ from typing import Any
 
 import torch
 
-from uavrl.algo.batch import RolloutBatch, concat_batches
+from uavrl.algo.batch import RolloutBatch
 from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.errors import ConfigError
 from uavrl.nn.models import ModelSpec, build_model
 from uavrl.runners.a3c import book_update
-from uavrl.runners.actor_learner import learner_batch
+from uavrl.runners.actor_learner import learner_batch, replay_stats, trajectory_replay
 from uavrl.runners.checkpoint import load_training_tensors, training_tensors
 from uavrl.runners.learner import (
     Learner,
@@ -51,6 +51,7 @@ from uavrl.runners.learner import (
     loss_gradient,
     scheduled_entropy_coef,
 )
+from uavrl.runners.metrics import histogram_summary
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
 from uavrl.runners.supervise import WorkerFailed
 from uavrl.runners.worker import (
@@ -172,7 +173,7 @@ class LearnerActor:
         self.model = build_model(spec)
         algo = self.config.algo
         self.optimizer = SharedAdam(self.model.parameters(), lr=algo.lr, eps=algo.adam_eps)
-        self.learner = Learner(self.config, self.model, self.optimizer)
+        self.learner = Learner(self.config, self.model, self.optimizer, replay=trajectory_replay(self.config))
         self.version = 0
         self.loaded = False
 
@@ -202,9 +203,13 @@ class LearnerActor:
     def update(self, env_steps: int, *batches: RolloutBatch) -> tuple[UpdateStats, Weights]:
         """One update on the rollouts side by side; the stats and the new weights."""
         self._check_loaded()
-        stats = self.learner.learn(self.model, concat_batches(list(batches)), env_steps)
+        stats = self.learner.learn_rollouts(list(batches), env_steps)
         self.version += 1
         return stats, self.weights()
+
+    def replay_stats(self) -> dict[str, Any]:
+        """The replay's record (empty without one); a restarted learner starts a new replay."""
+        return replay_stats(self.learner.replay)
 
     def apply(
         self, flat: torch.Tensor | None, version: int, env_steps: int, max_staleness: int
@@ -585,11 +590,11 @@ class RayDriver:
 
     def stats(self) -> dict[str, Any]:
         f = self.faults
-        total = sum(f.lag.values())
-        mean = sum(lag * n for lag, n in f.lag.items()) / max(total, 1)
         name = "gradient_staleness" if self.config.runner.kind == "a3c" else "policy_lag"
+        replay = self.ray.get(self.learner.replay_stats.remote()) if self.config.runner.replay_size else {}
         return {
-            name: {"histogram": {str(k): v for k, v in sorted(f.lag.items())}, "mean": mean},
+            name: histogram_summary(f.lag),
+            **replay,
             "faults": {
                 "restarts": f.restarts,
                 "rollouts_dropped": f.rollouts_dropped,
