@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uavrl.experiments.report import View, heatmap_scores, normalised, seed_scores
+from uavrl.experiments.figures import heatmap_scores
+from uavrl.experiments.scores import View, normalised, seed_scores
 
 REFS = {  # cell -> reference means; in cell "b" the threshold beats the greedy oracle
     "a": {"random": 10.0, "always_local": 5.0, "always_offload": 20.0, "threshold": 50.0, "oracle": 60.0},

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from tests.experiments.test_study import CONFIGS, TINY
-from uavrl.experiments.report import _median_band, headline_summary, learning_curves, write_report
+from uavrl.experiments.figures import _median_band, learning_curves
+from uavrl.experiments.report import headline_summary, write_report
 from uavrl.experiments.study import RESULTS_COLUMNS, load_study, plan, run_study
 
 

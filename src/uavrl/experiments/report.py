@@ -14,19 +14,32 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
 from scipy import stats as sps
 
-from uavrl.envs.baselines import FLOOR_POLICIES
-from uavrl.envs.scenarios import Cell, resolve_cells
-from uavrl.envs.worlds import REGIMES, TRAIN_WORLD
+from uavrl.envs.scenarios import resolve_cells
+from uavrl.envs.worlds import REGIMES
 from uavrl.experiments import stats
 from uavrl.experiments.evaluate import MEC_METRICS, oracle_score
+from uavrl.experiments.figures import (
+    plot_forest,
+    plot_heatmap,
+    plot_learning_curves,
+    plot_per_cell,
+    plot_percent_of_oracle,
+    plot_row_curves,
+)
+from uavrl.experiments.scores import (
+    REFERENCE_ORDER,
+    View,
+    normalised,
+    reference_means,
+    seed_scores,
+    table_arms,
+    train_world_values,
+    training_regimes,
+)
 from uavrl.experiments.study import (
-    LEARNED_ARMS,
     REFERENCE_ARM,
-    REFERENCE_SELECTION,
     RESULTS_FILE,
     SHARED_MODEL_ARMS,
     STUDY_FILE,
@@ -37,112 +50,8 @@ from uavrl.experiments.study import (
 )
 
 REPORT_FILE = "report.md"
+
 BOOTSTRAP_REPS = 2000
-CURVE_POINTS = 200
-CURVE_WINDOW = 200  # episodes in the rolling mean of a learning curve
-# Learned "arms" in tables: the two arms, the individual arm's best/worst model per seed, and
-# the equal-update-budget variant when the study ran it.
-INDIVIDUAL_BEST, INDIVIDUAL_WORST = "individual (best model)", "individual (worst model)"
-REFERENCE_ORDER = (
-    "random",
-    "always_local",
-    "always_offload",
-    "local_else_offload",
-    "threshold",
-    "greedy_estimated",
-    "oracle",
-)
-
-
-@dataclass(frozen=True)
-class View:
-    """Which evaluation rows a table reads: an ablation row, a pool regime, a selection mode,
-    training or held-out cells. ``transfer`` is derived: the regime the row did not train in."""
-
-    ablation: str
-    regime: str
-    selection: str
-    held_out: bool
-
-    def select(self, results: pd.DataFrame, arm: str) -> pd.DataFrame:
-        selection = REFERENCE_SELECTION if arm == REFERENCE_ARM else self.selection
-        return results[
-            (results["arm"] == arm)
-            & (results["ablation"] == self.ablation)
-            & (results["regime"] == self.regime)
-            & (results["selection"] == selection)
-            & (results["held_out"] == self.held_out)
-            & (results["cell"] != TRAIN_WORLD)
-        ]
-
-
-def training_regimes(results: pd.DataFrame) -> dict[str, str]:
-    """Per ablation row, the pool regime its runs trained in."""
-    own = results[~results["transfer"].astype(bool)]
-    return {str(k): str(v) for k, v in own.groupby("ablation", sort=False)["regime"].first().items()}
-
-
-def seed_scores(results: pd.DataFrame, arm: str, view: View) -> np.ndarray:
-    """(seeds, cells) matrix of raw returns of one arm; ``individual`` averages its models per
-    seed and cell (in a shared world its N models act together, as one team).
-
-    ``arm`` may also be :data:`INDIVIDUAL_BEST` / :data:`INDIVIDUAL_WORST`: per seed the
-    individual model with the highest / lowest mean over these cells.
-    """
-    source = "individual" if arm in (INDIVIDUAL_BEST, INDIVIDUAL_WORST) else arm
-    rows = view.select(results, source)
-    if rows.empty:
-        return np.empty((0, 0))
-    table = rows.pivot_table(index=["seed", "model"], columns="cell", values="mean_return", aggfunc="mean")
-    table = table[reference_cells(results, view)]
-    if arm == source:
-        return table.groupby(level="seed").mean().to_numpy()
-    per_model = table.mean(axis=1)
-    pick = (
-        per_model.groupby(level="seed").idxmax
-        if arm == INDIVIDUAL_BEST
-        else per_model.groupby(level="seed").idxmin
-    )
-    return table.loc[pick().to_list()].to_numpy()
-
-
-def reference_cells(results: pd.DataFrame, view: View) -> list[str]:
-    """The cells of a view, in the order of the reference rows."""
-    return list(dict.fromkeys(view.select(results, REFERENCE_ARM)["cell"]))
-
-
-def reference_table(results: pd.DataFrame, view: View) -> pd.DataFrame:
-    """Reference policies x cells of a view (raw mean returns)."""
-    rows = view.select(results, REFERENCE_ARM)
-    return rows.pivot_table(index="model", columns="cell", values="mean_return")[
-        reference_cells(results, view)
-    ]
-
-
-def reference_means(results: pd.DataFrame, view: View) -> pd.Series:
-    """Mean over the view's cells of every reference policy."""
-    return reference_table(results, view).mean(axis=1)
-
-
-def normalised(results: pd.DataFrame, view: View, scores: np.ndarray) -> np.ndarray:
-    """Per-cell normalised scores of a (seeds, cells) matrix of the view: 0 at the floor, 1 at the
-    oracle. Where a reference policy beats the greedy oracle (its threshold is tuned on the
-    training cells, so in some held-out cells a rule scores more), 1 is that policy's return."""
-    refs = reference_table(results, view)
-    floor = refs.loc[[p for p in FLOOR_POLICIES if p in refs.index]].max()
-    return stats.normalised_scores(scores, floor.to_numpy(), refs.max().to_numpy())
-
-
-def train_world_values(results: pd.DataFrame, arm: str, ablation: str, selection: str) -> pd.Series:
-    """Per seed (or per reference policy), the return in the shared training world itself."""
-    rows = results[
-        (results["ablation"] == ablation)
-        & (results["cell"] == TRAIN_WORLD)
-        & (results["arm"] == arm)
-        & (results["selection"] == (REFERENCE_SELECTION if arm == REFERENCE_ARM else selection))
-    ]
-    key = "model" if arm == REFERENCE_ARM else "seed"
-    return rows.groupby(key)["mean_return"].mean()
 
 
 @dataclass(frozen=True)
@@ -202,22 +111,13 @@ def _p(x: float) -> str:
     return "n/a" if not np.isfinite(x) else ("<0.001" if x < 0.001 else f"{x:.3f}")
 
 
-def _arms(results: pd.DataFrame, ablation: str, regime: str) -> list[str]:
-    present = set(results.loc[results["ablation"] == ablation, "arm"])
-    names = [a for a in SHARED_MODEL_ARMS if a in present]
-    if "individual" in present:
-        # In a shared world the individual models act as one team: no best or worst model.
-        names += ["individual"] + ([INDIVIDUAL_BEST, INDIVIDUAL_WORST] if regime == "private" else [])
-    return names
-
-
 def headline_table(results: pd.DataFrame, view: View) -> str:
     references = reference_means(results, view)
     lines = [
         "| policy | seeds | mean | std | CV | worst seed | normalised IQM [95% CI] | % of oracle |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for arm in _arms(results, view.ablation, view.regime):
+    for arm in table_arms(results, view.ablation, view.regime):
         scores = seed_scores(results, arm, view)
         if scores.size == 0:
             continue
@@ -240,7 +140,7 @@ def train_world_table(results: pd.DataFrame, ablation: str, selection: str) -> s
     if references.empty:
         return ""
     lines = ["| policy | seeds | mean | worst seed | % of oracle |", "|---|---|---|---|---|"]
-    for arm in _arms(results, ablation, "shared"):
+    for arm in table_arms(results, ablation, "shared"):
         values = train_world_values(results, arm, ablation, selection)
         if not values.empty:
             pct = float(oracle_score(values.mean(), references))
@@ -347,126 +247,6 @@ def own_cell_table(study: StudyConfig, results: pd.DataFrame, study_dir: Path, s
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-@dataclass
-class Curves:
-    """One arm's smoothed training returns, every seed on a common x grid.
-
-    ``steps`` (points,) env steps per worker, ``by_steps`` (seeds, points); ``wall`` (points,)
-    seconds, ``by_wall`` (seeds, points), NaN past a seed's own end.
-    """
-
-    steps: np.ndarray
-    by_steps: np.ndarray
-    wall: np.ndarray
-    by_wall: np.ndarray
-    workers: int = 1
-
-
-def _smoothed(log: Path) -> pd.DataFrame:
-    """A run's training log in step order, ``return`` replaced by its rolling mean over the
-    last ``CURVE_WINDOW`` episodes (fewer at the start)."""
-    frame = pd.read_csv(log, usecols=["step", "return", "wall_time"]).sort_values("step", kind="stable")
-    frame["return"] = frame["return"].rolling(CURVE_WINDOW, min_periods=1).mean()
-    return frame
-
-
-def learning_curves(study: StudyConfig, study_dir: Path, ablation: str) -> dict[str, Curves]:
-    """Per arm, every seed's smoothed curve interpolated on ``CURVE_POINTS`` points: a
-    continuous line for any number of seeds and however few episodes a run logged; the median
-    at a point is over the seeds that reached it."""
-    frames: dict[str, list[pd.DataFrame]] = {}
-    workers: dict[str, int] = {}
-    for run in plan(study, study_dir):
-        log = run.run_dir / "training_log.csv"
-        if run.ablation != ablation or not log.exists():
-            continue
-        frame = _smoothed(log)
-        if not frame.empty:
-            frames.setdefault(run.arm, []).append(frame)
-            workers[run.arm] = run.config.runner.n_workers
-    curves = {}
-    for arm, runs in frames.items():
-        steps = np.linspace(
-            min(f["step"].iloc[0] for f in runs), max(f["step"].iloc[-1] for f in runs), CURVE_POINTS
-        )
-        wall = np.linspace(0.0, max(f["wall_time"].iloc[-1] for f in runs), CURVE_POINTS)
-        by_steps = np.vstack([_interp_until_end(steps, f["step"], f["return"]) for f in runs])
-        by_wall = np.vstack([_interp_until_end(wall, f["wall_time"], f["return"]) for f in runs])
-        curves[arm] = Curves(steps / workers[arm], by_steps, wall, by_wall, workers[arm])
-    return curves
-
-
-def _interp_until_end(x: np.ndarray, xp: pd.Series, fp: pd.Series) -> np.ndarray:
-    """``fp`` interpolated at ``x``; NaN past the run's last point (an unfinished run)."""
-    return np.where(x <= xp.iloc[-1], np.interp(x, xp, fp), np.nan)
-
-
-def _median_band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per point: the median over seeds and its 95% bootstrap CI (NaN band with one seed)."""
-    median, low, high = np.full((3, curves.shape[1]), np.nan)
-    for i, column in enumerate(curves.T):
-        values = column[np.isfinite(column)]
-        if values.size:
-            median[i] = np.median(values)
-        if values.size > 1:
-            low[i], high[i] = stats.stratified_bootstrap_ci(values, "median", 500)
-    return median, low, high
-
-
-def plot_learning_curves(study: StudyConfig, study_dir: Path, ablation: str, path: Path) -> None:
-    fig = Figure(figsize=(11, 4))
-    by_steps_ax, by_wall_ax = fig.subplots(1, 2, sharey=True)
-    notes = []
-    for arm, curve in learning_curves(study, study_dir, ablation).items():
-        seeds = curve.by_steps.shape[0]
-        for ax, x, values in (
-            (by_steps_ax, curve.steps, curve.by_steps),
-            (by_wall_ax, curve.wall, curve.by_wall),
-        ):
-            median, low, high = _median_band(values)
-            (line,) = ax.plot(x, median, label=f"{arm} ({seeds} seed{'s' * (seeds > 1)})")
-            if seeds > 1:
-                ax.fill_between(x, low, high, alpha=0.25, color=line.get_color())
-        if seeds == 1:
-            notes.append(f"{arm}: one seed, so no band")
-    by_steps_ax.set_xlabel("env steps per worker")
-    by_wall_ax.set_xlabel("wall time (s)")
-    by_steps_ax.set_ylabel(f"training return, rolling mean of {CURVE_WINDOW} episodes")
-    title = f"row {ablation} (training world): median over seeds, 95% bootstrap CI"
-    fig.suptitle(title + (f" ({'; '.join(notes)})" if notes else ""), fontsize=9)
-    by_steps_ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def plot_row_curves(study: StudyConfig, study_dir: Path, arm: str, path: Path) -> None:
-    """One line per ablation row (a sweep): median over seeds and its 95% bootstrap CI, over
-    the run's env steps (all workers together) and over wall time."""
-    fig = Figure(figsize=(11, 4))
-    by_steps_ax, by_wall_ax = fig.subplots(1, 2, sharey=True)
-    for ablation in study.ablations:
-        curve = learning_curves(study, study_dir, ablation).get(arm)
-        if curve is None:
-            continue
-        seeds = curve.by_steps.shape[0]
-        for ax, x, values in (
-            (by_steps_ax, curve.steps * curve.workers, curve.by_steps),
-            (by_wall_ax, curve.wall, curve.by_wall),
-        ):
-            median, low, high = _median_band(values)
-            (line,) = ax.plot(x, median, label=f"{ablation} ({seeds} seed{'s' * (seeds > 1)})")
-            if seeds > 1:
-                ax.fill_between(x, low, high, alpha=0.2, color=line.get_color())
-    by_steps_ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e3:g}k"))
-    by_steps_ax.set_xlabel("env steps (all workers)")
-    by_wall_ax.set_xlabel("wall time (s)")
-    by_steps_ax.set_ylabel(f"training return, rolling mean of {CURVE_WINDOW} episodes")
-    fig.suptitle(f"{arm}: median over seeds, 95% bootstrap CI", fontsize=9)
-    by_steps_ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
 def final_returns_table(study: StudyConfig, results: pd.DataFrame) -> str:
     """Per row and arm: the final model's evaluation return, mean over seeds with a 95%
     bootstrap CI over seeds, for each selection, beside each reference policy of the row (the
@@ -562,181 +342,6 @@ def write_env_report(study: StudyConfig, study_dir: Path, results: pd.DataFrame)
     path = study_dir / REPORT_FILE
     path.write_text("\n".join(out))
     return path
-
-
-def plot_per_cell(results: pd.DataFrame, ablation: str, regime: str, path: Path) -> None:
-    """Greedy return per cell in one regime: learned arms (mean and t-CI over seeds) and
-    reference policies."""
-    refs = results[
-        (results["arm"] == REFERENCE_ARM) & (results["ablation"] == ablation) & (results["regime"] == regime)
-    ]
-    cells = list(dict.fromkeys(refs["cell"]))
-    series: list[tuple[str, np.ndarray, np.ndarray]] = []
-    for arm in LEARNED_ARMS:
-        rows = results[
-            (results["arm"] == arm)
-            & (results["ablation"] == ablation)
-            & (results["regime"] == regime)
-            & (results["selection"] == "greedy")
-        ]
-        if rows.empty:
-            continue
-        per_seed = rows.groupby(["seed", "cell"])["mean_return"].mean().unstack()[cells]
-        n = per_seed.shape[0]
-        half = sps.t.ppf(0.975, n - 1) * per_seed.std(ddof=1) / np.sqrt(n) if n > 1 else per_seed.mean() * 0
-        series.append((arm, per_seed.mean().to_numpy(), half.to_numpy()))
-    for name in REFERENCE_ORDER:
-        ref = refs[refs["model"] == name].set_index("cell").reindex(cells)
-        if ref["mean_return"].notna().any():
-            series.append((name, ref["mean_return"].to_numpy(), np.zeros(len(cells))))
-    fig = Figure(figsize=(max(10.0, 0.45 * len(cells)), 5))
-    ax = fig.subplots()
-    width = 0.8 / max(len(series), 1)
-    x = np.arange(len(cells))
-    for i, (name, mean, half) in enumerate(series):
-        ax.bar(x + i * width, mean, width, yerr=half, label=name, capsize=1.5)
-    ax.set_xticks(x + 0.4 - width / 2, cells, rotation=75, fontsize=7)
-    ax.set_ylabel("mean episode return per agent (evaluation reward scale)")
-    ax.set_title(f"per cell, greedy, row {ablation}, {regime} cloud pools: 95% CI over seeds")
-    ax.legend(fontsize=7, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-CELL_GROUPS = (
-    "training world",
-    "training",
-    "held-out velocity",
-    "held-out local",
-    "held-out cloud",
-    "held-out",
-)
-
-
-def cell_group(cell: str, train_cells: list[str]) -> str:
-    """``training``, the training world, or which parameter makes a held-out cell new:
-    ``held-out velocity`` / ``held-out local`` / ``held-out cloud``."""
-    if cell == TRAIN_WORLD:
-        return "training world"
-    if cell in train_cells:
-        return "training"
-    parsed, seen = Cell.parse(cell), [Cell.parse(c) for c in train_cells]
-    for field in ("local_capacity", "cloud_capacity", "velocity"):
-        if getattr(parsed, field) not in {getattr(c, field) for c in seen}:
-            return f"held-out {field.split('_')[0]}"
-    return "held-out"
-
-
-def heatmap_scores(results: pd.DataFrame, ablation: str, regime: str) -> pd.DataFrame:
-    """Normalised score in %, greedy, per cell (rows, grouped: training world, training,
-    held-out by velocity / local / cloud) and policy (columns: learned arms, then the
-    references). A learned arm's entry is its mean over seeds. Each cell is scaled as the
-    report's statistics are: 0 at its best floor policy, 100 at its best reference policy (the
-    oracle, or a rule where one beats the greedy oracle)."""
-    rows = results[(results["ablation"] == ablation) & (results["regime"] == regime)]
-    refs = rows[rows["arm"] == REFERENCE_ARM]
-    learned = rows[(rows["arm"] != REFERENCE_ARM) & (rows["selection"] == "greedy")]
-    means = {
-        arm: g.groupby(["seed", "cell"])["mean_return"].mean().groupby("cell").mean()
-        for arm, g in learned.groupby("arm", sort=False)
-    }
-    means.update({name: g.set_index("cell")["mean_return"] for name, g in refs.groupby("model", sort=False)})
-    table = pd.DataFrame(means)
-    learned_arms = [a for a in LEARNED_ARMS if a in table]
-    columns = learned_arms + [r for r in REFERENCE_ORDER if r in table]
-    table = table[columns]
-    references = table[[c for c in REFERENCE_ORDER if c in table]]
-    floor = references[[p for p in FLOOR_POLICIES if p in references]].max(axis=1)
-    span = (references.max(axis=1) - floor).where(lambda x: x > 0)  # no scale where no rule beats the floor
-    scores = 100.0 * table.sub(floor, axis=0).div(span, axis=0)
-    train_cells = str(rows["train_cells"].dropna().iloc[0]).split(";")
-    groups = pd.Series({c: cell_group(c, train_cells) for c in scores.index})
-
-    def rank(cell: str) -> tuple[int, float, float, float]:
-        parsed = Cell(0.0) if cell == TRAIN_WORLD else Cell.parse(cell)
-        return CELL_GROUPS.index(groups[cell]), parsed.cloud_capacity, parsed.local_capacity, parsed.velocity
-
-    ranked = sorted(scores.index, key=rank)
-    scores = scores.loc[ranked]
-    scores.index = pd.MultiIndex.from_arrays([groups[ranked], ranked], names=["group", "cell"])
-    return scores
-
-
-def plot_heatmap(results: pd.DataFrame, ablation: str, regime: str, path: Path) -> None:
-    """Cells x policies coloured by normalised score; cell groups separated by lines."""
-    scores = heatmap_scores(results, ablation, regime)
-    fig = Figure(figsize=(1.1 * scores.shape[1] + 3, 0.32 * scores.shape[0] + 1.8))
-    ax = fig.subplots()
-    image = ax.imshow(scores.to_numpy(dtype=float), cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
-    for (i, j), value in np.ndenumerate(scores.to_numpy(dtype=float)):
-        if np.isfinite(value):
-            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7)
-    groups = scores.index.get_level_values("group")
-    for i in range(1, len(groups)):
-        if groups[i] != groups[i - 1]:
-            ax.axhline(i - 0.5, color="black", lw=1.2)
-    n_learned = sum(c in LEARNED_ARMS for c in scores.columns)
-    ax.axvline(n_learned - 0.5, color="black", lw=1.2)
-    ax.set_xticks(range(scores.shape[1]), scores.columns, rotation=35, ha="right", fontsize=8)
-    labels = [f"{cell} ({group})" for group, cell in scores.index]
-    ax.set_yticks(range(scores.shape[0]), labels, fontsize=7)
-    fig.colorbar(image, ax=ax, label="normalised score, % (0: best floor policy, 100: best reference)")
-    ax.set_title(f"row {ablation}, {regime} cloud pools, greedy: per-cell normalised score", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def plot_forest(frames: dict[str, pd.DataFrame], path: Path) -> None:
-    """A3C minus individual per ablation row with its 95% CI, one marker per cell group."""
-    fig = Figure(figsize=(7, 0.45 * max(len(f) for f in frames.values()) + 1.5))
-    ax = fig.subplots()
-    for offset, (label, frame) in zip((-0.15, 0.15), frames.items(), strict=False):
-        y = np.arange(len(frame))[::-1] + offset
-        err = np.vstack([frame["gap"] - frame["ci_low"], frame["ci_high"] - frame["gap"]])
-        ax.errorbar(frame["gap"], y, xerr=np.nan_to_num(err), fmt="o", capsize=3, label=label)
-    first = next(iter(frames.values()))
-    ax.set_yticks(np.arange(len(first))[::-1], first["ablation"])
-    ax.axvline(0.0, color="grey", lw=0.8)
-    ax.set_xlabel(
-        "A3C - individual, greedy mean return (95% Welch CI over seeds), each row in its training regime"
-    )
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def plot_percent_of_oracle(results: pd.DataFrame, ablation: str, regime: str, path: Path) -> None:
-    fig = Figure(figsize=(8, 4))
-    ax = fig.subplots()
-    names = [*_arms(results, ablation, regime), *REFERENCE_ORDER]
-    for offset, held_out in ((-0.2, False), (0.2, True)):
-        view = View(ablation, regime, "greedy", held_out)
-        references = reference_means(results, view)
-        means, halves = [], []
-        for name in names:
-            if name in REFERENCE_ORDER:
-                means.append(float(oracle_score(references.get(name, np.nan), references)))
-                halves.append(0.0)
-                continue
-            values = np.asarray(oracle_score(seed_scores(results, name, view).mean(axis=1), references))
-            n = values.size
-            means.append(float(values.mean()) if n else np.nan)
-            halves.append(float(sps.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0)
-        ax.bar(
-            np.arange(len(names)) + offset,
-            means,
-            0.4,
-            yerr=halves,
-            capsize=2,
-            label="held-out cells" if held_out else "training cells",
-        )
-    ax.set_xticks(np.arange(len(names)), names, rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("% of oracle (greedy)")
-    ax.set_title(f"row {ablation}, {regime} cloud pools")
-    ax.axhline(0.0, color="grey", lw=0.8)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def _headline_section(
