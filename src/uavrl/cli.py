@@ -202,6 +202,7 @@ def _show_mec_results(
 def cmd_train(args: argparse.Namespace) -> None:
     from uavrl.config import load_config
     from uavrl.experiments import train as training
+    from uavrl.experiments.rundir import RunDir
 
     if args.resume:
         given = [
@@ -220,7 +221,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                 "(start a new run with --config to change values)"
             )
         run_dir = Path(args.resume)
-        if (run_dir / "config.yaml").exists() and training.finished_summary(run_dir) is not None:
+        if RunDir(run_dir).config_file.exists() and RunDir(run_dir).finished_summary() is not None:
             console.print(
                 f"{run_dir} has finished; nothing to resume (uavrl evaluate --run {run_dir} scores it again)"
             )
@@ -257,10 +258,9 @@ def _evaluate_run(
         training_regime,
         tuning_worlds,
     )
-    from uavrl.runners.checkpoint import load_models
-    from uavrl.runners.session import CHECKPOINT_DIR, LAST
+    from uavrl.experiments.rundir import RunDir
 
-    models, meta = load_models(run_dir / CHECKPOINT_DIR, LAST)
+    models, meta = RunDir(run_dir).load_models()
     config = config_from_dict(meta["config"])
     seed = config.eval.seed
     if config.env.preset == "mec":
@@ -416,12 +416,11 @@ def _bench_solve(args: argparse.Namespace) -> None:
 
 def _bench_decide(args: argparse.Namespace) -> None:
     from uavrl.bench import decide
-    from uavrl.runners.checkpoint import load_models
-    from uavrl.runners.session import CHECKPOINT_DIR, LAST
+    from uavrl.experiments.rundir import RunDir
 
     if not args.run:
         raise ConfigError("uavrl bench decide needs --run RUN_DIR (the policy to time)")
-    models, meta = load_models(Path(args.run) / CHECKPOINT_DIR, LAST)
+    models, meta = RunDir(args.run).load_models()
     with progress_console.status("timing decisions at batch 1 (torch and onnxruntime)"):
         frame = decide.run(models[0], meta["config"])
     table = Table(title=f"per-decision latency at batch 1, one core, {args.run}")
@@ -436,11 +435,10 @@ def _bench_decide(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from uavrl.experiments.export import export_policy
-    from uavrl.runners.checkpoint import load_models
-    from uavrl.runners.session import CHECKPOINT_DIR, LAST
+    from uavrl.experiments.rundir import RunDir
 
     check_writable(args.out)
-    models, meta = load_models(Path(args.run) / CHECKPOINT_DIR, LAST)
+    models, meta = RunDir(args.run).load_models()
     if len(models) != 1 and args.model is None:
         raise ConfigError(
             f"{args.run} holds {len(models)} models (individual learning): choose one with --model"

@@ -10,7 +10,8 @@ import pytest
 
 from tests.runners.conftest import small_config
 from uavrl.errors import ConfigError
-from uavrl.experiments.train import PeriodicEvaluation, finished_summary, train
+from uavrl.experiments.rundir import RunDir
+from uavrl.experiments.train import PeriodicEvaluation, train
 from uavrl.nn.models import build_model
 from uavrl.runners.session import model_spec
 
@@ -53,7 +54,7 @@ def test_stop_at_return_ends_the_run_and_records_the_first_hit(tmp_path: Path) -
     hit = summary["eval_during_training"]["first_hit"]
     assert summary["stopped_at_target"] and hit["env_steps"] == summary["env_steps"] < 6000
     assert 300 <= hit["env_steps"] < 300 + 30  # the first round past 300 (2 workers x 3 envs x 5 steps)
-    assert finished_summary(tmp_path) == json.loads((tmp_path / "summary.json").read_text())
+    assert RunDir(tmp_path).finished_summary() == json.loads((tmp_path / "summary.json").read_text())
     with pytest.raises(ConfigError, match=r"stop_at_return needs eval\.every_env_steps"):
         small_config(eval={"stop_at_return": 1.0})
 

@@ -17,6 +17,7 @@ from uavrl.envs.scenarios import Cell
 from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.experiments import stats
 from uavrl.experiments.evaluate import oracle_score
+from uavrl.experiments.rundir import RunDir
 from uavrl.experiments.scores import REFERENCE_ORDER, View, reference_means, seed_scores, table_arms
 from uavrl.experiments.study import LEARNED_ARMS, REFERENCE_ARM, StudyConfig, plan
 
@@ -55,7 +56,7 @@ def learning_curves(study: StudyConfig, study_dir: Path, ablation: str) -> dict[
     frames: dict[str, list[pd.DataFrame]] = {}
     workers: dict[str, int] = {}
     for run in plan(study, study_dir):
-        log = run.run_dir / "training_log.csv"
+        log = RunDir(run.run_dir).training_log
         if run.ablation != ablation or not log.exists():
             continue
         frame = _smoothed(log)

@@ -75,9 +75,8 @@ def run_pareto(
     ``pareto.csv`` and ``pareto.png`` into ``out`` and return the table."""
     from uavrl.envs.mec_baselines import mec_reference_policies
     from uavrl.experiments.evaluate import evaluate_mec_policies, run_policies
-    from uavrl.experiments.train import finished_summary, resume, train
-    from uavrl.runners.checkpoint import load_models
-    from uavrl.runners.session import CHECKPOINT_DIR, LAST
+    from uavrl.experiments.rundir import RunDir
+    from uavrl.experiments.train import resume, train
 
     if seeds < 1:
         raise ConfigError(f"seeds must be >= 1, got {seeds}")
@@ -87,12 +86,13 @@ def run_pareto(
         for seed in range(seeds):
             config = weighted_config(base, w, base.seed + seed, env_steps)
             run_dir = out / f"w{i}" / f"seed{seed}"
-            if (run_dir / "config.yaml").exists():
-                if finished_summary(run_dir) is None:
+            run = RunDir(run_dir)
+            if run.config_file.exists():
+                if run.finished_summary() is None:
                     resume(run_dir)
             else:
                 train(config, run_dir)
-            models, _ = load_models(run_dir / CHECKPOINT_DIR, LAST)
+            models, _ = run.load_models()
             trained = MecParams.from_env_params(config.env.params)
             cell = MecCell.of(trained)
             learned = run_policies(config, models, "private", True, config.eval.seed)

@@ -42,7 +42,6 @@ from uavrl.config import (
     config_from_dict,
     content_hash,
     format_validation_error,
-    load_config,
     read_with_base,
 )
 from uavrl.envs.baselines import SpaceRandomPolicy, reference_policies
@@ -62,7 +61,8 @@ from uavrl.experiments.evaluate import (
     training_regime,
     tuning_worlds,
 )
-from uavrl.experiments.train import CONFIG_FILE, SUMMARY_FILE, resume, train, write_config
+from uavrl.experiments.rundir import RunDir
+from uavrl.experiments.train import resume, train, write_config
 from uavrl.runners.session import env_spaces
 
 Selection = Literal["greedy", "stochastic"]
@@ -284,21 +284,11 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def is_trained(run_dir: Path, config_hash: str) -> bool:
-    """``summary.json`` says the run finished training with this config."""
-    summary = _read_json(run_dir / SUMMARY_FILE)
-    return (
-        summary is not None
-        and summary.get("status") == "finished"
-        and summary.get("config_hash") == config_hash
-    )
-
-
 def is_finished(run_dir: Path, config_hash: str, eval_hash: str) -> bool:
     """Trained to the end with this config and evaluated with this evaluation."""
     meta = _read_json(run_dir / EVAL_META)
     return (
-        is_trained(run_dir, config_hash)
+        RunDir(run_dir).is_trained(config_hash)
         and meta is not None
         and meta.get("config_hash") == config_hash
         and meta.get("eval_hash") == eval_hash
@@ -308,7 +298,7 @@ def is_finished(run_dir: Path, config_hash: str, eval_hash: str) -> bool:
 
 def prepare_run(run: PlannedRun, evaluation: StudyEvaluation) -> None:
     """Write the run's config and evaluation; a directory holding another config is moved aside."""
-    config_path = run.run_dir / CONFIG_FILE
+    config_path = RunDir(run.run_dir).config_file
     if config_path.exists():
         stored = yaml.safe_load(config_path.read_text()) or {}
         old_hash = (stored.get("meta") or {}).get("config_hash")
@@ -374,10 +364,7 @@ def _metric_columns(table: pd.DataFrame) -> dict[str, pd.Series]:
 
 def evaluate_run(run_dir: Path, evaluation: StudyEvaluation) -> pd.DataFrame:
     """Every final model of a run in every evaluation world, in both regimes, each selection mode."""
-    from uavrl.runners.checkpoint import load_models
-    from uavrl.runners.session import CHECKPOINT_DIR, LAST
-
-    models, meta = load_models(run_dir / CHECKPOINT_DIR, LAST)
+    models, meta = RunDir(run_dir).load_models()
     config = config_from_dict(meta["config"])
     frames = []
     for regime, transfer in run_regimes(config):
@@ -418,16 +405,17 @@ def train_cells_label(config: Config) -> str:
 
 def run_job(run_dir: Path) -> None:
     """Train (or resume, or skip if trained) one run, then evaluate it for the study."""
-    config = load_config(run_dir / CONFIG_FILE)
+    run = RunDir(run_dir)
+    config = run.config()
     evaluation = StudyEvaluation.model_validate_json((run_dir / STUDY_EVAL_FILE).read_text())
-    if not is_trained(run_dir, config.hash()):
-        if (run_dir / "checkpoints").exists():
+    if not run.is_trained(config.hash()):
+        if run.checkpoints.exists():
             resume(run_dir)
         else:
             # A failed attempt that never checkpointed: start over with the same config.
-            for name in (SUMMARY_FILE, "training_log.csv"):
-                (run_dir / name).unlink(missing_ok=True)
-            shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
+            for path in (run.summary_file, run.training_log, run.eval_log):
+                path.unlink(missing_ok=True)
+            shutil.rmtree(run.tensorboard, ignore_errors=True)
             train(config, run_dir)
     table = evaluate_run(run_dir, evaluation)
     table.to_csv(run_dir / EVAL_FILE, index=False)

@@ -17,20 +17,17 @@ import numpy as np
 import torch
 import yaml
 
-from uavrl.config import Config, load_config
+from uavrl.config import Config
 from uavrl.envs.worlds import TRAIN_WORLD
-from uavrl.errors import CheckpointError, ConfigError, RunInterrupted
+from uavrl.errors import ConfigError, RunInterrupted
+from uavrl.experiments.rundir import CONFIG_FILE, RunDir
 from uavrl.nn.models import ActorCritic
-from uavrl.runners.checkpoint import read_meta
 from uavrl.runners.registry import runner_for
-from uavrl.runners.session import CHECKPOINT_DIR, LAST, HookOutcome, ProgressHook, RunResult, check_envs
+from uavrl.runners.session import HookOutcome, ProgressHook, RunResult, check_envs
 from uavrl.runners.worker import local_copy
 
 if TYPE_CHECKING:  # evaluation (pandas) is imported when a run evaluates: 0.4 s of start-up
     import pandas as pd
-
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
 
 
 def _git_commit() -> str | None:
@@ -66,7 +63,7 @@ def provenance(config: Config) -> dict[str, Any]:
 def write_config(config: Config, run_dir: Path) -> None:
     data = config.to_dict()
     data["meta"] = provenance(config)
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(data, sort_keys=False))
+    RunDir(run_dir).config_file.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def _summary(config: Config, result: RunResult) -> dict[str, Any]:
@@ -193,7 +190,7 @@ def train(config: Config, run_dir: Path | None = None, hook: ProgressHook | None
     ``hook(env_steps, models)`` is called after every round of updates (see ``ProgressHook``).
     """
     run_dir = run_dir or Path("runs") / config.name
-    if (run_dir / SUMMARY_FILE).exists() or (run_dir / "checkpoints").exists():
+    if RunDir(run_dir).holds_run():
         raise ConfigError(
             f"run directory {str(run_dir)!r} already holds a run; use --resume or another --run-dir"
         )
@@ -203,22 +200,6 @@ def train(config: Config, run_dir: Path | None = None, hook: ProgressHook | None
     return _execute(config, run_dir, resume=False, hook=hook)
 
 
-def finished_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The summary of a run that finished its whole budget (``runner.total_env_steps`` of its
-    ``config.yaml``), else None: a failed, interrupted or extended run has more to do."""
-    path = run_dir / SUMMARY_FILE
-    if not path.exists():
-        return None
-    try:
-        summary = json.loads(path.read_text())
-        status, env_steps = summary.get("status"), summary.get("env_steps", 0)
-    except (json.JSONDecodeError, AttributeError):
-        raise ConfigError(f"{path}: not a valid summary (a JSON object expected)") from None
-    total = load_config(run_dir / CONFIG_FILE).runner.total_env_steps
-    complete = env_steps >= total or summary.get("stopped_at_target", False)
-    return summary if status == "finished" and complete else None
-
-
 def resume(run_dir: Path, ray_address: str | None = None) -> dict[str, Any]:
     """Continue a run from its last checkpoint, with its config and counters (on the Ray
     cluster at ``ray_address`` if given: where a run goes on does not change it).
@@ -226,12 +207,13 @@ def resume(run_dir: Path, ray_address: str | None = None) -> dict[str, Any]:
     A run that finished its budget is left as it is and its summary returned unchanged
     (``uavrl evaluate`` scores it again).
     """
-    if not (run_dir / CONFIG_FILE).exists():
+    run = RunDir(run_dir)
+    if not run.config_file.exists():
         raise ConfigError(f"--resume {str(run_dir)!r}: no {CONFIG_FILE} there")
-    finished = finished_summary(run_dir)
+    finished = run.finished_summary()
     if finished is not None:
         return finished
-    config = load_config(run_dir / CONFIG_FILE)
+    config = run.config()
     if ray_address is not None:
         runner = config.runner.model_copy(update={"ray_address": ray_address})
         config = config.model_copy(update={"runner": runner})
@@ -239,11 +221,11 @@ def resume(run_dir: Path, ray_address: str | None = None) -> dict[str, Any]:
 
 
 def _execute(config: Config, run_dir: Path, resume: bool, hook: ProgressHook | None = None) -> dict[str, Any]:
-    summary_path = run_dir / SUMMARY_FILE
+    summary_path = RunDir(run_dir).summary_file
     runner = runner_for(config)
     periodic = None
     if config.eval.every_env_steps is not None:
-        periodic = PeriodicEvaluation(config, _checkpointed_wall_time(run_dir) if resume else 0.0)
+        periodic = PeriodicEvaluation(config, RunDir(run_dir).checkpointed_wall_time() if resume else 0.0)
     try:
         result = runner(config, run_dir, resume=resume, hook=chain_hooks(periodic, hook))
     except KeyboardInterrupt as err:  # RunInterrupted once training ran; bare during start-up
@@ -265,11 +247,3 @@ def _execute(config: Config, run_dir: Path, resume: bool, hook: ProgressHook | N
     summary["eval"] = evaluate_final(config, result.models)
     summary_path.write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def _checkpointed_wall_time(run_dir: Path) -> float:
-    """The wall time a run had when its last checkpoint was written (0 without one)."""
-    try:
-        return float(read_meta(run_dir / CHECKPOINT_DIR, LAST)["counters"].get("wall_time_s", 0.0))
-    except (CheckpointError, KeyError, ValueError):
-        return 0.0

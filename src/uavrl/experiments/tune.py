@@ -51,6 +51,7 @@ from uavrl.experiments.evaluate import (
     training_cells,
     training_regime,
 )
+from uavrl.experiments.rundir import RunDir
 from uavrl.experiments.train import train
 from uavrl.nn.models import ActorCritic
 
@@ -208,9 +209,6 @@ def _optimize(tune: TuneConfig, tune_dir: Path, url: str, job: int, total_trials
     """Run trials in this process until the study holds ``total_trials`` finished or running ones."""
     import optuna
 
-    from uavrl.runners.checkpoint import load_models
-    from uavrl.runners.session import CHECKPOINT_DIR, LAST
-
     study = _open_study(tune, url, job)
 
     def objective(trial: optuna.Trial) -> float:
@@ -220,7 +218,7 @@ def _optimize(tune: TuneConfig, tune_dir: Path, url: str, job: int, total_trials
             config = trial_config(tune, values, seed, trial.number)
             run_dir = tune_dir / f"trial{trial.number}" / f"seed{seed}"
             train(config, run_dir, hook=PruningHook(trial, tune, config, seed))
-            models, _ = load_models(run_dir / CHECKPOINT_DIR, LAST)
+            models, _ = RunDir(run_dir).load_models()
             scores.append(training_score(config, models, tune.episodes, tune.eval_seed))
             trial.set_user_attr(f"seed{seed}", scores[-1])
         return float(np.mean(scores))

@@ -29,6 +29,7 @@ LOG_COLUMNS = [
     "wall_time",
 ]
 LOG_FILE = "training_log.csv"
+TENSORBOARD_DIR = "tensorboard"
 EVAL_LOG_FILE = "eval_log.csv"
 EVAL_COLUMNS = ["step", "wall_time", "mean_return", "episodes"]
 TB_SCALARS = ("return", "length", "policy_loss", "value_loss", "entropy", "grad_norm")
@@ -153,7 +154,7 @@ def writer_main(
     new_file = not path.exists()
     tb = None
     if tensorboard:
-        tb = ScalarWriter(Path(run_dir) / "tensorboard")
+        tb = ScalarWriter(Path(run_dir) / TENSORBOARD_DIR)
     bar = _ProgressBar(total_env_steps, start_steps) if progress else None
     eval_log = _EvalLog(Path(run_dir) / EVAL_LOG_FILE)
     with path.open("a", newline="") as handle:

@@ -1,0 +1,129 @@
+"""One run directory: where its files are, and what can be read back from them.
+
+```
+<run_dir>/
+  config.yaml        the resolved config (+ provenance under ``meta``), written before training
+  summary.json       closes the run: finished, failed or interrupted
+  training_log.csv   one row per worker-episode
+  eval_log.csv       periodic evaluations (``eval.every_env_steps``)
+  checkpoints/       <tag>.safetensors + <tag>.json (config, architecture, counters)
+  tensorboard/
+```
+
+Training writes these (``experiments.train``, ``runners.session``); everything that reads a
+finished or interrupted run (evaluate, export, bench decide, study, tune, pareto) reads it
+through :class:`RunDir`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from uavrl.config import Config, load_config
+from uavrl.errors import CheckpointError, ConfigError
+from uavrl.runners.metrics import EVAL_LOG_FILE, LOG_FILE, TENSORBOARD_DIR
+from uavrl.runners.session import CHECKPOINT_DIR, LAST
+
+if TYPE_CHECKING:  # torch is imported when models are loaded
+    from uavrl.nn.models import ActorCritic
+
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The files of one run directory, by what they are."""
+
+    path: Path
+
+    def __init__(self, path: str | Path) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def summary_file(self) -> Path:
+        return self.path / SUMMARY_FILE
+
+    @property
+    def training_log(self) -> Path:
+        return self.path / LOG_FILE
+
+    @property
+    def eval_log(self) -> Path:
+        return self.path / EVAL_LOG_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD_DIR
+
+    def holds_run(self) -> bool:
+        """A run was started here: it wrote a summary or a checkpoint."""
+        return self.summary_file.exists() or self.checkpoints.exists()
+
+    def config(self) -> Config:
+        """The run's resolved ``config.yaml``."""
+        if not self.config_file.exists():
+            raise ConfigError(f"{str(self.path)!r} is not a run directory: no {CONFIG_FILE} there")
+        return load_config(self.config_file)
+
+    def summary(self) -> dict[str, Any] | None:
+        """``summary.json``, or None before the run wrote one."""
+        if not self.summary_file.exists():
+            return None
+        try:
+            summary = json.loads(self.summary_file.read_text())
+        except json.JSONDecodeError:
+            summary = None
+        if not isinstance(summary, dict):
+            raise ConfigError(f"{self.summary_file}: not a valid summary (a JSON object expected)")
+        return summary
+
+    def finished_summary(self) -> dict[str, Any] | None:
+        """The summary of a run that finished its whole budget (``runner.total_env_steps`` of its
+        ``config.yaml``, or stopped at its target return), else None: a failed, interrupted or
+        extended run has more to do."""
+        summary = self.summary()
+        if summary is None or summary.get("status") != "finished":
+            return None
+        complete = summary.get("env_steps", 0) >= self.config().runner.total_env_steps
+        return summary if complete or summary.get("stopped_at_target", False) else None
+
+    def is_trained(self, config_hash: str) -> bool:
+        """``summary.json`` says the run finished training with this config (a study's test: a
+        directory holding another config's run must be trained again)."""
+        try:
+            summary = self.summary()
+        except ConfigError:
+            return False
+        return (
+            summary is not None
+            and summary.get("status") == "finished"
+            and summary.get("config_hash") == config_hash
+        )
+
+    def load_models(self, tag: str = LAST) -> tuple[list[ActorCritic], dict[str, Any]]:
+        """The models of checkpoint ``tag`` (one, or one per worker for individual learning) and
+        its metadata (config, architecture, counters); safetensors, so loading runs no code."""
+        from uavrl.runners.checkpoint import load_models
+
+        return load_models(self.checkpoints, tag)
+
+    def checkpointed_wall_time(self) -> float:
+        """The wall time the run had at its last checkpoint (0 without one)."""
+        from uavrl.runners.checkpoint import read_meta
+
+        try:
+            return float(read_meta(self.checkpoints, LAST)["counters"].get("wall_time_s", 0.0))
+        except (CheckpointError, KeyError, ValueError):
+            return 0.0
