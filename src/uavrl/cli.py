@@ -221,7 +221,8 @@ def cmd_train(args: argparse.Namespace) -> None:
                 "(start a new run with --config to change values)"
             )
         run_dir = Path(args.resume)
-        if RunDir(run_dir).config_file.exists() and RunDir(run_dir).finished_summary() is not None:
+        run = RunDir(run_dir)
+        if run.config_file.exists() and run.finished_summary() is not None:
             console.print(
                 f"{run_dir} has finished; nothing to resume (uavrl evaluate --run {run_dir} scores it again)"
             )

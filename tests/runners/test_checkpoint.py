@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -134,3 +135,62 @@ def test_resume_falls_back_to_the_previous_checkpoint_saying_so(
     assert not log.duplicated(["worker_id", "episode"]).any()
     kept_old = log[log["step"] <= previous["env_steps"]]
     assert len(log) - len(kept_old) == summary["episodes"] - previous["episodes"]
+
+
+# renames of one save over an existing checkpoint: 2 to keep the old pair as <tag>.previous,
+# then the new weights, then its JSON (the uninterrupted case checks the count)
+SAVE_RENAMES = 4
+
+
+@pytest.mark.parametrize("crash_before", range(SAVE_RENAMES + 1))
+def test_a_save_stopped_at_any_rename_leaves_a_complete_checkpoint_to_resume(
+    make_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_before: int
+) -> None:
+    """Kill -9 can land between any two renames of a save: whatever it leaves, a resume gets
+    the weights and counters of one complete save (the new one, or the one it replaces), never
+    new weights with old counters."""
+    from uavrl.algo.optim import SharedAdam
+    from uavrl.nn.models import build_model
+    from uavrl.runners import checkpoint
+    from uavrl.runners.session import model_spec
+
+    config = make_config()
+    model = build_model(model_spec(config))
+    optimizer = SharedAdam(model.parameters(), lr=1e-3)
+
+    def save(version: int) -> None:
+        with torch.no_grad():
+            for param in model.parameters():
+                param.fill_(float(version))
+        checkpoint.save_checkpoint(
+            tmp_path, "last", [model], [optimizer], config.to_dict(), {"env_steps": version}
+        )
+
+    save(1)
+    save(2)
+    renames = 0
+    real_replace = os.replace
+
+    def replace_until_the_crash(src: str | Path, dst: str | Path) -> None:
+        nonlocal renames
+        if renames == crash_before:
+            raise InterruptedError("killed")
+        renames += 1
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", replace_until_the_crash)
+    if crash_before < SAVE_RENAMES:
+        with pytest.raises(InterruptedError):
+            save(3)
+    else:
+        save(3)
+        assert renames == SAVE_RENAMES  # the count above is the save's
+    monkeypatch.undo()
+
+    restored = build_model(model_spec(config))
+    meta = checkpoint.restore_training_state(
+        tmp_path, "last", [restored], [SharedAdam(restored.parameters())]
+    )
+    version = meta["counters"]["env_steps"]
+    assert version == (3 if crash_before == SAVE_RENAMES else 2)
+    assert all(bool((p == float(version)).all()) for p in restored.parameters())

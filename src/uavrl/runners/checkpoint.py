@@ -2,24 +2,31 @@
 
 ``<tag>.safetensors`` holds ``model<i>.<param>`` for every learner model and
 ``optim<i>.<param>.{exp_avg,exp_avg_sq,step}`` for its Adam state; ``<tag>.json`` holds the
-resolved config, the architecture (``ModelSpec``) and the counters. Both are written to a
-temporary name and renamed, so a crash never leaves a torn checkpoint; the one they replace is
-kept as ``<tag>.previous``. Every read checks what it reads (JSON, safetensors, the tensors the
-architecture needs, finite values) and names the file and the defect in a
-:class:`~uavrl.errors.CheckpointError`.
+resolved config, the architecture (``ModelSpec``) and the counters. Both carry one random
+checkpoint id, so that a pair from two different saves is refused.
+
+A save is crash-safe at every instant: both files are written to temporary names; the pair they
+replace is hard-linked to ``<tag>.previous`` (complete before and after); then the new files are
+renamed over the old ones, the JSON last. A crash between those two renames leaves new weights
+beside the old JSON: their ids differ, the read is refused, and a resume falls back to
+``<tag>.previous``, which is that old pair. Every read checks what it reads (JSON, safetensors,
+the pairing, the tensors the architecture needs, finite values) and names the file and the
+defect in a :class:`~uavrl.errors.CheckpointError`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from uavrl.algo.optim import SharedAdam
@@ -86,14 +93,27 @@ def save_checkpoint(
     }
     weights = directory / f"{tag}.safetensors"
     info = directory / f"{tag}.json"
-    save_file(tensors, str(weights) + ".tmp")
-    info.with_suffix(".json.tmp").write_text(json.dumps(meta, indent=2))
+    checkpoint_id = uuid.uuid4().hex
+    save_file(tensors, str(weights) + ".tmp", metadata={"checkpoint_id": checkpoint_id})
+    info.with_suffix(".json.tmp").write_text(json.dumps({**meta, "checkpoint_id": checkpoint_id}, indent=2))
     if weights.exists() and info.exists():  # keep the checkpoint this one replaces
-        os.replace(weights, directory / f"{tag}{PREVIOUS}.safetensors")
-        os.replace(info, directory / f"{tag}{PREVIOUS}.json")
+        for current in (weights, info):
+            _keep(current, directory / f"{tag}{PREVIOUS}{current.suffix}")
     os.replace(str(weights) + ".tmp", weights)
     os.replace(info.with_suffix(".json.tmp"), info)
     return info
+
+
+def _keep(current: Path, kept: Path) -> None:
+    """Make ``kept`` a copy of ``current`` by one rename, leaving ``current`` in place (a hard
+    link where the filesystem has them, else a copy)."""
+    staged = kept.with_name(kept.name + ".tmp")
+    staged.unlink(missing_ok=True)
+    try:
+        os.link(current, staged)
+    except OSError:
+        shutil.copyfile(current, staged)
+    os.replace(staged, kept)
 
 
 def read_meta(directory: Path, tag: str) -> dict[str, Any]:
@@ -116,13 +136,15 @@ def read_meta(directory: Path, tag: str) -> dict[str, Any]:
 
 def read_checkpoint(directory: Path, tag: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Meta and tensors of a checkpoint, checked: readable, every tensor of its architecture
-    present with the right shape, and finite."""
+    present with the right shape, finite, and written by the same save as the JSON."""
     meta = read_meta(directory, tag)
     path = directory / f"{tag}.safetensors"
     if not path.exists():
         raise CheckpointError(f"{path}: missing (its {tag}.json is there)")
     try:
         tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            stored_id = (handle.metadata() or {}).get("checkpoint_id")
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     try:
@@ -141,6 +163,10 @@ def read_checkpoint(directory: Path, tag: str) -> tuple[dict[str, Any], dict[str
     for key, value in tensors.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise CheckpointError(f"{path}: {key} holds NaN or infinite values")
+    if "checkpoint_id" in meta and stored_id != meta["checkpoint_id"]:  # older checkpoints have none
+        raise CheckpointError(
+            f"{path}: written by another save than its {tag}.json (a save stopped between its renames)"
+        )
     return meta, tensors
 
 
