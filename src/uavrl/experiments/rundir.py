@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from uavrl.config import Config, load_config
 from uavrl.errors import CheckpointError, ConfigError
+from uavrl.fileio import write_atomically
 from uavrl.runners.metrics import EVAL_LOG_FILE, LOG_FILE, TENSORBOARD_DIR
 from uavrl.runners.session import CHECKPOINT_DIR, LAST
 
@@ -88,6 +89,11 @@ class RunDir:
         if not isinstance(summary, dict):
             raise ConfigError(f"{self.summary_file}: not a valid summary (a JSON object expected)")
         return summary
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Write ``summary.json`` whole or not at all: a run killed while writing it keeps the
+        one it had, and can be resumed."""
+        write_atomically(self.summary_file, json.dumps(summary, indent=2))
 
     def finished_summary(self) -> dict[str, Any] | None:
         """The summary of a run that finished its whole budget (``runner.total_env_steps`` of its

@@ -63,6 +63,7 @@ from uavrl.experiments.evaluate import (
 )
 from uavrl.experiments.rundir import RunDir
 from uavrl.experiments.train import resume, train, write_config
+from uavrl.fileio import write_atomically
 from uavrl.runners.session import env_spaces
 
 Selection = Literal["greedy", "stochastic"]
@@ -307,7 +308,7 @@ def prepare_run(run: PlannedRun, evaluation: StudyEvaluation) -> None:
     if not config_path.exists():
         run.run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run.config, run.run_dir)
-    (run.run_dir / STUDY_EVAL_FILE).write_text(evaluation.model_dump_json())
+    write_atomically(run.run_dir / STUDY_EVAL_FILE, evaluation.model_dump_json())
 
 
 def evaluation_cells(evaluation: StudyEvaluation, config: Config) -> list[tuple[Cell, bool]]:
@@ -420,7 +421,7 @@ def run_job(run_dir: Path) -> None:
     table = evaluate_run(run_dir, evaluation)
     table.to_csv(run_dir / EVAL_FILE, index=False)
     meta = {"config_hash": config.hash(), "eval_hash": evaluation.hash()}
-    (run_dir / EVAL_META).write_text(json.dumps(meta, indent=2))
+    write_atomically(run_dir / EVAL_META, json.dumps(meta, indent=2))
 
 
 def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:

@@ -6,7 +6,6 @@ before anything runs; ``summary.json`` closes the run, also when it fails.
 
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 import time
@@ -21,6 +20,7 @@ from uavrl.config import Config
 from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.errors import ConfigError, RunInterrupted
 from uavrl.experiments.rundir import CONFIG_FILE, RunDir
+from uavrl.fileio import write_atomically
 from uavrl.nn.models import ActorCritic
 from uavrl.runners.registry import runner_for
 from uavrl.runners.session import HookOutcome, ProgressHook, RunResult, check_envs
@@ -63,7 +63,7 @@ def provenance(config: Config) -> dict[str, Any]:
 def write_config(config: Config, run_dir: Path) -> None:
     data = config.to_dict()
     data["meta"] = provenance(config)
-    RunDir(run_dir).config_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    write_atomically(RunDir(run_dir).config_file, yaml.safe_dump(data, sort_keys=False))
 
 
 def _summary(config: Config, result: RunResult) -> dict[str, Any]:
@@ -221,21 +221,21 @@ def resume(run_dir: Path, ray_address: str | None = None) -> dict[str, Any]:
 
 
 def _execute(config: Config, run_dir: Path, resume: bool, hook: ProgressHook | None = None) -> dict[str, Any]:
-    summary_path = RunDir(run_dir).summary_file
+    run = RunDir(run_dir)
     runner = runner_for(config)
     periodic = None
     if config.eval.every_env_steps is not None:
-        periodic = PeriodicEvaluation(config, RunDir(run_dir).checkpointed_wall_time() if resume else 0.0)
+        periodic = PeriodicEvaluation(config, run.checkpointed_wall_time() if resume else 0.0)
     try:
         result = runner(config, run_dir, resume=resume, hook=chain_hooks(periodic, hook))
     except KeyboardInterrupt as err:  # RunInterrupted once training ran; bare during start-up
         env_steps = err.env_steps if isinstance(err, RunInterrupted) else None
         stopped = {"status": "interrupted", "config_hash": config.hash(), "env_steps": env_steps}
-        summary_path.write_text(json.dumps(stopped, indent=2))
+        run.write_summary(stopped)
         raise
     except BaseException as err:
         failure = {"status": "failed", "config_hash": config.hash(), "error": f"{type(err).__name__}: {err}"}
-        summary_path.write_text(json.dumps(failure, indent=2))
+        run.write_summary(failure)
         raise
     summary = _summary(config, result)
     if periodic is not None:
@@ -245,5 +245,5 @@ def _execute(config: Config, run_dir: Path, resume: bool, hook: ProgressHook | N
             config.runner.total_env_steps
         )
     summary["eval"] = evaluate_final(config, result.models)
-    summary_path.write_text(json.dumps(summary, indent=2))
+    run.write_summary(summary)
     return summary
