@@ -186,6 +186,11 @@ def test_a_save_stopped_at_any_rename_leaves_a_complete_checkpoint_to_resume(
         save(3)
         assert renames == SAVE_RENAMES  # the count above is the save's
     monkeypatch.undo()
+    if crash_before == SAVE_RENAMES - 1:  # new weights beside the old JSON: refused, by name
+        with pytest.raises(
+            CheckpointError, match=r"last\.safetensors: written by another save than its last\.json"
+        ):
+            checkpoint.load_models(tmp_path, "last")
 
     restored = build_model(model_spec(config))
     meta = checkpoint.restore_training_state(

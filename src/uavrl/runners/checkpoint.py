@@ -165,7 +165,8 @@ def read_checkpoint(directory: Path, tag: str) -> tuple[dict[str, Any], dict[str
             raise CheckpointError(f"{path}: {key} holds NaN or infinite values")
     if "checkpoint_id" in meta and stored_id != meta["checkpoint_id"]:  # older checkpoints have none
         raise CheckpointError(
-            f"{path}: written by another save than its {tag}.json (a save stopped between its renames)"
+            f"{path}: written by another save than its {tag}.json (a save stopped between its "
+            f"renames; uavrl train --resume goes on from {tag}{PREVIOUS})"
         )
     return meta, tensors
 
