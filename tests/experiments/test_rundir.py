@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from tests.runners.conftest import small_config
 from uavrl.errors import CheckpointError, ConfigError
 from uavrl.experiments.rundir import RunDir
-from uavrl.experiments.train import train, write_config
+from uavrl.experiments.train import resume, train, write_config
 
 
 def test_a_trained_run_reads_back_its_config_summary_models_and_logs(tmp_path: Path) -> None:
@@ -37,6 +37,8 @@ def test_an_empty_or_started_directory_holds_no_finished_run(tmp_path: Path) -> 
     assert run.checkpointed_wall_time() == 0.0
     with pytest.raises(ConfigError, match=r"no config\.yaml there"):
         run.config()
+    with pytest.raises(ConfigError, match=r"is not a run directory: no config\.yaml there"):
+        resume(tmp_path)
     with pytest.raises(CheckpointError, match="no checkpoint 'last'"):
         run.load_models()
     write_config(small_config(runner={"total_env_steps": 600}), tmp_path)
@@ -63,7 +65,7 @@ def test_a_run_is_finished_when_it_used_its_budget_or_hit_its_target(
     assert (run.finished_summary() == summary) if finished else run.finished_summary() is None
 
 
-def test_an_unreadable_summary_is_named_by_is_not_trained(tmp_path: Path) -> None:
+def test_an_unreadable_summary_is_refused_by_name_and_counts_as_not_trained(tmp_path: Path) -> None:
     run = RunDir(tmp_path)
     run.summary_file.write_text("[1, 2")
     with pytest.raises(ConfigError, match=r"summary.json: not a valid summary"):

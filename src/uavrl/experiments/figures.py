@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,58 +93,51 @@ def _median_band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return median, low, high
 
 
-def plot_learning_curves(study: StudyConfig, study_dir: Path, ablation: str, path: Path) -> None:
-    fig = Figure(figsize=(11, 4))
-    by_steps_ax, by_wall_ax = fig.subplots(1, 2, sharey=True)
-    notes = []
-    for arm, curve in learning_curves(study, study_dir, ablation).items():
-        seeds = curve.by_steps.shape[0]
-        for ax, x, values in (
-            (by_steps_ax, curve.steps, curve.by_steps),
-            (by_wall_ax, curve.wall, curve.by_wall),
-        ):
-            median, low, high = _median_band(values)
-            (line,) = ax.plot(x, median, label=f"{arm} ({seeds} seed{'s' * (seeds > 1)})")
-            if seeds > 1:
-                ax.fill_between(x, low, high, alpha=0.25, color=line.get_color())
-        if seeds == 1:
-            notes.append(f"{arm}: one seed, so no band")
-    by_steps_ax.set_xlabel("env steps per worker")
-    by_wall_ax.set_xlabel("wall time (s)")
-    by_steps_ax.set_ylabel(f"training return, rolling mean of {CURVE_WINDOW} episodes")
-    title = f"row {ablation} (training world): median over seeds, 95% bootstrap CI"
-    fig.suptitle(title + (f" ({'; '.join(notes)})" if notes else ""), fontsize=9)
-    by_steps_ax.legend(fontsize=8)
+def _draw_median_curve(axes: Any, x_steps: np.ndarray, curve: Curves, label: str, alpha: float) -> int:
+    """A curve's median over seeds and its 95% bootstrap band on ``axes`` (over env steps
+    ``x_steps``, over wall time); returns its number of seeds (one seed: no band)."""
+    seeds = curve.by_steps.shape[0]
+    for ax, x, values in ((axes[0], x_steps, curve.by_steps), (axes[1], curve.wall, curve.by_wall)):
+        median, low, high = _median_band(values)
+        (line,) = ax.plot(x, median, label=f"{label} ({seeds} seed{'s' * (seeds > 1)})")
+        if seeds > 1:
+            ax.fill_between(x, low, high, alpha=alpha, color=line.get_color())
+    return seeds
+
+
+def _save_curves(fig: Figure, axes: Any, steps_label: str, title: str, path: Path) -> None:
+    axes[0].set_xlabel(steps_label)
+    axes[1].set_xlabel("wall time (s)")
+    axes[0].set_ylabel(f"training return, rolling mean of {CURVE_WINDOW} episodes")
+    fig.suptitle(title, fontsize=9)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def plot_learning_curves(study: StudyConfig, study_dir: Path, ablation: str, path: Path) -> None:
+    """One line per arm in one ablation row, over env steps per worker and over wall time."""
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2, sharey=True)
+    notes = []
+    for arm, curve in learning_curves(study, study_dir, ablation).items():
+        if _draw_median_curve(axes, curve.steps, curve, arm, alpha=0.25) == 1:
+            notes.append(f"{arm}: one seed, so no band")
+    title = f"row {ablation} (training world): median over seeds, 95% bootstrap CI"
+    _save_curves(fig, axes, "env steps per worker", title + (f" ({'; '.join(notes)})" if notes else ""), path)
 
 
 def plot_row_curves(study: StudyConfig, study_dir: Path, arm: str, path: Path) -> None:
     """One line per ablation row (a sweep): median over seeds and its 95% bootstrap CI, over
     the run's env steps (all workers together) and over wall time."""
     fig = Figure(figsize=(11, 4))
-    by_steps_ax, by_wall_ax = fig.subplots(1, 2, sharey=True)
+    axes = fig.subplots(1, 2, sharey=True)
     for ablation in study.ablations:
         curve = learning_curves(study, study_dir, ablation).get(arm)
-        if curve is None:
-            continue
-        seeds = curve.by_steps.shape[0]
-        for ax, x, values in (
-            (by_steps_ax, curve.steps * curve.workers, curve.by_steps),
-            (by_wall_ax, curve.wall, curve.by_wall),
-        ):
-            median, low, high = _median_band(values)
-            (line,) = ax.plot(x, median, label=f"{ablation} ({seeds} seed{'s' * (seeds > 1)})")
-            if seeds > 1:
-                ax.fill_between(x, low, high, alpha=0.2, color=line.get_color())
-    by_steps_ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e3:g}k"))
-    by_steps_ax.set_xlabel("env steps (all workers)")
-    by_wall_ax.set_xlabel("wall time (s)")
-    by_steps_ax.set_ylabel(f"training return, rolling mean of {CURVE_WINDOW} episodes")
-    fig.suptitle(f"{arm}: median over seeds, 95% bootstrap CI", fontsize=9)
-    by_steps_ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        if curve is not None:
+            _draw_median_curve(axes, curve.steps * curve.workers, curve, ablation, alpha=0.2)
+    axes[0].xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e3:g}k"))
+    _save_curves(fig, axes, "env steps (all workers)", f"{arm}: median over seeds, 95% bootstrap CI", path)
 
 
 def plot_per_cell(results: pd.DataFrame, ablation: str, regime: str, path: Path) -> None:

@@ -19,7 +19,7 @@ import yaml
 from uavrl.config import Config
 from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.errors import ConfigError, RunInterrupted
-from uavrl.experiments.rundir import CONFIG_FILE, RunDir
+from uavrl.experiments.rundir import RunDir
 from uavrl.fileio import write_atomically
 from uavrl.nn.models import ActorCritic
 from uavrl.runners.registry import runner_for
@@ -208,8 +208,6 @@ def resume(run_dir: Path, ray_address: str | None = None) -> dict[str, Any]:
     (``uavrl evaluate`` scores it again).
     """
     run = RunDir(run_dir)
-    if not run.config_file.exists():
-        raise ConfigError(f"--resume {str(run_dir)!r}: no {CONFIG_FILE} there")
     finished = run.finished_summary()
     if finished is not None:
         return finished

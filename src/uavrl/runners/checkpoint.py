@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from uavrl.algo.optim import SharedAdam
 from uavrl.errors import CheckpointError
@@ -142,9 +142,9 @@ def read_checkpoint(directory: Path, tag: str) -> tuple[dict[str, Any], dict[str
     if not path.exists():
         raise CheckpointError(f"{path}: missing (its {tag}.json is there)")
     try:
-        tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as handle:
             stored_id = (handle.metadata() or {}).get("checkpoint_id")
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     try:
