@@ -18,7 +18,9 @@ from uavrl.experiments.evaluate import (
 )
 from uavrl.experiments.train import train
 
-pytestmark = pytest.mark.slow
+# A learning check takes 1-4 min on a fast day of this machine and up to 3x that on a slow one;
+# past 25 min it has hung.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 CONFIGS = Path(__file__).parent.parent / "configs"
 QUIET = ["log.progress=false", "log.tensorboard=false"]
 
