@@ -28,7 +28,7 @@ def test_baselines_writes_the_promised_csv(tmp_path: Path) -> None:
     assert main([*argv, "--seed", "3", "--csv", str(out)]) == 0
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["policy", "cell", "regime", "episodes", "mean", "std", "ci_low", "ci_high"]
-    assert len(frame) == 2 * 7
+    assert len(frame) == 2 * 10
     assert set(frame["policy"]) == {
         "random",
         "always_local",
@@ -36,7 +36,10 @@ def test_baselines_writes_the_promised_csv(tmp_path: Path) -> None:
         "local_else_offload",
         "threshold",
         "greedy_estimated",
-        "oracle",
+        "two_threshold",
+        "two_threshold_steps_left",
+        "greedy_privileged",
+        "privileged_rule",
     }
     assert (frame["episodes"] == 5).all()
 
@@ -57,7 +60,7 @@ def test_mec_baselines_write_returns_and_task_metrics(tmp_path: Path, capsys) ->
         "always_offload",
         "greedy_estimated",
         "threshold",
-        "oracle",
+        "privileged_rule",
     }
     assert len(frame) == 2 * 6 and (frame["regime"] == "private").all()
     rates = frame[["completion_rate", "drop_rate", "discard_rate"]].sum(axis=1)
@@ -102,7 +105,7 @@ def test_a_mec_run_is_evaluated_beside_the_mec_references_with_task_metrics(tmp_
         == 0
     )
     frame = pd.read_csv(out)
-    assert {"a3c_greedy", "a3c_stochastic", "threshold", "oracle"} <= set(frame["policy"])
+    assert {"a3c_greedy", "a3c_stochastic", "threshold", "privileged_rule"} <= set(frame["policy"])
     assert set(frame["cell"]) == {"v30-f30-d200", "v90-f15-d200"}
     assert frame["latency_p99"].notna().any() and (frame["episodes"] == 3).all()
     assert main(["evaluate", "--run", str(run), "--pool", "shared"]) == 2
@@ -169,7 +172,9 @@ def test_evaluate_defaults_to_the_training_regime_and_pool_chooses(tmp_path: Pat
     frame = pd.read_csv(shared)
     assert set(frame["regime"]) == {"shared"}
     assert set(frame["cell"]) == {"v5-l200-c1000", "train_world"}
-    assert {"a3c_greedy", "a3c_stochastic", "threshold", "oracle"} <= set(frame["policy"])
+    assert {"a3c_greedy", "a3c_stochastic", "two_threshold_steps_left", "privileged_rule"} <= set(
+        frame["policy"]
+    )
     assert (
         main(["evaluate", "--run", str(run), "--episodes", "2", "--pool", "private", "--csv", str(private)])
         == 0
@@ -287,7 +292,7 @@ def test_result_formats_policies_as_rows_fitted_markdown_and_csv(capsys: pytest.
     assert main([*argv, "--format", "csv"]) == 0
     captured = capsys.readouterr()
     frame = pd.read_csv(io.StringIO(captured.out))  # stdout is pure CSV; progress went to stderr
-    assert len(frame) == 2 * 7 and "world 2/2 (v90-l150-c500)" in captured.err
+    assert len(frame) == 2 * 10 and "world 2/2 (v90-l150-c500)" in captured.err
     assert main([*argv, "--format", "markdown"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| cell | random |") and lines[2].startswith("| v30-l200-c1000 | ")
@@ -296,9 +301,10 @@ def test_result_formats_policies_as_rows_fitted_markdown_and_csv(capsys: pytest.
     wide = frame.copy()
     narrow = results_table(wide, "t", 3, 0, width=200)
     assert [c.header for c in narrow.columns][:3] == ["policy", "v30-l200-c1000", "v90-l150-c500"]
-    assert narrow.row_count == 7  # one row per policy
+    assert narrow.row_count == 10  # one row per policy
     fitted = results_table(wide, "t", 3, 0, width=60)
-    assert [c.header for c in fitted.columns] == ["policy", "mean over cells", "% of oracle"]
+    assert [c.header for c in fitted.columns] == ["policy", "mean over cells", "normalised %"]
+    assert "1 = strongest privileged reference" in str(fitted.title)
     assert "--format markdown" in str(fitted.title)
 
 

@@ -72,10 +72,11 @@ def results_table(
     results: pd.DataFrame, what: str, episodes: int, seed: int, width: int | None = None
 ) -> Table:
     """Policies as rows: each cell's mean (while they fit in ``width`` columns), the mean over
-    cells and % of oracle. The title names the pool regime; the training world (shared regime)
-    is a column of its own, left out of the mean over cells."""
+    cells and the normalised score in % (``experiments.normalise``: per cell, then the mean over
+    cells), whose scale the title names. The title names the pool regime; the training world
+    (shared regime) is a column of its own, left out of the mean over cells."""
     from uavrl.envs.worlds import TRAIN_WORLD
-    from uavrl.experiments.evaluate import percent_of_oracle
+    from uavrl.experiments.normalise import normalised_percent
 
     policies = list(dict.fromkeys(results["policy"]))
     cells = list(dict.fromkeys(results["cell"]))
@@ -85,22 +86,22 @@ def results_table(
     fits = name_width + 24 + (max(len(c) for c in cells) + 3) * len(cells) <= (width or console.width)
     shown = cells if fits else []
     note = "" if fits else "; per-cell values: --format markdown or --csv"
+    normalised = normalised_percent(results[results["cell"] != TRAIN_WORLD])
+    scale_note = f"; normalised % per cell, {normalised[1].label}" if normalised else ""
     table = Table(
         title=f"{what}: mean episode return per agent, {episodes} episodes per cell, seed {seed}, "
-        f"{regime} cloud pools{note}"
+        f"{regime} cloud pools{note}{scale_note}"
     )
     table.add_column("policy")
     for cell in shown:
         table.add_column(cell, justify="right")
     table.add_column("mean over cells", justify="right")
-    pct = None
-    if "oracle" in policies:
-        pct = percent_of_oracle(results[results["cell"] != TRAIN_WORLD])
-        table.add_column("% of oracle", justify="right")
+    if normalised:
+        table.add_column("normalised %", justify="right")
     in_cells = [c for c in cells if c != TRAIN_WORLD]
     for policy in policies:
         row = means.loc[policy]
-        extra = [f"{pct[policy]:.0f}%"] if pct is not None else []
+        extra = [f"{normalised[0][policy]:.0f}%"] if normalised else []
         table.add_row(policy, *(f"{row[c]:.1f}" for c in shown), f"{row[in_cells].mean():.1f}", *extra)
     return table
 
@@ -131,10 +132,12 @@ def cmd_baselines(args: argparse.Namespace) -> None:
     if args.preset == "mec":
         _mec_baselines(args)
         return
-    from uavrl.envs.baselines import reference_policies
+    import pandas as pd
+
+    from uavrl.envs.baselines import policy_params, reference_policies
     from uavrl.envs.scenarios import CELL_SETS, resolve_cells
     from uavrl.envs.worlds import cell_worlds
-    from uavrl.experiments.evaluate import evaluate_policies
+    from uavrl.experiments.evaluate import bound_results, evaluate_policies
 
     check_writable(args.csv)
     cells = resolve_cells(args.cells)
@@ -145,13 +148,90 @@ def cmd_baselines(args: argparse.Namespace) -> None:
 
     with progress_console.status("tuning thresholds on the seen cells"):
         policies = reference_policies(worlds(CELL_SETS["seen"]), args.tune_episodes, args.seed)
-    tuned = ", ".join(f"{p.name} theta={p.theta}" for p in policies if hasattr(p, "theta"))
+    tuned = "; ".join(
+        f"{p.name} " + ", ".join(f"{k}={v}" for k, v in policy_params(p).items())
+        for p in policies
+        if policy_params(p)
+    )
     progress_console.print(f"tuned on seen cells ({args.pool} pools): {tuned}")
     with evaluating(f"evaluating {len(policies)} policies") as progress:
         results = evaluate_policies(policies, worlds(cells), args.episodes, args.seed, progress=progress)
+    if args.bound:
+        with evaluating("solving the hindsight bound") as progress:
+            bounds = bound_results(worlds(cells), args.episodes, args.seed, args.time_limit, progress)
+        results = pd.concat([results, bounds], ignore_index=True)
     show_results(results, args.format, f"preset {args.preset}", args.episodes, args.seed)
     if args.csv:
         _write_csv(results, args.csv)
+
+
+def cmd_bound(args: argparse.Namespace) -> None:
+    """Per cell: the mean bound with its CI, the mean return of the best schedules found (their
+    replay scores exactly that), and how many episodes were solved to optimality."""
+    import time
+
+    import numpy as np
+    import pandas as pd
+
+    from uavrl.envs.bound import hindsight_bounds
+    from uavrl.envs.scenarios import resolve_cells
+    from uavrl.envs.worlds import cell_worlds
+    from uavrl.experiments.evaluate import mean_ci
+
+    if args.preset != "paper":
+        raise ConfigError(
+            f"--preset: the hindsight bound is built for 'paper', got {args.preset!r} (the mec "
+            "references include no bound; its strongest privileged rule tops its normalised scale)"
+        )
+    for flag, value in (("--episodes", args.episodes), ("--agents", args.agents)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if not args.time_limit > 0:
+        raise ConfigError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
+    check_writable(args.csv)
+    cells = resolve_cells(args.cells)
+    worlds = cell_worlds(
+        [(c.name, {"preset": "paper", **c.env_params()}) for c in cells], args.pool, args.agents
+    )
+    rows = []
+    with evaluating("solving the hindsight bound") as progress:
+        for i, world in enumerate(worlds):
+            progress(i, len(worlds), world.name)
+            start = time.perf_counter()
+            solved = hindsight_bounds(world, args.seed, np.arange(args.episodes), args.time_limit)
+            mean, _, low, high = mean_ci(np.array([b.bound for b in solved]))
+            rows.append(
+                {
+                    "cell": world.name,
+                    "regime": world.regime,
+                    "agents": world.n_agents,
+                    "episodes": args.episodes,
+                    "bound": mean,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "schedule_return": float(np.mean([b.objective for b in solved])),
+                    "optimal_episodes": sum(b.optimal for b in solved),
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+    frame = pd.DataFrame(rows)
+    table = Table(
+        title=f"hindsight bound, preset paper, {args.pool} cloud pools ({frame['agents'].iloc[0]} agent(s) "
+        f"per world), {args.episodes} episodes per cell, seed {args.seed}: mean episode return per agent"
+    )
+    for column in ("cell", "bound [95% CI]", "best schedule", "solved to optimality", "seconds"):
+        table.add_column(column, justify="left" if column == "cell" else "right")
+    for r in rows:
+        table.add_row(
+            r["cell"],
+            f"{r['bound']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
+            f"{r['schedule_return']:.2f}",
+            f"{r['optimal_episodes']}/{r['episodes']}",
+            f"{r['seconds']:.1f}",
+        )
+    console.print(table)
+    if args.csv:
+        _write_csv(frame, args.csv)
 
 
 def _mec_baselines(args: argparse.Namespace) -> None:
@@ -171,7 +251,7 @@ def _mec_baselines(args: argparse.Namespace) -> None:
     tuned = ", ".join(
         f"{p.name} margin={p.margin}"
         for p in policies
-        if isinstance(p, CostEstimatingPolicy) and p.name in ("threshold", "oracle")
+        if isinstance(p, CostEstimatingPolicy) and p.name in ("threshold", "privileged_rule")
     )
     progress_console.print(f"tuned on seen cells ({args.pool} clouds, {agents} UAV(s) each): {tuned}")
     with evaluating(f"evaluating {len(policies)} policies") as progress:
@@ -603,9 +683,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     base.add_argument("--pool", choices=["private", "shared"], default="private", help="cloud pool regime")
     base.add_argument("--agents", type=int, default=5, help="agents per shared pool (--pool shared)")
+    base.add_argument(
+        "--bound",
+        action="store_true",
+        help="paper: add the hindsight bound (an integer programme per episode)",
+    )
+    base.add_argument(
+        "--time-limit", type=float, default=20.0, help="seconds per episode's programme (--bound)"
+    )
     base.add_argument("--csv", help="write the results table here")
     base.add_argument("--format", choices=FORMATS, default="table", help=FORMAT_HELP)
     base.set_defaults(func=cmd_baselines)
+
+    bound = sub.add_parser(
+        formatter_class=HelpFormatter,
+        name="bound",
+        help="paper: the hindsight bound per cell (the best offline schedule of each episode)",
+    )
+    bound.add_argument("--preset", default="paper", help="environment preset (paper)")
+    bound.add_argument("--episodes", type=int, default=20, help="episodes per cell")
+    bound.add_argument("--cells", default="seen", help="cell sets and/or cell names, comma-separated")
+    bound.add_argument("--seed", type=int, default=0, help="seed of the evaluation streams")
+    bound.add_argument("--pool", choices=["private", "shared"], default="private", help="cloud pool regime")
+    bound.add_argument("--agents", type=int, default=5, help="agents per shared pool (--pool shared)")
+    bound.add_argument(
+        "--time-limit",
+        type=float,
+        default=20.0,
+        help="seconds per episode's programme; past it the solver's dual bound is reported (still a bound)",
+    )
+    bound.add_argument("--csv", help="write the per-cell table here")
+    bound.set_defaults(func=cmd_bound)
 
     pareto = sub.add_parser(
         formatter_class=HelpFormatter,

@@ -196,7 +196,14 @@ def test_references_tune_their_margins_on_the_tuning_cells_only() -> None:
     cells = [MecParams(horizon=30, cloud_ghz=15.0)]
     policies = mec_reference_policies(params, cells, 4, 0)
     names = [p.name for p in policies]
-    assert names == ["random", "always_local", "always_offload", "greedy_estimated", "threshold", "oracle"]
+    assert names == [
+        "random",
+        "always_local",
+        "always_offload",
+        "greedy_estimated",
+        "threshold",
+        "privileged_rule",
+    ]
     threshold = policies[4]
     assert isinstance(threshold, CostEstimatingPolicy) and threshold.margin in MARGIN_GRID
     best, _ = tune_margin(

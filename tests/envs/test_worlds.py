@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uavrl.envs.baselines import ConstantPolicy, GreedyOracle, LocalElseOffload, ThresholdPolicy
+from uavrl.envs.baselines import ConstantPolicy, GreedyPrivileged, LocalElseOffload, ThresholdPolicy
 from uavrl.envs.paper import N_SLOTS, OFFLOAD
 from uavrl.envs.scenarios import Cell
 from uavrl.envs.vector import ConcatVecEnv, PoolMateRewards, PoolPrice, TeamStateObservations, team_state_dim
@@ -55,9 +55,9 @@ def test_private_world_of_n_agents_is_the_mean_of_its_agents_alone() -> None:
     np.testing.assert_allclose(world, np.mean(per_agent, axis=0))
 
 
-def test_the_oracle_sees_the_shared_pool_level() -> None:
+def test_a_privileged_rule_sees_the_shared_pool_level() -> None:
     world = training_world([PARAMS] * 3)
-    returns = world.episode_returns(GreedyOracle(50), 0, np.arange(20), privileged=True)
+    returns = world.episode_returns(GreedyPrivileged(50), 0, np.arange(20), privileged=True)
     assert returns.shape == (20,) and np.isfinite(returns).all()
 
 

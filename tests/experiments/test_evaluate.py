@@ -1,4 +1,4 @@
-"""Evaluation tables: confidence intervals and the % of oracle score."""
+"""Evaluation tables: confidence intervals and the normalised score."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from uavrl.experiments.evaluate import (
     RESULT_COLUMNS,
     evaluate_policies,
     mean_ci,
-    percent_of_oracle,
     regime_worlds,
     tuning_worlds,
 )
+from uavrl.experiments.normalise import normalised_percent
 
 
 def test_mean_ci_matches_scipy() -> None:
@@ -32,19 +32,39 @@ def test_mean_ci_matches_scipy() -> None:
     assert (low, high) == pytest.approx(expected)
 
 
-def test_percent_of_oracle_uses_the_best_floor_policy() -> None:
-    rows = [
-        ("random", "a", 10, 20.0),
-        ("always_local", "a", 10, 10.0),
-        ("always_offload", "a", 10, 40.0),
-        ("threshold", "a", 10, 70.0),
-        ("oracle", "a", 10, 100.0),
-    ]
+def test_normalised_percent_by_hand() -> None:
+    """Per cell: 0 at the best constant policy, 1 at the bound; then the mean over cells.
+    Cell a: floor 40 (always_offload), bound 100; cell b: floor 30 (always_local), bound 50."""
+    means = {
+        "a": {"random": 60.0, "always_local": 10.0, "always_offload": 40.0, "threshold": 70.0},
+        "b": {"random": 20.0, "always_local": 30.0, "always_offload": 25.0, "threshold": 40.0},
+    }
+    privileged = {"a": 90.0, "b": 45.0}
+    bound = {"a": 100.0, "b": 50.0}
+    rows = [(p, c, 10, v) for c, values in means.items() for p, v in values.items()]
+    rows += [("privileged_rule", c, 10, v) for c, v in privileged.items()]
     frame = pd.DataFrame(rows, columns=["policy", "cell", "episodes", "mean"])
-    pct = percent_of_oracle(frame)
-    assert pct["threshold"] == pytest.approx(50.0)
-    assert pct["oracle"] == pytest.approx(100.0)
-    assert pct["always_offload"] == pytest.approx(0.0)
+    pct, scale = normalised_percent(frame)
+    # no bound: the privileged rule is the top
+    assert scale.top_name == "privileged_rule"
+    assert pct["threshold"] == pytest.approx(100 * ((70 - 40) / 50 + (40 - 30) / 15) / 2)
+    assert pct["privileged_rule"] == pytest.approx(100.0)
+    # random beats both constants in cell a but is no floor: it scores above 0 there
+    assert pct["random"] == pytest.approx(100 * ((60 - 40) / 50 + (20 - 30) / 15) / 2)
+    bounded = pd.concat(
+        [
+            frame,
+            pd.DataFrame([("hindsight_bound", c, 10, v) for c, v in bound.items()], columns=frame.columns),
+        ]
+    )
+    pct, scale = normalised_percent(bounded)
+    assert scale.top_name == "hindsight_bound" and "hindsight bound" in scale.label
+    assert pct["threshold"] == pytest.approx(100 * ((70 - 40) / 60 + (40 - 30) / 20) / 2)
+    assert pct["privileged_rule"] == pytest.approx(100 * ((90 - 40) / 60 + (45 - 30) / 20) / 2)
+    assert pct["hindsight_bound"] == pytest.approx(100.0)
+    assert pct["always_offload"] == pytest.approx(100 * (0 + (25 - 30) / 20) / 2)
+    # without a constant policy or a top there is no scale
+    assert normalised_percent(frame[frame["policy"] != "privileged_rule"]) is None
 
 
 def test_evaluate_policies_rows_and_columns() -> None:

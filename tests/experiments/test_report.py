@@ -7,9 +7,21 @@ import pytest
 from uavrl.experiments.figures import heatmap_scores
 from uavrl.experiments.scores import View, normalised, seed_scores
 
-REFS = {  # cell -> reference means; in cell "b" the threshold beats the greedy oracle
-    "a": {"random": 10.0, "always_local": 5.0, "always_offload": 20.0, "threshold": 50.0, "oracle": 60.0},
-    "b": {"random": 10.0, "always_local": 5.0, "always_offload": 30.0, "threshold": 40.0, "oracle": 25.0},
+REFS = {  # cell -> reference means; the bound is the top even where a rule beats a privileged one
+    "a": {
+        "always_local": 5.0,
+        "always_offload": 20.0,
+        "threshold": 50.0,
+        "privileged_rule": 55.0,
+        "hindsight_bound": 60.0,
+    },
+    "b": {
+        "always_local": 5.0,
+        "always_offload": 30.0,
+        "threshold": 40.0,
+        "privileged_rule": 35.0,
+        "hindsight_bound": 50.0,
+    },
 }
 
 
@@ -27,24 +39,39 @@ def _results() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*columns, "mean_return"])
 
 
-def test_normalised_scores_use_the_floor_and_the_best_reference_of_each_cell() -> None:
+def test_normalised_scores_use_the_best_constant_and_the_bound_of_each_cell() -> None:
     results = _results()
     view = View("baseline", "shared", "greedy", held_out=False)
     scores = seed_scores(results, "a3c", view)
     np.testing.assert_array_equal(scores, [[40.0, 40.0], [35.0, 35.0]])
     norm = normalised(results, view, scores)
-    # cell a: floor 20 (always_offload), top 60 (oracle); cell b: floor 30, top 40 (threshold).
-    np.testing.assert_allclose(norm, [[0.5, 1.0], [0.375, 0.5]])
-    assert norm[:, 1].max() == pytest.approx(1.0)
+    # cell a: floor 20 (always_offload), top 60 (bound); cell b: floor 30, top 50 (bound).
+    np.testing.assert_allclose(norm, [[0.5, 0.5], [0.375, 0.25]])
+    assert norm.max() < 1.0
 
 
 def test_heatmap_scores_are_per_cell_normalised_and_grouped() -> None:
     """Cells named as cells: training ones first, then held-out by what differs; learned arms
     first (mean over seeds), then references; each cell on its own 0-100 scale."""
     refs = {
-        "v5-l200-c1000": {"random": 10.0, "always_local": 5.0, "always_offload": 20.0, "oracle": 60.0},
-        "v70-l200-c1000": {"random": 10.0, "always_local": 5.0, "always_offload": 20.0, "oracle": 40.0},
-        "v5-l200-c500": {"random": 10.0, "always_local": 5.0, "always_offload": 30.0, "oracle": 25.0},
+        "v5-l200-c1000": {
+            "random": 10.0,
+            "always_local": 5.0,
+            "always_offload": 20.0,
+            "privileged_rule": 60.0,
+        },
+        "v70-l200-c1000": {
+            "random": 10.0,
+            "always_local": 5.0,
+            "always_offload": 20.0,
+            "privileged_rule": 40.0,
+        },
+        "v5-l200-c500": {
+            "random": 10.0,
+            "always_local": 5.0,
+            "always_offload": 30.0,
+            "privileged_rule": 25.0,
+        },
     }
     rows = []
     for cell, values in refs.items():
@@ -55,7 +82,7 @@ def test_heatmap_scores_are_per_cell_normalised_and_grouped() -> None:
     frame = pd.DataFrame(rows, columns=["arm", "model", "seed", "cell", "selection", "mean_return"])
     frame = frame.assign(ablation="baseline", regime="private", train_cells="v5-l200-c1000")
     scores = heatmap_scores(frame, "baseline", "private")
-    assert list(scores.columns) == ["a3c", "random", "always_local", "always_offload", "oracle"]
+    assert list(scores.columns) == ["a3c", "random", "always_local", "always_offload", "privileged_rule"]
     assert list(scores.index) == [
         ("training", "v5-l200-c1000"),
         ("held-out velocity", "v70-l200-c1000"),
@@ -63,7 +90,29 @@ def test_heatmap_scores_are_per_cell_normalised_and_grouped() -> None:
     ]
     # a3c mean 35: (35 - 20) / (60 - 20) and (35 - 20) / (40 - 20)
     np.testing.assert_allclose(scores["a3c"].to_numpy()[:2], [37.5, 75.0])
-    np.testing.assert_allclose(scores["oracle"].to_numpy()[:2], [100.0, 100.0])
+    np.testing.assert_allclose(scores["privileged_rule"].to_numpy()[:2], [100.0, 100.0])
     assert scores["always_offload"].to_numpy()[0] == 0.0
-    # cell c500: the best reference is the floor itself (always_offload beats the oracle): no scale
+    # cell c500: the privileged rule scores below the best constant policy: no scale
     assert scores.loc[("held-out cloud", "v5-l200-c500")].isna().all()
+
+
+def test_the_headline_test_pairs_seeds_against_the_strongest_rule() -> None:
+    """Seed diffs over cells a, b against the threshold (the only non-privileged rule here,
+    means 50 and 40): seed 0 (40, 40) -> -5, seed 1 (35, 35) -> -10; one-sided p near 1."""
+    from uavrl.experiments.report import rule_test, rule_tests, strongest_rule
+
+    results = _results()
+    view = View("baseline", "shared", "greedy", held_out=False)
+    assert strongest_rule(results, view) == "threshold"
+    (test,) = rule_tests(results, view)
+    assert test.arm == "a3c" and test.gap == pytest.approx(-7.5)
+    from scipy import stats as sps
+
+    # diffs -5, -10: mean -7.5, se 2.5, t = -3 on 1 df
+    assert test.p_one_sided == pytest.approx(sps.t.sf(-3.0, 1))
+    # by hand: diffs 3, 5, 4 -> mean 4, sd 1, t = 4 / (1 / sqrt 3) on 2 df
+    scores = np.array([[13.0, 3.0], [15.0, 5.0], [14.0, 4.0]])
+    by_hand = rule_test("x", scores, "r", np.array([10.0, 0.0]))
+    assert by_hand.gap == pytest.approx(4.0)
+    assert by_hand.p_one_sided == pytest.approx(sps.t.sf(4.0 * np.sqrt(3.0), 2))
+    assert by_hand.ci[0] == pytest.approx(4.0 - sps.t.ppf(0.975, 2) / np.sqrt(3.0))

@@ -26,33 +26,50 @@ def test_iqm_by_hand_and_against_scipy() -> None:
 
 
 def _reference_bootstrap(scores: np.ndarray, reps: int, seed: int) -> tuple[float, float]:
-    """The stratified bootstrap written as plain loops: per replicate, per cell, resample seeds."""
+    """The seed bootstrap written as plain loops: per replicate, draw seeds, copy their rows."""
     rng = np.random.default_rng(seed)
-    n, c = scores.shape
+    n, _ = scores.shape
     out = []
-    all_rows = rng.integers(0, n, size=(reps, n, c))
-    for rows in all_rows:
-        sample = np.empty_like(scores)
-        for j in range(c):
-            for i in range(n):
-                sample[i, j] = scores[rows[i, j], j]
+    for rows in rng.integers(0, n, size=(reps, n)):
+        sample = np.stack([scores[i] for i in rows])
         out.append(sps.trim_mean(sample.ravel(), 0.25))
     return float(np.percentile(out, 2.5)), float(np.percentile(out, 97.5))
 
 
-def test_stratified_bootstrap_matches_loop_reference() -> None:
+def test_seed_bootstrap_matches_loop_reference() -> None:
     scores = np.random.default_rng(0).normal(10.0, 3.0, size=(6, 4))
-    ci = stats.stratified_bootstrap_ci(scores, reps=300, seed=7)
+    ci = stats.seed_bootstrap_ci(scores, reps=300, seed=7)
     assert ci == pytest.approx(_reference_bootstrap(scores, 300, 7))
     assert ci[0] < stats.iqm(scores) < ci[1]
 
 
-def test_stratified_bootstrap_keeps_cells_apart() -> None:
-    # Cell 0 holds only zeros and cell 1 only ones: any within-cell resample has the same
-    # multiset of values, so the IQM never moves. Resampling across cells would move it.
-    scores = np.column_stack([np.zeros(5), np.ones(5)])
-    low, high = stats.stratified_bootstrap_ci(scores, reps=200)
-    assert low == high == pytest.approx(stats.iqm(scores))
+def test_seed_bootstrap_by_hand() -> None:
+    """Two seeds, two cells; seed 0 scores (0, 0), seed 1 (1, 1). A whole-seed resample holds
+    seed 0 twice (mean 0), once (0.5) or never (1), with chances 1/4, 1/2, 1/4; cells drawn
+    apart would also give means 0.25 and 0.75."""
+    scores = np.array([[0.0, 0.0], [1.0, 1.0]])
+    low, high = stats.seed_bootstrap_ci(scores, "mean", reps=4000, level=0.4, seed=1)
+    assert low == high == 0.5  # the middle 40% of {0: 1/4, 0.5: 1/2, 1: 1/4}
+    low, high = stats.seed_bootstrap_ci(scores, "mean", reps=4000, level=0.9, seed=1)
+    assert (low, high) == (0.0, 1.0)
+    rng = np.random.default_rng(1)
+    means = {float(scores[rng.integers(0, 2, size=2)].mean()) for _ in range(200)}
+    assert means == {0.0, 0.5, 1.0}
+
+
+def test_a_seed_effect_widens_the_interval() -> None:
+    """One model per seed on every cell: with a seed effect shared by the cells, resampling
+    cells apart averages it away and gives too narrow an interval; whole seeds keep it."""
+    rng = np.random.default_rng(5)
+    seed_effect = rng.normal(0.0, 1.0, size=(6, 1))
+    scores = 0.3 + seed_effect + rng.normal(0.0, 0.1, size=(6, 8))
+    low, high = stats.seed_bootstrap_ci(scores, "mean", reps=2000, seed=0)
+    seed_means = scores.mean(axis=1)
+    # close to the bootstrap of the 6 seed means alone (the unit), far wider than cellwise draws
+    unit_low, unit_high = stats.seed_bootstrap_ci(seed_means, "mean", reps=2000, seed=0)
+    assert high - low == pytest.approx(unit_high - unit_low, rel=0.05)
+    cellwise = [scores[rng.integers(0, 6, size=(6, 8)), np.arange(8)].mean() for _ in range(2000)]
+    assert high - low > 2.0 * (np.percentile(cellwise, 97.5) - np.percentile(cellwise, 2.5))
 
 
 def test_bootstrap_ci_coverage_of_the_mean() -> None:
@@ -62,7 +79,7 @@ def test_bootstrap_ci_coverage_of_the_mean() -> None:
     trials = 200
     for t in range(trials):
         x = rng.normal(size=(30, 1))
-        low, high = stats.stratified_bootstrap_ci(x, "mean", reps=400, seed=t)
+        low, high = stats.seed_bootstrap_ci(x, "mean", reps=400, seed=t)
         hits += low <= 0.0 <= high
     assert 0.88 <= hits / trials <= 0.99
 
@@ -145,5 +162,5 @@ def test_normalised_iqm_by_hand() -> None:
     assert stats.iqm(raw) == pytest.approx((3.0 + 4.0 + 10.0 + 20.0) / 4)
     shifted = stats.normalised_scores(np.array([[5.0], [7.0]]), np.array([3.0]), np.array([11.0]))
     np.testing.assert_allclose(shifted[:, 0], [0.25, 0.5])
-    with pytest.raises(ValueError, match="oracle must beat the floor"):
+    with pytest.raises(ValueError, match="top must beat the floor"):
         stats.normalised_scores(raw, np.array([0.0, 50.0]), oracle)

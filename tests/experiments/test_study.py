@@ -302,7 +302,7 @@ def test_a_mec_study_judges_each_row_beside_the_mec_references(tmp_path: Path) -
         "always_offload",
         "greedy_estimated",
         "threshold",
-        "oracle",
+        "privileged_rule",
     }
     assert set(reference["ablation"]) == {"baseline", "mlp", "privileged_obs"}
     learned = results[results["arm"] == "a3c"]
@@ -317,6 +317,6 @@ def test_a_mec_study_judges_each_row_beside_the_mec_references(tmp_path: Path) -
     runs = {r.ablation: r.config for r in plan(study, study_dir)}
     assert runs["privileged_obs"].env.params["observe_hidden"] and not runs["mlp"].model.recurrent
     report = write_report(study_dir).read_text()
-    assert "*oracle*" in report
+    assert "*privileged_rule*" in report
     metrics_section = report.split("## Task metrics")[1].split("## Figures")[0]
     assert "| baseline | a3c |" in metrics_section and "*always_offload*" in metrics_section

@@ -65,7 +65,14 @@ def test_quick_study_outputs_are_consistent(quick_study: Path) -> None:
     assert (learned["transfer"] == (learned["regime"] == transfer_regime)).all()
     assert (learned["episodes"] == 3).all()
     references = results[results["arm"] == "reference"]
-    assert {"random", "always_local", "always_offload", "threshold", "oracle"} <= set(references["model"])
+    assert {"random", "always_local", "always_offload", "two_threshold_steps_left", "privileged_rule"} <= set(
+        references["model"]
+    )
+    # the bound tops every policy, learned or not, in every world and regime it was solved for
+    bound = references[references["model"] == "hindsight_bound"].set_index(["ablation", "regime", "cell"])
+    assert len(bound) > 0
+    scored = results.join(bound["mean_return"].rename("bound"), on=["ablation", "regime", "cell"])
+    assert (scored["mean_return"] <= scored["bound"] + 1e-6).all()
     assert set(references["regime"]) == {"shared", "private"}
     assert set(references["ablation"]) == set(study.ablations)
     for run in plan(study, quick_study):
@@ -74,13 +81,13 @@ def test_quick_study_outputs_are_consistent(quick_study: Path) -> None:
         assert summary["env_steps"] >= study.env_steps_per_worker * run.config.runner.n_workers
     report = (quick_study / "report.md").read_text()
     assert "| a3c | 2 |" in report and "| impala | 2 |" in report and "| a2c | 2 |" in report
-    assert "impala vs individual" in report and "*oracle*" in report
+    assert "impala vs individual" in report and "*privileged_rule*" in report and "hindsight bound" in report
     assert "shared cloud pools (its training regime)" in report
     assert "private cloud pools (transfer" in report and "the training world itself" in report
     figures = (
         "per_cell_baseline_shared.png",
         "per_cell_baseline_private.png",
-        "percent_of_oracle_baseline_shared.png",
+        "normalised_baseline_shared.png",
         "heatmap_baseline_shared.png",
         "heatmap_baseline_private.png",
     )

@@ -2,12 +2,13 @@
 
 ``policy(obs, privileged) -> actions``: ``obs`` (B, 48) float32 observations, ``privileged``
 the core's hidden state (``PaperCore.privileged()``) or ``None``; returns (B,) int64 actions.
-Only a policy with ``needs_privileged = True`` (the oracle) is ever handed the hidden state, and
-only through that explicit argument.
+Only a policy with ``needs_privileged = True`` (``greedy_privileged``, ``privileged_rule``) is ever
+handed the hidden state, and only through that explicit argument.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,8 +18,13 @@ import numpy as np
 from uavrl.envs.paper import DISCARD, LOCAL, MAX_TASK_TIME, OFFLOAD, UNIT_NORM, Obs
 from uavrl.envs.scenarios import Cell
 from uavrl.envs.worlds import World
+from uavrl.errors import ConfigError
 
 THETA_GRID = tuple(range(1, MAX_TASK_TIME + 1))
+# The two-threshold rules' thresholds: 0 turns an option off.
+RULE_GRID = tuple(range(MAX_TASK_TIME + 1))
+# Tuning evaluates candidates in batches of at most this many env copies (memory: ~0.7 KB each).
+MAX_TUNING_COPIES = 60_000
 # Tuning episodes use streams far from evaluation streams (same seed, disjoint copy indices).
 TUNING_FIRST_COPY = 1_000_000
 
@@ -31,6 +37,30 @@ def local_feasible(obs: np.ndarray) -> np.ndarray:
     """(B,) bool: LOCAL would succeed (enough free units and a free local slot)."""
     free_slot = (obs[:, Obs.LOCAL_UNITS] == 0).any(axis=1)
     return free_slot & (_units(obs[:, Obs.FREE_LOCAL]) >= _units(obs[:, Obs.TASK_UNITS]))
+
+
+def steps_left(obs: np.ndarray, episode_length: int) -> np.ndarray:
+    """(B,) steps left in the episode, this one included (E_r)."""
+    return np.rint(obs[:, Obs.STEPS_LEFT] * episode_length).astype(np.int64)
+
+
+def _discard_unpayable(actions: np.ndarray, obs: np.ndarray, episode_length: int | None) -> np.ndarray:
+    """DISCARD where ``T_q`` exceeds the steps left (with ``episode_length``): a task placed now
+    completes ``T_q - 1`` steps later, after the episode's last step, and pays nothing."""
+    if episode_length is not None:
+        actions = np.where(task_time(obs) > steps_left(obs, episode_length), DISCARD, actions)
+    return np.asarray(actions, dtype=np.int64)
+
+
+def offload_would_succeed(obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> np.ndarray:
+    """(B,) bool from the hidden state: a good channel, a free cloud slot and enough pool units."""
+    if privileged is None:
+        raise ValueError("a privileged policy needs the hidden state, got None")
+    return (
+        (privileged["channel"] == 1)
+        & (privileged["free_cloud_slots"] > 0)
+        & (privileged["pool_level"] >= _units(obs[:, Obs.TASK_UNITS]))
+    )
 
 
 def task_time(obs: np.ndarray) -> np.ndarray:
@@ -126,24 +156,88 @@ class GreedyEstimated:
 
 
 @dataclass
-class GreedyOracle:
+class GreedyPrivileged:
     """Threshold admission with the hidden state: OFFLOAD whenever it would succeed (saving
-    local capacity for bad-channel periods), else LOCAL if feasible, else DISCARD."""
+    local capacity for bad-channel periods), else LOCAL if feasible, else DISCARD. A weak
+    privileged rule (one threshold), kept to show what the hidden state alone buys."""
 
     theta: int | np.ndarray
-    name: str = "oracle"
+    name: str = "greedy_privileged"
     needs_privileged: bool = True
 
     def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> np.ndarray:
-        if privileged is None:
-            raise ValueError("the oracle needs the privileged hidden state, got None")
-        offload_ok = (
-            (privileged["channel"] == 1)
-            & (privileged["free_cloud_slots"] > 0)
-            & (privileged["pool_level"] >= _units(obs[:, Obs.TASK_UNITS]))
-        )
+        offload_ok = offload_would_succeed(obs, privileged)
         placed = np.where(offload_ok, OFFLOAD, np.where(local_feasible(obs), LOCAL, DISCARD))
         return np.where(task_time(obs) <= self.theta, placed, DISCARD).astype(np.int64)
+
+
+@dataclass
+class TwoThresholdPolicy:
+    """LOCAL if it is feasible and ``T_q <= local_max``; else OFFLOAD if ``T_q <= offload_max``;
+    else DISCARD. Same observation as the agent; a threshold of 0 turns its option off.
+
+    With ``episode_length`` set (the steps-left check), a task is also DISCARDed whenever
+    ``T_q`` exceeds the steps left in the episode: it would complete after the episode ends and
+    pay nothing, while holding capacity that a later task could use.
+    """
+
+    local_max: int | np.ndarray
+    offload_max: int | np.ndarray
+    episode_length: int | None = None
+    name: str = "two_threshold"
+    needs_privileged: bool = False
+
+    def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> np.ndarray:
+        t = task_time(obs)
+        offload_or_discard = np.where(t <= self.offload_max, OFFLOAD, DISCARD)
+        actions = np.where(local_feasible(obs) & (t <= self.local_max), LOCAL, offload_or_discard)
+        return _discard_unpayable(actions, obs, self.episode_length)
+
+    @property
+    def params(self) -> dict[str, int]:
+        return {"local_max": int(self.local_max), "offload_max": int(self.offload_max)}
+
+
+@dataclass
+class PrivilegedRule:
+    """The two-threshold rule with the steps-left check, given the hidden channel, pool level
+    and cloud slots: OFFLOAD first when it would succeed and ``T_q <= offload_first_max`` (local
+    capacity is kept for bad-channel periods); else LOCAL if feasible and ``T_q <= local_max``;
+    else OFFLOAD if it would succeed and ``T_q <= offload_max``; else DISCARD.
+
+    With ``offload_first_max = 0`` it scores exactly what the non-privileged rule with the same
+    thresholds scores (a failed offload and a discard both drop the task), so tuned from the best
+    rule it is at least as good on the tuning streams.
+    """
+
+    offload_first_max: int | np.ndarray
+    local_max: int | np.ndarray
+    offload_max: int | np.ndarray
+    episode_length: int
+    name: str = "privileged_rule"
+    needs_privileged: bool = True
+
+    def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> np.ndarray:
+        t = task_time(obs)
+        offload_ok = offload_would_succeed(obs, privileged)
+        actions = np.where(
+            offload_ok & (t <= self.offload_first_max),
+            OFFLOAD,
+            np.where(
+                local_feasible(obs) & (t <= self.local_max),
+                LOCAL,
+                np.where(offload_ok & (t <= self.offload_max), OFFLOAD, DISCARD),
+            ),
+        )
+        return _discard_unpayable(actions, obs, self.episode_length)
+
+    @property
+    def params(self) -> dict[str, int]:
+        return {
+            "offload_first_max": int(self.offload_first_max),
+            "local_max": int(self.local_max),
+            "offload_max": int(self.offload_max),
+        }
 
 
 Policy = (
@@ -153,7 +247,9 @@ Policy = (
     | LocalElseOffload
     | ThresholdPolicy
     | GreedyEstimated
-    | GreedyOracle
+    | GreedyPrivileged
+    | TwoThresholdPolicy
+    | PrivilegedRule
 )
 
 
@@ -165,39 +261,118 @@ def cell_returns(
     return world.episode_returns(policy, seed, first_copy + np.arange(episodes), policy.needs_privileged)
 
 
-def tune_theta(
-    make_policy: Callable[[np.ndarray], Policy],
+def candidate_scores(
+    make_policy: Callable[..., Policy],
+    candidates: Sequence[tuple[int, ...]],
     worlds: Sequence[World],
     episodes: int,
     seed: int,
-    grid: Sequence[int] = THETA_GRID,
-) -> tuple[int, dict[int, float]]:
-    """Grid search of the admission threshold in ``worlds`` (the training cells only).
+) -> np.ndarray:
+    """(len(candidates),) mean return of each parameter tuple over ``worlds`` and ``episodes``
+    tuning streams (the same streams for every candidate: common random numbers, disjoint from
+    the evaluation streams).
 
-    The whole grid runs as one batch: ``theta`` is a per-copy array and every theta sees the
-    same ``episodes`` streams (common random numbers), disjoint from the evaluation streams. In
-    a world of N agents every agent of an episode uses the same theta (a reference policy acts
-    as N copies of itself), so a shared pool is tuned for as it is shared.
-
-    Returns:
-        The best theta (the smallest among ties) and the mean return of every theta tried.
+    Candidates run as batches: ``make_policy`` gets one per-copy array per parameter. In a world
+    of N agents every agent of an episode uses the same parameters (a reference policy acts as N
+    copies of itself), so a shared pool is tuned for as it is shared.
     """
-    base = TUNING_FIRST_COPY + np.tile(np.arange(episodes), len(grid))
     per_world = []
     for world in worlds:
-        policy = make_policy(np.tile(np.repeat(np.asarray(grid), episodes), world.n_agents))
-        returns = world.episode_returns(policy, seed, base, privileged=policy.needs_privileged)
-        per_world.append(returns.reshape(len(grid), episodes).mean(axis=1))
-    means = np.mean(per_world, axis=0)
-    scores = {int(theta): float(m) for theta, m in zip(grid, means, strict=True)}
-    return int(grid[int(np.argmax(means))]), scores
+        chunk = max(1, MAX_TUNING_COPIES // (episodes * world.n_agents))
+        means = []
+        for start in range(0, len(candidates), chunk):
+            block = np.asarray(candidates[start : start + chunk], dtype=np.int64)
+            per_copy = [np.tile(np.repeat(column, episodes), world.n_agents) for column in block.T]
+            policy = make_policy(*per_copy)
+            base = TUNING_FIRST_COPY + np.tile(np.arange(episodes), len(block))
+            returns = world.episode_returns(policy, seed, base, privileged=policy.needs_privileged)
+            means.append(returns.reshape(len(block), episodes).mean(axis=1))
+        per_world.append(np.concatenate(means))
+    return np.asarray(np.mean(per_world, axis=0))
+
+
+@dataclass(frozen=True)
+class TunedRule:
+    """The result of :func:`tune_rule`: the best parameters, their mean tuning return, and the
+    mean of every candidate tried."""
+
+    values: tuple[int, ...]
+    score: float
+    scores: dict[tuple[int, ...], float]
+
+
+def tune_rule(
+    make_policy: Callable[..., Policy],
+    axes: Sequence[Sequence[int]],
+    worlds: Sequence[World],
+    episodes: int,
+    seed: int,
+    start: Sequence[int] | None = None,
+    coarse_step: int = 5,
+) -> TunedRule:
+    """Search integer rule parameters in ``worlds`` (the training cells only).
+
+    Without ``start``, a coarse grid first (every ``coarse_step``-th value of each axis, ends
+    included); then coordinate ascent from the best point: each axis in turn is searched over all
+    its values, the others fixed, until a whole pass improves nothing. Every candidate sees the
+    same tuning streams (:func:`candidate_scores`); ties keep the current point, else the first.
+    """
+    scores: dict[tuple[int, ...], float] = {}
+
+    def evaluate(candidates: Sequence[tuple[int, ...]]) -> None:
+        new = [c for c in dict.fromkeys(candidates) if c not in scores]
+        if new:
+            values = candidate_scores(make_policy, new, worlds, episodes, seed)
+            scores.update(zip(new, map(float, values), strict=True))
+
+    if start is None:
+        coarse = [
+            tuple(axis[::coarse_step]) + ((axis[-1],) if (len(axis) - 1) % coarse_step else ())
+            for axis in axes
+        ]
+        grid = list(itertools.product(*coarse))
+        evaluate(grid)
+        best = max(grid, key=scores.__getitem__)
+    else:
+        best = tuple(int(v) for v in start)
+        evaluate([best])
+    improved = True
+    while improved:
+        improved = False
+        for i, axis in enumerate(axes):
+            line = [(*best[:i], int(v), *best[i + 1 :]) for v in axis]
+            evaluate(line)
+            candidate = max(line, key=scores.__getitem__)
+            if scores[candidate] > scores[best]:
+                best, improved = candidate, True
+    return TunedRule(best, scores[best], scores)
 
 
 def reference_policies(tuning_worlds: Sequence[World], tuning_episodes: int, seed: int) -> list[Policy]:
-    """Every reference policy, thresholds tuned in ``tuning_worlds`` (training cells, one regime)."""
-    theta, _ = tune_theta(ThresholdPolicy, tuning_worlds, tuning_episodes, seed)
-    theta_est, _ = tune_theta(GreedyEstimated, tuning_worlds, tuning_episodes, seed)
-    theta_oracle, _ = tune_theta(GreedyOracle, tuning_worlds, tuning_episodes, seed)
+    """Every reference policy, parameters tuned in ``tuning_worlds`` (training cells, one regime)."""
+    lengths = {int(p.get("episode_length", 100)) for w in tuning_worlds for p in w.agent_params}
+    if len(lengths) != 1:
+        raise ConfigError(f"the tuning worlds must share one episode_length, got {sorted(lengths)}")
+    length = lengths.pop()
+
+    def tune(make: Callable[..., Policy], axes: Sequence[Sequence[int]], **kw: Any) -> tuple[int, ...]:
+        return tune_rule(make, axes, tuning_worlds, tuning_episodes, seed, **kw).values
+
+    (theta,) = tune(ThresholdPolicy, [THETA_GRID])
+    (theta_est,) = tune(GreedyEstimated, [THETA_GRID])
+    (theta_privileged,) = tune(GreedyPrivileged, [THETA_GRID])
+    two = tune(TwoThresholdPolicy, [RULE_GRID, RULE_GRID])
+
+    def with_check(a: Any, b: Any) -> TwoThresholdPolicy:
+        return TwoThresholdPolicy(a, b, length, name="two_threshold_steps_left")
+
+    two_checked = tune(with_check, [RULE_GRID, RULE_GRID])
+
+    def privileged(c: Any, a: Any, b: Any) -> PrivilegedRule:
+        return PrivilegedRule(c, a, b, length)
+
+    # from the best non-privileged rule: the privileged one starts where it ends
+    privileged_values = tune(privileged, [RULE_GRID] * 3, start=(0, *two_checked))
     return [
         RandomPolicy(seed),
         ConstantPolicy(LOCAL, "always_local"),
@@ -205,8 +380,18 @@ def reference_policies(tuning_worlds: Sequence[World], tuning_episodes: int, see
         LocalElseOffload(),
         ThresholdPolicy(theta),
         GreedyEstimated(theta_est),
-        GreedyOracle(theta_oracle),
+        TwoThresholdPolicy(two[0], two[1]),
+        with_check(*two_checked),
+        GreedyPrivileged(theta_privileged),
+        privileged(*privileged_values),
     ]
 
 
-FLOOR_POLICIES = ("random", "always_local", "always_offload")
+def policy_params(policy: Any) -> dict[str, float]:
+    """A reference policy's tuned parameters, either preset's (empty for a rule without any)."""
+    params = getattr(policy, "params", None)
+    if params is not None:
+        return dict(params)
+    if hasattr(policy, "theta"):
+        return {"theta": int(policy.theta)}
+    return {"margin": float(policy.margin)} if hasattr(policy, "margin") else {}

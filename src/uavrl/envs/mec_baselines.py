@@ -215,9 +215,10 @@ def tuning_returns(
 def mec_reference_policies(
     params: MecParams, tuning_cells: Sequence[MecParams], episodes: int, seed: int
 ) -> list[MecPolicy]:
-    """Every `mec` reference policy; the margins of the rule (``threshold``) and of the oracle
-    are tuned on ``tuning_cells`` (the training cells) only. ``params`` holds what the rules
-    know: the UAV's CPU, the cost weights and the nominal cloud."""
+    """Every `mec` reference policy; the margins of the rule (``threshold``) and of the same rule
+    given the hidden state (``privileged_rule``) are tuned on ``tuning_cells`` (the training
+    cells) only. ``params`` holds what the rules know: the UAV's CPU, the cost weights and the
+    nominal cloud."""
     uavs = tuning_cells[0].cloud_group_size
     if any(c.cloud_group_size != uavs for c in tuning_cells):
         raise ConfigError("the tuning cells of one set of references need one cloud_group_size")
@@ -238,5 +239,5 @@ def mec_reference_policies(
         MecConstantPolicy(params, OFFLOAD, "always_offload"),
         CostEstimatingPolicy(params, 1.0, name="greedy_estimated"),
         CostEstimatingPolicy(params, tuned(False), name="threshold"),
-        CostEstimatingPolicy(params, tuned(True), oracle=True, name="oracle"),
+        CostEstimatingPolicy(params, tuned(True), oracle=True, name="privileged_rule"),
     ]

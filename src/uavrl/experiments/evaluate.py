@@ -18,11 +18,11 @@ import torch
 
 from uavrl.config import Config
 from uavrl.envs import ENV_ID
-from uavrl.envs.baselines import FLOOR_POLICIES
 from uavrl.envs.mec import MecParams
 from uavrl.envs.paper import OBSERVATION_PARAMS, PaperParams
 from uavrl.envs.scenarios import Cell, resolve_cells
 from uavrl.envs.worlds import AgentTeam, Regime, World, cell_worlds, training_world
+from uavrl.experiments.normalise import HINDSIGHT_BOUND
 from uavrl.nn.models import ActorCritic
 from uavrl.runners.worker import worker_env_params
 
@@ -81,20 +81,47 @@ def evaluate_policies(
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
-def percent_of_oracle(results: pd.DataFrame) -> pd.Series:
-    """``100 * (J - J_floor) / (J_oracle - J_floor)`` per policy, from means over cells.
+def _world_bounds(world: World, seed: int, episodes: int, time_limit: float) -> np.ndarray:
+    """(episodes,) hindsight bounds of one world's evaluation episodes (a process pool's task)."""
+    from uavrl.envs.bound import hindsight_bounds
 
-    ``J_floor`` is the best of random / always-LOCAL / always-OFFLOAD.
-    """
-    by_policy = results.groupby("policy", sort=False)["mean"].mean()
-    return oracle_score(by_policy, by_policy)
+    return np.array([b.bound for b in hindsight_bounds(world, seed, np.arange(episodes), time_limit)])
 
 
-def oracle_score(value: Any, references: pd.Series) -> Any:
-    """``100 * (value - J_floor) / (J_oracle - J_floor)`` from reference means (index: policy
-    names); ``value`` is a number, array or Series of mean returns on the same cells."""
-    floor = references[[p for p in FLOOR_POLICIES if p in references.index]].max()
-    return 100.0 * (value - floor) / (references["oracle"] - floor)
+def bound_results(
+    worlds: Sequence[World],
+    episodes: int,
+    seed: int,
+    time_limit: float = 20.0,
+    progress: Callable[[int, int, str], None] | None = None,
+    processes: int = 1,
+) -> pd.DataFrame:
+    """The hindsight bound (``envs.bound``) of each world's evaluation episodes (the streams
+    :func:`evaluate_policies` uses), one row per world with :data:`RESULT_COLUMNS` under the
+    policy name ``hindsight_bound``. ``processes > 1`` solves that many worlds at once (spawned
+    processes, one solver thread each)."""
+    if processes > 1 and len(worlds) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(processes, len(worlds)), mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_world_bounds, w, seed, episodes, time_limit) for w in worlds]
+            solved = []
+            for i, (world, future) in enumerate(zip(worlds, futures, strict=True)):
+                if progress is not None:
+                    progress(i, len(worlds), world.name)
+                solved.append(future.result())
+    else:
+        solved = []
+        for i, world in enumerate(worlds):
+            if progress is not None:
+                progress(i, len(worlds), world.name)
+            solved.append(_world_bounds(world, seed, episodes, time_limit))
+    rows = [
+        (HINDSIGHT_BOUND, world.name, world.regime, episodes, *mean_ci(bounds))
+        for world, bounds in zip(worlds, solved, strict=True)
+    ]
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
 class TorchPolicy:

@@ -13,13 +13,19 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 from scipy import stats as sps
 
-from uavrl.envs.baselines import FLOOR_POLICIES
 from uavrl.envs.scenarios import Cell
 from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.experiments import stats
-from uavrl.experiments.evaluate import oracle_score
+from uavrl.experiments.normalise import scale
 from uavrl.experiments.rundir import RunDir
-from uavrl.experiments.scores import REFERENCE_ORDER, View, reference_means, seed_scores, table_arms
+from uavrl.experiments.scores import (
+    REFERENCE_ORDER,
+    View,
+    reference_table,
+    seed_scores,
+    table_arms,
+    view_scale,
+)
 from uavrl.experiments.study import LEARNED_ARMS, REFERENCE_ARM, StudyConfig, plan
 
 CURVE_POINTS = 200
@@ -89,7 +95,7 @@ def _median_band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
         if values.size:
             median[i] = np.median(values)
         if values.size > 1:
-            low[i], high[i] = stats.stratified_bootstrap_ci(values, "median", 500)
+            low[i], high[i] = stats.seed_bootstrap_ci(values, "median", 500)
     return median, low, high
 
 
@@ -207,8 +213,8 @@ def heatmap_scores(results: pd.DataFrame, ablation: str, regime: str) -> pd.Data
     """Normalised score in %, greedy, per cell (rows, grouped: training world, training,
     held-out by velocity / local / cloud) and policy (columns: learned arms, then the
     references). A learned arm's entry is its mean over seeds. Each cell is scaled as the
-    report's statistics are: 0 at its best floor policy, 100 at its best reference policy (the
-    oracle, or a rule where one beats the greedy oracle)."""
+    report's statistics are (``experiments.normalise``): 0 at its best constant policy, 100 at
+    its hindsight bound, else its strongest privileged reference."""
     rows = results[(results["ablation"] == ablation) & (results["regime"] == regime)]
     refs = rows[rows["arm"] == REFERENCE_ARM]
     learned = rows[(rows["arm"] != REFERENCE_ARM) & (rows["selection"] == "greedy")]
@@ -221,10 +227,12 @@ def heatmap_scores(results: pd.DataFrame, ablation: str, regime: str) -> pd.Data
     learned_arms = [a for a in LEARNED_ARMS if a in table]
     columns = learned_arms + [r for r in REFERENCE_ORDER if r in table]
     table = table[columns]
-    references = table[[c for c in REFERENCE_ORDER if c in table]]
-    floor = references[[p for p in FLOOR_POLICIES if p in references]].max(axis=1)
-    span = (references.max(axis=1) - floor).where(lambda x: x > 0)  # no scale where no rule beats the floor
-    scores = 100.0 * table.sub(floor, axis=0).div(span, axis=0)
+    found = scale(table[[c for c in REFERENCE_ORDER if c in table]].T)
+    if found is None:
+        raise ValueError(f"row {ablation} ({regime}): no constant policy or privileged top to scale by")
+    scores = pd.DataFrame(
+        100.0 * found.normalise(table.T.to_numpy()).T, index=table.index, columns=table.columns
+    )
     train_cells = str(rows["train_cells"].dropna().iloc[0]).split(";")
     groups = pd.Series({c: cell_group(c, train_cells) for c in scores.index})
 
@@ -256,7 +264,7 @@ def plot_heatmap(results: pd.DataFrame, ablation: str, regime: str, path: Path) 
     ax.set_xticks(range(scores.shape[1]), scores.columns, rotation=35, ha="right", fontsize=8)
     labels = [f"{cell} ({group})" for group, cell in scores.index]
     ax.set_yticks(range(scores.shape[0]), labels, fontsize=7)
-    fig.colorbar(image, ax=ax, label="normalised score, % (0: best floor policy, 100: best reference)")
+    fig.colorbar(image, ax=ax, label="normalised score, % (0: best constant policy, 100: bound / privileged)")
     ax.set_title(f"row {ablation}, {regime} cloud pools, greedy: per-cell normalised score", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -281,20 +289,28 @@ def plot_forest(frames: dict[str, pd.DataFrame], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def plot_percent_of_oracle(results: pd.DataFrame, ablation: str, regime: str, path: Path) -> None:
-    fig = Figure(figsize=(8, 4))
+def plot_normalised(results: pd.DataFrame, ablation: str, regime: str, path: Path) -> None:
+    """Normalised % per learned arm (mean over seeds, 95% t-interval) and per reference, on
+    training and held-out cells."""
+    fig = Figure(figsize=(9, 4))
     ax = fig.subplots()
     names = [*table_arms(results, ablation, regime), *REFERENCE_ORDER]
+    label = ""
     for offset, held_out in ((-0.2, False), (0.2, True)):
         view = View(ablation, regime, "greedy", held_out)
-        references = reference_means(results, view)
+        found = view_scale(results, view)
+        label = found.label
+        per_cell = reference_table(results, view)
         means, halves = [], []
         for name in names:
             if name in REFERENCE_ORDER:
-                means.append(float(oracle_score(references.get(name, np.nan), references)))
+                means.append(
+                    found.percent(per_cell.loc[name].to_numpy()) if name in per_cell.index else np.nan
+                )
                 halves.append(0.0)
                 continue
-            values = np.asarray(oracle_score(seed_scores(results, name, view).mean(axis=1), references))
+            scores = seed_scores(results, name, view)
+            values = 100.0 * found.normalise(scores).mean(axis=1) if scores.size else np.empty(0)
             n = values.size
             means.append(float(values.mean()) if n else np.nan)
             halves.append(float(sps.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0)
@@ -307,7 +323,7 @@ def plot_percent_of_oracle(results: pd.DataFrame, ablation: str, regime: str, pa
             label="held-out cells" if held_out else "training cells",
         )
     ax.set_xticks(np.arange(len(names)), names, rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel("% of oracle (greedy)")
+    ax.set_ylabel(f"normalised % (greedy; {label})", fontsize=8)
     ax.set_title(f"row {ablation}, {regime} cloud pools")
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.legend()

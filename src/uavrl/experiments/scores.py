@@ -3,7 +3,7 @@
 A :class:`View` picks the evaluation rows a table or figure reads (an ablation row, a pool
 regime, a selection mode, training or held-out cells); :func:`seed_scores` turns an arm's rows
 into a (seeds, cells) matrix, the seed being the unit; :func:`normalised` scales it per cell
-between the floor policy and the oracle.
+with the one normalisation of ``experiments.normalise``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from uavrl.envs.baselines import FLOOR_POLICIES
 from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.experiments import stats
+from uavrl.experiments.normalise import HINDSIGHT_BOUND, Scale, scale
 from uavrl.experiments.study import REFERENCE_ARM, REFERENCE_SELECTION, SHARED_MODEL_ARMS
 
 # Learned "arms" in tables: the two arms, the individual arm's best/worst model per seed, and
@@ -29,8 +29,15 @@ REFERENCE_ORDER = (
     "local_else_offload",
     "threshold",
     "greedy_estimated",
-    "oracle",
+    "two_threshold",
+    "two_threshold_steps_left",
+    "greedy_privileged",
+    "privileged_rule",
+    "clairvoyant",
+    HINDSIGHT_BOUND,
 )
+# what the headline test compares a learned arm with: the strongest rule without hidden state
+NON_PRIVILEGED_RULES = ("threshold", "greedy_estimated", "two_threshold", "two_threshold_steps_left")
 
 
 @dataclass(frozen=True)
@@ -103,13 +110,19 @@ def reference_means(results: pd.DataFrame, view: View) -> pd.Series:
     return reference_table(results, view).mean(axis=1)
 
 
+def view_scale(results: pd.DataFrame, view: View) -> Scale:
+    """The normalisation of the view's cells (``experiments.normalise``)."""
+    found = scale(reference_table(results, view))
+    if found is None:
+        raise ValueError(f"the references of {view} hold no constant policy or no privileged top")
+    return found
+
+
 def normalised(results: pd.DataFrame, view: View, scores: np.ndarray) -> np.ndarray:
-    """Per-cell normalised scores of a (seeds, cells) matrix of the view: 0 at the floor, 1 at the
-    oracle. Where a reference policy beats the greedy oracle (its threshold is tuned on the
-    training cells, so in some held-out cells a rule scores more), 1 is that policy's return."""
-    refs = reference_table(results, view)
-    floor = refs.loc[[p for p in FLOOR_POLICIES if p in refs.index]].max()
-    return stats.normalised_scores(scores, floor.to_numpy(), refs.max().to_numpy())
+    """Per-cell normalised scores of a (seeds, cells) matrix of the view: 0 at the best constant
+    policy of each cell, 1 at its hindsight bound (else its strongest privileged reference)."""
+    found = view_scale(results, view)
+    return stats.normalised_scores(scores, found.floor.to_numpy(), found.top.to_numpy())
 
 
 def train_world_values(results: pd.DataFrame, arm: str, ablation: str, selection: str) -> pd.Series:

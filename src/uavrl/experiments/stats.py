@@ -4,12 +4,15 @@ The independent unit is the training seed. Scores arrive as a matrix ``(seeds, c
 ``[s, c]`` is seed ``s``'s return in cell ``c`` (for the individual arm already the mean over that
 seed's N models: models are never pooled as if they were seeds). A seed's value is its row mean.
 
-- :func:`normalised_scores`: per-cell ``(J - J_floor) / (J_oracle - J_floor)``, so that cells of
-  different scale weigh the same in the aggregates below (as rliable normalises per task).
+- :func:`normalised_scores`: per-cell ``(J - J_floor) / (J_top - J_floor)``, so that cells of
+  different scale weigh the same in the aggregates below (as rliable normalises per task); the
+  floor and top are chosen in ``experiments.normalise``.
 - :func:`seed_summary`: mean, std, CV, worst seed over seed values.
-- :func:`iqm` and :func:`stratified_bootstrap_ci`: the interquartile mean over all (seed, cell)
-  scores and its percentile CI from a bootstrap that resamples seeds within each cell (the
-  estimator of Agarwal et al. 2021, "Deep RL at the edge of the statistical precipice").
+- :func:`iqm` and :func:`seed_bootstrap_ci`: the interquartile mean over all (seed, cell)
+  scores and its percentile CI from a bootstrap that resamples whole seeds (runs): one model per
+  seed is scored on every cell, so a seed's cells are correlated and are drawn together (the
+  estimator of Agarwal et al. 2021, "Deep RL at the edge of the statistical precipice", with the
+  run as the unit).
 - :func:`probability_of_improvement`: P(X > Y) + P(X = Y) / 2 per cell, averaged over cells.
 - :func:`welch_t` and :func:`mann_whitney_u` on seed values; :func:`holm` across ablation rows.
 """
@@ -34,21 +37,21 @@ def _matrix(scores: np.ndarray) -> np.ndarray:
     return scores
 
 
-def normalised_scores(scores: np.ndarray, floor: np.ndarray, oracle: np.ndarray) -> np.ndarray:
-    """``(scores - floor) / (oracle - floor)`` per cell (column): 0 at the floor, 1 at the oracle.
+def normalised_scores(scores: np.ndarray, floor: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """``(scores - floor) / (top - floor)`` per cell (column): 0 at the floor, 1 at the top.
 
     Args:
         scores: (seeds, cells) raw returns.
-        floor: (cells,) best of random / always-LOCAL / always-OFFLOAD in each cell.
-        oracle: (cells,) the oracle's return in each cell.
+        floor: (cells,) the best constant policy's return in each cell.
+        top: (cells,) the hindsight bound (else the strongest privileged reference) in each cell.
     """
     scores = _matrix(scores)
-    floor, oracle = np.asarray(floor, dtype=np.float64), np.asarray(oracle, dtype=np.float64)
-    if floor.shape != (scores.shape[1],) or oracle.shape != floor.shape:
-        raise ValueError(f"floor and oracle need one value per cell ({scores.shape[1]}), got {floor.shape}")
-    span = oracle - floor
+    floor, top = np.asarray(floor, dtype=np.float64), np.asarray(top, dtype=np.float64)
+    if floor.shape != (scores.shape[1],) or top.shape != floor.shape:
+        raise ValueError(f"floor and top need one value per cell ({scores.shape[1]}), got {floor.shape}")
+    span = top - floor
     if not (span > 0).all():
-        raise ValueError(f"the oracle must beat the floor in every cell, got oracle - floor = {span}")
+        raise ValueError(f"the top must beat the floor in every cell, got top - floor = {span}")
     return (scores - floor) / span
 
 
@@ -95,7 +98,7 @@ BATCH_STATISTICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def stratified_bootstrap_ci(
+def seed_bootstrap_ci(
     scores: np.ndarray,
     statistic: str = "iqm",
     reps: int = 2000,
@@ -103,18 +106,19 @@ def stratified_bootstrap_ci(
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile CI of ``statistic`` (iqm, mean, median of all entries) under a bootstrap that
-    resamples seeds within each cell.
+    resamples whole seeds.
 
-    Each replicate draws, independently per cell (column), ``n_seeds`` row indices with
-    replacement and evaluates the statistic on the resampled ``(seeds, cells)`` matrix.
+    Each replicate draws ``n_seeds`` row indices with replacement, the same for every cell (a
+    seed's model is scored on every cell: its row is one unit), and evaluates the statistic on
+    the resampled ``(seeds, cells)`` matrix.
     """
     scores = _matrix(scores)
     if statistic not in BATCH_STATISTICS:
         raise ValueError(f"statistic must be one of {sorted(BATCH_STATISTICS)}, got {statistic!r}")
     n_seeds, n_cells = scores.shape
     rng = np.random.default_rng(seed)
-    rows = rng.integers(0, n_seeds, size=(reps, n_seeds, n_cells))
-    samples = scores[rows, np.arange(n_cells)].reshape(reps, n_seeds * n_cells)
+    rows = rng.integers(0, n_seeds, size=(reps, n_seeds))
+    samples = scores[rows].reshape(reps, n_seeds * n_cells)
     replicates = BATCH_STATISTICS[statistic](samples)
     tail = 100.0 * (1.0 - level) / 2.0
     low, high = np.percentile(replicates, [tail, 100.0 - tail])

@@ -36,6 +36,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from uavrl.config import (
+    HASH_NEUTRAL,
     Config,
     ConfigSection,
     apply_overrides,
@@ -44,7 +45,7 @@ from uavrl.config import (
     format_validation_error,
     read_with_base,
 )
-from uavrl.envs.baselines import SpaceRandomPolicy, reference_policies
+from uavrl.envs.baselines import SpaceRandomPolicy, policy_params, reference_policies
 from uavrl.envs.mec import MecParams
 from uavrl.envs.mec_baselines import mec_reference_policies
 from uavrl.envs.scenarios import Cell, MecCell, resolve_cells
@@ -52,6 +53,7 @@ from uavrl.envs.worlds import REGIMES, TRAIN_WORLD, Regime, World
 from uavrl.errors import ConfigError
 from uavrl.experiments.evaluate import (
     MEC_METRICS,
+    bound_results,
     eval_worlds,
     evaluate_mec_policies,
     evaluate_policies,
@@ -62,7 +64,7 @@ from uavrl.experiments.evaluate import (
     tuning_worlds,
 )
 from uavrl.experiments.rundir import RunDir
-from uavrl.experiments.train import resume, train, write_config
+from uavrl.experiments.train import git_commit, resume, train, write_config
 from uavrl.fileio import write_atomically
 from uavrl.runners.session import env_spaces
 
@@ -90,7 +92,10 @@ STUDY_EVAL_FILE = "study_eval.json"
 JOB_LOG = "job.log"
 STUDY_FILE = "study.yaml"
 REFERENCES_FILE = "references.csv"
+# Bumped when the set of reference policies changes: older references.csv files are recomputed.
+REFERENCES_VERSION = 2
 RESULTS_FILE = "results.csv"
+CONFIRMATORY_FILE = "confirmatory.json"
 # Settings that define an arm or a seed; an ablation row may not change them.
 _RESERVED = ("seed", "name", "runner.share", "runner.total_env_steps", "runner.kind")
 
@@ -129,7 +134,20 @@ class StudyEvaluation(ConfigSection):
     held_out_cells: list[str] = Field(default_factory=lambda: ["held_out"])
     selections: list[Selection] = Field(default_factory=_both_selections)
     env_params: dict[str, Any] = Field(default_factory=lambda: {"preset": "paper"})
-    tuning_episodes: int = Field(100, ge=1, description="episodes per theta when tuning thresholds")
+    tuning_episodes: int = Field(100, ge=1, description="episodes per candidate when tuning the rules")
+    # What the references hold, not how a run is evaluated: left out of the hash at their defaults.
+    bound: bool = Field(
+        True,
+        description="paper: the hindsight bound of every evaluation world, a row of references.csv",
+        json_schema_extra=HASH_NEUTRAL,
+    )
+    bound_time_limit: float = Field(
+        1.0,
+        gt=0.0,
+        description="seconds per episode's integer programme; past it the solver's dual bound "
+        "(still a bound) is reported",
+        json_schema_extra=HASH_NEUTRAL,
+    )
 
     def hash(self) -> str:
         return content_hash(self)
@@ -155,6 +173,10 @@ class StudyConfig(ConfigSection):
       and must be empty.
     - ``parallel``: training runs at once, default one per core (each run is one process in
       serial mode, or N + 1 processes otherwise).
+    - ``confirmatory``: the study tests claims fixed before it ran (experiments.md). Its seeds
+      (``first_seed`` ..) must lie outside ``development_seeds`` (the probes' and tuning's), and
+      its evaluation seed outside ``development_eval_seeds``. The first run records the study's
+      hash; a report of a study changed since is marked exploratory.
     """
 
     name: str = "study"
@@ -170,11 +192,16 @@ class StudyConfig(ConfigSection):
         default_factory=list, description="rows with full tables (default: baseline)"
     )
     evaluation: StudyEvaluation = Field(default_factory=StudyEvaluation)
+    confirmatory: bool = False
+    development_seeds: tuple[int, int] = (0, 99)
+    development_eval_seeds: list[int] = Field(default_factory=lambda: [1_000_000])
 
     @model_validator(mode="after")
     def _consistent(self) -> StudyConfig:
         if not self.ablations:
             raise ValueError("ablations must name at least the baseline row")
+        if self.confirmatory:
+            self._check_confirmatory_seeds()
         first, overrides = next(iter(self.ablations.items()))
         if overrides:
             raise ValueError(f"the first ablation row ({first!r}) is the baseline and must be empty")
@@ -200,8 +227,26 @@ class StudyConfig(ConfigSection):
             raise ValueError("base must be an a3c run: the arms choose the runner kind")
         return self
 
+    def _check_confirmatory_seeds(self) -> None:
+        low, high = self.development_seeds
+        first, last = self.first_seed, self.first_seed + self.seeds - 1
+        if first <= high and last >= low:
+            raise ValueError(
+                f"confirmatory: seeds {first}-{last} (first_seed={first}, seeds={self.seeds}) overlap the "
+                f"development seeds {low}-{high} that probes and tuning used; set first_seed > {high}, "
+                "or confirmatory: false for an exploratory study"
+            )
+        if self.evaluation.seed in self.development_eval_seeds:
+            raise ValueError(
+                f"confirmatory: evaluation.seed {self.evaluation.seed} was used in development "
+                f"(development_eval_seeds {self.development_eval_seeds}); fix a new one before the run"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def hash(self) -> str:
+        return content_hash(self)
 
     @property
     def runs_at_once(self) -> int:
@@ -436,10 +481,16 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
     path, meta_path = study_dir / REFERENCES_FILE, study_dir / "references.json"
     meta = _read_json(meta_path)
     keys = _reference_keys(study)
-    signature = {"eval_hash": evaluation.hash(), "rows": keys}
+    signature = {
+        "eval_hash": evaluation.hash(),
+        "rows": keys,
+        "references": REFERENCES_VERSION,
+        "bound": [evaluation.bound, evaluation.bound_time_limit],
+    }
     if path.exists() and meta is not None and {k: meta.get(k) for k in signature} == signature:
         return pd.read_csv(path)
-    frames, thetas, done = [], {}, {}
+    frames, tuned, done = [], {}, {}
+    bounds = _bound_tables(study)
     for ablation, config in _row_configs(study).items():
         for regime, _ in run_regimes(config):
             key = f"{regime}|{keys[ablation]}"
@@ -457,15 +508,79 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
                 else:
                     policies = [SpaceRandomPolicy(env_spaces(config)[1], evaluation.seed)]
                 table = _evaluate_in_worlds(config, policies, worlds, evaluation)
+                table["params"] = table["policy"].map(
+                    {p.name: json.dumps(policy_params(p)) for p in policies}
+                )
+                if bounds:
+                    table = pd.concat([table, *(bounds[_world_key(w)] for w in worlds)], ignore_index=True)
                 table["held_out"] = table["cell"].map(held_out)
                 table["train_cells"] = train_cells_label(config)
                 done[key] = table
-                thetas[key] = {p.name: int(p.theta) for p in policies if hasattr(p, "theta")}
+                tuned[key] = {p.name: policy_params(p) for p in policies if policy_params(p)}
             frames.append(done[key].assign(ablation=ablation))
     table = pd.concat(frames, ignore_index=True)
     table.to_csv(path, index=False)
-    meta_path.write_text(json.dumps({**signature, "theta": thetas}, indent=2))
+    meta_path.write_text(json.dumps({**signature, "params": tuned}, indent=2))
     return table
+
+
+def record_first_run(study: StudyConfig, study_dir: Path) -> None:
+    """A confirmatory study's first run fixes what it tests: the study's hash and the commit."""
+    path = study_dir / CONFIRMATORY_FILE
+    if study.confirmatory and not path.exists():
+        record = {
+            "study_hash": study.hash(),
+            "git_commit": git_commit(),
+            "started": time.strftime("%Y-%m-%d"),
+        }
+        write_atomically(path, json.dumps(record, indent=2))
+
+
+def study_standing(study: StudyConfig, study_dir: Path) -> tuple[str, str]:
+    """``("confirmatory", why)`` for a confirmatory study unchanged since its first run, else
+    ``("exploratory", why)``."""
+    if not study.confirmatory:
+        return "exploratory", "seeds and settings were not fixed as a confirmatory study"
+    record = _read_json(study_dir / CONFIRMATORY_FILE)
+    if record is None:
+        return "exploratory", f"no {CONFIRMATORY_FILE}: the study never ran as confirmatory"
+    if record.get("study_hash") != study.hash():
+        return "exploratory", f"the study changed since its first run (hash {record.get('study_hash')})"
+    seeds = f"{study.first_seed}-{study.first_seed + study.seeds - 1}"
+    return "confirmatory", (
+        f"seeds {seeds} and evaluation seed {study.evaluation.seed} fixed before the run; study hash "
+        f"{record['study_hash']}, first run on {record.get('started')} at commit {record.get('git_commit')}"
+    )
+
+
+def _world_key(world: World) -> str:
+    """What a world's hindsight bound depends on: its agents' env parameters and pool sharing."""
+    return json.dumps([world.name, world.shared, world.agent_params], sort_keys=True)
+
+
+def _bound_tables(study: StudyConfig) -> dict[str, pd.DataFrame]:
+    """The hindsight bound of every evaluation world of a `paper` study (each distinct world
+    solved once, ``study.runs_at_once`` worlds at a time), by :func:`_world_key`; empty for
+    another env or with ``evaluation.bound`` off."""
+    evaluation = study.evaluation
+    if not evaluation.bound:
+        return {}
+    worlds: dict[str, World] = {}
+    for config in _row_configs(study).values():
+        if not config.env.is_paper:
+            return {}
+        for regime, _ in run_regimes(config):
+            for world in study_worlds(evaluation, config, regime)[0]:
+                worlds.setdefault(_world_key(world), world)
+    table = bound_results(
+        list(worlds.values()),
+        evaluation.episodes,
+        evaluation.seed,
+        evaluation.bound_time_limit,
+        processes=study.runs_at_once,
+    )
+    table["params"] = "{}"
+    return {key: table.iloc[[i]] for i, key in enumerate(worlds)}
 
 
 def _row_configs(study: StudyConfig) -> dict[str, Config]:
@@ -700,6 +815,7 @@ def run_study(
     """
     study_dir.mkdir(parents=True, exist_ok=True)
     (study_dir / STUDY_FILE).write_text(yaml.safe_dump(study.to_dict(), sort_keys=False))
+    record_first_run(study, study_dir)
     runs = plan(study, study_dir)
     eval_hash = study.evaluation.hash()
     progress = Progress(total=len(runs), started=time.time())

@@ -30,7 +30,8 @@ if TYPE_CHECKING:  # evaluation (pandas) is imported when a run evaluates: 0.4 s
     import pandas as pd
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The commit of the code that runs (None outside a git checkout)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -51,7 +52,7 @@ def provenance(config: Config) -> dict[str, Any]:
 
     return {
         "config_hash": config.hash(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "uavrl": uavrl.__version__,
         "python": platform.python_version(),
         "torch": str(torch.__version__),
