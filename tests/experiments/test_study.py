@@ -15,8 +15,13 @@ from uavrl.experiments.study import (
     Progress,
     load_study,
     plan,
+    record_first_run,
     run_study,
+    study_standing,
 )
+
+# The module's studies train and evaluate dozens of tiny runs and tune every rule.
+pytestmark = pytest.mark.timeout(900)
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 # Tiny budgets and two evaluation cells keep each run to a few seconds.
@@ -94,6 +99,30 @@ def test_bad_study_configs_name_the_problem(tmp_path: Path) -> None:
         load_study(CONFIGS / "study_quick.yaml", ["arms=[a3c, ppo]"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_study(tmp_path / "missing.yaml")
+
+
+def test_a_confirmatory_study_refuses_development_seeds(tmp_path: Path) -> None:
+    confirm = ["confirmatory=true", "evaluation.seed=2000001"]
+    with pytest.raises(ConfigError, match=r"seeds 95-104 .* overlap the development seeds 0-99"):
+        load_study(CONFIGS / "study_quick.yaml", [*confirm, "first_seed=95", "seeds=10"])
+    with pytest.raises(ConfigError, match=r"evaluation\.seed 1000000 was used in development"):
+        load_study(CONFIGS / "study_quick.yaml", ["confirmatory=true", "first_seed=100"])
+    with pytest.raises(ConfigError, match="overlap the development seeds 0-199"):
+        load_study(CONFIGS / "study_quick.yaml", [*confirm, "first_seed=150", "development_seeds=[0, 199]"])
+    study = load_study(CONFIGS / "study_quick.yaml", [*confirm, "first_seed=100"])
+    assert [r.config.seed for r in plan(study, tmp_path) if r.arm == "a3c" and r.ablation == "baseline"] == [
+        100,
+        101,
+    ]
+    # the first run fixes the study's hash; a changed study reports as exploratory
+    assert study_standing(study, tmp_path)[0] == "exploratory"  # never ran
+    record_first_run(study, tmp_path)
+    standing, why = study_standing(study, tmp_path)
+    assert standing == "confirmatory" and "seeds 100-101" in why and "2000001" in why
+    changed = load_study(CONFIGS / "study_quick.yaml", [*confirm, "first_seed=100", "evaluation.episodes=7"])
+    record_first_run(changed, tmp_path)  # keeps the first record
+    assert study_standing(changed, tmp_path)[0] == "exploratory"
+    assert study_standing(load_study(CONFIGS / "study_quick.yaml"), tmp_path)[0] == "exploratory"
 
 
 @pytest.fixture(scope="module")
@@ -183,8 +212,14 @@ def test_rows_that_move_the_training_cells_are_scored_on_their_own_split(ablatio
     assert set(workers_3["train_cells"]) == {"v5-l200-c1000;v20-l200-c1000;v50-l200-c1000"}
     assert not workers_3.set_index("cell").loc["v20-l200-c1000", "held_out"].any()
     # Reference thresholds are tuned per row and regime, in the row's own world.
-    thetas = json.loads((ablation_study / "references.json").read_text())["theta"]
-    assert len(thetas) == 2 * 3  # (baseline cells, workers_3, cloud_500) x 2 regimes
+    tuned = json.loads((ablation_study / "references.json").read_text())["params"]
+    assert len(tuned) == 2 * 3  # (baseline cells, workers_3, cloud_500) x 2 regimes
+    for rules in tuned.values():
+        assert set(rules["two_threshold_steps_left"]) == {"local_max", "offload_max"}
+        assert set(rules["privileged_rule"]) == {"offload_first_max", "local_max", "offload_max"}
+    references = pd.read_csv(ablation_study / "references.csv")
+    rule = references[references["policy"] == "threshold"].iloc[0]
+    assert set(json.loads(rule["params"])) == {"theta"}
 
 
 def test_run_directories_carry_their_config_and_hash(ablation_study: Path) -> None:

@@ -13,6 +13,9 @@ from uavrl.experiments.figures import _median_band, learning_curves
 from uavrl.experiments.report import headline_summary, write_report
 from uavrl.experiments.study import RESULTS_COLUMNS, load_study, plan, run_study
 
+# The fixture's study trains 24 tiny runs, tunes every rule and solves the bound of every world.
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory: pytest.TempPathFactory) -> Path:

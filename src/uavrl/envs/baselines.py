@@ -194,7 +194,7 @@ class TwoThresholdPolicy:
         return _discard_unpayable(actions, obs, self.episode_length)
 
     @property
-    def params(self) -> dict[str, int]:
+    def tuned_params(self) -> dict[str, int]:
         return {"local_max": int(self.local_max), "offload_max": int(self.offload_max)}
 
 
@@ -232,7 +232,7 @@ class PrivilegedRule:
         return _discard_unpayable(actions, obs, self.episode_length)
 
     @property
-    def params(self) -> dict[str, int]:
+    def tuned_params(self) -> dict[str, int]:
         return {
             "offload_first_max": int(self.offload_first_max),
             "local_max": int(self.local_max),
@@ -389,9 +389,9 @@ def reference_policies(tuning_worlds: Sequence[World], tuning_episodes: int, see
 
 def policy_params(policy: Any) -> dict[str, float]:
     """A reference policy's tuned parameters, either preset's (empty for a rule without any)."""
-    params = getattr(policy, "params", None)
-    if params is not None:
-        return dict(params)
+    tuned = getattr(policy, "tuned_params", None)
+    if tuned is not None:
+        return dict(tuned)
     if hasattr(policy, "theta"):
         return {"theta": int(policy.theta)}
     return {"margin": float(policy.margin)} if hasattr(policy, "margin") else {}

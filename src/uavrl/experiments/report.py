@@ -30,6 +30,7 @@ from uavrl.experiments.figures import (
     plot_row_curves,
 )
 from uavrl.experiments.normalise import scale
+from uavrl.experiments.rundir import RunDir
 from uavrl.experiments.scores import (
     NON_PRIVILEGED_RULES,
     REFERENCE_ORDER,
@@ -44,6 +45,7 @@ from uavrl.experiments.scores import (
     view_scale,
 )
 from uavrl.experiments.study import (
+    INDIVIDUAL_ARMS,
     REFERENCE_ARM,
     REFERENCES_FILE,
     RESULTS_FILE,
@@ -242,21 +244,45 @@ def train_world_table(results: pd.DataFrame, ablation: str, selection: str) -> s
 
 
 def arm_comparisons(results: pd.DataFrame, view: View) -> str:
-    """A3C (its equal-update variant, its relatives) against the individual arm's per-seed
+    """A3C (its equal-update variant, its relatives) against each individual arm's per-seed
     model mean."""
-    y = seed_scores(results, "individual", view)
     lines = [
         "| comparison | gap [95% CI] | P(X > Y) | Welch p | MWU p |",
         "|---|---|---|---|---|",
     ]
-    for arm in SHARED_MODEL_ARMS:
-        x = seed_scores(results, arm, view)
-        if x.size == 0 or y.size == 0:
-            continue
-        c = compare(x, y, normalised(results, view, x), normalised(results, view, y))
+    for individual in INDIVIDUAL_ARMS:
+        y = seed_scores(results, individual, view)
+        for arm in SHARED_MODEL_ARMS:
+            x = seed_scores(results, arm, view)
+            if x.size == 0 or y.size == 0:
+                continue
+            c = compare(x, y, normalised(results, view, x), normalised(results, view, y))
+            lines.append(
+                f"| {arm} vs {individual} | {c.gap:+.2f} [{_fmt(c.ci[0])}, {_fmt(c.ci[1])}] | "
+                f"{c.p_improvement:.2f} | {_p(c.welch_p)} | {_p(c.mwu_p)} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def wall_time_table(study: StudyConfig, study_dir: Path) -> str:
+    """Per row and arm: training wall time per run (mean and max over its finished seeds) and
+    env steps per run, from each run's ``summary.json``."""
+    times: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    for run in plan(study, study_dir):
+        summary = RunDir(run.run_dir).finished_summary()
+        if summary is not None:
+            times.setdefault((run.ablation, run.arm), []).append(
+                (float(summary["wall_time_s"]), int(summary["env_steps"]))
+            )
+    lines = [
+        "| row | arm | runs | env steps per run | wall time per run, mean (max) |",
+        "|---|---|---|---|---|",
+    ]
+    for (ablation, arm), values in times.items():
+        seconds = [s for s, _ in values]
         lines.append(
-            f"| {arm} vs individual | {c.gap:+.2f} [{_fmt(c.ci[0])}, {_fmt(c.ci[1])}] | "
-            f"{c.p_improvement:.2f} | {_p(c.welch_p)} | {_p(c.mwu_p)} |"
+            f"| {ablation} | {arm} | {len(values)} | {values[0][1]:,} | "
+            f"{np.mean(seconds) / 60:.1f} min ({max(seconds) / 60:.1f}) |"
         )
     return "\n".join(lines) if len(lines) > 2 else ""
 
@@ -604,6 +630,9 @@ def write_report(study_dir: Path) -> Path:
             own_cells,
             "",
         ]
+    wall = wall_time_table(study, study_dir)
+    if wall:
+        out += ["## Training wall time per arm", "", wall, ""]
     tuned = tuned_parameters_table(study_dir)
     if tuned:
         out += [

@@ -145,4 +145,6 @@ def table_arms(results: pd.DataFrame, ablation: str, regime: str) -> list[str]:
     if "individual" in present:
         # In a shared world the individual models act as one team: no best or worst model.
         names += ["individual"] + ([INDIVIDUAL_BEST, INDIVIDUAL_WORST] if regime == "private" else [])
+    if "individual_equal_steps" in present:
+        names.append("individual_equal_steps")
     return names

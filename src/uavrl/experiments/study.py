@@ -109,7 +109,9 @@ SHARED_MODEL_ARMS = ("a3c", "a3c_equal_updates", "a2c", "a3c_data", "impala")
 """Arms whose run trains one model for all workers (A3C and its relatives)."""
 RUNNER_ARMS = ("a2c", "a3c_data", "impala")
 """Arms that are a runner kind of their own (the others are ``a3c`` with or without sharing)."""
-LEARNED_ARMS = (*SHARED_MODEL_ARMS, "individual")
+INDIVIDUAL_ARMS = ("individual", "individual_equal_steps")
+"""Arms whose run trains one model per worker, without sharing."""
+LEARNED_ARMS = (*SHARED_MODEL_ARMS, *INDIVIDUAL_ARMS)
 
 
 def _both_arms() -> list[Arm]:
@@ -166,7 +168,9 @@ class StudyConfig(ConfigSection):
       base runs serially, its learner takes one worker's rollout per update, so later workers'
       rollouts were acted by weights up to N - 1 updates old, as in Hogwild);
       ``a3c_equal_updates`` is A3C with ``1 / n_workers`` of the env steps, so its global model
-      receives as many updates as one individual model (run for ``equal_updates_rows``).
+      receives as many updates as one individual model (run for ``equal_updates_rows``);
+      ``individual_equal_steps`` is the individual arm with ``n_workers`` times the env steps, so
+      each of its models gets as many env steps as the A3C model (run for ``equal_steps_rows``).
     - ``env_steps_per_worker``: every worker of every arm and row gets this many env steps
       (``runner.total_env_steps = env_steps_per_worker * n_workers``).
     - ``ablations``: row name -> ``--set`` overrides of the base; the first row is the baseline
@@ -183,6 +187,7 @@ class StudyConfig(ConfigSection):
     base: dict[str, Any]
     arms: list[Arm] = Field(default_factory=_both_arms)
     equal_updates_rows: list[str] = Field(default_factory=list)
+    equal_steps_rows: list[str] = Field(default_factory=list)
     seeds: int = Field(10, ge=1)
     first_seed: int = Field(0, ge=0)
     env_steps_per_worker: int = Field(ge=1)
@@ -207,10 +212,11 @@ class StudyConfig(ConfigSection):
             raise ValueError(f"the first ablation row ({first!r}) is the baseline and must be empty")
         if len(set(self.arms)) != len(self.arms) or not self.arms:
             raise ValueError(f"arms must be distinct and non-empty, got {self.arms}")
-        for row in [*self.equal_updates_rows, *self.headline_rows]:
+        for row in [*self.equal_updates_rows, *self.equal_steps_rows, *self.headline_rows]:
             if row not in self.ablations:
                 raise ValueError(
-                    f"equal_updates_rows / headline_rows name {row!r}, not one of {list(self.ablations)}"
+                    f"equal_updates_rows / equal_steps_rows / headline_rows name {row!r}, not one of "
+                    f"{list(self.ablations)}"
                 )
         for row, items in self.ablations.items():
             if "/" in row or row.startswith("."):
@@ -286,11 +292,12 @@ def run_config(study: StudyConfig, arm: str, ablation: str, seed: int) -> Config
         n_workers = config_from_dict(data).runner.n_workers
     except ConfigError as err:
         raise ConfigError(f"ablation {ablation!r}: {err}") from None
-    steps = study.env_steps_per_worker * (1 if arm == "a3c_equal_updates" else n_workers)
+    per_worker = {"a3c_equal_updates": 1, "individual_equal_steps": n_workers * n_workers}
+    steps = study.env_steps_per_worker * per_worker.get(arm, n_workers)
     overrides = [
         f"name={study.name}/{arm}/{ablation}/seed{seed}",
         f"seed={study.first_seed + seed}",
-        f"runner.share={arm != 'individual'}",
+        f"runner.share={arm not in INDIVIDUAL_ARMS}",
         f"runner.total_env_steps={steps}",
         "log.progress=false",
     ]
@@ -314,6 +321,8 @@ def plan(study: StudyConfig, study_dir: Path) -> list[PlannedRun]:
         arms: list[str] = list(study.arms)
         if ablation in study.equal_updates_rows:
             arms.append("a3c_equal_updates")
+        if ablation in study.equal_steps_rows:
+            arms.append("individual_equal_steps")
         for arm in arms:
             for seed in range(study.seeds):
                 config = run_config(study, arm, ablation, seed)
