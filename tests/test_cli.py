@@ -60,9 +60,10 @@ def test_mec_baselines_write_returns_and_task_metrics(tmp_path: Path, capsys) ->
         "always_offload",
         "greedy_estimated",
         "threshold",
+        "two_margin",
         "privileged_rule",
     }
-    assert len(frame) == 2 * 6 and (frame["regime"] == "private").all()
+    assert len(frame) == 2 * 7 and (frame["regime"] == "private").all()
     rates = frame[["completion_rate", "drop_rate", "discard_rate"]].sum(axis=1)
     assert ((rates - 1.0).abs() < 1e-9).all()
     assert "tuned on seen cells" in capsys.readouterr().err

@@ -248,10 +248,10 @@ def _mec_baselines(args: argparse.Namespace) -> None:
     tuning = [MecParams.from_kwargs(**c.env_params(), cloud_group_size=agents) for c in MEC_CELL_SETS["seen"]]
     with progress_console.status("tuning the rules' margins on the seen cells"):
         policies = mec_reference_policies(params, tuning, args.tune_episodes, args.seed)
-    tuned = ", ".join(
-        f"{p.name} margin={p.margin}"
+    tuned = "; ".join(
+        f"{p.name} " + ", ".join(f"{k}={v:g}" for k, v in p.tuned_params.items())
         for p in policies
-        if isinstance(p, CostEstimatingPolicy) and p.name in ("threshold", "privileged_rule")
+        if isinstance(p, CostEstimatingPolicy) and p.name != "greedy_estimated"
     )
     progress_console.print(f"tuned on seen cells ({args.pool} clouds, {agents} UAV(s) each): {tuned}")
     with evaluating(f"evaluating {len(policies)} policies") as progress:

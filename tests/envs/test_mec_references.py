@@ -202,9 +202,10 @@ def test_references_tune_their_margins_on_the_tuning_cells_only() -> None:
         "always_offload",
         "greedy_estimated",
         "threshold",
+        "two_margin",
         "privileged_rule",
     ]
-    threshold = policies[4]
+    threshold, two, privileged = policies[4:]
     assert isinstance(threshold, CostEstimatingPolicy) and threshold.margin in MARGIN_GRID
     best, _ = tune_margin(
         lambda m: CostEstimatingPolicy(params, m),
@@ -212,3 +213,26 @@ def test_references_tune_their_margins_on_the_tuning_cells_only() -> None:
         4,
     )
     assert threshold.margin == best
+    # two margins, searched over the same grid: at least as good as one on the tuning streams
+    assert isinstance(two, CostEstimatingPolicy) and two.offload_margin in MARGIN_GRID
+    assert isinstance(privileged, CostEstimatingPolicy) and privileged.needs_privileged
+    mean = lambda p: tuning_returns(p, cells, 4, 4, 0).mean()  # noqa: E731
+    assert mean(two) >= mean(threshold) - 1e-9
+    assert set(two.tuned_params) == {"margin", "offload_margin"}
+
+
+def test_the_offload_margin_decides_offload_feasibility_alone() -> None:
+    """One margin per option: a generous OFFLOAD margin lets tasks offload that LOCAL's tight
+    margin would discard; LOCAL's margin is untouched."""
+    params = MecParams(horizon=40, cloud_ghz=15.0)
+    tight = CostEstimatingPolicy(params, 0.2)
+    split = CostEstimatingPolicy(params, 0.2, offload_margin=1.4)
+    core = MecCore(16, params)
+    obs = core.reset(seed=3)
+    for _ in range(10):
+        obs, *_ = core.step(tight(obs, None))
+    a, b = tight(obs, None), split(obs, None)
+    assert ((a == b) | (b == 1)).all()  # the split rule only moves tasks to OFFLOAD
+    both = run_episodes(tight, MecCore(16, params), 0, np.arange(16)).returns
+    more = run_episodes(split, MecCore(16, params), 0, np.arange(16)).returns
+    assert not np.allclose(both, more)

@@ -337,6 +337,7 @@ def test_a_mec_study_judges_each_row_beside_the_mec_references(tmp_path: Path) -
         "always_offload",
         "greedy_estimated",
         "threshold",
+        "two_margin",
         "privileged_rule",
     }
     assert set(reference["ablation"]) == {"baseline", "mlp", "privileged_obs"}

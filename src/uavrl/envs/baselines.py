@@ -8,7 +8,6 @@ handed the hidden state, and only through that explicit argument.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 
 from uavrl.envs.paper import DISCARD, LOCAL, MAX_TASK_TIME, OFFLOAD, UNIT_NORM, Obs
 from uavrl.envs.scenarios import Cell
+from uavrl.envs.tuning import TunedRule, coordinate_ascent
 from uavrl.envs.worlds import World
 from uavrl.errors import ConfigError
 
@@ -291,16 +291,6 @@ def candidate_scores(
     return np.asarray(np.mean(per_world, axis=0))
 
 
-@dataclass(frozen=True)
-class TunedRule:
-    """The result of :func:`tune_rule`: the best parameters, their mean tuning return, and the
-    mean of every candidate tried."""
-
-    values: tuple[int, ...]
-    score: float
-    scores: dict[tuple[int, ...], float]
-
-
 def tune_rule(
     make_policy: Callable[..., Policy],
     axes: Sequence[Sequence[int]],
@@ -310,42 +300,13 @@ def tune_rule(
     start: Sequence[int] | None = None,
     coarse_step: int = 5,
 ) -> TunedRule:
-    """Search integer rule parameters in ``worlds`` (the training cells only).
+    """Integer rule parameters tuned in ``worlds`` (the training cells only) by the search of
+    ``envs.tuning``, every candidate scored by :func:`candidate_scores`."""
 
-    Without ``start``, a coarse grid first (every ``coarse_step``-th value of each axis, ends
-    included); then coordinate ascent from the best point: each axis in turn is searched over all
-    its values, the others fixed, until a whole pass improves nothing. Every candidate sees the
-    same tuning streams (:func:`candidate_scores`); ties keep the current point, else the first.
-    """
-    scores: dict[tuple[int, ...], float] = {}
+    def score(candidates: list[tuple[float, ...]]) -> np.ndarray:
+        return candidate_scores(make_policy, [tuple(map(int, c)) for c in candidates], worlds, episodes, seed)
 
-    def evaluate(candidates: Sequence[tuple[int, ...]]) -> None:
-        new = [c for c in dict.fromkeys(candidates) if c not in scores]
-        if new:
-            values = candidate_scores(make_policy, new, worlds, episodes, seed)
-            scores.update(zip(new, map(float, values), strict=True))
-
-    if start is None:
-        coarse = [
-            tuple(axis[::coarse_step]) + ((axis[-1],) if (len(axis) - 1) % coarse_step else ())
-            for axis in axes
-        ]
-        grid = list(itertools.product(*coarse))
-        evaluate(grid)
-        best = max(grid, key=scores.__getitem__)
-    else:
-        best = tuple(int(v) for v in start)
-        evaluate([best])
-    improved = True
-    while improved:
-        improved = False
-        for i, axis in enumerate(axes):
-            line = [(*best[:i], int(v), *best[i + 1 :]) for v in axis]
-            evaluate(line)
-            candidate = max(line, key=scores.__getitem__)
-            if scores[candidate] > scores[best]:
-                best, improved = candidate, True
-    return TunedRule(best, scores[best], scores)
+    return coordinate_ascent(score, axes, start, coarse_step)
 
 
 def reference_policies(tuning_worlds: Sequence[World], tuning_episodes: int, seed: int) -> list[Policy]:
@@ -356,7 +317,7 @@ def reference_policies(tuning_worlds: Sequence[World], tuning_episodes: int, see
     length = lengths.pop()
 
     def tune(make: Callable[..., Policy], axes: Sequence[Sequence[int]], **kw: Any) -> tuple[int, ...]:
-        return tune_rule(make, axes, tuning_worlds, tuning_episodes, seed, **kw).values
+        return tuple(int(v) for v in tune_rule(make, axes, tuning_worlds, tuning_episodes, seed, **kw).values)
 
     (theta,) = tune(ThresholdPolicy, [THETA_GRID])
     (theta_est,) = tune(GreedyEstimated, [THETA_GRID])
@@ -392,6 +353,4 @@ def policy_params(policy: Any) -> dict[str, float]:
     tuned = getattr(policy, "tuned_params", None)
     if tuned is not None:
         return dict(tuned)
-    if hasattr(policy, "theta"):
-        return {"theta": int(policy.theta)}
-    return {"margin": float(policy.margin)} if hasattr(policy, "margin") else {}
+    return {"theta": int(policy.theta)} if hasattr(policy, "theta") else {}

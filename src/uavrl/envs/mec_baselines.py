@@ -4,12 +4,14 @@
 hidden state (:meth:`~uavrl.envs.mec.MecCore.privileged`) or ``None``. A rule knows the
 engineering constants of its UAV (its CPU frequency, transmit power, distance to the RSU, the
 cloud's nominal capacity and the cost weights: ``MecParams``), never the hidden state, except
-the oracle. In hybrid mode a rule acts at the default frequency and full power.
+the privileged rule. In hybrid mode a rule acts at the default frequency and full power.
 
 The estimating rules price each option of the pending task with the cost the environment will
 charge, ``w_T T / tau + w_E E / E_ref``, from estimated completion times, and take the cheapest
 of LOCAL, OFFLOAD and DISCARD (``w_disc``); an option is feasible when its estimated time is
-within ``margin * tau`` (the threshold policy tunes ``margin`` on the training cells).
+within ``margin * tau`` (the threshold policy tunes ``margin`` on the training cells). The
+two-margin rule tunes one margin for LOCAL and one for OFFLOAD: the two estimates err
+differently (the local queue is observed exactly, the link and the cloud are not).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from uavrl.envs.mec import (
     transmit_energy,
 )
 from uavrl.envs.mec_eval import run_clouds
+from uavrl.envs.tuning import coordinate_ascent
 from uavrl.errors import ConfigError
 
 MARGIN_GRID = tuple(np.round(np.arange(0.2, 1.41, 0.1), 2))
@@ -117,6 +120,7 @@ class CostEstimatingPolicy:
     Attributes:
         params: the UAV's engineering constants and cost weights.
         margin: feasible when the estimated time is at most ``margin * tau`` (scalar or (B,)).
+        offload_margin: OFFLOAD's margin where it differs from LOCAL's (None: ``margin``).
         oracle: read the true current rate, cloud load and cloud occupancy from the hidden
             state instead of estimating them from the last realised values.
     """
@@ -125,10 +129,18 @@ class CostEstimatingPolicy:
     margin: float | np.ndarray = 1.0
     oracle: bool = False
     name: str = "greedy_estimated"
+    offload_margin: float | np.ndarray | None = None
 
     @property
     def needs_privileged(self) -> bool:
         return self.oracle
+
+    @property
+    def tuned_params(self) -> dict[str, float]:
+        margins = {"margin": float(self.margin)}
+        if self.offload_margin is not None:
+            margins["offload_margin"] = float(self.offload_margin)
+        return margins
 
     def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> Any:
         p = self.params
@@ -159,10 +171,11 @@ class CostEstimatingPolicy:
         offload_cost = p.w_latency * offload_time / task.tau + p.w_energy * offload_energy / p.e_ref
 
         limit = np.asarray(self.margin) * task.tau
+        offload_limit = limit if self.offload_margin is None else np.asarray(self.offload_margin) * task.tau
         costs = np.stack(
             [
                 np.where(local_time <= limit, local_cost, np.inf),
-                np.where(offload_time <= limit, offload_cost, np.inf),
+                np.where(offload_time <= offload_limit, offload_cost, np.inf),
                 np.full(obs.shape[0], p.w_discard),
             ],
             axis=1,
@@ -215,29 +228,45 @@ def tuning_returns(
 def mec_reference_policies(
     params: MecParams, tuning_cells: Sequence[MecParams], episodes: int, seed: int
 ) -> list[MecPolicy]:
-    """Every `mec` reference policy; the margins of the rule (``threshold``) and of the same rule
-    given the hidden state (``privileged_rule``) are tuned on ``tuning_cells`` (the training
-    cells) only. ``params`` holds what the rules know: the UAV's CPU, the cost weights and the
-    nominal cloud."""
+    """Every `mec` reference policy; the margin of the rule (``threshold``), the two margins of
+    ``two_margin`` and of the same rule given the hidden state (``privileged_rule``) are tuned on
+    ``tuning_cells`` (the training cells) only. ``params`` holds what the rules know: the UAV's
+    CPU, the cost weights and the nominal cloud."""
     uavs = tuning_cells[0].cloud_group_size
     if any(c.cloud_group_size != uavs for c in tuning_cells):
         raise ConfigError("the tuning cells of one set of references need one cloud_group_size")
+
+    def evaluate(policy: CostEstimatingPolicy, copies: int) -> np.ndarray:
+        return tuning_returns(policy, tuning_cells, copies, episodes, seed)
 
     def tuned(oracle: bool) -> float:
         def make(margins: np.ndarray) -> CostEstimatingPolicy:
             # one margin per tuning copy, repeated for each of its N UAVs (agent-major rows)
             return CostEstimatingPolicy(params, np.tile(margins, uavs), oracle=oracle)
 
-        def evaluate(policy: CostEstimatingPolicy, copies: int) -> np.ndarray:
-            return tuning_returns(policy, tuning_cells, copies, episodes, seed)
-
         return tune_margin(make, evaluate, episodes)[0]
 
+    def two_margins(oracle: bool) -> tuple[float, float]:
+        def score(candidates: list[tuple[float, ...]]) -> np.ndarray:
+            local, offload = (np.repeat(column, episodes) for column in np.asarray(candidates).T)
+            policy = CostEstimatingPolicy(
+                params, np.tile(local, uavs), oracle=oracle, offload_margin=np.tile(offload, uavs)
+            )
+            return evaluate(policy, local.size).reshape(len(candidates), episodes).mean(axis=1)
+
+        best = coordinate_ascent(score, [MARGIN_GRID, MARGIN_GRID], coarse_step=3).values
+        return float(best[0]), float(best[1])
+
+    local, offload = two_margins(False)
+    privileged_local, privileged_offload = two_margins(True)
     return [
         MecRandomPolicy(params, seed),
         MecConstantPolicy(params, LOCAL, "always_local"),
         MecConstantPolicy(params, OFFLOAD, "always_offload"),
         CostEstimatingPolicy(params, 1.0, name="greedy_estimated"),
         CostEstimatingPolicy(params, tuned(False), name="threshold"),
-        CostEstimatingPolicy(params, tuned(True), oracle=True, name="privileged_rule"),
+        CostEstimatingPolicy(params, local, name="two_margin", offload_margin=offload),
+        CostEstimatingPolicy(
+            params, privileged_local, oracle=True, name="privileged_rule", offload_margin=privileged_offload
+        ),
     ]
