@@ -62,8 +62,9 @@ def test_mec_baselines_write_returns_and_task_metrics(tmp_path: Path, capsys) ->
         "threshold",
         "two_margin",
         "privileged_rule",
+        "clairvoyant",
     }
-    assert len(frame) == 2 * 7 and (frame["regime"] == "private").all()
+    assert len(frame) == 2 * 8 and (frame["regime"] == "private").all()
     rates = frame[["completion_rate", "drop_rate", "discard_rate"]].sum(axis=1)
     assert ((rates - 1.0).abs() < 1e-9).all()
     assert "tuned on seen cells" in capsys.readouterr().err

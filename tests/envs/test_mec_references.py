@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -204,8 +206,9 @@ def test_references_tune_their_margins_on_the_tuning_cells_only() -> None:
         "threshold",
         "two_margin",
         "privileged_rule",
+        "clairvoyant",
     ]
-    threshold, two, privileged = policies[4:]
+    threshold, two, privileged = policies[4:7]
     assert isinstance(threshold, CostEstimatingPolicy) and threshold.margin in MARGIN_GRID
     best, _ = tune_margin(
         lambda m: CostEstimatingPolicy(params, m),
@@ -236,3 +239,51 @@ def test_the_offload_margin_decides_offload_feasibility_alone() -> None:
     both = run_episodes(tight, MecCore(16, params), 0, np.arange(16)).returns
     more = run_episodes(split, MecCore(16, params), 0, np.arange(16)).returns
     assert not np.allclose(both, more)
+
+
+def test_the_lookahead_is_exact_the_env_taking_an_option_pays_what_it_priced() -> None:
+    """One UAV per cloud, no continuation: the look-ahead's cost of an option is what the env
+    charges when it takes that option now and discards every later task for the horizon."""
+    from uavrl.envs.mec import DISCARD, LOCAL, OFFLOAD
+
+    params = MecParams(horizon=40)
+    core = MecCore(12, params)
+    core.reset(seed=4)
+    for _ in range(6):
+        core.step(np.full(12, OFFLOAD))
+    priced = core.lookahead_costs()
+    horizon = 11  # the longest deadline (1 s) in 0.1 s slots, plus the slot of the decision
+    for option in (LOCAL, OFFLOAD, DISCARD):
+        replay = copy.deepcopy(core)
+        paid = np.zeros(12)
+        running = np.ones(12, dtype=bool)
+        choice = np.full(12, option)
+        for _ in range(horizon):
+            _, _, terminated, truncated, info = replay.step(choice)
+            paid += (info["components"] @ params.weights) * running
+            running &= ~(terminated | truncated)
+            choice = np.full(12, DISCARD)
+        np.testing.assert_allclose(priced[:, option], paid)
+    # the core itself is untouched by its look-ahead
+    again = core.lookahead_costs()
+    np.testing.assert_array_equal(again, priced)
+
+
+def test_the_clairvoyant_takes_the_cheapest_option_and_beats_the_rule_it_rolls_out() -> None:
+    from uavrl.envs.mec_baselines import ClairvoyantPolicy
+    from uavrl.envs.mec_eval import run_clouds
+
+    params = MecParams(horizon=40)
+    rule = CostEstimatingPolicy(params, 1.0, oracle=True, name="privileged_rule")
+    clairvoyant = ClairvoyantPolicy(params, rule)
+    idle = np.zeros((2, MecObs.DIM), dtype=np.float32)
+    pending = idle.copy()
+    pending[:, MecObs.TASK_PENDING] = 1.0
+    costs = np.array([[3.0, 1.0, 2.0], [0.5, 1.0, 2.0]])
+    assert clairvoyant(pending, {"option_costs": costs}).tolist() == [1, 0]  # the cheapest option
+    assert clairvoyant(idle, {"option_costs": costs}).tolist() == [2, 2]  # no task: nothing to place
+    with pytest.raises(ValueError, match="look-ahead"):
+        clairvoyant(pending, None)
+    base = run_clouds(rule, params, 2, np.arange(16), privileged=True)[0]
+    better = run_clouds(clairvoyant, params, 2, np.arange(16), privileged=True)[0]
+    assert better.mean() > base.mean()

@@ -339,6 +339,7 @@ def test_a_mec_study_judges_each_row_beside_the_mec_references(tmp_path: Path) -
         "threshold",
         "two_margin",
         "privileged_rule",
+        "clairvoyant",
     }
     assert set(reference["ablation"]) == {"baseline", "mlp", "privileged_obs"}
     learned = results[results["arm"] == "a3c"]

@@ -18,7 +18,9 @@ evaluations with the same seed use common random numbers.
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -671,6 +673,64 @@ class MecCore:
             )
         return obs
 
+    def lookahead_costs(self, continuation: Callable[[np.ndarray, Any], Any] | None = None) -> np.ndarray:
+        """(B, 3) the realised cost of LOCAL, OFFLOAD and DISCARD for each copy's pending task,
+        by exact look-ahead on copies of this core (privileged: it sees every future draw).
+
+        Per option, a deep copy (its random streams included) takes that option for the copy's
+        pending task, at the default frequency and full power, and then follows
+        ``continuation(obs, hidden state) -> actions`` (default: discard every task) for every
+        later task and for the tasks of its cloud mates. The cost of the option is the weighted
+        cost of the copy's whole cloud group (an offload slows its mates' cloud tasks) over the
+        slots until the longest deadline has passed, while each episode lasts. The exogenous
+        draws do not depend on the actions, so each copy meets the channel, load and tasks this
+        core will meet. With a continuation policy this is a rollout of that policy (one step
+        of policy improvement on it). In a cloud group the members are looked ahead one at a
+        time (Bertsekas' multi-agent rollout): earlier members take the option their look-ahead
+        chose, later ones act by the continuation.
+        """
+        members = np.arange(self.n) // self.n_groups  # copy i is member i // G of group i % G
+        decided = self._continue(continuation, self, self._observe())
+        costs = np.zeros((self.n, N_ACTIONS))
+        for member in range(self.params.cloud_group_size):
+            mine = members == member
+            for option in (LOCAL, OFFLOAD, DISCARD):
+                own = self._lookahead(np.where(mine, option, decided), continuation)
+                # the group's cost: an offload slows its mates' cloud tasks (processor sharing)
+                costs[mine, option] = np.bincount(self.group, weights=own, minlength=self.n_groups)[
+                    self.group
+                ][mine]
+            # later members are looked ahead beside this one's best option (multi-agent rollout)
+            decided[mine] = costs[mine].argmin(axis=1)
+        return costs
+
+    def _continue(
+        self, continuation: Callable[[np.ndarray, Any], Any] | None, core: MecCore, obs: np.ndarray
+    ) -> np.ndarray:
+        """(B,) the continuation's discrete choices on ``core`` (DISCARD without one)."""
+        if continuation is None:
+            return np.full(core.n, DISCARD, dtype=np.int64)
+        actions = continuation(obs, core.privileged())
+        return np.asarray(actions[0] if isinstance(actions, tuple) else actions, dtype=np.int64)
+
+    def _lookahead(
+        self, choice: np.ndarray, continuation: Callable[[np.ndarray, Any], Any] | None
+    ) -> np.ndarray:
+        """(B,) weighted cost of each copy over the look-ahead of :meth:`lookahead_costs`, on a
+        deep copy that takes ``choice`` now and then follows the continuation."""
+        horizon = math.ceil(TAU_RANGE_S[1] / SLOT_S) + 1
+        sim = copy.deepcopy(self)
+        sim.autoreset = True
+        total, running = np.zeros(self.n), np.ones(self.n, dtype=bool)
+        for _ in range(horizon):
+            obs, _, terminated, truncated, info = sim.step(default_knob_actions(choice, self.params))
+            total += (info["components"] @ self.params.weights) * running
+            running &= ~(terminated | truncated)
+            if not running.any():
+                break
+            choice = self._continue(continuation, sim, obs)
+        return total
+
     def privileged(self) -> dict[str, np.ndarray]:
         """Hidden state for the oracle only, each (B,): shadowing (dB), blockage, the cloud's
         background load, the upload rate at full power now, the tasks in service on the copy's
@@ -688,6 +748,16 @@ class MecCore:
             "cloud_tasks": in_cloud[self.group],
             "cloud_hz": (p.cloud_ghz * 1e9 * (1.0 - LOAD_LEVELS[self.load]))[self.group],
         }
+
+
+def default_knob_actions(choice: np.ndarray, params: MecParams) -> Any:
+    """Discrete choices, or in hybrid mode (choices, values) acting at the default frequency
+    ``params.f_loc_ghz`` and full transmit power."""
+    if params.action_mode != "hybrid":
+        return choice.astype(np.int64)
+    f_value = (params.f_loc_ghz * 1e9 - F_LOC_RANGE_HZ[0]) / (F_LOC_RANGE_HZ[1] - F_LOC_RANGE_HZ[0])
+    values = np.where(choice == LOCAL, f_value, 1.0).astype(np.float32)[:, None]
+    return choice.astype(np.int64), values
 
 
 def _normal(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:

@@ -28,7 +28,6 @@ from uavrl.envs.mec import (
     D_RANGE_BITS,
     DISCARD,
     DISTANCE_NORM_M,
-    F_LOC_RANGE_HZ,
     LOAD_LEVELS,
     LOCAL,
     LOCAL_BACKLOG_NORM_S,
@@ -42,6 +41,7 @@ from uavrl.envs.mec import (
     MecParams,
     compute_energy,
     dbm_to_w,
+    default_knob_actions,
     link_rate,
     sinr,
     transmit_energy,
@@ -69,15 +69,6 @@ class PendingTask:
         density = C_RANGE[0] + obs[:, MecObs.TASK_DENSITY] * (C_RANGE[1] - C_RANGE[0])
         tau = TAU_RANGE_S[0] + obs[:, MecObs.TASK_DEADLINE] * (TAU_RANGE_S[1] - TAU_RANGE_S[0])
         return cls(obs[:, MecObs.TASK_PENDING] > 0.5, bits, bits * density, tau)
-
-
-def _as_env(choice: np.ndarray, hybrid: bool, f_loc_ghz: float) -> Any:
-    """Discrete choices, or (choices, values) acting at ``f_loc_ghz`` and full transmit power."""
-    if not hybrid:
-        return choice.astype(np.int64)
-    f_value = (f_loc_ghz * 1e9 - F_LOC_RANGE_HZ[0]) / (F_LOC_RANGE_HZ[1] - F_LOC_RANGE_HZ[0])
-    values = np.where(choice == LOCAL, f_value, 1.0).astype(np.float32)[:, None]
-    return choice.astype(np.int64), values
 
 
 @dataclass
@@ -110,7 +101,7 @@ class MecConstantPolicy:
 
     def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> Any:
         choice = np.full(obs.shape[0], self.action, dtype=np.int64)
-        return _as_env(choice, self.params.action_mode == "hybrid", self.params.f_loc_ghz)
+        return default_knob_actions(choice, self.params)
 
 
 @dataclass
@@ -181,10 +172,33 @@ class CostEstimatingPolicy:
             axis=1,
         )
         choice = np.where(task.present, costs.argmin(axis=1), DISCARD)
-        return _as_env(choice, p.action_mode == "hybrid", p.f_loc_ghz)
+        return default_knob_actions(choice, p)
 
 
-MecPolicy = MecRandomPolicy | MecConstantPolicy | CostEstimatingPolicy
+@dataclass
+class ClairvoyantPolicy:
+    """Per task, the option whose realised cost is lowest: an exact look-ahead on copies of the
+    env state (:meth:`~uavrl.envs.mec.MecCore.lookahead_costs`, handed over with the hidden
+    state), each option followed by ``continuation`` (the tuned privileged rule) for later
+    tasks and cloud mates: a rollout of that rule. A strong privileged reference, not a bound:
+    it improves on its continuation one decision at a time and acts at the default frequency
+    and full power."""
+
+    params: MecParams
+    continuation: CostEstimatingPolicy | None = None
+    name: str = "clairvoyant"
+    needs_privileged: bool = True
+    needs_lookahead: bool = True
+
+    def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> Any:
+        if privileged is None or "option_costs" not in privileged:
+            raise ValueError("the clairvoyant policy needs the look-ahead costs (option_costs), got none")
+        present = PendingTask.from_obs(obs).present
+        choice = np.where(present, privileged["option_costs"].argmin(axis=1), DISCARD)
+        return default_knob_actions(choice, self.params)
+
+
+MecPolicy = MecRandomPolicy | MecConstantPolicy | CostEstimatingPolicy | ClairvoyantPolicy
 
 
 def tune_margin(
@@ -259,6 +273,9 @@ def mec_reference_policies(
 
     local, offload = two_margins(False)
     privileged_local, privileged_offload = two_margins(True)
+    privileged = CostEstimatingPolicy(
+        params, privileged_local, oracle=True, name="privileged_rule", offload_margin=privileged_offload
+    )
     return [
         MecRandomPolicy(params, seed),
         MecConstantPolicy(params, LOCAL, "always_local"),
@@ -266,7 +283,6 @@ def mec_reference_policies(
         CostEstimatingPolicy(params, 1.0, name="greedy_estimated"),
         CostEstimatingPolicy(params, tuned(False), name="threshold"),
         CostEstimatingPolicy(params, local, name="two_margin", offload_margin=offload),
-        CostEstimatingPolicy(
-            params, privileged_local, oracle=True, name="privileged_rule", offload_margin=privileged_offload
-        ),
+        privileged,
+        ClairvoyantPolicy(params, privileged),
     ]

@@ -68,7 +68,7 @@ def run_episodes(
     parts: list[dict[str, np.ndarray]] = []
     while running.any():
         arrivals += core.pending & running
-        actions = policy(obs, core.privileged() if privileged else None)
+        actions = policy(obs, _hidden_state(core, policy) if privileged else None)
         obs, reward, terminated, truncated, info = core.step(actions)
         finished = info["finished"]
         keep = running[finished["copy"]]
@@ -91,6 +91,14 @@ def run_episodes(
         core.cloud_busy_s.copy(),
         core.group.copy(),
     )
+
+
+def _hidden_state(core: MecCore, policy: PolicyFn) -> dict[str, np.ndarray]:
+    """The core's hidden state, and the look-ahead costs for a policy that asks for them."""
+    state = core.privileged()
+    if getattr(policy, "needs_lookahead", False):
+        state["option_costs"] = core.lookahead_costs(getattr(policy, "continuation", None))
+    return state
 
 
 def run_clouds(
