@@ -26,7 +26,10 @@ solver before optimality.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,13 +144,14 @@ def solve_episode(
     matrix = sparse.csr_array(
         (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(len(rhs), n_vars)
     )
-    result = optimize.milp(
-        -value.ravel(),
-        integrality=np.ones(n_vars),
-        bounds=optimize.Bounds(np.zeros(n_vars), upper.ravel()),
-        constraints=optimize.LinearConstraint(matrix, -np.inf, np.asarray(rhs)),
-        options={"time_limit": time_limit},
-    )
+    with _solver_output_discarded():
+        result = optimize.milp(
+            -value.ravel(),
+            integrality=np.ones(n_vars),
+            bounds=optimize.Bounds(np.zeros(n_vars), upper.ravel()),
+            constraints=optimize.LinearConstraint(matrix, -np.inf, np.asarray(rhs)),
+            options={"time_limit": time_limit},
+        )
     if result.x is None:
         raise RuntimeError(f"HiGHS found no schedule: {result.message}")
     x = np.rint(result.x).reshape(n_agents, length, 2).astype(bool)
@@ -155,6 +159,21 @@ def solve_episode(
     objective = float(value.ravel() @ np.rint(result.x))
     bound = -float(result.mip_dual_bound) if result.mip_dual_bound is not None else objective
     return EpisodeBound(max(bound, objective), objective, schedule, bool(result.status == 0))
+
+
+@contextlib.contextmanager
+def _solver_output_discarded() -> Iterator[None]:
+    """HiGHS prints debugging lines straight to file descriptor 1 whatever its display option;
+    they would interleave with a table on stdout. Descriptor 1 points at /dev/null meanwhile."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def hindsight_bounds(
