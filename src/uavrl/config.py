@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import types
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -24,6 +27,10 @@ HASH_NEUTRAL: JsonDict = {"hash_neutral": True}
 """``json_schema_extra`` of a field added after run directories existed: at its default it is
 left out of the config hash, so adding an option never changes the identity of existing runs
 (a study resumes them instead of training them again)."""
+
+
+# Worker processes per core that a config may start without runner.allow_many_processes.
+MAX_PROCESSES_PER_CORE = 8
 
 
 def content_hash(section: BaseModel) -> str:
@@ -47,9 +54,35 @@ def _identity(section: BaseModel) -> dict[str, Any]:
 
 
 class ConfigSection(BaseModel):
-    """Base of every config section: unknown keys are errors, assignments are validated."""
+    """Base of every config section: unknown keys are errors, assignments are validated, a
+    number is finite (inf and NaN are refused as NaN was), and a boolean is not a number
+    (``runner.n_workers: true`` is refused, not read as 1)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, field in cls.model_fields.items():
+                value = data.get(name)
+                if isinstance(value, bool) and _is_number_field(field.annotation):
+                    raise ValueError(f"{name} must be a number, got {value!r} (true/false)")
+        return data
+
+
+def _is_number_field(annotation: Any) -> bool:
+    """An int or float field (optional or not), not a bool one."""
+    options = (
+        typing.get_args(annotation)
+        if typing.get_origin(annotation) in (Union, types.UnionType)
+        else (annotation,)
+    )
+    return (
+        bool(options)
+        and all(o in (int, float, type(None)) for o in options)
+        and (int in options or float in options)
+    )
 
 
 class EnvConfig(ConfigSection):
@@ -183,6 +216,11 @@ class RunnerConfig(ConfigSection):
     rollout_slots: int = Field(2, ge=1, json_schema_extra=HASH_NEUTRAL)
     replay_size: int = Field(0, ge=0, json_schema_extra=HASH_NEUTRAL)
     replay_ratio: float = Field(1.0, gt=0.0, json_schema_extra=HASH_NEUTRAL)
+    allow_many_processes: bool = Field(
+        False,
+        description="start more than MAX_PROCESSES_PER_CORE worker processes per core",
+        json_schema_extra=HASH_NEUTRAL,
+    )
 
 
 class EvalConfig(ConfigSection):
@@ -223,6 +261,19 @@ class Config(ConfigSection):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+
+    def _check_process_count(self) -> None:
+        """A process per worker far beyond the cores is a typo more often than a plan (1000
+        workers start 250 processes and 11 GB within 20 s): it needs an explicit flag."""
+        r = self.runner
+        processes = 1 if r.serial or r.kind == "a2c" else r.n_workers
+        cores = os.cpu_count() or 1
+        if processes > MAX_PROCESSES_PER_CORE * cores and not r.allow_many_processes:
+            raise ValueError(
+                f"runner.n_workers={r.n_workers} starts {processes} worker processes on {cores} cores "
+                f"(more than {MAX_PROCESSES_PER_CORE} per core); use fewer workers, runner.serial: true, "
+                "or set runner.allow_many_processes: true"
+            )
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -284,6 +335,8 @@ class Config(ConfigSection):
                     raise ValueError(f"runner.backend: ray does not run {option}: {value} ({why})")
         elif self.runner.max_grad_staleness is not None:
             raise ValueError("runner.max_grad_staleness applies to runner.backend: ray (its a3c learner)")
+        else:
+            self._check_process_count()
         if self.env.team_spirit != 1.0 and not self.env.team_reward:
             raise ValueError(
                 f"env.team_spirit={self.env.team_spirit} only applies with env.team_reward: true"
@@ -390,10 +443,16 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or the defaults), apply ``--set`` overrides, validate."""
+    """Read a YAML config (or the defaults), apply ``--set`` overrides, validate. An empty file
+    is refused: it would silently train the built-in defaults."""
     data: dict[str, Any] = {}
     if path is not None:
         data = read_yaml_mapping(path, "config file")
+        if not data:
+            raise ConfigError(
+                f"config file {str(path)!r} is empty; name at least the settings you mean "
+                "(configs/paper_a3c.yaml is a complete example)"
+            )
         data.pop("meta", None)  # run directories add provenance under this key
     return config_from_dict(apply_overrides(data, overrides or []))
 

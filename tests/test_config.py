@@ -1,0 +1,48 @@
+"""Config validation: values that would pass and then crash, or silently mean something else."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from uavrl.config import MAX_PROCESSES_PER_CORE, load_config
+from uavrl.errors import ConfigError
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+BASE = CONFIGS / "cartpole_a3c.yaml"
+
+
+@pytest.mark.parametrize("field", ["algo.lr", "algo.entropy_coef", "algo.value_coef", "algo.gamma"])
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "inf"])
+def test_non_finite_numbers_are_refused_naming_the_field(field: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{field}: Input should be a finite number"):
+        load_config(BASE, [f"{field}={value}"])
+
+
+@pytest.mark.parametrize("setting", ["runner.n_workers=true", "algo.lr=false", "runner.total_env_steps=true"])
+def test_a_boolean_is_not_a_number(setting: str) -> None:
+    name = setting.split(".")[1].split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{name} must be a number, got (True|False)"):
+        load_config(BASE, [setting])
+    # a real boolean field still takes one
+    assert load_config(BASE, ["runner.serial=true"]).runner.serial is True
+
+
+def test_an_empty_config_file_is_an_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config(empty)
+
+
+def test_processes_far_above_the_cores_need_an_explicit_flag() -> None:
+    many = MAX_PROCESSES_PER_CORE * (os.cpu_count() or 1) + 1
+    with pytest.raises(ConfigError, match=rf"runner.n_workers={many} starts {many} worker processes"):
+        load_config(BASE, [f"runner.n_workers={many}"])
+    assert load_config(
+        BASE, [f"runner.n_workers={many}", "runner.allow_many_processes=true"]
+    ).runner.n_workers
+    # one process whatever the worker count
+    assert load_config(BASE, [f"runner.n_workers={many}", "runner.serial=true"]).runner.serial
