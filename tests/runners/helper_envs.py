@@ -120,8 +120,27 @@ class HybridTargetEnv(gym.Env[np.ndarray, tuple[np.int64, np.ndarray]]):
         return self._draw(), reward, False, self.t >= 10, {}
 
 
+class SwitchesEnv(gym.Env[np.ndarray, np.ndarray]):
+    """An action space no model head takes (MultiBinary): a run on it must be refused before
+    anything is written."""
+
+    def __init__(self) -> None:
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
+        self.action_space = gym.spaces.MultiBinary(4)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        return np.zeros(2, np.float32), 0.0, True, False, {}
+
+
 for _id, _cls in (
     ("Faulty-v0", FaultyEnv),
+    ("Switches-v0", SwitchesEnv),
     ("CueMemory-v0", CueMemoryEnv),
     ("HybridTarget-v0", HybridTargetEnv),
 ):

@@ -67,8 +67,51 @@ def test_a_run_directory_is_never_overwritten(make_config, tmp_path: Path) -> No
     from uavrl.errors import ConfigError
 
     train(make_config(), tmp_path)
-    with pytest.raises(ConfigError, match="already holds a run"):
+    with pytest.raises(
+        ConfigError, match=rf"already holds a run with checkpoints; continue it with --resume {tmp_path}"
+    ):
         train(make_config(), tmp_path)
+
+
+def test_a_run_that_stopped_before_its_first_checkpoint_leaves_no_dead_end(
+    make_config, tmp_path: Path
+) -> None:
+    """What a parent killed before its first checkpoint leaves (its config, some log rows, event
+    files, perhaps a failed summary): --resume names the way out instead of failing on a
+    missing checkpoint, and training into the directory again starts over, clearing them."""
+    from uavrl.errors import ConfigError
+    from uavrl.experiments.rundir import RunDir
+    from uavrl.experiments.train import write_config
+
+    config = make_config()
+    run = RunDir(tmp_path)
+    write_config(config, tmp_path)
+    run.training_log.write_text("step,worker_id,episode,return\n30,0,1,2.5\n")
+    stale = run.tensorboard / "events.out.tfevents.stale"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    run.write_summary({"status": "failed", "config_hash": config.hash(), "error": "killed"})
+    with pytest.raises(
+        ConfigError, match=rf"no checkpoint to resume from .* uavrl train --config {run.config_file}"
+    ):
+        resume(tmp_path)
+    assert run.summary()["error"] == "killed"  # the refusal wrote nothing
+    summary = train(config, tmp_path)
+    assert summary["status"] == "finished" and not stale.exists()
+    log = pd.read_csv(run.training_log)
+    assert not ((log["step"] == 30) & (log["return"] == 2.5)).any()  # the old row went with the old run
+
+
+def test_spaces_no_model_takes_are_refused_before_anything_is_written(make_config, tmp_path: Path) -> None:
+    from uavrl.errors import ConfigError
+
+    config = make_config(
+        env={"id": "tests.runners.helper_envs:Switches-v0", "params": {}, "worker_cells": None}
+    )
+    run_dir = tmp_path / "run"
+    with pytest.raises(ConfigError, match="action space must be Discrete, Box or Tuple"):
+        train(config, run_dir)
+    assert not run_dir.exists()
 
 
 def _damage(path: Path, how: str) -> None:

@@ -18,6 +18,7 @@ through :class:`RunDir`.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,20 @@ class RunDir:
     def holds_run(self) -> bool:
         """A run was started here: it wrote a summary or a checkpoint."""
         return self.summary_file.exists() or self.checkpoints.exists()
+
+    def has_checkpoint(self) -> bool:
+        """A checkpoint to resume from was written (``last``, or the pair it replaced)."""
+        return self.checkpoints.is_dir() and any(self.checkpoints.glob("*.json"))
+
+    def clear_attempt(self) -> None:
+        """Remove what a run that never checkpointed left (summary, logs, TensorBoard files), so
+        that it can start over in this directory; its config is rewritten by the new start."""
+        if self.has_checkpoint():
+            raise ConfigError(f"{str(self.path)!r} holds checkpoints: resume it with --resume {self.path}")
+        for path in (self.summary_file, self.training_log, self.eval_log):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.tensorboard, ignore_errors=True)
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
 
     def config(self) -> Config:
         """The run's resolved ``config.yaml``."""

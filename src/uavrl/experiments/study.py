@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -464,13 +463,9 @@ def run_job(run_dir: Path) -> None:
     config = run.config()
     evaluation = StudyEvaluation.model_validate_json((run_dir / STUDY_EVAL_FILE).read_text())
     if not run.is_trained(config.hash()):
-        if run.checkpoints.exists():
+        if run.has_checkpoint():
             resume(run_dir)
-        else:
-            # A failed attempt that never checkpointed: start over with the same config.
-            for path in (run.summary_file, run.training_log, run.eval_log):
-                path.unlink(missing_ok=True)
-            shutil.rmtree(run.tensorboard, ignore_errors=True)
+        else:  # a failed attempt that never checkpointed starts over with the same config
             train(config, run_dir)
     table = evaluate_run(run_dir, evaluation)
     table.to_csv(run_dir / EVAL_FILE, index=False)

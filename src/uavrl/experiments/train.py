@@ -189,13 +189,19 @@ def train(config: Config, run_dir: Path | None = None, hook: ProgressHook | None
     """Run a fresh training job; returns ``summary.json``'s content.
 
     ``hook(env_steps, models)`` is called after every round of updates (see ``ProgressHook``).
+    A directory whose earlier run stopped before its first checkpoint is trained into again
+    (what that run left is cleared first); one with a checkpoint is refused with the way on.
     """
     run_dir = run_dir or Path("runs") / config.name
-    if RunDir(run_dir).holds_run():
+    run = RunDir(run_dir)
+    if run.has_checkpoint():
         raise ConfigError(
-            f"run directory {str(run_dir)!r} already holds a run; use --resume or another --run-dir"
+            f"run directory {str(run_dir)!r} already holds a run with checkpoints; continue it with "
+            f"--resume {run_dir}, or train into another --run-dir"
         )
-    check_envs(config)
+    check_envs(config)  # every refusal that can be known before training, before anything is written
+    if run_dir.exists():
+        run.clear_attempt()
     run_dir.mkdir(parents=True, exist_ok=True)
     write_config(config, run_dir)
     return _execute(config, run_dir, resume=False, hook=hook)
@@ -213,6 +219,11 @@ def resume(run_dir: Path, ray_address: str | None = None) -> dict[str, Any]:
     if finished is not None:
         return finished
     config = run.config()
+    if not run.has_checkpoint():
+        raise ConfigError(
+            f"{str(run_dir)!r} has no checkpoint to resume from (its run stopped before the first "
+            f"one); start it over with: uavrl train --config {run.config_file} --run-dir {run_dir}"
+        )
     if ray_address is not None:
         runner = config.runner.model_copy(update={"ray_address": ray_address})
         config = config.model_copy(update={"runner": runner})

@@ -88,14 +88,16 @@ def model_spec(config: Config) -> ModelSpec:
 
 
 def check_envs(config: Config) -> None:
-    """Make one copy of every worker's env: bad env parameters or an env id that cannot be
-    imported fail here, before a run directory is created."""
+    """Make one copy of every worker's env and the model's spec: bad env parameters, an env id
+    that cannot be imported, or spaces no model takes fail here, before a run directory is
+    created."""
     distinct = {
         json.dumps(worker_env_params(config, i), sort_keys=True) for i in range(config.runner.n_workers)
     }
     for params in sorted(distinct):
         make_vec_env(config.env.id, 1, json.loads(params)).close()
     make_pool(config, cross_process=False)
+    model_spec(config)
 
 
 def make_pool(config: Config, cross_process: bool) -> CloudPool | None:
