@@ -66,6 +66,7 @@ from uavrl.experiments.rundir import RunDir
 from uavrl.experiments.train import git_commit, resume, train, write_config
 from uavrl.fileio import write_atomically
 from uavrl.runners.session import env_spaces
+from uavrl.runners.supervise import refuse_unguarded_start
 
 Selection = Literal["greedy", "stochastic"]
 
@@ -817,6 +818,7 @@ def run_study(
     way finished runs are skipped by config and evaluation hash, and every run directory is
     under ``study_dir``.
     """
+    refuse_unguarded_start()
     study_dir.mkdir(parents=True, exist_ok=True)
     (study_dir / STUDY_FILE).write_text(yaml.safe_dump(study.to_dict(), sort_keys=False))
     record_first_run(study, study_dir)

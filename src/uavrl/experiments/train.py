@@ -24,6 +24,7 @@ from uavrl.fileio import write_atomically
 from uavrl.nn.models import ActorCritic
 from uavrl.runners.registry import runner_for
 from uavrl.runners.session import HookOutcome, ProgressHook, RunResult, check_envs
+from uavrl.runners.supervise import refuse_unguarded_start
 from uavrl.runners.worker import local_copy
 
 if TYPE_CHECKING:  # evaluation (pandas) is imported when a run evaluates: 0.4 s of start-up
@@ -192,6 +193,7 @@ def train(config: Config, run_dir: Path | None = None, hook: ProgressHook | None
     A directory whose earlier run stopped before its first checkpoint is trained into again
     (what that run left is cleared first); one with a checkpoint is refused with the way on.
     """
+    refuse_unguarded_start()
     run_dir = run_dir or Path("runs") / config.name
     run = RunDir(run_dir)
     if run.has_checkpoint():
@@ -214,6 +216,7 @@ def resume(run_dir: Path, ray_address: str | None = None) -> dict[str, Any]:
     A run that finished its budget is left as it is and its summary returned unchanged
     (``uavrl evaluate`` scores it again).
     """
+    refuse_unguarded_start()
     run = RunDir(run_dir)
     finished = run.finished_summary()
     if finished is not None:

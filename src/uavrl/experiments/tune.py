@@ -234,6 +234,9 @@ def run_tuning(
     once, each one trial at a time; writes ``best.yaml``."""
     import multiprocessing as mp
 
+    from uavrl.runners.supervise import refuse_unguarded_start
+
+    refuse_unguarded_start()
     tune_dir.mkdir(parents=True, exist_ok=True)
     (tune_dir / TUNE_FILE).write_text(yaml.safe_dump(tune.model_dump(mode="json"), sort_keys=False))
     url = storage or f"sqlite:///{(tune_dir / 'optuna.db').resolve()}"

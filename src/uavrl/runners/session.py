@@ -152,6 +152,10 @@ class TrainingSession:
             self.prior_wall_time_s = float(saved.get("wall_time_s", 0.0))
         self.start_env_steps = self.counters.snapshot()["env_steps"]
         self.metrics = self.ctx.Queue()
+        # The parent never waits at exit for its feeder thread to flush into this queue: a
+        # normal stop delivers everything first (the writer reads up to the parent's final
+        # None), and if the writer died the feeder would block on a full pipe forever.
+        self.metrics.cancel_join_thread()
         self.start_time = time.time()
         self._writer: Any = None
         self._last_checkpoint_updates = self.counters.snapshot()["updates"]
@@ -276,7 +280,7 @@ class TrainingSession:
         if self._writer is None:
             return
         self.metrics.put(None)
-        self._writer.join(timeout=60)
+        self._writer.join(timeout=60)  # it drains what the parent put before its None
         if self._writer.is_alive():
             self._writer.terminate()
             self._writer.join()

@@ -30,6 +30,22 @@ JOIN_TIMEOUT_S = 10.0
 TRACEBACK_GRACE_S = 2.0  # a worker that raised may exit before its traceback reaches the queue
 
 
+MAIN_GUARD_HINT = (
+    "uavrl: a child process imported your script and reached a uavrl call: wrap the script's "
+    'code in `if __name__ == "__main__":` (uavrl spawns its processes, and each one imports the '
+    "main script)"
+)
+
+
+def refuse_unguarded_start() -> None:
+    """Stop a spawned child that re-imports the user's main script and reaches a uavrl entry
+    point (a script without a main guard): in one line, instead of starting the run again inside
+    every child. A child imports the main script while ``_inheriting`` is set (spawn's bootstrap).
+    """
+    if getattr(mp.current_process(), "_inheriting", False):
+        raise SystemExit(MAIN_GUARD_HINT)
+
+
 class WorkerFailed(RuntimeError):
     """A worker raised, or died more often than ``runner.max_restarts`` allows; the message
     carries its traceback or exit code."""
