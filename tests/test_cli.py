@@ -325,3 +325,17 @@ def test_bench_train_configs_work_for_any_worker_count() -> None:
             ]
         )
         check_envs(config)
+
+
+def test_bound_prints_and_writes_the_bound_per_cell(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bound.csv"
+    argv = ["bound", "--cells", "v30-l200-c1000,v90-l150-c500", "--episodes", "2", "--csv", str(out)]
+    assert main(argv) == 0
+    frame = pd.read_csv(out)
+    assert list(frame["cell"]) == ["v30-l200-c1000", "v90-l150-c500"]
+    assert (frame["bound"] >= frame["schedule_return"] - 1e-9).all()
+    assert (frame["optimal_episodes"] <= 2).all() and (frame["regime"] == "private").all()
+    assert "hindsight bound" in capsys.readouterr().out
+    assert main(["bound", "--preset", "mec"]) == 2
+    assert "built for 'paper'" in capsys.readouterr().out
+    assert main(["bound", "--episodes", "0"]) == 2

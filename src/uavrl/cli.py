@@ -165,6 +165,24 @@ def cmd_baselines(args: argparse.Namespace) -> None:
         _write_csv(results, args.csv)
 
 
+def _add_world_arguments(parser: argparse.ArgumentParser, preset_help: str, episodes: int) -> None:
+    """What `baselines` and `bound` both take: the preset, the cells, their streams, the pool
+    regime and the solver's time per episode."""
+    parser.add_argument("--preset", default="paper", help=preset_help)
+    parser.add_argument("--episodes", type=int, default=episodes, help="episodes per cell")
+    parser.add_argument("--cells", default="seen", help="cell sets and/or cell names, comma-separated")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation streams (and of random)")
+    parser.add_argument("--pool", choices=["private", "shared"], default="private", help="cloud pool regime")
+    parser.add_argument("--agents", type=int, default=5, help="agents per shared pool (--pool shared)")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=20.0,
+        help="paper: seconds per episode's integer programme; past it the solver's dual bound is "
+        "reported (still a bound)",
+    )
+
+
 def cmd_bound(args: argparse.Namespace) -> None:
     """Per cell: the mean bound with its CI, the mean return of the best schedules found (their
     replay scores exactly that), and how many episodes were solved to optimality."""
@@ -181,7 +199,7 @@ def cmd_bound(args: argparse.Namespace) -> None:
     if args.preset != "paper":
         raise ConfigError(
             f"--preset: the hindsight bound is built for 'paper', got {args.preset!r} (the mec "
-            "references include no bound; its strongest privileged rule tops its normalised scale)"
+            "references include no bound; its strongest privileged reference tops its normalised scale)"
         )
     for flag, value in (("--episodes", args.episodes), ("--agents", args.agents)):
         if value < 1:
@@ -674,22 +692,12 @@ def build_parser() -> argparse.ArgumentParser:
         name="baselines",
         help="evaluate the reference policies over scenario cells",
     )
-    base.add_argument("--preset", default="paper", help="environment preset")
-    base.add_argument("--episodes", type=int, default=100, help="episodes per cell")
-    base.add_argument("--tune-episodes", type=int, default=100, help="episodes per cell per theta")
-    base.add_argument("--cells", default="seen", help="cell sets and/or cell names, comma-separated")
-    base.add_argument(
-        "--seed", type=int, default=0, help="seed of the evaluation streams and the random policy"
-    )
-    base.add_argument("--pool", choices=["private", "shared"], default="private", help="cloud pool regime")
-    base.add_argument("--agents", type=int, default=5, help="agents per shared pool (--pool shared)")
+    _add_world_arguments(base, "environment preset", episodes=100)
+    base.add_argument("--tune-episodes", type=int, default=100, help="episodes per cell per candidate")
     base.add_argument(
         "--bound",
         action="store_true",
         help="paper: add the hindsight bound (an integer programme per episode)",
-    )
-    base.add_argument(
-        "--time-limit", type=float, default=20.0, help="seconds per episode's programme (--bound)"
     )
     base.add_argument("--csv", help="write the results table here")
     base.add_argument("--format", choices=FORMATS, default="table", help=FORMAT_HELP)
@@ -700,18 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
         name="bound",
         help="paper: the hindsight bound per cell (the best offline schedule of each episode)",
     )
-    bound.add_argument("--preset", default="paper", help="environment preset (paper)")
-    bound.add_argument("--episodes", type=int, default=20, help="episodes per cell")
-    bound.add_argument("--cells", default="seen", help="cell sets and/or cell names, comma-separated")
-    bound.add_argument("--seed", type=int, default=0, help="seed of the evaluation streams")
-    bound.add_argument("--pool", choices=["private", "shared"], default="private", help="cloud pool regime")
-    bound.add_argument("--agents", type=int, default=5, help="agents per shared pool (--pool shared)")
-    bound.add_argument(
-        "--time-limit",
-        type=float,
-        default=20.0,
-        help="seconds per episode's programme; past it the solver's dual bound is reported (still a bound)",
-    )
+    _add_world_arguments(bound, "environment preset (paper)", episodes=20)
     bound.add_argument("--csv", help="write the per-cell table here")
     bound.set_defaults(func=cmd_bound)
 
