@@ -24,7 +24,7 @@ def test_pareto_trains_one_policy_per_weight_vector_and_reuses_finished_runs(tmp
     frame = run_pareto(base, weights, seeds=2, out=tmp_path, episodes=4, env_steps=800)
     learned, references = frame[frame["kind"] == "learned"], frame[frame["kind"] == "reference"]
     assert len(learned) == 2 * 2 and set(learned["seed"]) == {0, 1}
-    assert len(references) == 2 * 6 and set(references["weights"]) == {"1,0.2,4,2", "1,5,4,2"}
+    assert len(references) == 2 * 8 and set(references["weights"]) == {"1,0.2,4,2", "1,5,4,2"}
     for column in ("drop_rate", "completion_rate"):
         assert frame[column].between(0.0, 1.0).all()
     assert (frame["energy_per_task"] >= 0).all() and frame["latency_p95"].notna().any()
