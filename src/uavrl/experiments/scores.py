@@ -31,13 +31,20 @@ REFERENCE_ORDER = (
     "greedy_estimated",
     "two_threshold",
     "two_threshold_steps_left",
+    "two_margin",
     "greedy_privileged",
     "privileged_rule",
     "clairvoyant",
     HINDSIGHT_BOUND,
 )
 # what the headline test compares a learned arm with: the strongest rule without hidden state
-NON_PRIVILEGED_RULES = ("threshold", "greedy_estimated", "two_threshold", "two_threshold_steps_left")
+NON_PRIVILEGED_RULES = (
+    "threshold",
+    "greedy_estimated",
+    "two_threshold",
+    "two_threshold_steps_left",
+    "two_margin",
+)
 
 
 @dataclass(frozen=True)
