@@ -8,8 +8,9 @@ judged in its training regime; the other regime is a transfer result.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -100,23 +101,23 @@ def bound_results(
     :func:`evaluate_policies` uses), one row per world with :data:`RESULT_COLUMNS` under the
     policy name ``hindsight_bound``. ``processes > 1`` solves that many worlds at once (spawned
     processes, one solver thread each)."""
-    if processes > 1 and len(worlds) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+    with contextlib.ExitStack() as stack:
+        # one loop over the worlds either way: solved here one by one, or read from the pool
+        outcomes: Iterator[np.ndarray] = (_world_bounds(w, seed, episodes, time_limit) for w in worlds)
+        if processes > 1 and len(worlds) > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(min(processes, len(worlds)), mp_context=mp.get_context("spawn")) as pool:
+            pool = stack.enter_context(
+                ProcessPoolExecutor(min(processes, len(worlds)), mp_context=mp.get_context("spawn"))
+            )
             futures = [pool.submit(_world_bounds, w, seed, episodes, time_limit) for w in worlds]
-            solved = []
-            for i, (world, future) in enumerate(zip(worlds, futures, strict=True)):
-                if progress is not None:
-                    progress(i, len(worlds), world.name)
-                solved.append(future.result())
-    else:
+            outcomes = (f.result() for f in futures)
         solved = []
-        for i, world in enumerate(worlds):
+        for i, (world, bounds) in enumerate(zip(worlds, outcomes, strict=True)):
             if progress is not None:
                 progress(i, len(worlds), world.name)
-            solved.append(_world_bounds(world, seed, episodes, time_limit))
+            solved.append(bounds)
     rows = [
         (HINDSIGHT_BOUND, world.name, world.regime, episodes, *mean_ci(bounds))
         for world, bounds in zip(worlds, solved, strict=True)
