@@ -33,11 +33,18 @@ left out of the config hash, so adding an option never changes the identity of e
 MAX_PROCESSES_PER_CORE = 8
 
 
-def content_hash(section: BaseModel) -> str:
+def content_hash(section: BaseModel, replace: dict[str, Any] | None = None) -> str:
     """Identity of a resolved config section (12 hex digits of a SHA-256 of its sorted JSON,
-    hash-neutral fields at their default left out)."""
-    text = json.dumps(_identity(section), sort_keys=True)
+    hash-neutral fields at their default left out); ``replace`` sets fields' identities (a run
+    config held as a dict: :func:`run_config_identity`)."""
+    text = json.dumps({**_identity(section), **(replace or {})}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def run_config_identity(data: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a run config held as a dict (a study's base): its resolved fields, less
+    the hash-neutral ones at their default, so adding an option does not change a study's hash."""
+    return _identity(config_from_dict(data))
 
 
 def _identity(section: BaseModel) -> dict[str, Any]:
@@ -90,7 +97,10 @@ class EnvConfig(ConfigSection):
 
     ``id`` is any Gymnasium id, including ``"module:EnvName-v0"`` for a user's own env.
     For ``uavrl/Offload-v0``, ``params`` are preset parameters (``preset``, ``reward_scale``...),
-    ``worker_cells`` puts worker ``i`` in scenario cell ``i`` (cell names, or one name for all),
+    ``worker_cells`` puts worker ``i`` in scenario cell ``i`` (cell names, or one name for all);
+    ``cells_by: copy`` puts copy ``j`` of worker ``i`` in cell ``(i + j) mod n`` instead, so each
+    worker steps every cell (individual learning on all training cells) while each pool still
+    holds one agent of every cell; the cells must then share their cloud capacity,
     and ``shared_pool`` attaches every worker to one cross-process cloud pool. ``team_reward``
     (with ``shared_pool``) rewards each worker's copy ``j`` with the mean reward of copy ``j`` of
     all workers, the agents on its pool: the score of a shared world. It needs the workers
@@ -110,6 +120,7 @@ class EnvConfig(ConfigSection):
     id: str = ENV_ID
     params: dict[str, Any] = Field(default_factory=lambda: {"preset": "paper"})
     worker_cells: list[str] | None = None
+    cells_by: Literal["worker", "copy"] = Field("worker", json_schema_extra=HASH_NEUTRAL)
     shared_pool: bool = False
     team_reward: bool = False
     team_spirit: float = Field(1.0, ge=0.0, le=1.0, json_schema_extra=HASH_NEUTRAL)
@@ -287,6 +298,14 @@ class Config(ConfigSection):
                     f"cells, got {len(cells)}"
                 )
             _check_cells("env.worker_cells", cells)
+            clouds = {cell.cloud_capacity for cell in resolve_cells(cells)}
+            if self.env.cells_by == "copy" and len(clouds) > 1:
+                raise ValueError(
+                    f"env.cells_by=copy steps every cell in one core, with one cloud capacity; "
+                    f"env.worker_cells has {sorted(clouds)}"
+                )
+        elif self.env.cells_by != "worker":
+            raise ValueError(f"env.cells_by={self.env.cells_by!r} needs env.worker_cells")
             overridden = {k: v for k, v in self.env.params.items() if k in CELL_PARAMS}
             if overridden:
                 given = ", ".join(f"env.params.{k}={v!r}" for k, v in overridden.items())

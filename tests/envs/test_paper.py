@@ -402,3 +402,27 @@ def test_the_feasibility_column_says_whether_local_admits_the_pending_task() -> 
     env = gym.make(ENV_ID, preset="paper", observe_feasibility=True)
     assert env.observation_space.shape == (49,)
     check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_copies_placed_in_cells_follow_the_trajectories_of_cores_of_those_cells() -> None:
+    """``place_in_cells`` gives each copy its cell's channel and local capacity: copy for copy,
+    the same observations and rewards as a core built in that cell, on the same streams."""
+    cells = [PaperParams(velocity=5.0, local_capacity=100), PaperParams(velocity=90.0), PaperParams()]
+    placed = PaperCore(3)
+    placed.place_in_cells(np.array([c.velocity for c in cells]), np.array([c.local_capacity for c in cells]))
+    alone = [PaperCore(1, c) for c in cells]
+    obs = placed.reset(seed=4, copy_indices=np.arange(3))
+    for i, core in enumerate(alone):
+        np.testing.assert_array_equal(obs[i], core.reset(seed=4, copy_indices=np.array([i]))[0])
+    rng = np.random.default_rng(2)
+    for _ in range(250):
+        actions = rng.integers(0, 3, size=3)
+        step = placed.step(actions)
+        for i, core in enumerate(alone):
+            obs_i, reward_i, *_ = core.step(actions[i : i + 1])
+            np.testing.assert_array_equal(step[0][i], obs_i[0])
+            assert step[1][i] == reward_i[0]
+    with pytest.raises(RuntimeError, match="before the first reset"):
+        placed.place_in_cells(np.full(3, 5.0), np.full(3, 200))
+    with pytest.raises(ConfigError, match="velocity"):
+        PaperCore(2).place_in_cells(np.array([5.0, 500.0]), np.full(2, 200))

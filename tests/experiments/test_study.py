@@ -13,9 +13,10 @@ from safetensors.numpy import load_file
 from uavrl.errors import ConfigError
 from uavrl.experiments.study import (
     Progress,
+    StudyConfig,
     load_study,
     plan,
-    record_first_run,
+    record_confirmatory,
     run_study,
     study_standing,
 )
@@ -71,6 +72,30 @@ def test_every_worker_gets_the_same_env_steps_and_rows_change_one_setting() -> N
     assert len({c.hash() for c in runs.values()}) == len(runs)
 
 
+def test_control_arms_change_the_individual_arm_in_one_thing_each() -> None:
+    """individual_equal_steps: N times the env steps (N^2 worker budgets); individual_all_cells:
+    every worker on every cell; otherwise each is the individual arm of its row and seed."""
+    study = load_study(
+        CONFIGS / "study_core.yaml",
+        ["equal_steps_rows=[baseline]", "all_cells_rows=[baseline, private_pools]"],
+    )
+    runs = {(r.arm, r.ablation, r.seed): r.config for r in plan(study, Path("x"))}
+    assert {a for a, row, _ in runs if row == "design_hparams"} == {"a3c", "individual", "a3c_equal_updates"}
+    individual = runs[("individual", "baseline", 3)].to_dict()
+    n = individual["runner"]["n_workers"]
+    steps = runs[("individual_equal_steps", "baseline", 3)].to_dict()
+    assert steps["runner"].pop("total_env_steps") == n * individual["runner"].pop("total_env_steps")
+    cells = runs[("individual_all_cells", "private_pools", 3)].to_dict()
+    assert cells["env"].pop("cells_by") == "copy"
+    same_row = runs[("individual", "private_pools", 3)].to_dict()
+    assert same_row["env"].pop("cells_by") == "worker"
+    for config in (steps, cells, same_row):
+        config.pop("name")
+    individual.pop("name"), individual["runner"].pop("total_env_steps", None)
+    assert steps["runner"] == individual["runner"] and steps["env"] == individual["env"]
+    assert cells == same_row
+
+
 def test_runner_arms_share_the_config_seeds_and_budget() -> None:
     study = load_study(CONFIGS / "study_quick.yaml")
     runs = {(r.arm, r.ablation, r.seed): r.config for r in plan(study, Path("x"))}
@@ -116,13 +141,34 @@ def test_a_confirmatory_study_refuses_development_seeds(tmp_path: Path) -> None:
     ]
     # the first run fixes the study's hash; a changed study reports as exploratory
     assert study_standing(study, tmp_path)[0] == "exploratory"  # never ran
-    record_first_run(study, tmp_path)
+    record_confirmatory(study, tmp_path)
     standing, why = study_standing(study, tmp_path)
     assert standing == "confirmatory" and "seeds 100-101" in why and "2000001" in why
     changed = load_study(CONFIGS / "study_quick.yaml", [*confirm, "first_seed=100", "evaluation.episodes=7"])
-    record_first_run(changed, tmp_path)  # keeps the first record
+    record_confirmatory(changed, tmp_path)  # keeps the first record
     assert study_standing(changed, tmp_path)[0] == "exploratory"
     assert study_standing(load_study(CONFIGS / "study_quick.yaml"), tmp_path)[0] == "exploratory"
+    # control arms added before they ran: an amendment, and the study stays confirmatory
+    amended = load_study(
+        CONFIGS / "study_quick.yaml", [*confirm, "first_seed=100", "all_cells_rows=[baseline]"]
+    )
+    record_confirmatory(amended, tmp_path)
+    standing, why = study_standing(amended, tmp_path)
+    assert standing == "confirmatory" and "to add, before they ran, individual_all_cells (baseline)" in why
+    assert study_standing(study, tmp_path)[0] == "exploratory"  # the amended study is the record now
+    # ...but not once one of the added runs has started, nor with anything else changed as well
+    both = [*confirm, "first_seed=100", "all_cells_rows=[baseline]", "equal_steps_rows=[baseline]"]
+    started = load_study(CONFIGS / "study_quick.yaml", both)
+    label = next(r for r in plan(started, tmp_path) if r.arm == "individual_equal_steps")
+    label.run_dir.mkdir(parents=True)
+    record_confirmatory(started, tmp_path)
+    assert study_standing(started, tmp_path)[0] == "exploratory"
+    label.run_dir.rmdir()
+    also = load_study(CONFIGS / "study_quick.yaml", [*both, "evaluation.episodes=7"])
+    record_confirmatory(also, tmp_path)
+    assert study_standing(also, tmp_path)[0] == "exploratory"
+    record_confirmatory(started, tmp_path)
+    assert study_standing(started, tmp_path)[0] == "confirmatory"
 
 
 @pytest.fixture(scope="module")
@@ -357,3 +403,15 @@ def test_a_mec_study_judges_each_row_beside_the_mec_references(tmp_path: Path) -
     assert "*privileged_rule*" in report
     metrics_section = report.split("## Task metrics")[1].split("## Figures")[0]
     assert "| baseline | a3c |" in metrics_section and "*always_offload*" in metrics_section
+
+
+def test_a_study_keeps_its_hash_when_its_base_gains_an_option_at_its_default() -> None:
+    """A study's base is a run config held as a dict: an option added later with a hash-neutral
+    default (absent from an older dump) leaves the study's hash, and its standing, unchanged."""
+    study = load_study(CONFIGS / "study_quick.yaml")
+    older = study.to_dict()
+    assert older["base"]["runner"].pop("allow_many_processes") is False
+    assert older["base"]["env"].pop("cells_by") == "worker"
+    assert StudyConfig.model_validate(older).hash() == study.hash()
+    changed = load_study(CONFIGS / "study_quick.yaml", ["base.runner.rollout_slots=3"])
+    assert changed.hash() != study.hash()

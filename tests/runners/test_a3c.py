@@ -275,3 +275,38 @@ def test_a_pool_price_needs_a_shared_pool_and_no_team_reward(make_config) -> Non
         make_config(env={"pool_price": 0.04})
     with pytest.raises(ConfigError, match=r"choose one"):
         make_config(env={"shared_pool": True, "team_reward": True, "pool_price": 0.04})
+
+
+def test_cells_by_copy_puts_every_cell_in_every_worker_and_on_every_pool(make_config) -> None:
+    """``env.cells_by: copy``: copy ``j`` of worker ``i`` steps cell ``(i + j) mod n``, so each
+    worker (an individual learner) sees every training cell, and pool ``j`` holds one agent of
+    each cell, as with one cell per worker."""
+    cells = ["v5-l200-c1000", "v20-l100-c1000", "v50-l200-c1000"]
+    config = make_config(
+        env={"worker_cells": cells, "cells_by": "copy", "shared_pool": True},
+        runner={"n_workers": 3, "envs_per_worker": 4, "share": False},
+    )
+    pool = make_pool(config, cross_process=False)
+    velocity = {0: [5, 20, 50, 5], 1: [20, 50, 5, 20], 2: [50, 5, 20, 50]}
+    for i in range(3):
+        core = make_worker_env(config, i, pool).core
+        np.testing.assert_array_equal(core.velocity, velocity[i])
+        np.testing.assert_array_equal(core.local_capacity, [100 if v == 20 else 200 for v in velocity[i]])
+    private = make_config(
+        env={"worker_cells": cells, "cells_by": "copy"}, runner={"n_workers": 3, "envs_per_worker": 4}
+    )
+    merged = make_all_worker_envs(private, None)  # the serial workers' copies in one core
+    np.testing.assert_array_equal(merged.core.velocity, np.concatenate(list(velocity.values())))
+    for j in range(4):  # every pool holds one copy of each cell
+        assert sorted(velocity[i][j] for i in range(3)) == [5, 20, 50]
+
+
+def test_cells_by_copy_is_refused_without_cells_or_with_two_cloud_capacities(make_config) -> None:
+    from uavrl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"env\.cells_by='copy' needs env\.worker_cells"):
+        make_config(env={"worker_cells": None, "cells_by": "copy"})
+    with pytest.raises(ConfigError, match=r"one cloud capacity; env.worker_cells has \[500, 1000\]"):
+        make_config(env={"worker_cells": ["v5-l200-c500", "v50-l200-c1000"], "cells_by": "copy"})
+    with pytest.raises(ConfigError, match=r"env\.cells_by"):
+        make_config(env={"cells_by": "cell"})

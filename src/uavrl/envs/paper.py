@@ -212,9 +212,38 @@ class PaperCore:
         first = cores[0]
         # its params are the first core's: their velocity and local capacity are per copy now
         merged = cls(sum(c.n for c in cores), first.params, autoreset=first.autoreset)
-        for name in ("velocity", "local_capacity", "p01", "p10", "p_good"):
-            setattr(merged, name, np.concatenate([getattr(c, name) for c in cores]))
+        merged.place_in_cells(
+            np.concatenate([c.velocity for c in cores]), np.concatenate([c.local_capacity for c in cores])
+        )
         return merged
+
+    def place_in_cells(self, velocity: np.ndarray, local_capacity: np.ndarray) -> None:
+        """Put copy ``i`` in the cell of ``velocity[i]`` (km/h, which sets its channel's
+        transition probabilities) and ``local_capacity[i]`` (units), before the first reset.
+        The copies keep one cloud pool capacity and every other parameter.
+
+        Args:
+            velocity: (B,) float km/h.
+            local_capacity: (B,) int units.
+        """
+        if self._started:
+            raise RuntimeError("place_in_cells must come before the first reset")
+        velocity = np.asarray(velocity, dtype=np.float64)
+        local_capacity = np.asarray(local_capacity, dtype=np.int64)
+        if velocity.shape != (self.n,) or local_capacity.shape != (self.n,):
+            raise ValueError(
+                f"place_in_cells needs ({self.n},) velocities and local capacities, got "
+                f"{velocity.shape} and {local_capacity.shape}"
+            )
+        for v, local in zip(velocity, local_capacity, strict=True):
+            check_range("velocity", float(v), 0.0, V_MAX, "km/h")
+            check_range("local_capacity", int(local), 1, MAX_TASK_UNITS, "units", integer=True)
+        self.velocity = velocity.copy()
+        self.local_capacity = local_capacity.copy()
+        chains = [transition_probabilities(float(v)) for v in self.velocity]
+        self.p01 = np.array([p01 for p01, _ in chains])
+        self.p10 = np.array([p10 for _, p10 in chains])
+        self.p_good = np.array([stationary_good(p01, p10) for p01, p10 in chains])
 
     # -- episode boundaries -------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import pandas as pd
 from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.experiments import stats
 from uavrl.experiments.normalise import HINDSIGHT_BOUND, Scale, scale
-from uavrl.experiments.study import REFERENCE_ARM, REFERENCE_SELECTION, SHARED_MODEL_ARMS
+from uavrl.experiments.study import INDIVIDUAL_ARMS, REFERENCE_ARM, REFERENCE_SELECTION, SHARED_MODEL_ARMS
 
 # Learned "arms" in tables: the two arms, the individual arm's best/worst model per seed, and
 # the equal-update-budget variant when the study ran it.
@@ -152,6 +152,4 @@ def table_arms(results: pd.DataFrame, ablation: str, regime: str) -> list[str]:
     if "individual" in present:
         # In a shared world the individual models act as one team: no best or worst model.
         names += ["individual"] + ([INDIVIDUAL_BEST, INDIVIDUAL_WORST] if regime == "private" else [])
-    if "individual_equal_steps" in present:
-        names.append("individual_equal_steps")
-    return names
+    return names + [a for a in INDIVIDUAL_ARMS if a != "individual" and a in present]

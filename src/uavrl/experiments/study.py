@@ -43,6 +43,7 @@ from uavrl.config import (
     content_hash,
     format_validation_error,
     read_with_base,
+    run_config_identity,
 )
 from uavrl.envs.baselines import SpaceRandomPolicy, policy_params, reference_policies
 from uavrl.envs.mec import MecParams
@@ -109,8 +110,32 @@ SHARED_MODEL_ARMS = ("a3c", "a3c_equal_updates", "a2c", "a3c_data", "impala")
 """Arms whose run trains one model for all workers (A3C and its relatives)."""
 RUNNER_ARMS = ("a2c", "a3c_data", "impala")
 """Arms that are a runner kind of their own (the others are ``a3c`` with or without sharing)."""
-INDIVIDUAL_ARMS = ("individual", "individual_equal_steps")
+INDIVIDUAL_ARMS = ("individual", "individual_equal_steps", "individual_all_cells")
 """Arms whose run trains one model per worker, without sharing."""
+
+
+@dataclass(frozen=True)
+class ControlArm:
+    """A control of the A3C-vs-individual comparison: the ``a3c`` or ``individual`` arm with one
+    thing changed, run in the ablation rows that its study field (``rows_field``) names.
+
+    ``worker_budgets``: the run's env steps in units of ``env_steps_per_worker``, given the
+    number of workers N (the ``a3c`` and ``individual`` arms get N)."""
+
+    rows_field: str
+    share: bool
+    worker_budgets: Callable[[int], int]
+    overrides: tuple[str, ...] = ()
+
+
+CONTROL_ARMS = {
+    # as many updates of the A3C model as one individual model gets
+    "a3c_equal_updates": ControlArm("equal_updates_rows", True, lambda n: 1),
+    # as many env steps per individual model as the A3C model gets
+    "individual_equal_steps": ControlArm("equal_steps_rows", False, lambda n: n * n),
+    # each individual model steps every training cell, as the A3C model does
+    "individual_all_cells": ControlArm("all_cells_rows", False, lambda n: n, ("env.cells_by=copy",)),
+}
 LEARNED_ARMS = (*SHARED_MODEL_ARMS, *INDIVIDUAL_ARMS)
 
 
@@ -167,10 +192,13 @@ class StudyConfig(ConfigSection):
       env-step budget (``impala`` with V-trace targets instead of ``algo.gae_lambda``; when the
       base runs serially, its learner takes one worker's rollout per update, so later workers'
       rollouts were acted by weights up to N - 1 updates old, as in Hogwild);
-      ``a3c_equal_updates`` is A3C with ``1 / n_workers`` of the env steps, so its global model
-      receives as many updates as one individual model (run for ``equal_updates_rows``);
-      ``individual_equal_steps`` is the individual arm with ``n_workers`` times the env steps, so
-      each of its models gets as many env steps as the A3C model (run for ``equal_steps_rows``).
+      the control arms (:data:`CONTROL_ARMS`) run in the rows their field names:
+      ``a3c_equal_updates`` (``equal_updates_rows``) is A3C with ``1 / n_workers`` of the env
+      steps, so its global model receives as many updates as one individual model;
+      ``individual_equal_steps`` (``equal_steps_rows``) is the individual arm with ``n_workers``
+      times the env steps, so each of its models gets as many env steps as the A3C model;
+      ``individual_all_cells`` (``all_cells_rows``) is the individual arm with every worker
+      stepping every training cell (``env.cells_by: copy``), as the A3C model does.
     - ``env_steps_per_worker``: every worker of every arm and row gets this many env steps
       (``runner.total_env_steps = env_steps_per_worker * n_workers``).
     - ``ablations``: row name -> ``--set`` overrides of the base; the first row is the baseline
@@ -188,6 +216,7 @@ class StudyConfig(ConfigSection):
     arms: list[Arm] = Field(default_factory=_both_arms)
     equal_updates_rows: list[str] = Field(default_factory=list)
     equal_steps_rows: list[str] = Field(default_factory=list)
+    all_cells_rows: list[str] = Field(default_factory=list, json_schema_extra=HASH_NEUTRAL)
     seeds: int = Field(10, ge=1)
     first_seed: int = Field(0, ge=0)
     env_steps_per_worker: int = Field(ge=1)
@@ -212,12 +241,10 @@ class StudyConfig(ConfigSection):
             raise ValueError(f"the first ablation row ({first!r}) is the baseline and must be empty")
         if len(set(self.arms)) != len(self.arms) or not self.arms:
             raise ValueError(f"arms must be distinct and non-empty, got {self.arms}")
-        for row in [*self.equal_updates_rows, *self.equal_steps_rows, *self.headline_rows]:
-            if row not in self.ablations:
-                raise ValueError(
-                    f"equal_updates_rows / equal_steps_rows / headline_rows name {row!r}, not one of "
-                    f"{list(self.ablations)}"
-                )
+        for field in [*(arm.rows_field for arm in CONTROL_ARMS.values()), "headline_rows"]:
+            for row in getattr(self, field):
+                if row not in self.ablations:
+                    raise ValueError(f"{field} names {row!r}, not one of {list(self.ablations)}")
         for row, items in self.ablations.items():
             if "/" in row or row.startswith("."):
                 raise ValueError(f"ablation row name {row!r} must not contain '/' or start with '.'")
@@ -252,7 +279,7 @@ class StudyConfig(ConfigSection):
         return self.model_dump(mode="json")
 
     def hash(self) -> str:
-        return content_hash(self)
+        return content_hash(self, {"base": run_config_identity(self.base)})
 
     @property
     def runs_at_once(self) -> int:
@@ -292,14 +319,15 @@ def run_config(study: StudyConfig, arm: str, ablation: str, seed: int) -> Config
         n_workers = config_from_dict(data).runner.n_workers
     except ConfigError as err:
         raise ConfigError(f"ablation {ablation!r}: {err}") from None
-    per_worker = {"a3c_equal_updates": 1, "individual_equal_steps": n_workers * n_workers}
-    steps = study.env_steps_per_worker * per_worker.get(arm, n_workers)
+    control = CONTROL_ARMS.get(arm)
+    budgets = n_workers if control is None else control.worker_budgets(n_workers)
     overrides = [
         f"name={study.name}/{arm}/{ablation}/seed{seed}",
         f"seed={study.first_seed + seed}",
         f"runner.share={arm not in INDIVIDUAL_ARMS}",
-        f"runner.total_env_steps={steps}",
+        f"runner.total_env_steps={study.env_steps_per_worker * budgets}",
         "log.progress=false",
+        *(() if control is None else control.overrides),
     ]
     if arm in RUNNER_ARMS:
         overrides.append(f"runner.kind={arm}")
@@ -319,10 +347,7 @@ def plan(study: StudyConfig, study_dir: Path) -> list[PlannedRun]:
     runs = []
     for ablation in study.ablations:
         arms: list[str] = list(study.arms)
-        if ablation in study.equal_updates_rows:
-            arms.append("a3c_equal_updates")
-        if ablation in study.equal_steps_rows:
-            arms.append("individual_equal_steps")
+        arms += [name for name, c in CONTROL_ARMS.items() if ablation in getattr(study, c.rows_field)]
         for arm in arms:
             for seed in range(study.seeds):
                 config = run_config(study, arm, ablation, seed)
@@ -529,33 +554,91 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
     return table
 
 
-def record_first_run(study: StudyConfig, study_dir: Path) -> None:
-    """A confirmatory study's first run fixes what it tests: the study's hash and the commit."""
+def record_confirmatory(study: StudyConfig, study_dir: Path) -> None:
+    """A confirmatory study's first run fixes what it tests: the study (its settings and hash)
+    and the commit. A later run of the study with control arms added in some rows, and nothing
+    else changed, records an amendment, provided none of the added runs has started: their seeds
+    and evaluation were fixed before they ran, so the study stays confirmatory. Any other change
+    is left unrecorded, and the report says exploratory."""
     path = study_dir / CONFIRMATORY_FILE
-    if study.confirmatory and not path.exists():
-        record = {
-            "study_hash": study.hash(),
-            "git_commit": git_commit(),
-            "started": time.strftime("%Y-%m-%d"),
-        }
-        write_atomically(path, json.dumps(record, indent=2))
+    if not study.confirmatory:
+        return
+    entry = {
+        "study_hash": study.hash(),
+        "git_commit": git_commit(),
+        "date": time.strftime("%Y-%m-%d"),
+        "study": study.to_dict(),
+    }
+    record = _read_json(path)
+    if record is None:
+        write_atomically(path, json.dumps(entry, indent=2))
+        return
+    latest = _latest_recorded(record)
+    added = None if latest is None or latest.hash() == study.hash() else _added_controls(latest, study)
+    if latest is None or added is None:
+        return
+    previous = {r.label for r in plan(latest, study_dir)}
+    if any(r.run_dir.exists() for r in plan(study, study_dir) if r.label not in previous):
+        return
+    record.setdefault("amendments", []).append({**entry, "added": added})
+    write_atomically(path, json.dumps(record, indent=2))
+
+
+def _latest_recorded(record: dict[str, Any]) -> StudyConfig | None:
+    """The study as last recorded in ``confirmatory.json`` (first run or last amendment), from
+    its settings (its hash is the one of the code of its day); None when it holds none."""
+    entry = (record.get("amendments") or [record])[-1]
+    try:
+        return StudyConfig.model_validate(entry["study"])
+    except (KeyError, TypeError, ValidationError):
+        return None
+
+
+def _added_controls(before: StudyConfig, after: StudyConfig) -> dict[str, list[str]] | None:
+    """The control arms ``after`` adds to ``before`` (arm -> rows), or None unless ``after`` is
+    ``before`` with control arms added in some rows and nothing else changed."""
+    fields = {arm: control.rows_field for arm, control in CONTROL_ARMS.items()}
+    added = {
+        arm: [row for row in getattr(after, field) if row not in getattr(before, field)]
+        for arm, field in fields.items()
+    }
+    kept = all(set(getattr(before, field)) <= set(getattr(after, field)) for field in fields.values())
+    unchanged = after.model_copy(update={field: getattr(before, field) for field in fields.values()})
+    if not kept or unchanged.hash() != before.hash() or not any(added.values()):
+        return None
+    return {arm: rows for arm, rows in added.items() if rows}
+
+
+def _named_controls(amendment: dict[str, Any]) -> str:
+    added = amendment.get("added") or {}
+    return " and ".join(f"{arm} ({', '.join(rows)})" for arm, rows in added.items()) or "control arms"
 
 
 def study_standing(study: StudyConfig, study_dir: Path) -> tuple[str, str]:
-    """``("confirmatory", why)`` for a confirmatory study unchanged since its first run, else
-    ``("exploratory", why)``."""
+    """``("confirmatory", why)`` for a confirmatory study unchanged since its first run or its
+    last amendment (:func:`record_confirmatory`), else ``("exploratory", why)``."""
     if not study.confirmatory:
         return "exploratory", "seeds and settings were not fixed as a confirmatory study"
     record = _read_json(study_dir / CONFIRMATORY_FILE)
     if record is None:
         return "exploratory", f"no {CONFIRMATORY_FILE}: the study never ran as confirmatory"
-    if record.get("study_hash") != study.hash():
-        return "exploratory", f"the study changed since its first run (hash {record.get('study_hash')})"
+    amendments = record.get("amendments") or []
+    latest = _latest_recorded(record)
+    recorded = (amendments or [record])[-1].get("study_hash")
+    if (recorded if latest is None else latest.hash()) != study.hash():
+        return "exploratory", f"the study changed since its last recorded run (hash {recorded})"
     seeds = f"{study.first_seed}-{study.first_seed + study.seeds - 1}"
-    return "confirmatory", (
+    why = (
         f"seeds {seeds} and evaluation seed {study.evaluation.seed} fixed before the run; study hash "
-        f"{record['study_hash']}, first run on {record.get('started')} at commit {record.get('git_commit')}"
+        f"{record['study_hash']}, first run on {record.get('started', record.get('date'))} at commit "
+        f"{record.get('git_commit')}"
     )
+    for amendment in amendments:
+        why += (
+            f"; amended on {amendment.get('date')} at commit {amendment.get('git_commit')} (hash "
+            f"{amendment.get('study_hash')}) to add, before they ran, {_named_controls(amendment)}"
+        )
+    return "confirmatory", why
 
 
 def _world_key(world: World) -> str:
@@ -821,7 +904,7 @@ def run_study(
     refuse_unguarded_start()
     study_dir.mkdir(parents=True, exist_ok=True)
     (study_dir / STUDY_FILE).write_text(yaml.safe_dump(study.to_dict(), sort_keys=False))
-    record_first_run(study, study_dir)
+    record_confirmatory(study, study_dir)
     runs = plan(study, study_dir)
     eval_hash = study.evaluation.hash()
     progress = Progress(total=len(runs), started=time.time())

@@ -25,7 +25,7 @@ from uavrl.nn.models import ActorCritic, ModelSpec, build_model
 from uavrl.runners.checkpoint import restore_training_state, save_checkpoint
 from uavrl.runners.metrics import EVAL_LOG_FILE, LOG_FILE, cut_eval_log, cut_log, writer_main
 from uavrl.runners.supervise import Supervisor, start_without_ctrl_c
-from uavrl.runners.worker import SharedCounters, derived_seed, worker_env_params
+from uavrl.runners.worker import SharedCounters, copy_cells, derived_seed, worker_env_params
 
 CHECKPOINT_DIR = "checkpoints"
 EVENTS_FILE = "events.log"
@@ -199,8 +199,13 @@ class TrainingSession:
             "shared_pool": pool is not None,
             "pool_capacity": None if pool is None else pool.capacity,
             "workers": [
-                {"worker_id": i, "envs": r.envs_per_worker, "params": worker_env_params(self.config, i)}
-                for i in range(r.n_workers)
+                {
+                    "worker_id": i,
+                    "envs": r.envs_per_worker,
+                    "params": worker_env_params(self.config, i),
+                    "copy_cells": None if cells is None else [c.name for c in cells],
+                }
+                for i, cells in ((i, copy_cells(self.config, i)) for i in range(r.n_workers))
             ],
         }
         (self.run_dir / ENVIRONMENT_FILE).write_text(json.dumps(record, indent=2))

@@ -24,9 +24,10 @@ from uavrl.algo.normalize import RewardScaler
 from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
-from uavrl.envs.paper import PaperParams
-from uavrl.envs.scenarios import resolve_cells
+from uavrl.envs.paper import PaperCore, PaperParams
+from uavrl.envs.scenarios import Cell, resolve_cells
 from uavrl.envs.vector import (
+    CoreVecEnv,
     PoolMateRewards,
     PoolPrice,
     TeamStateObservations,
@@ -126,15 +127,34 @@ def worker_env_params(config: Config, worker_id: int, base: dict[str, Any] | Non
     return params
 
 
+def copy_cells(config: Config, worker_id: int) -> list[Cell] | None:
+    """With ``env.cells_by: copy``, the cell of each of worker ``worker_id``'s K copies: copy
+    ``j`` in ``worker_cells[(i + j) mod n]``, so the worker steps every cell and pool ``j`` still
+    holds one agent of each; None when every copy sits in the worker's own cell."""
+    names = config.env.worker_cells
+    if config.env.cells_by != "copy" or not names:
+        return None
+    cells = [resolve_cells(name)[0] for name in names]
+    return [cells[(worker_id + j) % len(cells)] for j in range(config.runner.envs_per_worker)]
+
+
 def make_worker_env(config: Config, worker_id: int, pool: CloudPool | None) -> VecEnv:
     """Worker ``worker_id``'s K envs with its training reward (``env.pool_price``)."""
     return _priced(config, _worker_part(config, worker_id, pool))
 
 
 def _worker_part(config: Config, worker_id: int, pool: CloudPool | None) -> VecEnv:
-    return make_vec_env(
+    env = make_vec_env(
         config.env.id, config.runner.envs_per_worker, worker_env_params(config, worker_id), pool
     )
+    cells = copy_cells(config, worker_id)
+    if cells is not None:
+        # the config allows cells_by: copy on the paper preset only
+        assert isinstance(env, CoreVecEnv) and isinstance(env.core, PaperCore)
+        env.core.place_in_cells(
+            np.array([c.velocity for c in cells]), np.array([c.local_capacity for c in cells])
+        )
+    return env
 
 
 def _priced(config: Config, env: VecEnv) -> VecEnv:
