@@ -603,9 +603,12 @@ def cmd_study(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from uavrl.experiments.report import write_report
+    from uavrl.experiments.report import publish, write_report
 
     console.print(f"wrote {write_report(Path(args.study_dir))}")
+    if args.publish:
+        for path in publish(Path(args.study_dir), Path(args.publish)):
+            console.print(f"wrote {path}")
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -757,6 +760,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="recompute results.csv and write report.md + figures",
     )
     report.add_argument("study_dir", help="a study directory written by `uavrl study`")
+    report.add_argument(
+        "--publish",
+        metavar="DIR",
+        help="also copy the small result files (results.csv, references, report.md, study.yaml, "
+        "confirmatory.json) and a provenance.json of every run's config hash and commit to DIR "
+        "(results/<study>, to commit)",
+    )
     report.set_defaults(func=cmd_report)
 
     tune = sub.add_parser(

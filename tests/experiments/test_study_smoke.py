@@ -10,7 +10,7 @@ import pytest
 
 from tests.experiments.test_study import CONFIGS, TINY
 from uavrl.experiments.figures import _median_band, learning_curves
-from uavrl.experiments.report import headline_summary, write_report
+from uavrl.experiments.report import headline_summary, publish, write_report
 from uavrl.experiments.study import RESULTS_COLUMNS, load_study, plan, run_study
 
 # The fixture's study trains 24 tiny runs, tunes every rule and solves the bound of every world.
@@ -126,3 +126,21 @@ def test_the_study_ends_with_its_headline_tables(quick_study: Path) -> None:
     assert "Row baseline, shared cloud pools, training cells, greedy:" in text
     assert "Row baseline, shared cloud pools, held-out cells, greedy:" in text
     assert "| a3c | 2 |" in text and "| *threshold* |" in text
+
+
+def test_published_results_name_every_run_with_its_config_hash_and_commit(
+    quick_study: Path, tmp_path: Path
+) -> None:
+    written = publish(quick_study, tmp_path / "results")
+    names = {p.name for p in written}
+    assert {"results.csv", "references.csv", "report.md", "study.yaml", "provenance.json"} <= names
+    assert (tmp_path / "results" / "results.csv").read_text() == (quick_study / "results.csv").read_text()
+    record = json.loads((tmp_path / "results" / "provenance.json").read_text())
+    study = load_study(quick_study / "study.yaml")
+    runs = plan(study, quick_study)
+    assert record["runs_planned"] == record["runs_finished"] == len(runs) == len(record["runs"])
+    assert record["study_hash"] == study.hash() and record["standing"] == "exploratory"
+    for run in runs:
+        entry = record["runs"][run.label]
+        assert entry["config_hash"] == run.config.hash()
+        assert entry["git_commit"] in record["git_commits_of_runs"]

@@ -45,9 +45,11 @@ from uavrl.experiments.scores import (
     view_scale,
 )
 from uavrl.experiments.study import (
+    CONFIRMATORY_FILE,
     INDIVIDUAL_ARMS,
     REFERENCE_ARM,
     REFERENCES_FILE,
+    REFERENCES_META_FILE,
     RESULTS_FILE,
     SHARED_MODEL_ARMS,
     STUDY_FILE,
@@ -57,8 +59,18 @@ from uavrl.experiments.study import (
     plan,
     study_standing,
 )
+from uavrl.fileio import write_atomically
 
 REPORT_FILE = "report.md"
+PROVENANCE_FILE = "provenance.json"
+PUBLISHED_FILES = (
+    RESULTS_FILE,
+    REFERENCES_FILE,
+    REFERENCES_META_FILE,
+    REPORT_FILE,
+    STUDY_FILE,
+    CONFIRMATORY_FILE,
+)
 
 BOOTSTRAP_REPS = 2000
 
@@ -651,3 +663,40 @@ def write_report(study_dir: Path) -> Path:
     path = study_dir / REPORT_FILE
     path.write_text("\n".join(out))
     return path
+
+
+def provenance(study: StudyConfig, study_dir: Path) -> dict[str, object]:
+    """Where a study's results come from: its hash, its runs planned and finished (seeds), and
+    for every finished run its config hash and the commit of the code that trained it."""
+    runs: dict[str, dict[str, object]] = {}
+    for run in plan(study, study_dir):
+        summary = RunDir(run.run_dir).finished_summary()
+        if summary is None:
+            continue
+        commit = RunDir(run.run_dir).provenance().get("git_commit")
+        runs[run.label] = {"config_hash": summary.get("config_hash"), "git_commit": commit}
+    planned = plan(study, study_dir)
+    return {
+        "study": study.name,
+        "study_hash": study.hash(),
+        "standing": study_standing(study, study_dir)[0],
+        "runs_planned": len(planned),
+        "runs_finished": len(runs),
+        "seeds_finished": sorted({study.first_seed + r.seed for r in planned if r.label in runs}),
+        "git_commits_of_runs": sorted({str(r["git_commit"]) for r in runs.values()}),
+        "runs": runs,
+    }
+
+
+def publish(study_dir: Path, target: Path) -> list[Path]:
+    """Copy a study's small result files (:data:`PUBLISHED_FILES`, those it has) to ``target``
+    (``results/<study>/``, to be committed), with ``provenance.json``; returns the files written."""
+    study = load_study(study_dir / STUDY_FILE)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in PUBLISHED_FILES:
+        if (study_dir / name).exists():
+            write_atomically(target / name, (study_dir / name).read_text())
+            written.append(target / name)
+    write_atomically(target / PROVENANCE_FILE, json.dumps(provenance(study, study_dir), indent=2))
+    return [*written, target / PROVENANCE_FILE]

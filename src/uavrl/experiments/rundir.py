@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from uavrl.config import Config, load_config
 from uavrl.errors import CheckpointError, ConfigError
 from uavrl.fileio import write_atomically
@@ -92,6 +94,14 @@ class RunDir:
         if not self.config_file.exists():
             raise ConfigError(f"{str(self.path)!r} is not a run directory: no {CONFIG_FILE} there")
         return load_config(self.config_file)
+
+    def provenance(self) -> dict[str, Any]:
+        """The ``meta`` of ``config.yaml``: config hash, commit and versions that trained the run
+        (empty when there is none)."""
+        if not self.config_file.exists():
+            return {}
+        meta = (yaml.safe_load(self.config_file.read_text()) or {}).get("meta")
+        return meta if isinstance(meta, dict) else {}
 
     def summary(self) -> dict[str, Any] | None:
         """``summary.json``, or None before the run wrote one."""

@@ -93,6 +93,7 @@ STUDY_EVAL_FILE = "study_eval.json"
 JOB_LOG = "job.log"
 STUDY_FILE = "study.yaml"
 REFERENCES_FILE = "references.csv"
+REFERENCES_META_FILE = "references.json"
 # Bumped when the set of reference policies changes: older references.csv files are recomputed.
 REFERENCES_VERSION = 2
 RESULTS_FILE = "results.csv"
@@ -508,7 +509,7 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
     evaluation world of the row. Rows with the same training world reuse one computation.
     """
     evaluation = study.evaluation
-    path, meta_path = study_dir / REFERENCES_FILE, study_dir / "references.json"
+    path, meta_path = study_dir / REFERENCES_FILE, study_dir / REFERENCES_META_FILE
     meta = _read_json(meta_path)
     keys = _reference_keys(study)
     signature = {
