@@ -12,9 +12,10 @@ index order (a copy is granted iff its request fits what earlier copies left).
 and so is the A3C setting: copy ``j`` of every worker attaches to pool ``j``, so each pool is
 shared by N agents (one per worker) however many envs a worker steps.
 
-Both live in process memory, or (``cross_process=True``) in shared memory behind one lock, to be
-handed to worker processes at creation (spawn-safe). A pool never holds fewer than 0 or more than
-``capacity`` units: an over-return raises.
+Both live in process memory, or (``cross_process=True``) in shared memory behind one
+:class:`~uavrl.locking.ProcessLock`, to be handed to worker processes at creation (spawn-safe): a
+worker killed while it takes or gives units releases the lock by dying, so no survivor blocks.
+A pool never holds fewer than 0 or more than ``capacity`` units: an over-return raises.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from uavrl.errors import check_range
+from uavrl.locking import ProcessLock
 
 
 class CloudPool(Protocol):
@@ -89,12 +91,14 @@ class _Levels:
     def __init__(self, capacity: int, size: int, cross_process: bool) -> None:
         _check_capacity(capacity)
         self.capacity = int(capacity)
-        self._shared = mp.get_context("spawn").Array("q", [self.capacity] * size) if cross_process else None
+        ctx = mp.get_context("spawn")
+        self._shared = ctx.RawArray("q", [self.capacity] * size) if cross_process else None
+        self._lock = ProcessLock() if cross_process else None
         self.values = self._view() if self._shared is not None else np.full(size, self.capacity, np.int64)
 
     def _view(self) -> np.ndarray:
         assert self._shared is not None
-        return np.frombuffer(memoryview(self._shared.get_obj()).cast("B"), dtype=np.int64)
+        return np.frombuffer(memoryview(self._shared).cast("B"), dtype=np.int64)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -108,8 +112,8 @@ class _Levels:
             self.values = self._view()
 
     def lock(self) -> Any:
-        """The re-entrant lock guarding the levels (a no-op in process memory)."""
-        return self._shared.get_lock() if self._shared is not None else contextlib.nullcontext()
+        """The lock guarding the levels (a no-op in process memory)."""
+        return self._lock if self._lock is not None else contextlib.nullcontext()
 
     def check(self) -> None:
         if (self.values > self.capacity).any():
