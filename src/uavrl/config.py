@@ -205,7 +205,8 @@ class RunnerConfig(ConfigSection):
     rollout actors), on this machine or on the cluster at ``ray_address``; its ``a3c`` sends
     gradients to the learner, which drops those more than ``max_grad_staleness`` (default N)
     versions old. A worker process or Ray actor that dies is restarted up to ``max_restarts``
-    times.
+    times; a worker or actor process silent for ``heartbeat_timeout_s`` (stopped, stuck) is
+    killed and restarted the same way.
     """
 
     kind: Literal["a3c", "a2c", "a3c_data", "impala"] = "a3c"
@@ -219,6 +220,13 @@ class RunnerConfig(ConfigSection):
     max_nonfinite: int = Field(10, ge=1, description="non-finite updates in a row before stopping")
     max_restarts: int = Field(
         3, ge=0, description="restarts of a worker process that dies", json_schema_extra=HASH_NEUTRAL
+    )
+    heartbeat_timeout_s: float = Field(
+        120.0,
+        gt=0.0,
+        description="seconds a worker or actor process may go without a sign of life before it is "
+        "killed and restarted (its start-up included)",
+        json_schema_extra=HASH_NEUTRAL,
     )
     backend: Literal["process", "ray"] = "process"
     ray_address: str | None = Field(None, json_schema_extra=HASH_NEUTRAL)
@@ -304,8 +312,6 @@ class Config(ConfigSection):
                     f"env.cells_by=copy steps every cell in one core, with one cloud capacity; "
                     f"env.worker_cells has {sorted(clouds)}"
                 )
-        elif self.env.cells_by != "worker":
-            raise ValueError(f"env.cells_by={self.env.cells_by!r} needs env.worker_cells")
             overridden = {k: v for k, v in self.env.params.items() if k in CELL_PARAMS}
             if overridden:
                 given = ", ".join(f"env.params.{k}={v!r}" for k, v in overridden.items())
@@ -313,6 +319,8 @@ class Config(ConfigSection):
                     f"{given} would be overridden by env.worker_cells (each cell sets "
                     f"{', '.join(CELL_PARAMS)}); remove it, or drop env.worker_cells"
                 )
+        elif self.env.cells_by != "worker":
+            raise ValueError(f"env.cells_by={self.env.cells_by!r} needs env.worker_cells")
         if self.eval.cells is not None:
             if not self.env.is_paper:
                 raise ValueError(f"eval.cells is only for {ENV_ID} preset paper, not {self.env.id!r}")
