@@ -225,7 +225,7 @@ class RunnerConfig(ConfigSection):
         120.0,
         gt=0.0,
         description="seconds a worker or actor process may go without a sign of life before it is "
-        "killed and restarted (its start-up included)",
+        "killed and restarted (its start-up: at least 300 s)",
         json_schema_extra=HASH_NEUTRAL,
     )
     backend: Literal["process", "ray"] = "process"

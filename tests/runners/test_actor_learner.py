@@ -55,7 +55,9 @@ def test_rollout_slots_carry_a_rollout_through_shared_memory(make_config) -> Non
     template = empty_rollout(model, config.algo.rollout_length, config.runner.envs_per_worker)
     slots = RolloutSlots(template, n_actors=2, per_actor=2, ctx=torch.multiprocessing.get_context("spawn"))
     assert all(t.is_shared() for t in slots.buffers[3].values())
-    slot = slots.free[1].get(timeout=5)
+    free = slots.free_slots_of(1, 0, held=set())
+    assert free.poll(5)
+    slot = free.recv()
     assert slot in (2, 3)
     slots.write(slot, batch)
     copy = slots.read(slot)
@@ -64,6 +66,11 @@ def test_rollout_slots_carry_a_rollout_through_shared_memory(make_config) -> Non
         torch.testing.assert_close(getattr(copy, name), getattr(batch, name))
     slots.write(slot, empty_rollout(model, config.algo.rollout_length, config.runner.envs_per_worker))
     assert not torch.equal(copy.obs, slots.buffers[slot]["obs"])  # read gave a copy
+    # a restarted actor's pipe holds all its slots but those the learner holds
+    renewed = slots.free_slots_of(1, 1, held={slot})
+    assert renewed.poll(5) and renewed.recv() == 5 - slot and not renewed.poll(0.1)
+    slots.release(slot)
+    assert renewed.recv() == slot
 
 
 def test_weight_broadcast_hands_newer_weights_only(make_config) -> None:

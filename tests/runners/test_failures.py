@@ -8,6 +8,7 @@ import multiprocessing as mp
 import os
 import re
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,10 @@ import pytest
 import torch
 
 from uavrl.experiments.train import train
+from uavrl.locking import ProcessLock
 from uavrl.runners.checkpoint import load_models
 from uavrl.runners.learner import NonFiniteError
-from uavrl.runners.supervise import OwnedLock, WorkerFailed, start_without_ctrl_c
+from uavrl.runners.supervise import WorkerFailed, start_without_ctrl_c
 
 FAULTY = "tests.runners.helper_envs:Faulty-v0"
 
@@ -74,16 +76,16 @@ def test_failing_worker_is_reported_and_the_run_stops_cleanly(
     assert (tmp_path / "checkpoints" / "last.safetensors").exists()
 
 
-def _kill_once(name: str, at_env_steps: int) -> Any:
-    """A progress hook (run by the runner's own process) that kills child ``name`` with -9
-    once the run has ``at_env_steps`` env steps; records the pid it killed."""
+def _kill_once(name: str, at_env_steps: int, signal_number: int = signal.SIGKILL) -> Any:
+    """A progress hook (run by the runner's own process) that sends child ``name`` a signal
+    (kill -9) once the run has ``at_env_steps`` env steps; records the pid it signalled."""
     killed: list[int] = []
 
     def hook(env_steps: int, models: Any) -> None:
         if killed or env_steps < at_env_steps:
             return
         (child,) = [p for p in mp.active_children() if p.name == name]
-        os.kill(child.pid, signal.SIGKILL)
+        os.kill(child.pid, signal_number)
         killed.append(child.pid)
 
     hook.killed = killed  # type: ignore[attr-defined]
@@ -114,25 +116,64 @@ def test_a_killed_worker_is_restarted_and_the_run_trains_its_full_budget(
     assert 1 in set(late["worker_id"])  # the restarted worker acts again
 
 
-def test_an_owned_lock_held_by_a_dead_process_is_freed() -> None:
+@pytest.mark.parametrize(("kind", "role"), [("a3c", "worker"), ("impala", "actor")])
+def test_a_stopped_worker_is_killed_once_silent_and_the_run_finishes(
+    make_config, tmp_path: Path, kind: str, role: str
+) -> None:
+    """A child stopped (SIGSTOP: anywhere, inside a lock or a message too) stops beating; after
+    runner.heartbeat_timeout_s it is killed and restarted, and the run trains its full budget."""
+    config = _faulty(make_config, "raise", at_step=10**9, serial=False, kind=kind, heartbeat_timeout_s=3)
+    hook = _kill_once(f"uavrl-{role}-1", at_env_steps=1500, signal_number=signal.SIGSTOP)
+    summary = train(config, tmp_path, hook=hook)
+    assert len(hook.killed) == 1
+    assert summary["status"] == "finished" and summary["env_steps"] >= config.runner.total_env_steps
+    assert summary["faults"]["restarts"] == [0, 1]
+    events = (tmp_path / "events.log").read_text().splitlines()
+    assert len(events) == 2, events
+    assert f"{role} 1 silent for" in events[0] and "runner.heartbeat_timeout_s=3," in events[0]
+    assert f"{role} 1 died (exit code -9)" in events[1]
+    log = pd.read_csv(tmp_path / "training_log.csv")
+    assert not log.duplicated(["worker_id", "episode"]).any()
+    if kind == "a3c":  # each worker trains its share: the restarted one acts again (an impala
+        # actor restarted late may find the budget spent by the others)
+        assert 1 in set(log.loc[log["step"] > 1500 + 1000, "worker_id"])
+
+
+@pytest.mark.parametrize("stop_first", [False, True], ids=["killed", "stopped_then_killed"])
+def test_a_process_lock_held_by_a_killed_process_is_free_at_once(stop_first: bool) -> None:
+    """The kernel releases a ProcessLock when its holder dies inside it, stopped (SIGSTOP)
+    first or not; while the holder lives, nobody else gets it."""
     ctx = mp.get_context("spawn")
-    lock = OwnedLock(ctx)
-    holder = ctx.Process(target=_hold_forever, args=(lock,))
+    lock = ProcessLock()
+    holding = ctx.RawValue("b", 0)
+    holder = ctx.Process(target=_hold_forever, args=(lock, holding))
     holder.start()
-    deadline = time.monotonic() + 30
-    while lock._holder.value != holder.pid and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while not holding.value and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert holding.value
+    if stop_first:
+        os.kill(holder.pid, signal.SIGSTOP)
+    taken = threading.Event()
+
+    def take() -> None:
+        with lock:
+            taken.set()
+
+    waiter = threading.Thread(target=take, daemon=True)
+    waiter.start()
+    assert not taken.wait(0.5)  # held by the live (or stopped) holder
     os.kill(holder.pid, signal.SIGKILL)
-    holder.join()
-    assert not lock.free_if_held_by(holder.pid + 1)  # not the holder: left alone
-    assert lock.free_if_held_by(holder.pid)
-    with lock:  # free again
-        assert lock._holder.value == os.getpid()
-    assert lock._holder.value == 0
+    holder.join(timeout=30)
+    assert taken.wait(10)  # released by the holder's death
+    waiter.join(timeout=10)
+    with lock:  # and free again afterwards
+        pass
 
 
-def _hold_forever(lock: OwnedLock) -> None:
+def _hold_forever(lock: ProcessLock, holding: Any) -> None:
     with lock:
+        holding.value = 1
         time.sleep(600)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from uavrl.config import Config
+from uavrl.locking import ProcessLock
 from uavrl.runners.a3c import run_serial, updates_per_worker
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
 from uavrl.runners.worker import Worker, derived_seed, make_all_worker_envs
@@ -27,7 +28,7 @@ def run_a2c(
     env = make_all_worker_envs(config, pool)
     env_seed = session.env_seed()
     torch.manual_seed(derived_seed(config.seed, 3, env_seed))
-    worker = Worker(config, 0, session.models[0], session.optimizers[0], session.ctx.Lock(), env, env_seed)
+    worker = Worker(config, 0, session.models[0], session.optimizers[0], ProcessLock(), env, env_seed)
     with session.running():
         run_serial([worker], session, updates_per_worker(config), hook)
     return session.result()

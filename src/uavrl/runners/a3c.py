@@ -18,10 +18,11 @@ import torch
 from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
+from uavrl.locking import ProcessLock
 from uavrl.nn.models import ActorCritic
 from uavrl.runners.learner import UpdateStats
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
-from uavrl.runners.supervise import OwnedLock, Supervisor, child_process
+from uavrl.runners.supervise import ChildLink, Supervisor, child_process
 from uavrl.runners.worker import (
     BatchedWorkers,
     EpisodeRecord,
@@ -73,27 +74,26 @@ def _worker_process(
     worker_id: int,
     learner: ActorCritic,
     optimizer: SharedAdam,
-    lock: OwnedLock,
+    lock: ProcessLock,
     pool: CloudPool | None,
     counters: SharedCounters,
-    metrics: Any,
-    errors: Any,
-    stop: Any,
+    link: ChildLink,
     env_seed: int,
     target: int,
     clock_origin: float,
 ) -> None:
-    with child_process(errors, worker_id) as parent:
+    with child_process(link.channel, worker_id) as parent:
         config = Config.model_validate(config_data)
         torch.manual_seed(derived_seed(config.seed, 3, worker_id, env_seed))
         worker = Worker.build(config, worker_id, learner, optimizer, lock, pool, env_seed)
-        # a parent killed with -9 sets no stop event: notice its death instead of outliving it
+        # a parent killed with -9 sets no stop flag: notice its death instead of outliving it
         while (
             counters.worker_updates[worker_id] < target
-            and not stop.is_set()
+            and not link.stop.is_set()
             and (parent is None or parent.is_alive())
         ):
-            _one_update(worker, counters, metrics, clock_origin)
+            link.beat()
+            _one_update(worker, counters, link.channel, clock_origin)
 
 
 def _monitor(session: TrainingSession, supervisor: Supervisor, hook: ProgressHook | None = None) -> None:
@@ -150,7 +150,7 @@ def run_a3c(
         torch.set_num_threads(1)
     session = TrainingSession(config, run_dir, 1 if r.share else r.n_workers, r.n_workers, resume)
     pool = session.open_pool(cross_process=not r.serial)
-    locks = [OwnedLock(session.ctx) for _ in session.models]
+    locks = [ProcessLock() for _ in session.models]
     target = updates_per_worker(config)
     env_seed = session.env_seed()
     with session.running():
@@ -166,9 +166,8 @@ def run_a3c(
             )
             run_batched(batched, session, target, hook)
         else:
-            errors, stop = session.ctx.Queue(), session.ctx.Event()
 
-            def make_process(worker_id: int, incarnation: int) -> Any:
+            def make_process(worker_id: int, incarnation: int, link: ChildLink) -> Any:
                 k = _learner_of(session, worker_id)
                 args = (
                     config.to_dict(),
@@ -178,9 +177,7 @@ def run_a3c(
                     locks[k],
                     pool,
                     session.counters,
-                    session.metrics,
-                    errors,
-                    stop,
+                    link,
                     incarnation_seed(env_seed, worker_id, incarnation),
                     target,
                     session.clock_origin,
@@ -191,10 +188,10 @@ def run_a3c(
             supervisor = Supervisor(
                 make_process,
                 r.n_workers,
-                errors,
-                stop,
+                session.ctx,
                 r.max_restarts,
-                [*locks, session.counters.lock],
+                session.log_message,
+                r.heartbeat_timeout_s,
                 session.record_event,
             )
             supervisor.start()

@@ -11,10 +11,12 @@ updates on ``learner_batch`` rollouts at a time and publishes the new weights wi
   corrects with V-trace.
 
 Transport (:class:`RolloutSlots`, :class:`WeightBroadcast`): rollouts are written into
-preallocated shared-memory slots and only slot numbers travel on queues; weights are copied
-into one shared model under a lock, with a version counter. An actor gets a free slot before it
-acts: for ``a3c_data`` its one slot comes back only once the update that read it is published.
-``serial`` runs the actors in this process, stepped as one batch, then the learner.
+preallocated shared-memory slots and only slot numbers travel, each actor's on pipes of its own
+(free slots from the learner, written slots to it through its channel); weights are copied into
+one shared model under a :class:`~uavrl.locking.ProcessLock`, with a version counter. An actor
+gets a free slot before it acts: for ``a3c_data`` its one slot comes back only once the update
+that read it is published. ``serial`` runs the actors in this process, stepped as one batch,
+then the learner.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ from uavrl.algo.batch import TENSOR_FIELDS, RolloutBatch
 from uavrl.algo.replay import TrajectoryReplay
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
+from uavrl.locking import ProcessLock
 from uavrl.nn.models import ActorCritic
 from uavrl.runners.a3c import book_update
+from uavrl.runners.ipc import ROLLOUT
 from uavrl.runners.learner import Learner
 from uavrl.runners.metrics import histogram_summary
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
-from uavrl.runners.supervise import OwnedLock, Supervisor, child_process
+from uavrl.runners.supervise import ChildLink, Supervisor, child_process
 from uavrl.runners.worker import (
     EpisodeRecord,
     derived_seed,
@@ -104,22 +108,34 @@ class RolloutSlots:
     """Rollout batches preallocated in shared memory, ``per_actor`` slots for each actor.
 
     Actor ``i`` writes into its slots ``[i * per_actor, (i + 1) * per_actor)``; the learner
-    reads them; only slot numbers go through the queues. ``free[i]`` holds actor ``i``'s free
-    slots, ``full`` the written ones as ``(actor, slot, episodes)``.
+    reads them; only slot numbers travel. ``free[i]`` is the pipe of actor ``i``'s free slots:
+    the learner (this process) its only writer, the actor its only reader, so neither can block
+    the other by dying; it holds both ends, so a send never fails, and at most ``per_actor``
+    numbers wait in it. A written slot goes to the learner through the actor's channel
+    (:data:`~uavrl.runners.ipc.ROLLOUT`).
     """
 
     def __init__(self, template: RolloutBatch, n_actors: int, per_actor: int, ctx: Any) -> None:
         self.per_actor = per_actor
+        self.ctx = ctx
         n = n_actors * per_actor
         self.buffers = [
             {name: torch.zeros_like(getattr(template, name)).share_memory_() for name in TENSOR_FIELDS}
             for _ in range(n)
         ]
         self.versions = torch.zeros(n, dtype=torch.int64).share_memory_()
-        self.free = [ctx.Queue() for _ in range(n_actors)]
-        self.full = ctx.Queue()
-        for slot in range(n):
-            self.free[slot // per_actor].put(slot)
+        self.free = [self._free_pipe(actor, held=set()) for actor in range(n_actors)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # an actor gets the buffers; its free slots come on its own pipe (free_slots_of)
+        return {k: v for k, v in self.__dict__.items() if k not in ("free", "ctx")}
+
+    def _free_pipe(self, actor: int, held: set[int]) -> tuple[Any, Any]:
+        reader, writer = self.ctx.Pipe(duplex=False)
+        for slot in range(actor * self.per_actor, (actor + 1) * self.per_actor):
+            if slot not in held:
+                writer.send(slot)
+        return reader, writer
 
     def write(self, slot: int, batch: RolloutBatch) -> None:
         buffer = self.buffers[slot]
@@ -136,20 +152,21 @@ class RolloutSlots:
         )
 
     def release(self, slot: int) -> None:
-        self.free[slot // self.per_actor].put(slot)
+        self.free[self.owner(slot)][1].send(slot)
 
     def owner(self, slot: int) -> int:
         return slot // self.per_actor
 
-    def renew(self, actor: int, held: set[int], ctx: Any) -> Any:
-        """A fresh free queue for a restarted ``actor``: all its slots but those ``held`` by the
-        learner. What the dead actor wrote and had not yet been read arrives stale (its old
-        incarnation) and is discarded, so handing those slots out again is safe."""
-        self.free[actor] = ctx.Queue()
-        for slot in range(actor * self.per_actor, (actor + 1) * self.per_actor):
-            if slot not in held:
-                self.free[actor].put(slot)
-        return self.free[actor]
+    def free_slots_of(self, actor: int, incarnation: int, held: set[int]) -> Any:
+        """The reading end of ``actor``'s free slots for its ``incarnation``: a restarted actor
+        gets a fresh pipe with all its slots but those ``held`` by the learner (a slot the dead
+        one wrote and the learner has not read arrives stale and is discarded, so handing it out
+        again is safe; a number it was reading when it died is not lost with its pipe)."""
+        if incarnation > 0:
+            for end in self.free[actor]:
+                end.close()
+            self.free[actor] = self._free_pipe(actor, held)
+        return self.free[actor][0]
 
 
 class WeightBroadcast:
@@ -158,7 +175,7 @@ class WeightBroadcast:
     def __init__(self, model: ActorCritic, ctx: Any) -> None:
         self.model = local_copy(model).share_memory()
         self.version = ctx.Value("q", 0, lock=False)
-        self.lock = OwnedLock(ctx)
+        self.lock = ProcessLock()  # an actor killed while it copies the weights releases it
 
     def publish(self, model: ActorCritic, version: int) -> None:
         with self.lock:
@@ -174,12 +191,11 @@ class WeightBroadcast:
         return version
 
 
-def _next_free_slot(free: Any, stop: Any, parent: Any) -> int | None:
-    while not stop.is_set() and (parent is None or parent.is_alive()):
-        try:
-            return int(free.get(timeout=POLL_S))
-        except queue_module.Empty:
-            continue
+def _next_free_slot(free: Any, link: ChildLink, parent: Any) -> int | None:
+    while not link.stop.is_set() and (parent is None or parent.is_alive()):
+        link.beat()  # waiting for the learner is a sign of life too
+        if free.poll(POLL_S):
+            return int(free.recv())
     return None
 
 
@@ -188,16 +204,15 @@ def _actor_process(
     actor_id: int,
     incarnation: int,
     weights: WeightBroadcast,
-    slots: RolloutSlots,
+    buffers: RolloutSlots,
     free: Any,
     pool: CloudPool | None,
-    errors: Any,
-    stop: Any,
+    link: ChildLink,
     env_seed: int,
 ) -> None:
     """Act until stopped: take a free slot from ``free``, fetch the latest weights, collect,
     hand it over with this process's ``incarnation`` (0, or the restart it is)."""
-    with child_process(errors, actor_id) as parent:
+    with child_process(link.channel, actor_id) as parent:
         config = Config.model_validate(config_data)
         k = config.runner.envs_per_worker
         torch.manual_seed(derived_seed(config.seed, 3, actor_id, env_seed))
@@ -206,12 +221,12 @@ def _actor_process(
             config, local, make_worker_env(config, actor_id, pool), env_seed, actor_id * k
         )
         version = -1
-        while (slot := _next_free_slot(free, stop, parent)) is not None:
+        while (slot := _next_free_slot(free, link, parent)) is not None:
             version = weights.fetch(local, version)
             batch, finished = collector.collect(local, config.algo.rollout_length)
             batch.policy_version = version
-            slots.write(slot, batch)
-            slots.full.put((slot, incarnation, episode_records(finished, actor_id, k)))
+            buffers.write(slot, batch)
+            link.channel.send((ROLLOUT, slot, incarnation, episode_records(finished, actor_id, k)))
 
 
 class CentralLearner:
@@ -279,18 +294,31 @@ def _run_parallel(
     weights = central.weights
     assert weights is not None
     weights.publish(central.learner.model, central.version)
-    errors, stop = ctx.Queue(), ctx.Event()
     env_seed = session.env_seed()
     held: set[int] = set()  # slots the learner has taken and not yet handed back
+    written: queue_module.Queue[tuple[int, int, list[EpisodeRecord]]] = queue_module.Queue()
 
-    def make_process(actor_id: int, incarnation: int) -> Any:
-        free = slots.free[actor_id] if incarnation == 0 else slots.renew(actor_id, held, ctx)
+    def make_process(actor_id: int, incarnation: int, link: ChildLink) -> Any:
+        free = slots.free_slots_of(actor_id, incarnation, held)
         seed = incarnation_seed(env_seed, actor_id, incarnation)
-        args = (config.to_dict(), actor_id, incarnation, weights, slots, free, pool, errors, stop, seed)
+        args = (config.to_dict(), actor_id, incarnation, weights, slots, free, pool, link, seed)
         return ctx.Process(target=_actor_process, args=args, name=f"uavrl-actor-{actor_id}")
 
+    def on_message(actor_id: int, message: tuple[Any, ...]) -> None:
+        if message[0] == ROLLOUT:
+            written.put(message[1:])
+        else:
+            session.log_message(actor_id, message)
+
     supervisor = Supervisor(
-        make_process, r.n_workers, errors, stop, r.max_restarts, [weights.lock], session.record_event, "actor"
+        make_process,
+        r.n_workers,
+        ctx,
+        r.max_restarts,
+        on_message,
+        r.heartbeat_timeout_s,
+        session.record_event,
+        "actor",
     )
     supervisor.start()
     release_after_update = r.kind == "a3c_data"  # its actors wait for the update they fed
@@ -302,7 +330,7 @@ def _run_parallel(
             episodes: list[EpisodeRecord] = []
             while len(rollouts) < per_update:
                 try:
-                    slot, incarnation, finished = slots.full.get(timeout=POLL_S)
+                    slot, incarnation, finished = written.get(timeout=POLL_S)
                 except queue_module.Empty:
                     supervisor.check()
                     continue

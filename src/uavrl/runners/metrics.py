@@ -1,13 +1,12 @@
-"""The metrics writer: one process draining a queue into CSV, TensorBoard and a progress bar."""
+"""The metrics writer: a thread of the run's parent writing CSV, TensorBoard and a progress line."""
 
 from __future__ import annotations
 
 import csv
-import multiprocessing as mp
 import os
 import queue as queue_module
-import signal
 import sys
+import threading
 import time
 from collections import Counter, deque
 from pathlib import Path
@@ -133,71 +132,95 @@ class ScalarWriter:
         self._file.close()
 
 
-def writer_main(
-    metrics: Any,
-    run_dir: str,
-    total_env_steps: int,
-    start_steps: int,
-    tensorboard: bool,
-    progress: bool,
-) -> None:
-    """Append every row list from ``metrics`` to ``training_log.csv`` until a ``None`` arrives;
-    an ``("eval", row)`` item goes to ``eval_log.csv``, TensorBoard and the progress line.
+class MetricsWriter:
+    """A thread of the run's parent process that writes every logged row: ``training_log.csv``,
+    ``eval_log.csv``, TensorBoard and the progress line.
 
-    Rows are flushed at least once a second, so a crash loses at most the last second of rows.
-    Ctrl-C is left to the parent, which stops the writer in order; if the parent dies (kill -9),
-    the writer flushes and exits instead of outliving it.
+    ``put(rows)`` takes a list of training-log rows, ``put(("eval", row))`` an evaluation row;
+    the parent puts its own rows and hands on those its children send through their channels
+    (:mod:`uavrl.runners.ipc`). In the parent, the writer cannot die apart from the run: no row
+    waits in another process, so a resume from the last checkpoint leaves no gap in the log.
+    Rows are flushed at least once a second; :meth:`stop` writes every row put before it.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = mp.parent_process()
-    path = Path(run_dir) / LOG_FILE
-    new_file = not path.exists()
-    tb = None
-    if tensorboard:
-        tb = ScalarWriter(Path(run_dir) / TENSORBOARD_DIR)
-    bar = _ProgressBar(total_env_steps, start_steps) if progress else None
-    eval_log = _EvalLog(Path(run_dir) / EVAL_LOG_FILE)
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
-        if new_file:
-            writer.writeheader()
-        last_flush = time.monotonic()
-        while True:
-            try:
-                rows = metrics.get(timeout=0.5)
-            except queue_module.Empty:
-                rows = []
-                if parent is not None and not parent.is_alive():  # killed: flush what we have
+
+    def __init__(
+        self, run_dir: Path, total_env_steps: int, start_steps: int, tensorboard: bool, progress: bool
+    ) -> None:
+        self.run_dir = run_dir
+        self.total_env_steps = total_env_steps
+        self.start_steps = start_steps
+        self.tensorboard = tensorboard
+        self.progress = progress
+        self._queue: queue_module.Queue[Any] = queue_module.Queue()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="uavrl-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, item: Any) -> None:
+        self._queue.put(item)
+
+    def check(self) -> None:
+        """Raise if the writer failed (a full disk, an unwritable directory): rows would be lost."""
+        if self._failure is not None:
+            raise RuntimeError(f"the metrics writer failed: {self._failure!r}") from self._failure
+
+    def stop(self) -> None:
+        """Write every row put so far, close the files; raise if the writer had failed."""
+        self._queue.put(None)
+        self._thread.join()
+        self.check()
+
+    def _run(self) -> None:
+        try:
+            self._write_until_stopped()
+        except BaseException as err:  # reported by check() and stop() in the parent's thread
+            self._failure = err
+
+    def _write_until_stopped(self) -> None:
+        path = self.run_dir / LOG_FILE
+        new_file = not path.exists()
+        tb = ScalarWriter(self.run_dir / TENSORBOARD_DIR) if self.tensorboard else None
+        bar = _ProgressBar(self.total_env_steps, self.start_steps) if self.progress else None
+        eval_log = _EvalLog(self.run_dir / EVAL_LOG_FILE)
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+            if new_file:
+                writer.writeheader()
+            last_flush = time.monotonic()
+            while True:
+                try:
+                    rows = self._queue.get(timeout=0.5)
+                except queue_module.Empty:
+                    rows = []
+                if rows is None:
                     break
-            if rows is None:
-                break
-            if isinstance(rows, tuple):  # ("eval", row)
-                evaluation = rows[1]
-                eval_log.write(evaluation)
-                if tb is not None:
-                    tb.add_scalar("eval/mean_return", evaluation["mean_return"], evaluation["step"])
-                if bar is not None:
-                    bar.eval_return = float(evaluation["mean_return"])
-                continue
-            for row in rows:
-                writer.writerow(row)
-                if tb is not None:
-                    for key in TB_SCALARS:
-                        tb.add_scalar(f"worker_{row['worker_id']}/{key}", row[key], row["step"])
-                    tb.add_scalar("all/return", row["return"], row["step"])
-                if bar is not None:
-                    bar.add(row)
-            if time.monotonic() - last_flush > 1.0:
-                handle.flush()
-                if tb is not None:
-                    tb.flush()
-                if bar is not None:
-                    bar.show()
-                last_flush = time.monotonic()
-    if tb is not None:
-        tb.close()
-    if bar is not None:
-        bar.show(final=True)
+                if isinstance(rows, tuple):  # ("eval", row)
+                    evaluation = rows[1]
+                    eval_log.write(evaluation)
+                    if tb is not None:
+                        tb.add_scalar("eval/mean_return", evaluation["mean_return"], evaluation["step"])
+                    if bar is not None:
+                        bar.eval_return = float(evaluation["mean_return"])
+                    continue
+                for row in rows:
+                    writer.writerow(row)
+                    if tb is not None:
+                        for key in TB_SCALARS:
+                            tb.add_scalar(f"worker_{row['worker_id']}/{key}", row[key], row["step"])
+                        tb.add_scalar("all/return", row["return"], row["step"])
+                    if bar is not None:
+                        bar.add(row)
+                if time.monotonic() - last_flush > 1.0:
+                    handle.flush()
+                    if tb is not None:
+                        tb.flush()
+                    if bar is not None:
+                        bar.show()
+                    last_flush = time.monotonic()
+        if tb is not None:
+            tb.close()
+        if bar is not None:
+            bar.show(final=True)
 
 
 class _ProgressBar:

@@ -23,8 +23,9 @@ from uavrl.errors import ConfigError, RunInterrupted
 from uavrl.nn.heads import describe_action_space
 from uavrl.nn.models import ActorCritic, ModelSpec, build_model
 from uavrl.runners.checkpoint import restore_training_state, save_checkpoint
-from uavrl.runners.metrics import EVAL_LOG_FILE, LOG_FILE, cut_eval_log, cut_log, writer_main
-from uavrl.runners.supervise import Supervisor, start_without_ctrl_c
+from uavrl.runners.ipc import EVAL, ROWS
+from uavrl.runners.metrics import EVAL_LOG_FILE, LOG_FILE, MetricsWriter, cut_eval_log, cut_log
+from uavrl.runners.supervise import Supervisor
 from uavrl.runners.worker import SharedCounters, copy_cells, derived_seed, worker_env_params
 
 CHECKPOINT_DIR = "checkpoints"
@@ -151,13 +152,8 @@ class TrainingSession:
             self.resumes = int(saved.get("resumes", 0)) + 1
             self.prior_wall_time_s = float(saved.get("wall_time_s", 0.0))
         self.start_env_steps = self.counters.snapshot()["env_steps"]
-        self.metrics = self.ctx.Queue()
-        # The parent never waits at exit for its feeder thread to flush into this queue: a
-        # normal stop delivers everything first (the writer reads up to the parent's final
-        # None), and if the writer died the feeder would block on a full pipe forever.
-        self.metrics.cancel_join_thread()
         self.start_time = time.time()
-        self._writer: Any = None
+        self._writer: MetricsWriter | None = None
         self._last_checkpoint_updates = self.counters.snapshot()["updates"]
         self._checkpointed_steps: int | None = None  # env steps of this session's last checkpoint
 
@@ -261,43 +257,45 @@ class TrainingSession:
         if outcome is None:
             return False
         if outcome.eval_row is not None:
-            self.metrics.put(("eval", outcome.eval_row))
+            self.metrics.put((EVAL, outcome.eval_row))
         return outcome.stop
+
+    @property
+    def metrics(self) -> MetricsWriter:
+        """The writer of the run's logs (``put(rows)``, ``put(("eval", row))``), while running."""
+        if self._writer is None:
+            raise RuntimeError("the metrics writer runs only inside TrainingSession.running()")
+        return self._writer
+
+    def log_message(self, child: int, message: tuple[Any, ...]) -> None:
+        """Hand a child's logged rows (:data:`~uavrl.runners.ipc.ROWS`, ``EVAL``) to the writer."""
+        kind = message[0]
+        if kind == ROWS:
+            self.metrics.put(message[1])
+        elif kind == EVAL:
+            self.metrics.put(message)
+        else:
+            raise ValueError(f"child {child} sent a message the run does not take: {kind!r}")
 
     def start_writer(self) -> None:
         log = self.config.log
-        self._writer = self.ctx.Process(
-            target=writer_main,
-            args=(
-                self.metrics,
-                str(self.run_dir),
-                self.config.runner.total_env_steps,
-                self.start_env_steps,
-                log.tensorboard,
-                log.progress,
-            ),
-            name="uavrl-writer",
+        self._writer = MetricsWriter(
+            self.run_dir,
+            self.config.runner.total_env_steps,
+            self.start_env_steps,
+            log.tensorboard,
+            log.progress,
         )
-        start_without_ctrl_c(self._writer)
 
     def stop_writer(self) -> None:
-        """Flush and stop the writer; raise if it had failed (rows would have been lost)."""
-        if self._writer is None:
-            return
-        self.metrics.put(None)
-        self._writer.join(timeout=60)  # it drains what the parent put before its None
-        if self._writer.is_alive():
-            self._writer.terminate()
-            self._writer.join()
-        code, self._writer = self._writer.exitcode, None
-        if code != 0:
-            raise RuntimeError(
-                f"the metrics writer process failed (exit code {code}); see its traceback above"
-            )
+        """Write every row put so far and stop the writer; raise if it had failed."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.stop()
 
     def check_writer(self) -> None:
-        if self._writer is not None and self._writer.exitcode not in (None, 0):
-            raise RuntimeError(f"the metrics writer process failed (exit code {self._writer.exitcode})")
+        if self._writer is not None:
+            self._writer.check()
 
     def maybe_checkpoint(self) -> None:
         self.check_writer()

@@ -1,20 +1,21 @@
-"""Worker processes of one run: their frame, their locks, and restarts after a death.
+"""Worker processes of one run: their frame, their channels, and restarts after a death.
 
 A worker that *raises* stops the run (a bug or a diverged update would raise again); a worker
 that *dies* without a traceback (kill -9, out of memory, a crashed extension) is started again,
 up to ``runner.max_restarts`` times per worker, and the run goes on. Its in-flight rollout is
-lost and was never booked, so the run still trains its full env-step budget.
+lost and was never booked, so the run still trains its full env-step budget. A worker that stops
+showing signs of life (stopped with SIGSTOP, stuck) for ``runner.heartbeat_timeout_s`` is killed,
+and then restarted like any dead worker.
 
-A process killed inside a critical section would hold its lock forever and hang the others.
-The locks the workers share are :class:`OwnedLock` s, which record their holder, so the
-supervisor frees the lock a dead worker held before it starts the replacement.
+Nothing a worker shares can be held by it after its death (:mod:`uavrl.runners.ipc`): its locks
+are :class:`~uavrl.locking.ProcessLock` s, which the kernel releases; it writes to the parent
+through a pipe of its own; the stop signal is a lock-free flag.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import os
 import queue as queue_module
 import signal
 import sys
@@ -26,8 +27,14 @@ from typing import Any
 
 import torch
 
+from uavrl.runners.ipc import ERROR, Channel, Handler, Heartbeats, Inbox, StopFlag
+
 JOIN_TIMEOUT_S = 10.0
-TRACEBACK_GRACE_S = 2.0  # a worker that raised may exit before its traceback reaches the queue
+TERMINATE_GRACE_S = 2.0
+# A child's start-up (interpreter, imports, envs) may take this long before its first heartbeat
+# (tens of seconds on a loaded machine).
+STARTUP_TIMEOUT_S = 300.0
+TRACEBACK_GRACE_S = 2.0  # a worker that raised exits right after sending its traceback
 
 
 MAIN_GUARD_HINT = (
@@ -51,36 +58,6 @@ class WorkerFailed(RuntimeError):
     carries its traceback or exit code."""
 
 
-class OwnedLock:
-    """A lock across processes that records the pid holding it.
-
-    A plain (non-recursive) semaphore may be released by any process, so when the holder is
-    killed inside the critical section, :meth:`free_if_held_by` releases it on its behalf.
-    """
-
-    def __init__(self, context: Any = None) -> None:
-        ctx = context or mp.get_context("spawn")
-        self._lock = ctx.Lock()
-        self._holder = ctx.Value("q", 0, lock=False)
-
-    def __enter__(self) -> OwnedLock:
-        self._lock.acquire()
-        self._holder.value = os.getpid()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._holder.value = 0
-        self._lock.release()
-
-    def free_if_held_by(self, pid: int) -> bool:
-        """Release the lock if process ``pid`` (dead) holds it; True if it did."""
-        if pid == 0 or self._holder.value != pid:
-            return False
-        self._holder.value = 0
-        self._lock.release()
-        return True
-
-
 def start_without_ctrl_c(process: Any) -> None:
     """Start ``process`` with Ctrl-C ignored from its first instruction.
 
@@ -102,21 +79,22 @@ def start_without_ctrl_c(process: Any) -> None:
 
 
 @contextlib.contextmanager
-def child_process(errors: Any, worker_id: int) -> Iterator[Any]:
+def child_process(channel: Channel, worker_id: int) -> Iterator[Any]:
     """The frame of a worker or actor process: one torch thread, Ctrl-C left to the parent
-    (which stops us in order), any exception sent to ``errors`` with its traceback and exit
-    code 1. Yields the parent process, whose death (kill -9) the caller must notice."""
+    (which stops us in order), any exception sent through ``channel`` with its traceback and
+    exit code 1. Yields the parent process, whose death (kill -9) the caller must notice."""
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         yield mp.parent_process()
     except BaseException:
-        errors.put((worker_id, traceback.format_exc()))
+        channel.send((ERROR, worker_id, traceback.format_exc()))
         sys.exit(1)
 
 
-def stop_processes(processes: Sequence[Any], stop: Any) -> None:
-    """Set ``stop``, give the processes ``JOIN_TIMEOUT_S`` to finish, terminate the rest."""
+def stop_processes(processes: Sequence[Any], stop: StopFlag) -> None:
+    """Set ``stop``, give the processes ``JOIN_TIMEOUT_S`` to finish, then end the rest: SIGTERM,
+    and SIGKILL for one that is stopped (SIGSTOP) or ignores it."""
     stop.set()
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     for p in processes:
@@ -124,22 +102,44 @@ def stop_processes(processes: Sequence[Any], stop: Any) -> None:
     for p in processes:
         if p.is_alive():
             p.terminate()
+            p.join(timeout=TERMINATE_GRACE_S)
+        if p.is_alive():
+            p.kill()
             p.join()
 
 
-ProcessFactory = Callable[[int, int], Any]
-"""``(worker_id, incarnation) -> an unstarted process``; incarnation 0 is the first start."""
+ProcessFactory = Callable[[int, int, "ChildLink"], Any]
+"""``(worker_id, incarnation, link) -> an unstarted process``; incarnation 0 is the first start;
+the process gets ``link`` (its channel to the parent, the stop flag and its heartbeat)."""
+
+
+class ChildLink:
+    """What one child process is handed to talk to its supervisor, all of it lock-free: its own
+    channel to the parent, the run's stop flag, and its heartbeat slot."""
+
+    def __init__(self, child: int, channel: Channel, stop: StopFlag, heartbeats: Heartbeats) -> None:
+        self.child = child
+        self.channel = channel
+        self.stop = stop
+        self.heartbeats = heartbeats
+
+    def beat(self) -> None:
+        """Show the supervisor this child is working (at least once per heartbeat timeout)."""
+        self.heartbeats.beat(self.child)
 
 
 class Supervisor:
-    """Starts N worker processes, watches them, and restarts one that dies.
+    """Starts N worker processes, watches them, and restarts one that dies or falls silent.
 
     Args:
-        make_process: builds worker ``i``'s process for its ``incarnation`` (0, 1, ...); a
-            restarted worker should draw new env streams, not replay its first ones.
-        errors: the queue where :func:`child_process` reports tracebacks.
+        make_process: builds worker ``i``'s process for its ``incarnation`` (0, 1, ...) and its
+            :class:`ChildLink`; a restarted worker should draw new env streams, not replay its
+            first ones.
+        ctx: the multiprocessing context.
         max_restarts: restarts allowed per worker.
-        locks: the locks the workers share; a dead worker's hold on one is released.
+        on_message: called (in a reader thread) with every message a child sends but an error:
+            training-log rows, rollouts.
+        heartbeat_timeout_s: a worker silent this long (no :meth:`ChildLink.beat`) is killed.
         on_event: told, in words, of every death and restart (the run's event log).
         role: ``"worker"`` or ``"actor"``, for messages.
     """
@@ -148,39 +148,59 @@ class Supervisor:
         self,
         make_process: ProcessFactory,
         n: int,
-        errors: Any,
-        stop: Any,
+        ctx: Any,
         max_restarts: int,
-        locks: Sequence[OwnedLock] = (),
+        on_message: Handler,
+        heartbeat_timeout_s: float,
         on_event: Callable[[str], None] = lambda message: None,
         role: str = "worker",
     ) -> None:
         self.make_process = make_process
-        self.errors = errors
-        self.stop = stop
+        self.ctx = ctx
         self.max_restarts = max_restarts
-        self.locks = list(locks)
+        self.on_message = on_message
+        self.heartbeat_timeout_s = heartbeat_timeout_s
         self.on_event = on_event
         self.role = role
+        self.stop = StopFlag(ctx)
+        self.heartbeats = Heartbeats(n, ctx)
+        self.errors: queue_module.Queue[tuple[int, str]] = queue_module.Queue()
+        self.inbox = Inbox(ctx, self._dispatch)
         self.restarts = [0] * n
-        self.processes = [make_process(i, 0) for i in range(n)]
+        self.processes: list[Any] = []
+
+    def _dispatch(self, child: int, message: tuple[Any, ...]) -> None:
+        if message[0] == ERROR:
+            self.errors.put((message[1], message[2]))
+        else:
+            self.on_message(child, message)
+
+    def _spawn(self, worker_id: int, incarnation: int) -> Any:
+        channel = self.inbox.open(worker_id)
+        self.heartbeats.starting(worker_id)
+        process = self.make_process(
+            worker_id, incarnation, ChildLink(worker_id, channel, self.stop, self.heartbeats)
+        )
+        start_without_ctrl_c(process)
+        self.inbox.started(channel)
+        return process
 
     def start(self) -> None:
-        for p in self.processes:
-            start_without_ctrl_c(p)
+        self.processes = [self._spawn(i, 0) for i in range(len(self.restarts))]
 
     def any_alive(self) -> bool:
         return any(p.is_alive() for p in self.processes)
 
     def check(self) -> list[int]:
-        """Raise :class:`WorkerFailed` for a worker that raised or died once too often;
-        restart the others that died. Returns the ids of the restarted workers."""
+        """Raise :class:`WorkerFailed` for a worker that raised or died once too often; kill
+        a silent one; restart the others that died. Returns the ids of the restarted workers."""
         try:
             worker_id, trace = self.errors.get_nowait()
         except queue_module.Empty:
             pass
         else:
             raise WorkerFailed(f"{self.role} {worker_id} failed:\n{trace}")
+        self._kill_silent()
         restarted = []
         for i, p in enumerate(self.processes):
             if p.exitcode in (None, 0):
@@ -195,32 +215,47 @@ class Supervisor:
                     f"{self.role} {i} failed: {self.role} process exited with code {p.exitcode} "
                     f"after {self.restarts[i]} restarts (runner.max_restarts={self.max_restarts})"
                 )
-            freed = [n for n, lock in enumerate(self.locks) if lock.free_if_held_by(p.pid)]
             self.restarts[i] += 1
             self.on_event(
                 f"{self.role} {i} died (exit code {p.exitcode}); its rollout in flight is dropped; "
                 f"restart {self.restarts[i]} of {self.max_restarts}"
-                + (f"; freed {len(freed)} lock(s) it held" if freed else "")
             )
-            replacement = self.make_process(i, self.restarts[i])
-            start_without_ctrl_c(replacement)
-            self.processes[i] = replacement
+            self.processes[i] = self._spawn(i, self.restarts[i])
             restarted.append(i)
         return restarted
 
+    def _kill_silent(self) -> None:
+        for i, p in enumerate(self.processes):
+            silent, started = self.heartbeats.silent_for(i), self.heartbeats.started(i)
+            limit = self.heartbeat_timeout_s if started else max(self.heartbeat_timeout_s, STARTUP_TIMEOUT_S)
+            if p.is_alive() and silent > limit:
+                what = "silent" if started else "not started"
+                self.on_event(
+                    f"{self.role} {i} {what} for {silent:.0f} s (stopped or stuck; "
+                    f"runner.heartbeat_timeout_s={self.heartbeat_timeout_s:g}, start-up "
+                    f"{STARTUP_TIMEOUT_S:g} s at least); killing it"
+                )
+                p.kill()
+                p.join(timeout=JOIN_TIMEOUT_S)
+
     def _raise_if_it_raised(self, worker_id: int, exitcode: int) -> None:
-        """A worker that raised exits with code 1 right after queueing its traceback: wait for
-        the traceback a moment before calling the exit a death."""
+        """A worker that raised sends its traceback, then exits with code 1: once its channel
+        has ended, the traceback is in (or the exit was a death)."""
         if exitcode != 1:
             return
+        self.inbox.closed(worker_id, TRACEBACK_GRACE_S)
         try:
-            reporter, trace = self.errors.get(timeout=TRACEBACK_GRACE_S)
+            reporter, trace = self.errors.get_nowait()
         except queue_module.Empty:
             return
         raise WorkerFailed(f"{self.role} {reporter} failed:\n{trace}")
 
     def stop_all(self) -> None:
+        """Stop every worker, then wait for their channels to end, so that everything they
+        sent has been handed on."""
         stop_processes(self.processes, self.stop)
+        if not self.inbox.drain(JOIN_TIMEOUT_S):
+            self.on_event(f"a {self.role} channel did not end {JOIN_TIMEOUT_S:g} s after its process")
 
     @property
     def total_restarts(self) -> int:

@@ -36,10 +36,10 @@ from uavrl.envs.vector import (
     make_vec_env,
 )
 from uavrl.errors import ConfigError
+from uavrl.locking import ProcessLock
 from uavrl.nn.models import Actor, ActorCritic, ModelTeam, build_model
 from uavrl.runners.learner import Learner, UpdateStats
 from uavrl.runners.rollout import FinishedEpisode, RolloutCollector
-from uavrl.runners.supervise import OwnedLock
 
 
 class SharedCounters:
@@ -52,7 +52,7 @@ class SharedCounters:
 
     def __init__(self, n_slots: int, n_workers: int, context: Any = None) -> None:
         ctx = context or mp.get_context("spawn")
-        self.lock = OwnedLock(ctx)  # one lock for all: a worker killed inside it can be cleared
+        self.lock = ProcessLock()  # one lock for all; a worker killed inside it releases it by dying
         self.env_steps = ctx.Value("q", 0, lock=False)
         self.updates = ctx.Value("q", 0, lock=False)
         self.skipped_updates = ctx.Value("q", 0, lock=False)
