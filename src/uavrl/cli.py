@@ -441,6 +441,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.target == "solve":
         _bench_solve(args)
         return
+    if args.target == "chaos":
+        _bench_chaos(args)
+        return
     if args.seconds is None:
         args.seconds = 2.0 if args.target == "env" else 24.0
     if args.target == "env":
@@ -511,6 +514,34 @@ def _bench_solve(args: argparse.Namespace) -> None:
         progress_console.print(f"{failure.row} seed {failure.seed} failed: {failure.error}")
     if args.csv:
         _write_csv(runs, args.csv)
+
+
+def _bench_chaos(args: argparse.Namespace) -> None:
+    from uavrl.bench import chaos
+
+    kinds = tuple(args.kinds.split(","))
+    unknown = sorted(set(kinds) - set(chaos.KINDS))
+    if unknown:
+        raise ConfigError(
+            f"--kinds: {unknown} are not runner kinds of bench chaos; choose from {list(chaos.KINDS)}"
+        )
+    with progress_console.status(
+        f"injecting {args.kills} faults into short runs of {', '.join(kinds)} (minutes)"
+    ):
+        trials, table = chaos.run(args.kills, kinds, seed=args.seed)
+    rich_table = Table(
+        title=f"chaos: {args.kills} faults (kill -9 / SIGSTOP of a child, kill -9 of the run and --resume), "
+        f"seed {args.seed}"
+    )
+    for column in table.columns:
+        rich_table.add_column(str(column), justify="right")
+    for row in table.itertuples(index=False):
+        rich_table.add_row(*(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(rich_table)
+    for trial in trials[trials["error"] != ""].itertuples(index=False):
+        progress_console.print(f"{trial.kind}: {trial.error}")
+    if args.csv:
+        _write_csv(trials, args.csv)
 
 
 def _bench_decide(args: argparse.Namespace) -> None:
@@ -797,10 +828,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(formatter_class=HelpFormatter, name="bench", help="throughput benchmarks")
     bench.add_argument(
         "target",
-        choices=["env", "train", "serial", "decide", "solve"],
+        choices=["env", "train", "serial", "decide", "solve", "chaos"],
         help="env: env steps/s; train: training steps/s by workers x envs; serial: one study run's acting; "
         "decide: per-decision latency of --run's policy; solve: wall time to a solved CartPole, "
-        "uavrl's runners beside SB3",
+        "uavrl's runners beside SB3; chaos: faults injected into short runs, and how they recover",
     )
     bench.add_argument("--run", help="decide: the run directory whose policy is timed")
     bench.add_argument("--config", help="serial: the run config (default configs/paper_a3c.yaml)")
@@ -814,13 +845,28 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=int, default=8, help="solve: seeds per row")
     bench.add_argument("--max-seconds", type=float, default=180.0, help="solve: time limit of one run")
     bench.add_argument("--no-sb3", action="store_true", help="solve: uavrl rows only")
-    bench.add_argument("--csv", help="write the table here (solve: one row per run)")
+    bench.add_argument("--kills", type=int, default=200, help="chaos: faults to inject in all")
+    bench.add_argument(
+        "--kinds", default="a3c,individual,a3c_data,impala,a2c", help="chaos: runner kinds, in turn"
+    )
+    bench.add_argument("--seed", type=int, default=0, help="chaos: seed of the faults' targets and instants")
+    bench.add_argument("--csv", help="write the table here (solve: one row per run; chaos: one per trial)")
     bench.set_defaults(func=cmd_bench)
     return parser
 
 
 def _check_positive(args: argparse.Namespace) -> None:
-    for name in ("episodes", "tune_episodes", "seconds", "agents", "trials", "jobs", "seeds", "env_steps"):
+    for name in (
+        "episodes",
+        "tune_episodes",
+        "seconds",
+        "agents",
+        "trials",
+        "jobs",
+        "seeds",
+        "env_steps",
+        "kills",
+    ):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value}")

@@ -130,7 +130,7 @@ def test_a_stopped_worker_is_killed_once_silent_and_the_run_finishes(
     assert summary["faults"]["restarts"] == [0, 1]
     events = (tmp_path / "events.log").read_text().splitlines()
     assert len(events) == 2, events
-    assert f"{role} 1 silent for" in events[0] and "runner.heartbeat_timeout_s=3," in events[0]
+    assert f"{role} 1 silent for" in events[0] and "runner.heartbeat_timeout_s=3)" in events[0]
     assert f"{role} 1 died (exit code -9)" in events[1]
     log = pd.read_csv(tmp_path / "training_log.csv")
     assert not log.duplicated(["worker_id", "episode"]).any()

@@ -159,6 +159,18 @@ class MetricsWriter:
     def put(self, item: Any) -> None:
         self._queue.put(item)
 
+    def flush(self, timeout: float = 60.0) -> None:
+        """Return once every row put so far is written and flushed to disk (a checkpoint then
+        counts no episode whose row a crash could still lose)."""
+        done = threading.Event()
+        self._queue.put(done)
+        deadline = time.monotonic() + timeout
+        while not done.wait(0.2) and self._thread.is_alive() and time.monotonic() < deadline:
+            pass
+        self.check()
+        if not done.is_set():
+            raise RuntimeError(f"the metrics writer did not flush within {timeout:g} s")
+
     def check(self) -> None:
         """Raise if the writer failed (a full disk, an unwritable directory): rows would be lost."""
         if self._failure is not None:
@@ -194,6 +206,12 @@ class MetricsWriter:
                     rows = []
                 if rows is None:
                     break
+                if isinstance(rows, threading.Event):  # flush(): everything before it to disk
+                    handle.flush()
+                    if tb is not None:
+                        tb.flush()
+                    rows.set()
+                    continue
                 if isinstance(rows, tuple):  # ("eval", row)
                     evaluation = rows[1]
                     eval_log.write(evaluation)

@@ -310,6 +310,8 @@ class TrainingSession:
         if self.sync_models is not None and not self.sync_models():
             print(f"uavrl: {self.run_dir}: learner gone, checkpoint {tag} not updated", file=sys.stderr)
             return None
+        if self._writer is not None:
+            self._writer.flush()  # every row of the episodes counted below is on disk
         counters = {**self.counters.snapshot(), "resumes": self.resumes, "wall_time_s": self._wall_time()}
         self._checkpointed_steps = counters["env_steps"]
         return save_checkpoint(

@@ -15,7 +15,9 @@ through a pipe of its own; the stop signal is a lock-free flag.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing as mp
+import os
 import queue as queue_module
 import signal
 import sys
@@ -34,6 +36,7 @@ TERMINATE_GRACE_S = 2.0
 # A child's start-up (interpreter, imports, envs) may take this long before its first heartbeat
 # (tens of seconds on a loaded machine).
 STARTUP_TIMEOUT_S = 300.0
+PR_SET_PDEATHSIG = 1  # prctl(2)
 TRACEBACK_GRACE_S = 2.0  # a worker that raised exits right after sending its traceback
 
 
@@ -85,11 +88,35 @@ def child_process(channel: Channel, worker_id: int) -> Iterator[Any]:
     exit code 1. Yields the parent process, whose death (kill -9) the caller must notice."""
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = mp.parent_process()
+    die_with_parent(parent)
     try:
-        yield mp.parent_process()
+        yield parent
     except BaseException:
         channel.send((ERROR, worker_id, traceback.format_exc()))
         sys.exit(1)
+
+
+def die_with_parent(parent: Any) -> None:
+    """Have the kernel kill this process when its parent dies (Linux): even stopped (SIGSTOP),
+    when it cannot notice the death itself, it does not outlive the run. A parent that died
+    before the request was made is noticed here."""
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent.pid:
+        os._exit(1)
+
+
+def _is_stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP, a debugger): its state in /proc (Linux;
+    False elsewhere or when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return False
 
 
 def stop_processes(processes: Sequence[Any], stop: StopFlag) -> None:
@@ -168,6 +195,7 @@ class Supervisor:
         self.inbox = Inbox(ctx, self._dispatch)
         self.restarts = [0] * n
         self.processes: list[Any] = []
+        self._stopped_since: dict[int, float] = {}  # children seen stopped in their start-up
 
     def _dispatch(self, child: int, message: tuple[Any, ...]) -> None:
         if message[0] == ERROR:
@@ -225,16 +253,31 @@ class Supervisor:
         return restarted
 
     def _kill_silent(self) -> None:
+        """Kill a worker silent for the heartbeat timeout; in its start-up (no beat yet), one
+        stopped (SIGSTOP) that long, or one still starting after :data:`STARTUP_TIMEOUT_S`."""
+        now = time.monotonic()
         for i, p in enumerate(self.processes):
-            silent, started = self.heartbeats.silent_for(i), self.heartbeats.started(i)
-            limit = self.heartbeat_timeout_s if started else max(self.heartbeat_timeout_s, STARTUP_TIMEOUT_S)
-            if p.is_alive() and silent > limit:
-                what = "silent" if started else "not started"
-                self.on_event(
-                    f"{self.role} {i} {what} for {silent:.0f} s (stopped or stuck; "
-                    f"runner.heartbeat_timeout_s={self.heartbeat_timeout_s:g}, start-up "
-                    f"{STARTUP_TIMEOUT_S:g} s at least); killing it"
+            if not p.is_alive():
+                continue
+            silent, timeout = self.heartbeats.silent_for(i), self.heartbeat_timeout_s
+            if self.heartbeats.started(i):
+                why = f"silent for {silent:.0f} s"
+                dead = silent > timeout
+            else:
+                stopped_since = self._stopped_since.pop(i, now) if _is_stopped(p.pid) else None
+                if stopped_since is not None:
+                    self._stopped_since[i] = stopped_since
+                why = (
+                    f"stopped in its start-up for {now - stopped_since:.0f} s"
+                    if stopped_since
+                    else (f"still starting after {silent:.0f} s")
                 )
+                dead = silent > max(timeout, STARTUP_TIMEOUT_S) or (
+                    stopped_since is not None and now - stopped_since > timeout
+                )
+            if dead:
+                self._stopped_since.pop(i, None)
+                self.on_event(f"{self.role} {i} {why} (runner.heartbeat_timeout_s={timeout:g}); killing it")
                 p.kill()
                 p.join(timeout=JOIN_TIMEOUT_S)
 
