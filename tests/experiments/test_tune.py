@@ -62,3 +62,17 @@ def test_bad_tuning_configs_name_the_problem() -> None:
         load_tune(CONFIGS / "tune_paper.yaml", ["space={algo.lr: {low: 1.0, high: 0.1}}"])
     with pytest.raises(ConfigError, match="may not tune 'seed'"):
         load_tune(CONFIGS / "tune_paper.yaml", ["space={seed: {choices: [1, 2]}}"])
+
+
+def test_the_individual_arm_is_tuned_with_the_budget_of_a3c() -> None:
+    """tune_paper_individual.yaml: tune_paper.yaml's space, seeds, evaluation and pruning on the
+    same base run, with runner.share=false (the individual arm) and nothing else changed."""
+    configs = Path(__file__).parents[2] / "configs"
+    a3c, individual = (
+        load_tune(configs / "tune_paper.yaml"),
+        load_tune(configs / "tune_paper_individual.yaml"),
+    )
+    settings = [t.model_dump(exclude={"name", "base"}) for t in (a3c, individual)]
+    assert settings[0] == settings[1]
+    assert individual.base["runner"].pop("share") is False and a3c.base["runner"].pop("share") is True
+    assert individual.base == a3c.base
