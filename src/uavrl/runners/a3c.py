@@ -94,6 +94,7 @@ def _worker_process(
         ):
             link.beat()
             _one_update(worker, counters, link.channel, clock_origin)
+        link.finished()
 
 
 def _monitor(session: TrainingSession, supervisor: Supervisor, hook: ProgressHook | None = None) -> None:

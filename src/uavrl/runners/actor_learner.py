@@ -227,6 +227,7 @@ def _actor_process(
             batch.policy_version = version
             buffers.write(slot, batch)
             link.channel.send((ROLLOUT, slot, incarnation, episode_records(finished, actor_id, k)))
+        link.finished()
 
 
 class CentralLearner:

@@ -66,6 +66,11 @@ class Heartbeats:
         self._times[child] = time.monotonic()
         self._beaten[child] = 1
 
+    def finished(self, child: int) -> None:
+        """Child ``child`` has done its work and is exiting: its silence from now on is no fault."""
+        self._times[child] = float("inf")
+        self._beaten[child] = 1
+
     def started(self, child: int) -> bool:
         """Whether child ``child`` has beaten since :meth:`starting`."""
         return bool(self._beaten[child])

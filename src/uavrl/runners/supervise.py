@@ -154,6 +154,10 @@ class ChildLink:
         """Show the supervisor this child is working (at least once per heartbeat timeout)."""
         self.heartbeats.beat(self.child)
 
+    def finished(self) -> None:
+        """Tell the supervisor this child's work is done: its exit may take a while."""
+        self.heartbeats.finished(self.child)
+
 
 class Supervisor:
     """Starts N worker processes, watches them, and restarts one that dies or falls silent.
