@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import signal
+import time
 from typing import Any
 
 import numpy as np
@@ -11,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from uavrl.envs import make_core
-from uavrl.envs.cloud import PerCopyPools, SharedPool, grant_in_order
+from uavrl.envs.cloud import BookedPool, PerCopyPools, SharedPool, grant_in_order
 from uavrl.errors import ConfigError
 
 
@@ -138,3 +141,35 @@ def test_four_processes_never_leak_or_create_units(kind: str) -> None:
     assert all(w.exitcode == 0 for w in workers)
     _conserved(pool, [0] * 4 * COPIES, capacity)
     assert snapshots > 10
+
+
+def _take_and_hold(pool: Any, done: Any) -> None:
+    pool.take(np.array([100, 200, 0]), np.array([True, True, False]))
+    pool.give(np.array([0, 50, 0]))
+    done.value = 1
+    time.sleep(600)
+
+
+@pytest.mark.parametrize("kind", ["shared", "per_copy"])
+def test_the_units_of_an_agent_killed_with_tasks_in_flight_go_back(kind: str) -> None:
+    """A BookedPool books what its agent's copies hold; once the agent is killed, release()
+    returns exactly that, and the pool is whole again."""
+    ctx = mp.get_context("spawn")
+    pool: Any = (
+        SharedPool(700, cross_process=True) if kind == "shared" else PerCopyPools(700, 3, cross_process=True)
+    )
+    booked = BookedPool(pool, 3)
+    done = ctx.RawValue("b", 0)
+    agent = ctx.Process(target=_take_and_hold, args=(booked, done))
+    agent.start()
+    deadline = time.monotonic() + 60
+    while not done.value and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert done.value
+    os.kill(agent.pid, signal.SIGKILL)
+    agent.join(timeout=30)
+    np.testing.assert_array_equal(booked.held, [100, 150, 0])
+    assert (pool.level == 700 - 250) if kind == "shared" else (pool.level == [600, 550, 700]).all()
+    assert booked.release() == 250
+    assert (np.asarray(pool.level) == 700).all() and not booked.held.any()
+    assert booked.release() == 0

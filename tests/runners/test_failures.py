@@ -128,6 +128,11 @@ def test_a_stopped_worker_is_killed_once_silent_and_the_run_finishes(
     summary = train(config, tmp_path, hook=hook)
     assert len(hook.killed) == 1
     assert summary["status"] == "finished" and summary["env_steps"] >= config.runner.total_env_steps
+    if kind == "impala" and summary["faults"]["restarts"] == [0, 0]:
+        # the other actor spent the budget within the timeout: the run ended without waiting
+        # for the stopped one, and stopped it (SIGKILL: a stopped process ignores SIGTERM)
+        assert not (tmp_path / "events.log").exists()
+        return
     assert summary["faults"]["restarts"] == [0, 1]
     events = (tmp_path / "events.log").read_text().splitlines()
     assert len(events) == 2, events

@@ -182,3 +182,49 @@ class SharedPool:
 
     def levels(self, n: int) -> np.ndarray:
         return np.full(n, self.level, dtype=np.int64)
+
+
+class BookedPool:
+    """One agent's view of a cross-process pool (its K copies at the pool's copy indices) that
+    books, under the pool's lock, the units its copies hold, so that the units of an agent
+    killed with tasks in flight go back to the pool (:meth:`release`) instead of being lost.
+
+    Made in the parent, one per worker, handed to that worker; the parent calls :meth:`release`
+    once the worker is dead, before its replacement starts.
+    """
+
+    def __init__(self, pool: PerCopyPools | SharedPool, n: int) -> None:
+        self.pool = pool
+        self.capacity = pool.capacity
+        self._held = mp.get_context("spawn").RawArray("q", n)
+
+    def _view(self) -> np.ndarray:
+        return np.frombuffer(memoryview(self._held).cast("B"), dtype=np.int64)
+
+    def take(self, units: np.ndarray, want: np.ndarray) -> np.ndarray:
+        with self.pool.lock():
+            granted = self.pool.take(units, want)
+            self._view()[:] += units * granted
+        return granted
+
+    def give(self, units: np.ndarray) -> None:
+        with self.pool.lock():
+            self.pool.give(units)
+            self._view()[:] -= units
+
+    def levels(self, n: int) -> np.ndarray:
+        return self.pool.levels(n)
+
+    @property
+    def held(self) -> np.ndarray:
+        """(n,) units each copy holds now."""
+        return self._view().copy()
+
+    def release(self) -> int:
+        """Return every unit the (dead) agent's copies held; the number of units returned."""
+        with self.pool.lock():
+            held = self._view()
+            returned = int(held.sum())
+            self.pool.give(held.copy())
+            held[:] = 0
+        return returned

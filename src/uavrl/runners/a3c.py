@@ -176,7 +176,7 @@ def run_a3c(
                     session.models[k],
                     session.optimizers[k],
                     locks[k],
-                    pool,
+                    session.worker_pool(worker_id, incarnation, pool),
                     session.counters,
                     link,
                     incarnation_seed(env_seed, worker_id, incarnation),

@@ -302,7 +302,8 @@ def _run_parallel(
     def make_process(actor_id: int, incarnation: int, link: ChildLink) -> Any:
         free = slots.free_slots_of(actor_id, incarnation, held)
         seed = incarnation_seed(env_seed, actor_id, incarnation)
-        args = (config.to_dict(), actor_id, incarnation, weights, slots, free, pool, link, seed)
+        agent_pool = session.worker_pool(actor_id, incarnation, pool)
+        args = (config.to_dict(), actor_id, incarnation, weights, slots, free, agent_pool, link, seed)
         return ctx.Process(target=_actor_process, args=args, name=f"uavrl-actor-{actor_id}")
 
     def on_message(actor_id: int, message: tuple[Any, ...]) -> None:

@@ -17,7 +17,7 @@ import torch
 
 from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
-from uavrl.envs.cloud import CloudPool, PerCopyPools
+from uavrl.envs.cloud import BookedPool, CloudPool, PerCopyPools
 from uavrl.envs.vector import make_vec_env, team_state_dim
 from uavrl.errors import ConfigError, RunInterrupted
 from uavrl.nn.heads import describe_action_space
@@ -154,6 +154,7 @@ class TrainingSession:
         self.start_env_steps = self.counters.snapshot()["env_steps"]
         self.start_time = time.time()
         self._writer: MetricsWriter | None = None
+        self._booked: list[BookedPool] = []  # per worker process, on a cross-process pool
         self._last_checkpoint_updates = self.counters.snapshot()["updates"]
         self._checkpointed_steps: int | None = None  # env steps of this session's last checkpoint
 
@@ -205,7 +206,20 @@ class TrainingSession:
             ],
         }
         (self.run_dir / ENVIRONMENT_FILE).write_text(json.dumps(record, indent=2))
+        if isinstance(pool, PerCopyPools) and cross_process:
+            self._booked = [BookedPool(pool, r.envs_per_worker) for _ in range(r.n_workers)]
         return pool
+
+    def worker_pool(self, worker_id: int, incarnation: int, pool: CloudPool | None) -> CloudPool | None:
+        """The pool to hand worker process ``worker_id``: with worker processes, its
+        :class:`~uavrl.envs.cloud.BookedPool`, which first gets back, when the worker is a
+        restart, the units its dead predecessor's tasks held."""
+        if not self._booked:
+            return pool
+        booked = self._booked[worker_id]
+        if incarnation > 0 and (returned := booked.release()):
+            self.record_event(f"worker {worker_id}: {returned} cloud units its dead tasks held, returned")
+        return booked
 
     def env_seed(self) -> int:
         """Env seed of this (possibly resumed) session: a resumed run does not replay its streams."""
