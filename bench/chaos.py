@@ -36,6 +36,7 @@ import pandas as pd
 import yaml
 
 from uavrl.experiments.rundir import RunDir
+from uavrl.runners.supervise import process_status
 
 KINDS = ("a3c", "individual", "a3c_data", "impala", "a2c")
 HEARTBEAT_S = 4.0
@@ -93,37 +94,38 @@ def _processes_tagged(tag: str) -> list[int]:
     """Pids of the live processes whose environment holds ``TAG=tag``."""
     needle = f"{TAG}={tag}".encode()
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in _pids():
         try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
                 environ = handle.read()
-            with open(f"/proc/{entry}/stat") as handle:
-                state = handle.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if needle in environ.split(b"\0") and state != "Z":
-            found.append(int(entry))
+        status = process_status(pid)
+        if needle in environ.split(b"\0") and status is not None and status[0] != "Z":
+            found.append(pid)
     return found
+
+
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _children(pid: int) -> list[int]:
     """The run's worker and actor processes: the children of ``pid`` that multiprocessing
     spawned (not its resource tracker, nor a child still between fork and exec)."""
     kids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z" and b"spawn_main" in cmdline:
-            kids.append(int(entry))
+    for child in _pids():
+        status = process_status(child)
+        if status is not None and status[1] == pid and status[0] != "Z" and "spawn_main" in _cmdline(child):
+            kids.append(child)
     return kids
 
 
@@ -224,14 +226,8 @@ def _wait_gone(tag: str, trial: Trial) -> None:
 
 def _describe(pid: int) -> str:
     """An orphan's state letter and command line, for the report."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            state = handle.read().rsplit(")", 1)[1].split()[0]
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return f"{pid} gone"
-    return f"{pid} state {state}: {cmdline[:80]}"
+    status = process_status(pid)
+    return f"{pid} gone" if status is None else f"{pid} state {status[0]}: {_cmdline(pid)[:80]}"
 
 
 def _check_log(run_dir: Path, trial: Trial) -> None:

@@ -36,7 +36,6 @@ class ProcessLock:
 
     def _open(self) -> None:
         self._fd = os.open(self.path, os.O_RDWR)
-        self._pid = os.getpid()
         self._threads = threading.RLock()
         self._depth = 0  # nested holds of the thread that has it
         weakref.finalize(self, os.close, self._fd)

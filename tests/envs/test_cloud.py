@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.polling import wait_until
 from uavrl.envs import make_core
 from uavrl.envs.cloud import BookedPool, PerCopyPools, SharedPool, grant_in_order
 from uavrl.errors import ConfigError
@@ -162,10 +163,7 @@ def test_the_units_of_an_agent_killed_with_tasks_in_flight_go_back(kind: str) ->
     done = ctx.RawValue("b", 0)
     agent = ctx.Process(target=_take_and_hold, args=(booked, done))
     agent.start()
-    deadline = time.monotonic() + 60
-    while not done.value and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert done.value
+    assert wait_until(lambda: done.value)
     os.kill(agent.pid, signal.SIGKILL)
     agent.join(timeout=30)
     np.testing.assert_array_equal(booked.held, [100, 150, 0])

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.polling import wait_until
 from uavrl.experiments.train import train
 from uavrl.locking import ProcessLock
 from uavrl.runners.checkpoint import load_models
@@ -154,10 +155,7 @@ def test_a_process_lock_held_by_a_killed_process_is_free_at_once(stop_first: boo
     holding = ctx.RawValue("b", 0)
     holder = ctx.Process(target=_hold_forever, args=(lock, holding))
     holder.start()
-    deadline = time.monotonic() + 60
-    while not holding.value and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert holding.value
+    assert wait_until(lambda: holding.value)
     if stop_first:
         os.kill(holder.pid, signal.SIGSTOP)
     taken = threading.Event()

@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+from tests.polling import wait_until
 from uavrl.runners.ipc import ROWS, Channel, Heartbeats, Inbox, StopFlag
 
 BIG = 2_000_000  # bytes: far more than a pipe's buffer, so its writer blocks inside the message
@@ -50,16 +51,12 @@ def test_a_child_stopped_inside_a_message_holds_up_its_own_channel_only() -> Non
         process.start()
         inbox.started(channel)
     try:
-        deadline = time.monotonic() + 60
-        while not received[0] and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert wait_until(lambda: received[0])
         time.sleep(1.0)  # A is now blocked inside its big message
         assert a.is_alive()
         os.kill(a.pid, signal.SIGSTOP)
         gate.set()  # A's reader takes what is in the pipe, then waits for the rest of it
-        deadline = time.monotonic() + 60
-        while len(received[1]) < 50 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(received[1]) >= 50)
         assert [r["i"] for r in received[1]] == list(range(50))  # B was never held up
         assert not inbox.closed(0, timeout=0.5)  # A's pipe waits for A alone
         os.kill(a.pid, signal.SIGKILL)
@@ -91,9 +88,7 @@ def test_a_stop_flag_and_heartbeats_cross_processes_without_locks() -> None:
     child = ctx.Process(target=_beat_until_stopped, args=(heartbeats, stop))
     child.start()
     try:
-        deadline = time.monotonic() + 60
-        while not heartbeats.started(1) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: heartbeats.started(1))
         assert heartbeats.silent_for(1) < 1.0 and heartbeats.started(1)  # the child's beats are seen
         os.kill(child.pid, signal.SIGSTOP)
         time.sleep(0.5)

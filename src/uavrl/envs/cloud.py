@@ -85,16 +85,14 @@ def _check_capacity(capacity: int) -> None:
     check_range("cloud_capacity", capacity, low=1, unit="units", integer=True)
 
 
-class _Levels:
-    """``size`` int64 pool levels in process memory or in shared memory with a lock."""
+class _SharedInts:
+    """``size`` int64 values in process memory, or (``cross_process``) in shared memory that a
+    spawned process gets by pickling; ``values`` is a NumPy view of them either way."""
 
-    def __init__(self, capacity: int, size: int, cross_process: bool) -> None:
-        _check_capacity(capacity)
-        self.capacity = int(capacity)
+    def __init__(self, initial: int, size: int, cross_process: bool) -> None:
         ctx = mp.get_context("spawn")
-        self._shared = ctx.RawArray("q", [self.capacity] * size) if cross_process else None
-        self._lock = ProcessLock() if cross_process else None
-        self.values = self._view() if self._shared is not None else np.full(size, self.capacity, np.int64)
+        self._shared = ctx.RawArray("q", [initial] * size) if cross_process else None
+        self.values = self._view() if self._shared is not None else np.full(size, initial, np.int64)
 
     def _view(self) -> np.ndarray:
         assert self._shared is not None
@@ -110,6 +108,16 @@ class _Levels:
         self.__dict__.update(state)
         if self._shared is not None:
             self.values = self._view()
+
+
+class _Levels(_SharedInts):
+    """``size`` int64 pool levels in process memory or in shared memory with a lock."""
+
+    def __init__(self, capacity: int, size: int, cross_process: bool) -> None:
+        _check_capacity(capacity)
+        self.capacity = int(capacity)
+        self._lock = ProcessLock() if cross_process else None
+        super().__init__(self.capacity, size, cross_process)
 
     def lock(self) -> Any:
         """The lock guarding the levels (a no-op in process memory)."""
@@ -196,21 +204,18 @@ class BookedPool:
     def __init__(self, pool: PerCopyPools | SharedPool, n: int) -> None:
         self.pool = pool
         self.capacity = pool.capacity
-        self._held = mp.get_context("spawn").RawArray("q", n)
-
-    def _view(self) -> np.ndarray:
-        return np.frombuffer(memoryview(self._held).cast("B"), dtype=np.int64)
+        self._held = _SharedInts(0, n, cross_process=True)
 
     def take(self, units: np.ndarray, want: np.ndarray) -> np.ndarray:
         with self.pool.lock():
             granted = self.pool.take(units, want)
-            self._view()[:] += units * granted
+            self._held.values += units * granted
         return granted
 
     def give(self, units: np.ndarray) -> None:
         with self.pool.lock():
             self.pool.give(units)
-            self._view()[:] -= units
+            self._held.values -= units
 
     def levels(self, n: int) -> np.ndarray:
         return self.pool.levels(n)
@@ -218,12 +223,12 @@ class BookedPool:
     @property
     def held(self) -> np.ndarray:
         """(n,) units each copy holds now."""
-        return self._view().copy()
+        return self._held.values.copy()
 
     def release(self) -> int:
         """Return every unit the (dead) agent's copies held; the number of units returned."""
         with self.pool.lock():
-            held = self._view()
+            held = self._held.values
             returned = int(held.sum())
             self.pool.give(held.copy())
             held[:] = 0

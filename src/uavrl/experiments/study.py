@@ -124,18 +124,17 @@ class ControlArm:
     number of workers N (the ``a3c`` and ``individual`` arms get N)."""
 
     rows_field: str
-    share: bool
     worker_budgets: Callable[[int], int]
     overrides: tuple[str, ...] = ()
 
 
 CONTROL_ARMS = {
     # as many updates of the A3C model as one individual model gets
-    "a3c_equal_updates": ControlArm("equal_updates_rows", True, lambda n: 1),
+    "a3c_equal_updates": ControlArm("equal_updates_rows", lambda n: 1),
     # as many env steps per individual model as the A3C model gets
-    "individual_equal_steps": ControlArm("equal_steps_rows", False, lambda n: n * n),
+    "individual_equal_steps": ControlArm("equal_steps_rows", lambda n: n * n),
     # each individual model steps every training cell, as the A3C model does
-    "individual_all_cells": ControlArm("all_cells_rows", False, lambda n: n, ("env.cells_by=copy",)),
+    "individual_all_cells": ControlArm("all_cells_rows", lambda n: n, ("env.cells_by=copy",)),
 }
 LEARNED_ARMS = (*SHARED_MODEL_ARMS, *INDIVIDUAL_ARMS)
 

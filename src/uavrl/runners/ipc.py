@@ -30,7 +30,6 @@ from typing import Any
 
 # Message kinds, child to parent.
 ROWS = "rows"  # ("rows", [training-log row, ...])
-EVAL = "eval"  # ("eval", evaluation row)
 ERROR = "error"  # ("error", child id, traceback text)
 ROLLOUT = "rollout"  # ("rollout", slot, incarnation, [EpisodeRecord, ...])
 
@@ -84,7 +83,7 @@ class Channel:
     """A child's end of its pipe to the parent; it is the pipe's only writer.
 
     ``put(item)`` sends a training-log row list (what the runners' ``metrics.put`` gets);
-    :meth:`send` any message of :data:`ROWS`, :data:`EVAL`, :data:`ERROR`, :data:`ROLLOUT`.
+    :meth:`send` any message of :data:`ROWS`, :data:`ERROR`, :data:`ROLLOUT`.
     """
 
     def __init__(self, connection: Any) -> None:

@@ -31,6 +31,7 @@ LOG_FILE = "training_log.csv"
 TENSORBOARD_DIR = "tensorboard"
 EVAL_LOG_FILE = "eval_log.csv"
 EVAL_COLUMNS = ["step", "wall_time", "mean_return", "episodes"]
+EVAL_ITEM = "eval"  # MetricsWriter.put((EVAL_ITEM, row)): an evaluation row
 TB_SCALARS = ("return", "length", "policy_loss", "value_loss", "entropy", "grad_norm")
 
 
@@ -212,7 +213,7 @@ class MetricsWriter:
                         tb.flush()
                     rows.set()
                     continue
-                if isinstance(rows, tuple):  # ("eval", row)
+                if isinstance(rows, tuple):  # (EVAL_ITEM, row)
                     evaluation = rows[1]
                     eval_log.write(evaluation)
                     if tb is not None:

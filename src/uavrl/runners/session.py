@@ -23,8 +23,8 @@ from uavrl.errors import ConfigError, RunInterrupted
 from uavrl.nn.heads import describe_action_space
 from uavrl.nn.models import ActorCritic, ModelSpec, build_model
 from uavrl.runners.checkpoint import restore_training_state, save_checkpoint
-from uavrl.runners.ipc import EVAL, ROWS
-from uavrl.runners.metrics import EVAL_LOG_FILE, LOG_FILE, MetricsWriter, cut_eval_log, cut_log
+from uavrl.runners.ipc import ROWS
+from uavrl.runners.metrics import EVAL_ITEM, EVAL_LOG_FILE, LOG_FILE, MetricsWriter, cut_eval_log, cut_log
 from uavrl.runners.supervise import Supervisor
 from uavrl.runners.worker import SharedCounters, copy_cells, derived_seed, worker_env_params
 
@@ -271,7 +271,7 @@ class TrainingSession:
         if outcome is None:
             return False
         if outcome.eval_row is not None:
-            self.metrics.put((EVAL, outcome.eval_row))
+            self.metrics.put((EVAL_ITEM, outcome.eval_row))
         return outcome.stop
 
     @property
@@ -282,14 +282,10 @@ class TrainingSession:
         return self._writer
 
     def log_message(self, child: int, message: tuple[Any, ...]) -> None:
-        """Hand a child's logged rows (:data:`~uavrl.runners.ipc.ROWS`, ``EVAL``) to the writer."""
-        kind = message[0]
-        if kind == ROWS:
-            self.metrics.put(message[1])
-        elif kind == EVAL:
-            self.metrics.put(message)
-        else:
-            raise ValueError(f"child {child} sent a message the run does not take: {kind!r}")
+        """Hand a child's logged rows (:data:`~uavrl.runners.ipc.ROWS`) to the writer."""
+        if message[0] != ROWS:
+            raise ValueError(f"child {child} sent a message the run does not take: {message[0]!r}")
+        self.metrics.put(message[1])
 
     def start_writer(self) -> None:
         log = self.config.log

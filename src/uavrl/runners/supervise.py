@@ -109,14 +109,21 @@ def die_with_parent(parent: Any) -> None:
         os._exit(1)
 
 
-def _is_stopped(pid: int) -> bool:
-    """Whether process ``pid`` is stopped (SIGSTOP, a debugger): its state in /proc (Linux;
-    False elsewhere or when it cannot be read)."""
+def process_status(pid: int) -> tuple[str, int] | None:
+    """Process ``pid``'s state letter (``R``, ``S``, ``T`` stopped, ``Z`` zombie...) and parent
+    pid, from /proc (Linux); None where it cannot be read (gone, or another system)."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
-    except (OSError, IndexError):
-        return False
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _is_stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP, a debugger)."""
+    status = process_status(pid)
+    return status is not None and status[0] in ("T", "t")
 
 
 def stop_processes(processes: Sequence[Any], stop: StopFlag) -> None:
@@ -187,7 +194,6 @@ class Supervisor:
         role: str = "worker",
     ) -> None:
         self.make_process = make_process
-        self.ctx = ctx
         self.max_restarts = max_restarts
         self.on_message = on_message
         self.heartbeat_timeout_s = heartbeat_timeout_s
