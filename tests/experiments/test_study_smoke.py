@@ -133,8 +133,12 @@ def test_published_results_name_every_run_with_its_config_hash_and_commit(
 ) -> None:
     written = publish(quick_study, tmp_path / "results")
     names = {p.name for p in written}
-    assert {"results.csv", "references.csv", "report.md", "study.yaml", "provenance.json"} <= names
-    assert (tmp_path / "results" / "results.csv").read_text() == (quick_study / "results.csv").read_text()
+    assert {"results.csv.gz", "references.csv", "report.md", "study.yaml", "provenance.json"} <= names
+    published = pd.read_csv(tmp_path / "results" / "results.csv.gz")
+    pd.testing.assert_frame_equal(published, pd.read_csv(quick_study / "results.csv"))
+    first = {p.name: p.read_bytes() for p in written}
+    again = publish(quick_study, tmp_path / "again")  # reproducible: the same bytes elsewhere
+    assert {p.name: p.read_bytes() for p in again} == first
     record = json.loads((tmp_path / "results" / "provenance.json").read_text())
     study = load_study(quick_study / "study.yaml")
     runs = plan(study, quick_study)

@@ -8,6 +8,7 @@ per seed shown beside it; models are never pooled as if they were seeds.
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,7 +65,6 @@ from uavrl.fileio import write_atomically
 REPORT_FILE = "report.md"
 PROVENANCE_FILE = "provenance.json"
 PUBLISHED_FILES = (
-    RESULTS_FILE,
     REFERENCES_FILE,
     REFERENCES_META_FILE,
     REPORT_FILE,
@@ -690,10 +690,15 @@ def provenance(study: StudyConfig, study_dir: Path) -> dict[str, object]:
 
 def publish(study_dir: Path, target: Path) -> list[Path]:
     """Copy a study's small result files (:data:`PUBLISHED_FILES`, those it has) to ``target``
-    (``results/<study>/``, to be committed), with ``provenance.json``; returns the files written."""
+    (``results/<study>/``, to be committed), ``results.csv`` gzipped (reproducibly: no time in
+    its header; megabytes of text otherwise), with ``provenance.json``; returns the files
+    written. ``pandas.read_csv`` reads the ``.gz`` as it is."""
     study = load_study(study_dir / STUDY_FILE)
     target.mkdir(parents=True, exist_ok=True)
-    written = []
+    results = target / f"{RESULTS_FILE}.gz"
+    write_atomically(results, gzip.compress((study_dir / RESULTS_FILE).read_bytes(), mtime=0))
+    (target / RESULTS_FILE).unlink(missing_ok=True)  # an uncompressed copy of an earlier publish
+    written = [results]
     for name in PUBLISHED_FILES:
         if (study_dir / name).exists():
             write_atomically(target / name, (study_dir / name).read_text())
