@@ -70,6 +70,10 @@ class Heartbeats:
         self._times[child] = float("inf")
         self._beaten[child] = 1
 
+    def pardon(self, child: int) -> None:
+        """Child ``child``'s silence counts from now again (it was waiting on another)."""
+        self._times[child] = max(self._times[child], time.monotonic())
+
     def started(self, child: int) -> bool:
         """Whether child ``child`` has beaten since :meth:`starting`."""
         return bool(self._beaten[child])

@@ -120,12 +120,6 @@ def process_status(pid: int) -> tuple[str, int] | None:
         return None
 
 
-def _is_stopped(pid: int) -> bool:
-    """Whether process ``pid`` is stopped (SIGSTOP, a debugger)."""
-    status = process_status(pid)
-    return status is not None and status[0] in ("T", "t")
-
-
 def stop_processes(processes: Sequence[Any], stop: StopFlag) -> None:
     """Set ``stop``, give the processes ``JOIN_TIMEOUT_S`` to finish, then end the rest: SIGTERM,
     and SIGKILL for one that is stopped (SIGSTOP) or ignores it."""
@@ -264,32 +258,53 @@ class Supervisor:
 
     def _kill_silent(self) -> None:
         """Kill a worker silent for the heartbeat timeout; in its start-up (no beat yet), one
-        stopped (SIGSTOP) that long, or one still starting after :data:`STARTUP_TIMEOUT_S`."""
+        stopped (SIGSTOP) that long, or one still starting after :data:`STARTUP_TIMEOUT_S`.
+
+        When one is silent that long, the culprits die: the children stopped (SIGSTOP: they keep
+        their locks, however short their silence yet), or else the silent ones still running (a
+        loop that never beats), or else all silent ones. The other silent ones may be waiting on
+        a culprit's lock: they get one more timeout from now, and die after it if still silent."""
         now = time.monotonic()
+        timeout = self.heartbeat_timeout_s
+        silent: dict[int, str] = {}
+        stopped, running = set(), set()
         for i, p in enumerate(self.processes):
             if not p.is_alive():
                 continue
-            silent, timeout = self.heartbeats.silent_for(i), self.heartbeat_timeout_s
+            silence = self.heartbeats.silent_for(i)
+            state = (process_status(p.pid) or ("?", 0))[0]
             if self.heartbeats.started(i):
-                why = f"silent for {silent:.0f} s"
-                dead = silent > timeout
-            else:
-                stopped_since = self._stopped_since.pop(i, now) if _is_stopped(p.pid) else None
-                if stopped_since is not None:
-                    self._stopped_since[i] = stopped_since
-                why = (
-                    f"stopped in its start-up for {now - stopped_since:.0f} s"
-                    if stopped_since
-                    else (f"still starting after {silent:.0f} s")
-                )
-                dead = silent > max(timeout, STARTUP_TIMEOUT_S) or (
-                    stopped_since is not None and now - stopped_since > timeout
-                )
-            if dead:
-                self._stopped_since.pop(i, None)
-                self.on_event(f"{self.role} {i} {why} (runner.heartbeat_timeout_s={timeout:g}); killing it")
-                p.kill()
-                p.join(timeout=JOIN_TIMEOUT_S)
+                stopped |= {i} if state in ("T", "t") else set()
+                if silence > timeout:
+                    silent[i] = f"silent for {silence:.0f} s"
+                    running |= {i} if state == "R" else set()
+                continue
+            stopped_since = self._stopped_since.pop(i, now) if state in ("T", "t") else None
+            if stopped_since is not None:
+                self._stopped_since[i] = stopped_since
+            if stopped_since is not None and now - stopped_since > timeout:
+                self._kill(i, f"stopped in its start-up for {now - stopped_since:.0f} s")
+            elif silence > max(timeout, STARTUP_TIMEOUT_S):
+                self._kill(i, f"still starting after {silence:.0f} s")
+        if not silent:
+            return
+        culprits = stopped or running or set(silent)
+        for i in sorted(culprits):
+            why = silent.get(i, f"stopped, silent for {self.heartbeats.silent_for(i):.0f} s")
+            self._kill(i, why)
+        for i in sorted(silent.keys() - culprits):
+            self.on_event(
+                f"{self.role} {i} {silent[i]}, maybe waiting on {self.role} "
+                f"{', '.join(map(str, sorted(culprits)))}: one more runner.heartbeat_timeout_s={timeout:g}"
+            )
+            self.heartbeats.pardon(i)
+
+    def _kill(self, i: int, why: str) -> None:
+        self._stopped_since.pop(i, None)
+        timeout = self.heartbeat_timeout_s
+        self.on_event(f"{self.role} {i} {why} (runner.heartbeat_timeout_s={timeout:g}); killing it")
+        self.processes[i].kill()
+        self.processes[i].join(timeout=JOIN_TIMEOUT_S)
 
     def _raise_if_it_raised(self, worker_id: int, exitcode: int) -> None:
         """A worker that raised sends its traceback, then exits with code 1: once its channel
