@@ -15,7 +15,8 @@ class FaultyEnv(gym.Env[np.ndarray, np.int64]):
 
     ``fault``: ``"raise"`` raises, ``"nan"`` returns NaN rewards, ``"exit"`` ends the process
     (exit code 3), ``"kill_once"`` sends its own process SIGKILL, once per ``marker`` file: the
-    first env to create the file dies, every other one, then and later, goes on.
+    first env to create the file (writing its pid there) dies, every other one, then and later,
+    goes on; ``"stop_once"`` the same with SIGSTOP.
     """
 
     def __init__(self, fault: str = "raise", at_step: int = 50, marker: str = "") -> None:
@@ -41,7 +42,8 @@ class FaultyEnv(gym.Env[np.ndarray, np.int64]):
                 os._exit(3)
             if self.fault == "nan":
                 reward = float("nan")
-            if self.fault == "kill_once":
+            if self.fault in ("kill_once", "stop_once"):
+                signal_number = signal.SIGKILL if self.fault == "kill_once" else signal.SIGSTOP
                 self.fault = "none"
                 try:
                     fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -50,7 +52,7 @@ class FaultyEnv(gym.Env[np.ndarray, np.int64]):
                 else:
                     os.write(fd, str(os.getpid()).encode())  # who died, for the test
                     os.close(fd)
-                    os.kill(os.getpid(), signal.SIGKILL)
+                    os.kill(os.getpid(), signal_number)
         return np.full(2, 0.5, np.float32), reward, False, self.t >= 10, {}
 
 

@@ -145,6 +145,48 @@ def test_killed_actors_are_restarted_and_the_budget_trained(
     assert pd.read_csv(tmp_path / "run" / "training_log.csv")["step"].is_monotonic_increasing
 
 
+@pytest.mark.parametrize("kind", ["a3c_data", "impala"])
+def test_stopped_actors_are_killed_once_silent_and_the_budget_trained(
+    two_nodes: Any, make_config: Any, tmp_path: Path, kind: str
+) -> None:
+    """A rollout actor stopped (SIGSTOP) at its first env step leaves its ping unanswered: after
+    runner.heartbeat_timeout_s it is killed and Ray restarts it (a3c_data waits for every actor:
+    without it the run would wait forever). With impala the learner is stopped too, mid-call:
+    killed the same way, restarted from the last checkpoint."""
+    marker = tmp_path / "stopped"
+    config = _config(make_config, kind, steps=2400, fault="stop_once", at_step=1, marker=str(marker))
+    config = config.model_copy(
+        update={"runner": config.runner.model_copy(update={"heartbeat_timeout_s": 3.0})}
+    )
+    stopped: list[int] = []
+
+    def stop_learner(env_steps: int, models: Any) -> None:
+        if kind != "impala" or stopped or env_steps < 1000:
+            return
+        learner = ray.get_actor(actor_name(tmp_path / "run", "learner"))
+        stopped.append(ray.get(learner.where.remote())["pid"])
+        os.kill(stopped[0], signal.SIGSTOP)
+
+    summary = train(config, tmp_path / "run", hook=stop_learner)
+    assert summary["status"] == "finished" and summary["env_steps"] >= config.runner.total_env_steps
+    faults = summary["faults"]
+    assert sorted(faults["restarts"]) == [0, 1] and faults["rollouts_dropped"] >= 1
+    events = (tmp_path / "run" / "events.log").read_text().splitlines()
+    actor_events = [e for e in events if "rollout actor" in e]
+    assert "silent for" in actor_events[0] and "(runner.heartbeat_timeout_s=3); killing it" in actor_events[0]
+    assert any("restart 1 of 3" in e for e in actor_events[1:]), events
+    if kind == "impala":
+        assert faults["learner_restarts"] == 1 and faults["env_steps_rolled_back"] > 0
+        assert any("learner silent for" in e for e in events), events
+        assert any("learner died (killed for its silence)" in e for e in events), events
+    else:
+        assert faults["learner_restarts"] == 0
+    _episodes_are_numbered_once(tmp_path / "run")
+    # the stopped processes are gone, not left stopped
+    for pid in [int(marker.read_text()), *stopped]:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
 def test_the_backend_refuses_what_it_cannot_run(make_config: Any) -> None:
     with pytest.raises(ConfigError, match=r"runner\.backend: ray does not run runner\.serial: True"):
         make_config(runner={"backend": "ray", "serial": True})

@@ -19,7 +19,10 @@ Faults. A rollout actor that dies is restarted by Ray (``max_restarts``) and act
 streams; its rollout in flight is dropped and counted, and the run still trains its full
 env-step budget. A learner that dies is restarted by Ray and loaded from the last checkpoint;
 the run goes back to that checkpoint (counters and logs cut as ``--resume`` does) and trains
-its full budget from there. Every fault is written to ``events.log``.
+its full budget from there. An actor (rollout or learner) that leaves a ping or a call
+unanswered for ``runner.heartbeat_timeout_s`` (stopped, stuck) is killed through Ray, which
+restarts it as above; one that Ray is restarting may take ``STARTUP_TIMEOUT_S`` to answer.
+Every fault is written to ``events.log``.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from uavrl.runners.learner import (
 )
 from uavrl.runners.metrics import histogram_summary
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
-from uavrl.runners.supervise import WorkerFailed
+from uavrl.runners.supervise import STARTUP_TIMEOUT_S, WorkerFailed
 from uavrl.runners.worker import (
     EpisodeRecord,
     derived_seed,
@@ -310,18 +313,27 @@ class RayDriver:
         self.pings: dict[Any, int] = {}  # ping ref -> actor
         self.interrupted = False  # set by the SIGINT handler of run_ray
         self.last_ping = [time.monotonic()] * r.n_workers
+        self.restarting: set[int] = set()  # rollout actors killed for silence, not yet answering
         session.sync_models = self._pull_models
 
     def placement(self) -> dict[str, Any]:
         """Node ids of the learner and of every rollout actor (waits for them to start)."""
-        where = self.ray.get([self.learner.where.remote(), *[a.where.remote() for a in self.actors]])
+        refs = [self.learner.where.remote(), *[a.where.remote() for a in self.actors]]
+        try:
+            where = self.ray.get(refs, timeout=STARTUP_TIMEOUT_S)
+        except self.ray.exceptions.GetTimeoutError:
+            raise WorkerFailed(f"the Ray actors did not all start within {STARTUP_TIMEOUT_S:g} s") from None
         self.learner_pid = int(where[0]["pid"])
         self.pids = [int(w["pid"]) for w in where[1:]]
         return {"learner": where[0]["node_id"], "actors": [w["node_id"] for w in where[1:]]}
 
     def _pull_models(self) -> bool:
+        asked = time.monotonic()
         try:
-            tensors, _ = self.ray.get(self.learner.state.remote())
+            tensors, _ = self.ray.get(self.learner.state.remote(), timeout=self.heartbeat_s)
+        except self.ray.exceptions.GetTimeoutError:
+            self._kill_silent(self.learner, "learner", asked)
+            return False  # the next learner call finds it restarted and rolls the run back
         except self.ray.exceptions.RayActorError:
             return False
         except self.ray.exceptions.RayTaskError as err:
@@ -335,9 +347,30 @@ class RayDriver:
         learner; its weights become the current version."""
         version = int(self.session.counters.snapshot()["updates"])
         tensors = training_tensors(self.session.models, self.session.optimizers)
-        self.weights = self.learner.load.remote(tensors, version)
-        self.ray.get(self.weights)
+        while True:
+            asked = time.monotonic()
+            self.weights = self.learner.load.remote(tensors, version)
+            try:
+                self.ray.get(self.weights, timeout=self.heartbeat_s)
+                break
+            except self.ray.exceptions.GetTimeoutError:
+                self._kill_silent(self.learner, "learner", asked)
+            except self.ray.exceptions.RayActorError:
+                pass
+            self._learner_restarted("it died while loading the models")
         self.version = version
+
+    @property
+    def heartbeat_s(self) -> float:
+        return self.config.runner.heartbeat_timeout_s
+
+    def _kill_silent(self, handle: Any, who: str, since: float) -> None:
+        """Kill ``handle``'s process, silent since ``since``; Ray restarts it (if restarts are left)."""
+        self.session.record_event(
+            f"{who} silent for {time.monotonic() - since:.0f} s "
+            f"(runner.heartbeat_timeout_s={self.heartbeat_s:g}); killing it"
+        )
+        self.ray.kill(handle, no_restart=False)
 
     # --- rollout actors -------------------------------------------------------------------
 
@@ -364,7 +397,7 @@ class RayDriver:
         try:
             info: RolloutInfo = self.ray.get(ready[0])
         except self.ray.exceptions.RayActorError as err:
-            pid = self._answering_pid(self.actors[actor_id])
+            pid = self._answering_pid(self.actors[actor_id], f"rollout actor {actor_id}")
             self._actor_answered(actor_id, pid, f"{type(err).__name__}")
             if actor_id not in {i for i, _ in self.inflight.values()}:
                 self._submit(actor_id)
@@ -373,10 +406,19 @@ class RayDriver:
 
     def _check_actors(self) -> None:
         """Ping every rollout actor at most every ``PING_S``: the error of a task whose actor
-        died does not always reach ``ray.wait`` (seen across nodes), a new pid always tells."""
+        died does not always reach ``ray.wait`` (seen across nodes), a new pid always tells.
+        One that leaves its ping unanswered for the heartbeat timeout (``STARTUP_TIMEOUT_S``
+        while Ray restarts it) is killed."""
         now = time.monotonic()
         for i, actor in enumerate(self.actors):
-            if i not in self.pings.values() and now - self.last_ping[i] > PING_S:
+            waiting = i in self.pings.values()
+            limit = STARTUP_TIMEOUT_S if i in self.restarting else self.heartbeat_s
+            if waiting and now - self.last_ping[i] > limit:
+                self._kill_silent(actor, f"rollout actor {i}", self.last_ping[i])
+                self.restarting.add(i)
+                self.pings = {ref: owner for ref, owner in self.pings.items() if owner != i}
+                waiting = False
+            if not waiting and now - self.last_ping[i] > PING_S:
                 self.pings[actor.where.remote()] = i
                 self.last_ping[i] = now
         if not self.pings:
@@ -390,6 +432,7 @@ class RayDriver:
                 continue  # being restarted: the next ping tells
             except self.ray.exceptions.RayActorError:
                 pid = None
+            self.restarting.discard(i)
             if pid != self.pids[i]:
                 self._actor_answered(i, pid, "a new process answered its ping")
                 for ref_i in [r for r, (owner, _) in self.inflight.items() if owner == i]:
@@ -400,17 +443,21 @@ class RayDriver:
         """At the end of the run: an actor that died in its last rollout, which the run did
         not wait for, is counted too (each actor answers once Ray has restarted it)."""
         for i, actor in enumerate(self.actors):
-            pid = self._answering_pid(actor)
+            pid = self._answering_pid(actor, f"rollout actor {i}")
             if pid is not None and pid != self.pids[i]:
                 self._actor_answered(i, pid, "found at the end of the run")
 
-    def _answering_pid(self, handle: Any) -> int | None:
+    def _answering_pid(self, handle: Any, who: str) -> int | None:
         """The pid of ``handle``'s process once it answers (Ray may be restarting it); None if
-        it is dead for good (its restarts used up)."""
+        it is dead for good (its restarts used up). One silent for ``STARTUP_TIMEOUT_S`` (time
+        for a restart) is killed, and asked again."""
         deadline = time.monotonic() + RESTART_WAIT_S
         while True:
+            asked = time.monotonic()
             try:
-                return int(self.ray.get(handle.where.remote())["pid"])
+                return int(self.ray.get(handle.where.remote(), timeout=STARTUP_TIMEOUT_S)["pid"])
+            except self.ray.exceptions.GetTimeoutError:
+                self._kill_silent(handle, who, asked)
             except self.ray.exceptions.ActorUnavailableError:
                 if time.monotonic() > deadline:
                     raise
@@ -445,7 +492,9 @@ class RayDriver:
     def _learner_call(self, ref: Any) -> Any:
         """The learner's result; a dead learner is restarted from the last checkpoint (returns
         None: everything in flight was dropped and resubmitted). While waiting, the learner is
-        pinged: a new pid means it died though the call's error has not arrived."""
+        pinged: a new pid means it died though the call's error has not arrived; no answer for
+        the heartbeat timeout, that it is stopped or stuck: it is killed."""
+        answered = time.monotonic()
         while True:
             ready, _ = self.ray.wait([ref], timeout=PING_S)
             if ready:
@@ -462,10 +511,15 @@ class RayDriver:
             try:  # alive and busy: the ping answers after the call, which is then ready
                 pid = int(self.ray.get(self.learner.where.remote(), timeout=PING_S)["pid"])
             except (self.ray.exceptions.GetTimeoutError, self.ray.exceptions.ActorUnavailableError):
+                if time.monotonic() - answered > self.heartbeat_s:
+                    self._kill_silent(self.learner, "learner", answered)
+                    self._learner_died("killed for its silence")
+                    return None
                 continue
             except self.ray.exceptions.RayActorError as err:
                 self._learner_died(type(err).__name__)
                 return None
+            answered = time.monotonic()
             if pid != self.learner_pid:
                 self._learner_died("a new process answered its ping")
                 return None
@@ -476,11 +530,13 @@ class RayDriver:
         if not isinstance(getattr(err, "cause", None), LearnerNotLoaded):
             raise err
 
-    def _learner_died(self, what: str) -> None:
-        r, session = self.config.runner, self.session
-        pid = self._answering_pid(self.learner)
+    def _learner_restarted(self, what: str) -> None:
+        """Wait for the learner's process to answer again after ``what``; count a new one as a
+        restart, and stop the run if it is dead for good."""
+        r = self.config.runner
+        pid = self._answering_pid(self.learner, "learner")
         if pid is None:
-            session.record_event(
+            self.session.record_event(
                 f"learner died after {self.faults.learner_restarts} restarts "
                 f"(runner.max_restarts={r.max_restarts}); stopping the run"
             )
@@ -488,6 +544,10 @@ class RayDriver:
         if pid != self.learner_pid:
             self.learner_pid = pid
             self.faults.learner_restarts += 1
+
+    def _learner_died(self, what: str) -> None:
+        r, session = self.config.runner, self.session
+        self._learner_restarted(what)
         before = int(session.counters.env_steps.value)
         session.rollback_to_checkpoint()
         after = int(session.counters.env_steps.value)
