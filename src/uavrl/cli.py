@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
+import importlib.util
 import os
 import signal
 import sys
@@ -519,19 +520,23 @@ def _bench_solve(args: argparse.Namespace) -> None:
 def _bench_chaos(args: argparse.Namespace) -> None:
     from uavrl.bench import chaos
 
-    kinds = tuple(args.kinds.split(","))
-    unknown = sorted(set(kinds) - set(chaos.KINDS))
+    allowed = chaos.RAY_KINDS if args.backend == "ray" else chaos.KINDS
+    kinds = tuple(args.kinds.split(",")) if args.kinds else allowed
+    unknown = sorted(set(kinds) - set(allowed))
     if unknown:
         raise ConfigError(
-            f"--kinds: {unknown} are not runner kinds of bench chaos; choose from {list(chaos.KINDS)}"
+            f"--kinds: {unknown} are not runner kinds of bench chaos on --backend {args.backend}; "
+            f"choose from {list(allowed)}"
         )
+    if args.backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("bench chaos --backend ray needs Ray: pip install 'uavrl[ray]' -c constraints.txt")
     with progress_console.status(
-        f"injecting {args.kills} faults into short runs of {', '.join(kinds)} (minutes)"
+        f"injecting {args.kills} faults into short runs of {', '.join(kinds)} on {args.backend} (minutes)"
     ):
-        trials, table = chaos.run(args.kills, kinds, seed=args.seed)
+        trials, table = chaos.run(args.kills, kinds, seed=args.seed, backend=args.backend)
     rich_table = Table(
-        title=f"chaos: {args.kills} faults (kill -9 / SIGSTOP of a child, kill -9 of the run and --resume), "
-        f"seed {args.seed}"
+        title=f"chaos: {args.kills} faults (kill -9 / SIGSTOP of a child, kill -9 of the run and --resume) "
+        f"on {args.backend}, seed {args.seed}"
     )
     for column in table.columns:
         rich_table.add_column(str(column), justify="right")
@@ -847,7 +852,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-sb3", action="store_true", help="solve: uavrl rows only")
     bench.add_argument("--kills", type=int, default=200, help="chaos: faults to inject in all")
     bench.add_argument(
-        "--kinds", default="a3c,individual,a3c_data,impala,a2c", help="chaos: runner kinds, in turn"
+        "--kinds",
+        help="chaos: runner kinds, in turn (default a3c,individual,a3c_data,impala,a2c; on ray "
+        "a3c,a3c_data,impala)",
+    )
+    bench.add_argument(
+        "--backend", choices=["process", "ray"], default="process", help="chaos: where the runs run"
     )
     bench.add_argument("--seed", type=int, default=0, help="chaos: seed of the faults' targets and instants")
     bench.add_argument("--csv", help="write the table here (solve: one row per run; chaos: one per trial)")

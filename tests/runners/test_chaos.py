@@ -23,3 +23,16 @@ def test_twenty_faults_leave_no_hang_no_orphan_and_no_duplicated_row(tmp_path: P
     assert total["lost rows"] <= chaos.ENVS * total["child kills"]
     # every child fault was recovered from, the stopped ones after their heartbeat lapsed
     assert total["recover worst (s)"] < chaos.HEARTBEAT_S + 30
+
+
+def test_faults_on_the_ray_backend_leave_no_hang_no_orphan_and_no_duplicated_row(tmp_path: Path) -> None:
+    """The same on Ray: rollout actors and the learner killed and stopped, the driver killed."""
+    pytest.importorskip("ray")
+    trials, table = chaos.run(
+        6, chaos.RAY_KINDS[1:], seed=3, faults_per_trial=3, directory=tmp_path, backend="ray"
+    )
+    total = table.set_index("kind").loc["all"]
+    assert total["child kills"] + total["child stops"] + total["run kills"] >= 6
+    assert total["hangs"] == 0 and total["orphans"] == 0, trials.to_string()
+    assert total["duplicated rows"] == 0
+    assert total["finished"] == total["trials"] == total["checkpoints load"], trials["error"].tolist()

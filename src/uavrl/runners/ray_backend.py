@@ -482,6 +482,10 @@ class RayDriver:
             return
         self.pids[actor_id] = pid
         self.faults.restarts[actor_id] = n + 1
+        # a ping still out went to the dead process: the new one is not silent
+        self.pings = {ref: owner for ref, owner in self.pings.items() if owner != actor_id}
+        self.last_ping[actor_id] = time.monotonic()
+        self.restarting.discard(actor_id)
         self.session.record_event(
             f"rollout actor {actor_id} died ({what}); its rollout in flight is dropped; "
             f"restart {n + 1} of {r.max_restarts}"
