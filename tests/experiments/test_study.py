@@ -96,6 +96,33 @@ def test_control_arms_change_the_individual_arm_in_one_thing_each() -> None:
     assert cells == same_row
 
 
+def test_the_tuned_individual_arm_is_the_individual_arm_with_its_own_values_after_the_row() -> None:
+    tuned = ["algo.lr=0.00135", "algo.rollout_length=10", "runner.envs_per_worker=8"]
+    study = load_study(
+        CONFIGS / "study_core.yaml",
+        ["individual_tuned_rows=[baseline, private_pools]", f"individual_tuned_set={json.dumps(tuned)}"],
+    )
+    runs = {(r.arm, r.ablation, r.seed): r.config for r in plan(study, Path("x"))}
+    for row in ("baseline", "private_pools"):
+        mine, theirs = runs[("individual_tuned", row, 2)].to_dict(), runs[("individual", row, 2)].to_dict()
+        assert (mine["algo"].pop("lr"), mine["algo"].pop("rollout_length")) == (0.00135, 10)
+        assert mine["runner"].pop("envs_per_worker") == 8 and not mine["runner"]["share"]
+        for config in (mine, theirs):
+            config.pop("name"), config["algo"].pop("lr", None), config["algo"].pop("rollout_length", None)
+            config["runner"].pop("envs_per_worker", None)
+        assert mine == theirs  # the row's other settings (private pools...) stand
+    assert ("individual_tuned", "design_hparams", 0) not in runs
+    with pytest.raises(ConfigError, match="individual_tuned_rows needs individual_tuned_set"):
+        load_study(
+            CONFIGS / "study_core.yaml", ["individual_tuned_rows=[baseline]", "individual_tuned_set=[]"]
+        )
+    with pytest.raises(ConfigError, match=r"individual_tuned_set: 'runner\.share=true' must be KEY=VALUE"):
+        load_study(
+            CONFIGS / "study_core.yaml",
+            ["individual_tuned_rows=[baseline]", 'individual_tuned_set=["runner.share=true"]'],
+        )
+
+
 def test_runner_arms_share_the_config_seeds_and_budget() -> None:
     study = load_study(CONFIGS / "study_quick.yaml")
     runs = {(r.arm, r.ablation, r.seed): r.config for r in plan(study, Path("x"))}
@@ -169,6 +196,16 @@ def test_a_confirmatory_study_refuses_development_seeds(tmp_path: Path) -> None:
     assert study_standing(also, tmp_path)[0] == "exploratory"
     record_confirmatory(started, tmp_path)
     assert study_standing(started, tmp_path)[0] == "confirmatory"
+    # an arm with values of its own: added with them, an amendment; its values changed once it
+    # is in the record, a change
+    tuned = [*both, "individual_tuned_rows=[baseline]", 'individual_tuned_set=["algo.lr=0.002"]']
+    with_tuned = load_study(CONFIGS / "study_quick.yaml", tuned)
+    record_confirmatory(with_tuned, tmp_path)
+    standing, why = study_standing(with_tuned, tmp_path)
+    assert standing == "confirmatory" and "individual_tuned (baseline)" in why
+    retuned = load_study(CONFIGS / "study_quick.yaml", [*tuned, 'individual_tuned_set=["algo.lr=0.003"]'])
+    record_confirmatory(retuned, tmp_path)
+    assert study_standing(retuned, tmp_path)[0] == "exploratory"
 
 
 @pytest.fixture(scope="module")

@@ -111,7 +111,7 @@ SHARED_MODEL_ARMS = ("a3c", "a3c_equal_updates", "a2c", "a3c_data", "impala")
 """Arms whose run trains one model for all workers (A3C and its relatives)."""
 RUNNER_ARMS = ("a2c", "a3c_data", "impala")
 """Arms that are a runner kind of their own (the others are ``a3c`` with or without sharing)."""
-INDIVIDUAL_ARMS = ("individual", "individual_equal_steps", "individual_all_cells")
+INDIVIDUAL_ARMS = ("individual", "individual_equal_steps", "individual_all_cells", "individual_tuned")
 """Arms whose run trains one model per worker, without sharing."""
 
 
@@ -121,11 +121,18 @@ class ControlArm:
     thing changed, run in the ablation rows that its study field (``rows_field``) names.
 
     ``worker_budgets``: the run's env steps in units of ``env_steps_per_worker``, given the
-    number of workers N (the ``a3c`` and ``individual`` arms get N)."""
+    number of workers N (the ``a3c`` and ``individual`` arms get N). ``overrides_field``: a
+    study field of ``--set`` overrides applied after the row's (the arm's own tuned values)."""
 
     rows_field: str
     worker_budgets: Callable[[int], int]
     overrides: tuple[str, ...] = ()
+    overrides_field: str | None = None
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The study fields that define this arm."""
+        return (self.rows_field,) + ((self.overrides_field,) if self.overrides_field else ())
 
 
 CONTROL_ARMS = {
@@ -135,6 +142,8 @@ CONTROL_ARMS = {
     "individual_equal_steps": ControlArm("equal_steps_rows", lambda n: n * n),
     # each individual model steps every training cell, as the A3C model does
     "individual_all_cells": ControlArm("all_cells_rows", lambda n: n, ("env.cells_by=copy",)),
+    # the individual arm with values tuned for it (its own Optuna study)
+    "individual_tuned": ControlArm("individual_tuned_rows", lambda n: n, (), "individual_tuned_set"),
 }
 LEARNED_ARMS = (*SHARED_MODEL_ARMS, *INDIVIDUAL_ARMS)
 
@@ -198,7 +207,9 @@ class StudyConfig(ConfigSection):
       ``individual_equal_steps`` (``equal_steps_rows``) is the individual arm with ``n_workers``
       times the env steps, so each of its models gets as many env steps as the A3C model;
       ``individual_all_cells`` (``all_cells_rows``) is the individual arm with every worker
-      stepping every training cell (``env.cells_by: copy``), as the A3C model does.
+      stepping every training cell (``env.cells_by: copy``), as the A3C model does;
+      ``individual_tuned`` (``individual_tuned_rows``) is the individual arm with the
+      ``--set`` overrides of ``individual_tuned_set`` after the row's: values tuned for it.
     - ``env_steps_per_worker``: every worker of every arm and row gets this many env steps
       (``runner.total_env_steps = env_steps_per_worker * n_workers``).
     - ``ablations``: row name -> ``--set`` overrides of the base; the first row is the baseline
@@ -217,6 +228,8 @@ class StudyConfig(ConfigSection):
     equal_updates_rows: list[str] = Field(default_factory=list)
     equal_steps_rows: list[str] = Field(default_factory=list)
     all_cells_rows: list[str] = Field(default_factory=list, json_schema_extra=HASH_NEUTRAL)
+    individual_tuned_rows: list[str] = Field(default_factory=list, json_schema_extra=HASH_NEUTRAL)
+    individual_tuned_set: list[str] = Field(default_factory=list, json_schema_extra=HASH_NEUTRAL)
     seeds: int = Field(10, ge=1)
     first_seed: int = Field(0, ge=0)
     env_steps_per_worker: int = Field(ge=1)
@@ -252,6 +265,17 @@ class StudyConfig(ConfigSection):
                 key = item.partition("=")[0]
                 if key in _RESERVED:
                     raise ValueError(f"ablation {row!r} may not set {key!r} (the study sets it)")
+        for item in self.individual_tuned_set:
+            key = item.partition("=")[0]
+            if key in _RESERVED or "=" not in item:
+                raise ValueError(
+                    f"individual_tuned_set: {item!r} must be KEY=VALUE of a setting the study does not set "
+                    f"(not one of {list(_RESERVED)})"
+                )
+        if self.individual_tuned_rows and not self.individual_tuned_set:
+            raise ValueError(
+                "individual_tuned_rows needs individual_tuned_set: the individual arm's tuned values"
+            )
         resolve_cells([*self.evaluation.train_cells, *self.evaluation.held_out_cells])
         envs = {run.config.env.id for run in plan(self, Path("."))}
         if len(envs) > 1:
@@ -328,6 +352,7 @@ def run_config(study: StudyConfig, arm: str, ablation: str, seed: int) -> Config
         f"runner.total_env_steps={study.env_steps_per_worker * budgets}",
         "log.progress=false",
         *(() if control is None else control.overrides),
+        *(getattr(study, control.overrides_field) if control and control.overrides_field else ()),
     ]
     if arm in RUNNER_ARMS:
         overrides.append(f"runner.kind={arm}")
@@ -603,8 +628,15 @@ def _added_controls(before: StudyConfig, after: StudyConfig) -> dict[str, list[s
         for arm, field in fields.items()
     }
     kept = all(set(getattr(before, field)) <= set(getattr(after, field)) for field in fields.values())
-    unchanged = after.model_copy(update={field: getattr(before, field) for field in fields.values()})
-    if not kept or unchanged.hash() != before.hash() or not any(added.values()):
+    # an arm's own overrides may be set with its first rows, never changed once it has run
+    settled = all(
+        getattr(before, c.overrides_field) == getattr(after, c.overrides_field)
+        for c in CONTROL_ARMS.values()
+        if c.overrides_field and getattr(before, c.rows_field)
+    )
+    arm_fields = [field for control in CONTROL_ARMS.values() for field in control.fields]
+    unchanged = after.model_copy(update={field: getattr(before, field) for field in arm_fields})
+    if not kept or not settled or unchanged.hash() != before.hash() or not any(added.values()):
         return None
     return {arm: rows for arm, rows in added.items() if rows}
 
