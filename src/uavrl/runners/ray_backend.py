@@ -443,7 +443,19 @@ class RayDriver:
         """At the end of the run: an actor that died in its last rollout, which the run did
         not wait for, is counted too (each actor answers once Ray has restarted it)."""
         for i, actor in enumerate(self.actors):
-            pid = self._answering_pid(actor, f"rollout actor {i}")
+            pid: int | None
+            # one stopped now is not waited for (the run is over, and close() kills it); one
+            # being restarted is
+            limit = STARTUP_TIMEOUT_S if i in self.restarting else self.heartbeat_s
+            try:
+                pid = int(self.ray.get(actor.where.remote(), timeout=limit)["pid"])
+            except self.ray.exceptions.GetTimeoutError:
+                self.session.record_event(f"rollout actor {i} did not answer at the end of the run")
+                continue
+            except self.ray.exceptions.ActorUnavailableError:  # Ray is restarting it
+                pid = self._answering_pid(actor, f"rollout actor {i}")
+            except self.ray.exceptions.RayActorError:
+                pid = None
             if pid is not None and pid != self.pids[i]:
                 self._actor_answered(i, pid, "found at the end of the run")
 
