@@ -416,7 +416,7 @@ class RayDriver:
             if waiting and now - self.last_ping[i] > limit:
                 self._kill_silent(actor, f"rollout actor {i}", self.last_ping[i])
                 self.restarting.add(i)
-                self.pings = {ref: owner for ref, owner in self.pings.items() if owner != i}
+                self._forget_pings(i)
                 waiting = False
             if not waiting and now - self.last_ping[i] > PING_S:
                 self.pings[actor.where.remote()] = i
@@ -438,6 +438,9 @@ class RayDriver:
                 for ref_i in [r for r, (owner, _) in self.inflight.items() if owner == i]:
                     del self.inflight[ref_i]
                 self._submit(i)
+
+    def _forget_pings(self, actor_id: int) -> None:
+        self.pings = {ref: owner for ref, owner in self.pings.items() if owner != actor_id}
 
     def _count_late_deaths(self) -> None:
         """At the end of the run: an actor that died in its last rollout, which the run did
@@ -494,8 +497,7 @@ class RayDriver:
             return
         self.pids[actor_id] = pid
         self.faults.restarts[actor_id] = n + 1
-        # a ping still out went to the dead process: the new one is not silent
-        self.pings = {ref: owner for ref, owner in self.pings.items() if owner != actor_id}
+        self._forget_pings(actor_id)  # a ping still out went to the dead process
         self.last_ping[actor_id] = time.monotonic()
         self.restarting.discard(actor_id)
         self.session.record_event(

@@ -267,19 +267,17 @@ class Supervisor:
         now = time.monotonic()
         timeout = self.heartbeat_timeout_s
         silent: dict[int, str] = {}
-        stopped, running = set(), set()
+        started: list[int] = []
         for i, p in enumerate(self.processes):
             if not p.is_alive():
                 continue
             silence = self.heartbeats.silent_for(i)
-            state = (process_status(p.pid) or ("?", 0))[0]
             if self.heartbeats.started(i):
-                stopped |= {i} if state in ("T", "t") else set()
+                started.append(i)
                 if silence > timeout:
                     silent[i] = f"silent for {silence:.0f} s"
-                    running |= {i} if state == "R" else set()
                 continue
-            stopped_since = self._stopped_since.pop(i, now) if state in ("T", "t") else None
+            stopped_since = self._stopped_since.pop(i, now) if self._state(i) in ("T", "t") else None
             if stopped_since is not None:
                 self._stopped_since[i] = stopped_since
             if stopped_since is not None and now - stopped_since > timeout:
@@ -288,6 +286,9 @@ class Supervisor:
                 self._kill(i, f"still starting after {silence:.0f} s")
         if not silent:
             return
+        states = {i: self._state(i) for i in started}
+        stopped = {i for i in started if states[i] in ("T", "t")}
+        running = {i for i in silent if states[i] == "R"}
         culprits = stopped or running or set(silent)
         for i in sorted(culprits):
             why = silent.get(i, f"stopped, silent for {self.heartbeats.silent_for(i):.0f} s")
@@ -298,6 +299,11 @@ class Supervisor:
                 f"{', '.join(map(str, sorted(culprits)))}: one more runner.heartbeat_timeout_s={timeout:g}"
             )
             self.heartbeats.pardon(i)
+
+    def _state(self, i: int) -> str:
+        """Child ``i``'s state letter in /proc (``?`` where it cannot be read)."""
+        status = process_status(self.processes[i].pid)
+        return status[0] if status is not None else "?"
 
     def _kill(self, i: int, why: str) -> None:
         self._stopped_since.pop(i, None)
