@@ -147,6 +147,13 @@ class ModelConfig(ConfigSection):
     observation, their channels and the pool level
     (:class:`~uavrl.envs.vector.TeamStateObservations`). The policy still acts on the agent's
     own observation alone.
+
+    ``privileged_critic`` (a uavrl preset, any runner and pool) gives the value function its
+    own network over the observation and the agent's hidden state: for `paper` the channel,
+    its pool's level and its cloud slots; for `mec` shadowing, blockage, cloud load and tasks
+    (:class:`~uavrl.envs.vector.HiddenStateObservations`). The deployed policy is unchanged:
+    only the training targets see more. With ``central_critic`` as well, the team state holds
+    every pool mate's observation with its hidden state.
     """
 
     hidden_size: int = Field(128, ge=1)
@@ -154,6 +161,7 @@ class ModelConfig(ConfigSection):
     layer_norm: bool = True
     squash: Literal["clip", "tanh"] = "clip"
     central_critic: bool = Field(False, json_schema_extra=HASH_NEUTRAL)
+    privileged_critic: bool = Field(False, json_schema_extra=HASH_NEUTRAL)
 
 
 class AlgoConfig(ConfigSection):

@@ -336,6 +336,8 @@ def test_observe_hidden_appends_the_hidden_state_and_changes_nothing_else() -> N
         np.testing.assert_array_equal(obs_seen[:, MecObs.HIDDEN][:, 1], hidden["blocked"])
         np.testing.assert_allclose(obs_seen[:, MecObs.HIDDEN][:, 2], hidden["load"], rtol=1e-6)
         assert ((obs_seen >= 0) & (obs_seen <= 1)).all()
+        # what a privileged critic reads of the plain core is what this core observes
+        np.testing.assert_array_equal(plain.hidden_features(), obs_seen[:, MecObs.HIDDEN])
         actions = rng.integers(0, 3, 6)
         obs_plain, obs_seen = plain.step(actions)[0], seen.step(actions)[0]
     check_env(gym.make(ENV_ID, preset="mec", observe_hidden=True).unwrapped, skip_render_check=True)

@@ -251,6 +251,66 @@ def test_central_critic_needs_a_shared_pool_and_workers_stepped_together(make_co
 
 
 @pytest.mark.parametrize("serial", [True, False])
+def test_a_privileged_critic_reads_the_hidden_state_in_training_only(
+    make_config, tmp_path: Path, serial: bool
+) -> None:
+    """Workers stepped together or apart (private pools) train a critic over the observation and
+    the agent's 42 hidden-state columns: their finite values come from those columns (a change
+    in the hidden part moves the value, never the policy), and the reloaded model acts on the
+    agent's own observation."""
+    from uavrl.runners.checkpoint import load_models
+    from uavrl.runners.worker import make_worker_env
+
+    config = make_config(
+        runner={"total_env_steps": 1200, "serial": serial}, model={"privileged_critic": True}
+    )
+    env = make_worker_env(config, 0, None)
+    obs = env.reset(0, np.arange(3))
+    assert obs.shape == (3, 48 + 42)
+    run_a3c(config, tmp_path)
+    log = pd.read_csv(tmp_path / "training_log.csv")
+    assert np.isfinite(log["value_loss"]).all() and len(log) > 0
+    models, _ = load_models(tmp_path / "checkpoints", "last")
+    model = models[0]
+    assert (model.spec.critic_state_dim, model.spec.actor_obs_dim) == (42, 48)
+    full = torch.tensor(obs)
+    moved = full.clone()
+    moved[:, 48:] = 1.0 - moved[:, 48:]
+    h = model.initial_state(3)
+    params, value, _ = model.step(full, h)
+    params_moved, value_moved, _ = model.step(moved, h)
+    assert torch.isfinite(value).all() and not torch.allclose(value, value_moved)
+    torch.testing.assert_close(params, params_moved)
+    own, _, _ = model.step(full[:, :48], h)
+    torch.testing.assert_close(own, params)
+
+
+def test_a_privileged_critic_with_a_central_one_sees_every_mates_hidden_state(make_config) -> None:
+    """Both critics: the team state is built from every pool mate's observation with its hidden
+    state, after the agent's own hidden columns."""
+    from uavrl.runners.session import model_spec
+    from uavrl.runners.worker import make_all_worker_envs
+
+    config = make_config(env={"shared_pool": True}, model={"central_critic": True, "privileged_critic": True})
+    spec = model_spec(config)
+    own = 48 + 42
+    assert spec.critic_state_dim == 42 + (2 * own + 2 + 1) and spec.actor_obs_dim == 48
+    env = make_all_worker_envs(config, make_pool(config, cross_process=False))
+    assert env.reset(0, np.arange(6)).shape == (6, spec.obs_dim)
+
+
+def test_a_privileged_critic_needs_an_env_with_a_hidden_state(make_config) -> None:
+    from uavrl.errors import ConfigError
+    from uavrl.runners.session import model_spec
+
+    config = make_config(
+        env={"id": "CartPole-v1", "params": {}, "worker_cells": None}, model={"privileged_critic": True}
+    )
+    with pytest.raises(ConfigError, match=r"GymVecEnv exposes no hidden state.*model\.privileged_critic"):
+        model_spec(config)
+
+
+@pytest.mark.parametrize("serial", [True, False])
 def test_a_pool_price_shapes_the_training_reward_only(make_config, tmp_path: Path, serial: bool) -> None:
     """Serial and parallel workers train on priced rewards; the final evaluation scores the
     environment's own returns (the same weights score the same with or without the price)."""

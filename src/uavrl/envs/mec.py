@@ -661,17 +661,25 @@ class MecCore:
         obs[:, MecObs.DISTANCE] = min(p.distance / DISTANCE_NORM_M, 1.0)
         obs[:, MecObs.SLOTS_LEFT] = self.slots_left / p.horizon
         if p.observe_hidden:
-            hidden = self.privileged()
-            obs[:, MecObs.HIDDEN] = np.stack(
-                [
-                    np.clip((hidden["shadowing_db"] / SHADOWING_SIGMA_DB + 3.0) / 6.0, 0.0, 1.0),
-                    hidden["blocked"],
-                    hidden["load"],
-                    np.minimum(hidden["cloud_tasks"] / 10.0, 1.0),
-                ],
-                axis=1,
-            )
+            obs[:, MecObs.HIDDEN] = self.hidden_features()
         return obs
+
+    hidden_dim = MecObs.DIM_WITH_HIDDEN - MecObs.DIM
+
+    def hidden_features(self) -> np.ndarray:
+        """(B, 4) float32 in [0, 1]: the hidden state (``MecObs.HIDDEN``): shadowing, blockage,
+        the cloud's background load and the tasks in service on the copy's cloud. Observed with
+        ``observe_hidden`` (a privileged baseline); else read by a privileged critic only."""
+        hidden = self.privileged()
+        return np.stack(
+            [
+                np.clip((hidden["shadowing_db"] / SHADOWING_SIGMA_DB + 3.0) / 6.0, 0.0, 1.0),
+                hidden["blocked"],
+                hidden["load"],
+                np.minimum(hidden["cloud_tasks"] / 10.0, 1.0),
+            ],
+            axis=1,
+        ).astype(np.float32)
 
     def lookahead_costs(self, continuation: Callable[[np.ndarray, Any], Any] | None = None) -> np.ndarray:
         """(B, 3) the realised cost of LOCAL, OFFLOAD and DISCARD for each copy's pending task,

@@ -34,7 +34,7 @@ UNIT_NORM = 200.0
 V_MAX = 120.0
 REWARD_TIMINGS = ("completion", "admission")
 # what a policy observes: a trained model's parameters, kept when it is evaluated with others
-OBSERVATION_PARAMS = ("observe_feasibility",)
+OBSERVATION_PARAMS = ("observe_feasibility", "observe_payable")
 # what the copies of one core share (the rest may differ per copy: PaperCore.concatenate)
 SHARED_BY_MERGED_COPIES = (
     "cloud_capacity",
@@ -47,7 +47,8 @@ SHARED_BY_MERGED_COPIES = (
 
 class Obs:
     """Column layout of the 48-float observation (all in [0, 1]); with ``observe_feasibility``
-    a 49th column, LOCAL_FEASIBLE."""
+    a 49th column, LOCAL_FEASIBLE; with ``observe_payable`` one more, the last
+    (:meth:`payable_column`)."""
 
     FREE_LOCAL = 0
     STEPS_LEFT = 1
@@ -62,6 +63,11 @@ class Obs:
     DIM = TASK_UNITS + 6
     LOCAL_FEASIBLE = DIM  # 1 iff LOCAL would admit the pending task (observe_feasibility)
     DIM_WITH_FEASIBILITY = DIM + 1
+
+    @staticmethod
+    def payable_column(observe_feasibility: bool) -> int:
+        """Index of the PAYABLE column (``observe_payable``): after LOCAL_FEASIBLE if present."""
+        return Obs.DIM + int(observe_feasibility)
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,10 @@ class PaperParams:
             pending task now (a free local slot and enough free local units). The 48 columns
             already determine it; a learned policy otherwise spends samples learning the
             comparison, and tries LOCAL on tasks it cannot admit.
+        observe_payable: append a column, 1 iff the pending task would complete before the
+            episode ends if placed now (``T_q <= steps left``): a task that cannot pays nothing
+            wherever it goes and only holds capacity. The steps-left rule reads the same
+            comparison from two columns.
     """
 
     velocity: float = 30.0
@@ -94,6 +104,7 @@ class PaperParams:
     episode_length: int = 100
     reward_timing: str = "completion"
     observe_feasibility: bool = False
+    observe_payable: bool = False
 
     def __post_init__(self) -> None:
         check_range("velocity", self.velocity, 0.0, V_MAX, "km/h")
@@ -107,8 +118,9 @@ class PaperParams:
             raise ConfigError(
                 f"reward_timing must be one of {list(REWARD_TIMINGS)}, got {self.reward_timing!r}"
             )
-        if not isinstance(self.observe_feasibility, bool):
-            raise ConfigError(f"observe_feasibility must be true or false, got {self.observe_feasibility!r}")
+        for name in OBSERVATION_PARAMS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> PaperParams:
@@ -151,7 +163,7 @@ class PaperCore:
                 f"{pool.capacity} units; they must agree"
             )
         self.pool = pool
-        self.obs_dim = Obs.DIM_WITH_FEASIBILITY if self.params.observe_feasibility else Obs.DIM
+        self.obs_dim = Obs.DIM + int(self.params.observe_feasibility) + int(self.params.observe_payable)
         self.owns_pool = owns_pool  # its private pools: no other core can see them
         self.autoreset = autoreset
         self.action_space: gym.Space[Any] = gym.spaces.Discrete(N_ACTIONS)
@@ -396,6 +408,8 @@ class PaperCore:
         ]
         if self.params.observe_feasibility:
             columns.append(self.local_feasible()[:, None])
+        if self.params.observe_payable:
+            columns.append((self.task_time <= self.steps_left)[:, None])
         raw = np.concatenate(columns, axis=1, dtype=np.float64)
         return (raw / self._obs_divisors).astype(np.float32)
 
@@ -415,6 +429,20 @@ class PaperCore:
             "pool_level": self.pool.levels(self.n),
             "free_cloud_slots": (self.slot_units[:, N_SLOTS:] == 0).sum(axis=1),
         }
+
+    hidden_dim = 2 + 2 * N_SLOTS
+
+    def hidden_features(self) -> np.ndarray:
+        """(B, 42) float32 in [0, 1]: what the agent cannot observe, for a critic that sees more
+        in training than the policy can on board: the channel (1 good), its pool's free units
+        over the capacity, then its 20 cloud slots' units / 200 and steps to completion / 50."""
+        columns: list[np.ndarray] = [
+            self.channel[:, None],
+            self.pool.levels(self.n)[:, None] / self.params.cloud_capacity,
+            self.slot_units[:, N_SLOTS:] / UNIT_NORM,
+            self.slot_time[:, N_SLOTS:] / MAX_TASK_TIME,
+        ]
+        return np.concatenate(columns, axis=1, dtype=np.float64).astype(np.float32)
 
     def held_cloud_units(self) -> np.ndarray:
         """(B,) cloud units each copy holds right now."""

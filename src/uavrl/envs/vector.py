@@ -68,6 +68,10 @@ class CoreVecEnv:
     def privileged(self) -> dict[str, np.ndarray]:
         return self.core.privileged()
 
+    def hidden_features(self) -> np.ndarray:
+        """(n, G) hidden state of each copy for a privileged critic (the core's)."""
+        return self.core.hidden_features()
+
     def cloud_unit_steps(self) -> np.ndarray:
         """(n,) units x T_q of the task each copy placed on the cloud at the last step."""
         return _cloud_unit_steps(self.core)
@@ -164,6 +168,10 @@ class ConcatVecEnv:
             states.append(hidden_state())
         return {key: np.concatenate([s[key] for s in states]) for key in states[0]}
 
+    def hidden_features(self) -> np.ndarray:
+        """The parts' hidden states for a privileged critic, concatenated."""
+        return np.concatenate([p.hidden_features() for p in self.parts])  # type: ignore[attr-defined]
+
     def cloud_unit_steps(self) -> np.ndarray:
         """The parts' cloud placements of the last step, concatenated."""
         return np.concatenate([_cloud_unit_steps(p) for p in self.parts])
@@ -219,6 +227,9 @@ class RewardWrapper:
     def privileged(self) -> dict[str, np.ndarray]:
         return self.env.privileged()  # type: ignore[attr-defined]
 
+    def hidden_features(self) -> np.ndarray:
+        return self.env.hidden_features()  # type: ignore[attr-defined]
+
     def close(self) -> None:
         self.env.close()
 
@@ -269,6 +280,67 @@ class PoolMateRewards(RewardWrapper):
     def reward(self, own: np.ndarray) -> np.ndarray:
         pool_mean = np.tile(own.reshape(self.n_agents, -1).mean(axis=0), self.n_agents)
         return (1.0 - self.team_spirit) * own + self.team_spirit * pool_mean
+
+
+class HiddenStateObservations:
+    """Appends each copy's hidden state (``hidden_features()``, G columns: for `paper` the
+    channel, the pool level and the copy's cloud slots) to its observation, for a privileged
+    critic: the actor reads only the first ``inner.obs_dim`` columns, the value network all of
+    them. Unlike :class:`TeamStateObservations` it needs no pool mates: any runner, any pool.
+    The hidden state and the pool pass through, so a team state can wrap this env in turn.
+    """
+
+    def __init__(self, env: VecEnv) -> None:
+        hidden = getattr(env, "hidden_features", None)
+        if hidden is None:
+            raise ConfigError(f"{type(env).__name__} exposes no hidden state for a privileged critic")
+        self.env = env
+        self.n = env.n
+        self.obs_dim = env.obs_dim + hidden_state_dim(env)
+        self.action_space = env.action_space
+
+    def _with_state(self, obs: np.ndarray) -> np.ndarray:
+        hidden = self.env.hidden_features()  # type: ignore[attr-defined]
+        return np.concatenate([obs, hidden], axis=1, dtype=np.float32)
+
+    def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray:
+        return self._with_state(self.env.reset(seed, copy_indices))
+
+    def step(self, actions: Any) -> VecStep:
+        step = self.env.step(actions)
+        obs = self._with_state(step.obs)
+        final = None
+        if step.final_obs is not None:
+            # after an autoreset the core holds the new episode; a finished copy's final state
+            # gets the state now (it ends by termination: its value is never bootstrapped)
+            final = np.concatenate([step.final_obs, obs[:, self.env.obs_dim :]], axis=1)
+        return VecStep(obs, step.reward, step.terminated, step.truncated, final)
+
+    def privileged(self) -> dict[str, np.ndarray]:
+        return self.env.privileged()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def hidden_state_dim(env: Any) -> int:
+    """Columns :class:`HiddenStateObservations` appends to ``env``'s observations: its core's
+    ``hidden_dim``, found through wrappers and concatenations; a clear error for an env that
+    has no hidden state to offer."""
+    if hasattr(env, "core"):
+        dim = getattr(env.core, "hidden_dim", None)
+    elif hasattr(env, "parts"):
+        return hidden_state_dim(env.parts[0])
+    elif hasattr(env, "env"):
+        return hidden_state_dim(env.env)
+    else:
+        dim = None
+    if dim is None:
+        raise ConfigError(
+            f"{type(env).__name__} exposes no hidden state for a privileged critic "
+            "(model.privileged_critic needs a uavrl preset)"
+        )
+    return int(dim)
 
 
 class TeamStateObservations:

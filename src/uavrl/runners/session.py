@@ -18,7 +18,7 @@ import torch
 from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.envs.cloud import BookedPool, CloudPool, PerCopyPools
-from uavrl.envs.vector import make_vec_env, team_state_dim
+from uavrl.envs.vector import hidden_state_dim, make_vec_env, team_state_dim
 from uavrl.errors import ConfigError, RunInterrupted
 from uavrl.nn.heads import describe_action_space
 from uavrl.nn.models import ActorCritic, ModelSpec, build_model
@@ -64,19 +64,24 @@ class RunResult:
     first_update_at: float | None = None
 
 
-def env_spaces(config: Config) -> tuple[int, Any]:
-    """Observation size D and action space of the configured env (read from one probe copy)."""
+def env_spaces(config: Config) -> tuple[int, Any, int]:
+    """Observation size D, action space and hidden-state size G (0 without a privileged critic)
+    of the configured env (read from one probe copy)."""
     probe = make_vec_env(config.env.id, 1, worker_env_params(config, 0))
     try:
-        return probe.obs_dim, probe.action_space
+        hidden_dim = hidden_state_dim(probe) if config.model.privileged_critic else 0
+        return probe.obs_dim, probe.action_space, hidden_dim
     finally:
         probe.close()
 
 
 def model_spec(config: Config) -> ModelSpec:
-    """The architecture for the configured env."""
-    obs_dim, action_space = env_spaces(config)
-    state_dim = team_state_dim(obs_dim, config.runner.n_workers) if config.model.central_critic else 0
+    """The architecture for the configured env: the policy reads the D observation columns;
+    a privileged critic also reads G hidden-state columns, a central one the team's state."""
+    obs_dim, action_space, hidden_dim = env_spaces(config)
+    state_dim = hidden_dim
+    if config.model.central_critic:
+        state_dim += team_state_dim(obs_dim + hidden_dim, config.runner.n_workers)
     return ModelSpec(
         obs_dim=obs_dim + state_dim,
         critic_state_dim=state_dim,

@@ -28,6 +28,7 @@ from uavrl.envs.paper import PaperCore, PaperParams
 from uavrl.envs.scenarios import Cell, resolve_cells
 from uavrl.envs.vector import (
     CoreVecEnv,
+    HiddenStateObservations,
     PoolMateRewards,
     PoolPrice,
     TeamStateObservations,
@@ -139,8 +140,9 @@ def copy_cells(config: Config, worker_id: int) -> list[Cell] | None:
 
 
 def make_worker_env(config: Config, worker_id: int, pool: CloudPool | None) -> VecEnv:
-    """Worker ``worker_id``'s K envs with its training reward (``env.pool_price``)."""
-    return _priced(config, _worker_part(config, worker_id, pool))
+    """Worker ``worker_id``'s K envs with its training reward (``env.pool_price``) and, for a
+    privileged critic, the hidden state in its observations."""
+    return _critic_view(config, _priced(config, _worker_part(config, worker_id, pool)))
 
 
 def _worker_part(config: Config, worker_id: int, pool: CloudPool | None) -> VecEnv:
@@ -164,11 +166,17 @@ def _priced(config: Config, env: VecEnv) -> VecEnv:
     return PoolPrice(env, config.env.pool_price, reward_scale)
 
 
+def _critic_view(config: Config, env: VecEnv) -> VecEnv:
+    return HiddenStateObservations(env) if config.model.privileged_critic else env
+
+
 def make_all_worker_envs(config: Config, pool: CloudPool | None) -> VecEnv:
     """Every worker's envs as one batch: copy ``j`` belongs to worker ``j // envs_per_worker``
-    (rewards averaged over pool mates with ``env.team_reward``, priced with ``env.pool_price``)."""
+    (rewards averaged over pool mates with ``env.team_reward``, priced with ``env.pool_price``,
+    observations extended for a privileged or a central critic)."""
     n = config.runner.n_workers
     env: VecEnv = _priced(config, concat_envs([_worker_part(config, i, pool) for i in range(n)]))
+    env = _critic_view(config, env)
     if config.model.central_critic:
         if pool is None:
             raise ConfigError("model.central_critic needs env.shared_pool: true (it sees a pool's world)")
