@@ -142,20 +142,24 @@ def test_gru_solves_a_memory_task_that_an_mlp_cannot(tmp_path: Path) -> None:
     assert abs(mlp["eval"]["mean_return"]) <= 0.25  # chance: the cue is gone at the last step
 
 
-def test_mec_gru_a3c_beats_the_greedy_estimated_rule_on_its_training_cell(tmp_path: Path) -> None:
-    """configs/mec_a3c.yaml (GRU, 1M env steps) against the cost-estimating rule without its
-    tuned margin, both greedy on the same 100 streams of the training cell."""
+def test_mec_default_beats_the_tuned_two_margin_rule_on_its_training_cell(tmp_path: Path) -> None:
+    """configs/mec_a3c.yaml (GRU, privileged critic, 1M env steps) against the strongest
+    non-privileged rule, the cost-estimating rule with both margins tuned on the training cell,
+    both greedy on the same 100 evaluation streams (the tuning streams are disjoint), as
+    `uavrl train --evaluate` prints them."""
     from uavrl.envs.mec import MecParams
-    from uavrl.envs.mec_baselines import CostEstimatingPolicy
+    from uavrl.envs.mec_baselines import mec_reference_policies
     from uavrl.envs.scenarios import MecCell
     from uavrl.experiments.evaluate import evaluate_mec_policies
 
     config = load_config(CONFIGS / "mec_a3c.yaml", QUIET)
     summary = train(config, tmp_path)
     params = MecParams()
-    rule = CostEstimatingPolicy(params, 1.0, name="greedy_estimated")
+    references = {
+        p.name: p for p in mec_reference_policies(params, [params], config.eval.episodes, config.eval.seed)
+    }
     table = evaluate_mec_policies(
-        [rule], [MecCell(30.0)], MecParams(), config.eval.episodes, config.eval.seed
+        [references["two_margin"]], [MecCell(30.0)], params, config.eval.episodes, config.eval.seed
     )
     assert summary["eval"]["episodes"] == config.eval.episodes
     assert summary["eval"]["mean_return"] > float(table["mean"].iloc[0])
