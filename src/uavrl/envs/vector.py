@@ -282,26 +282,24 @@ class PoolMateRewards(RewardWrapper):
         return (1.0 - self.team_spirit) * own + self.team_spirit * pool_mean
 
 
-class HiddenStateObservations:
-    """Appends each copy's hidden state (``hidden_features()``, G columns: for `paper` the
-    channel, the pool level and the copy's cloud slots) to its observation, for a privileged
-    critic: the actor reads only the first ``inner.obs_dim`` columns, the value network all of
-    them. Unlike :class:`TeamStateObservations` it needs no pool mates: any runner, any pool.
-    The hidden state and the pool pass through, so a team state can wrap this env in turn.
-    """
+class CriticStateObservations:
+    """Appends state columns for the critic to every observation (centralised training,
+    decentralised execution): the actor reads only the first ``env.obs_dim`` columns, the value
+    network all of them. Subclasses define :meth:`_state` and set ``obs_dim``; the hidden state
+    passes through, so one such view can wrap another."""
 
-    def __init__(self, env: VecEnv) -> None:
-        hidden = getattr(env, "hidden_features", None)
-        if hidden is None:
-            raise ConfigError(f"{type(env).__name__} exposes no hidden state for a privileged critic")
+    def __init__(self, env: VecEnv, state_dim: int) -> None:
         self.env = env
         self.n = env.n
-        self.obs_dim = env.obs_dim + hidden_state_dim(env)
+        self.obs_dim = env.obs_dim + state_dim
         self.action_space = env.action_space
 
+    def _state(self, obs: np.ndarray) -> np.ndarray:
+        """(n, G) state columns, given the (n, D) observations of the env's current state."""
+        raise NotImplementedError
+
     def _with_state(self, obs: np.ndarray) -> np.ndarray:
-        hidden = self.env.hidden_features()  # type: ignore[attr-defined]
-        return np.concatenate([obs, hidden], axis=1, dtype=np.float32)
+        return np.concatenate([obs, self._state(obs)], axis=1, dtype=np.float32)
 
     def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray:
         return self._with_state(self.env.reset(seed, copy_indices))
@@ -311,8 +309,8 @@ class HiddenStateObservations:
         obs = self._with_state(step.obs)
         final = None
         if step.final_obs is not None:
-            # after an autoreset the core holds the new episode; a finished copy's final state
-            # gets the state now (it ends by termination: its value is never bootstrapped)
+            # after an autoreset the env holds the new episode: a finished copy's final state
+            # gets the state now (episodes end by termination: their value is never bootstrapped)
             final = np.concatenate([step.final_obs, obs[:, self.env.obs_dim :]], axis=1)
         return VecStep(obs, step.reward, step.terminated, step.truncated, final)
 
@@ -321,6 +319,21 @@ class HiddenStateObservations:
 
     def close(self) -> None:
         self.env.close()
+
+
+class HiddenStateObservations(CriticStateObservations):
+    """Appends each copy's hidden state (``hidden_features()``, G columns: for `paper` the
+    channel, the pool level and the copy's cloud slots) for a privileged critic. Unlike
+    :class:`TeamStateObservations` it needs no pool mates: any runner, any pool.
+    """
+
+    def __init__(self, env: VecEnv) -> None:
+        if getattr(env, "hidden_features", None) is None:
+            raise ConfigError(f"{type(env).__name__} exposes no hidden state for a privileged critic")
+        super().__init__(env, hidden_state_dim(env))
+
+    def _state(self, obs: np.ndarray) -> np.ndarray:
+        return self.env.hidden_features()  # type: ignore[attr-defined]
 
 
 def hidden_state_dim(env: Any) -> int:
@@ -343,10 +356,9 @@ def hidden_state_dim(env: Any) -> int:
     return int(dim)
 
 
-class TeamStateObservations:
+class TeamStateObservations(CriticStateObservations):
     """Appends the state of the whole world to every agent's observation, for a centralised
-    critic (centralised training, decentralised execution): the actor reads only the first
-    ``inner.obs_dim`` columns, the critic reads them all.
+    critic.
 
     Wraps the N x K copies of N agents, agent-major, copy ``j`` of every agent on pool ``j``
     (as :class:`PoolMateRewards`). Copy ``j`` of each agent gets ``G = N * D + N + 1`` columns:
@@ -358,17 +370,13 @@ class TeamStateObservations:
     def __init__(self, env: VecEnv, n_agents: int, pool_capacity: int) -> None:
         if n_agents < 1 or env.n % n_agents:
             raise ConfigError(f"{env.n} copies cannot be split among n_agents={n_agents} agents")
-        hidden_state = getattr(env, "privileged", None)
-        if hidden_state is None:
+        if getattr(env, "privileged", None) is None:
             raise ConfigError(f"{type(env).__name__} exposes no hidden state for a centralised critic")
-        self.env = env
+        super().__init__(env, team_state_dim(env.obs_dim, n_agents))
         self.n_agents = n_agents
-        self.n = env.n
-        self.obs_dim = env.obs_dim + team_state_dim(env.obs_dim, n_agents)
-        self.action_space = env.action_space
         self.pool_capacity = pool_capacity
 
-    def _with_state(self, obs: np.ndarray) -> np.ndarray:
+    def _state(self, obs: np.ndarray) -> np.ndarray:
         n, k = self.n_agents, self.n // self.n_agents
         hidden = self.env.privileged()  # type: ignore[attr-defined]
         per_world = np.concatenate(
@@ -379,22 +387,7 @@ class TeamStateObservations:
             ],
             axis=1,
         )
-        return np.concatenate([obs, np.tile(per_world, (n, 1))], axis=1).astype(np.float32)
-
-    def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray:
-        return self._with_state(self.env.reset(seed, copy_indices))
-
-    def step(self, actions: Any) -> VecStep:
-        step = self.env.step(actions)
-        obs = self._with_state(step.obs)
-        final = None
-        if step.final_obs is not None:
-            # a finished episode's final state: the final observations with the state now
-            final = np.concatenate([step.final_obs, obs[:, self.env.obs_dim :]], axis=1)
-        return VecStep(obs, step.reward, step.terminated, step.truncated, final)
-
-    def close(self) -> None:
-        self.env.close()
+        return np.tile(per_world, (n, 1))
 
 
 def team_state_dim(obs_dim: int, n_agents: int) -> int:
