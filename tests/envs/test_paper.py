@@ -449,30 +449,6 @@ def test_copies_placed_in_cells_follow_the_trajectories_of_cores_of_those_cells(
         PaperCore(2).place_in_cells(np.array([5.0, 500.0]), np.full(2, 200))
 
 
-def test_the_payable_column_says_whether_the_pending_task_can_still_pay() -> None:
-    """With ``observe_payable`` the last column is 1 exactly when ``T_q <= steps left``, and a
-    task placed when it is 0 never pays: offloading every task the column marks unpayable
-    (alone in a fresh episode, so nothing else completes) earns nothing until the episode ends."""
-    n = 256
-    both = make_core("paper", n, observe_feasibility=True, observe_payable=True)
-    assert both.obs_dim == 50 and Obs.payable_column(True) == 49 and Obs.payable_column(False) == 48
-    obs = both.reset(seed=5)
-    earned, placed_unpayable = np.zeros(n), np.zeros(n, dtype=bool)
-    seen = set()
-    for _ in range(both.params.episode_length):
-        payable = obs[:, Obs.payable_column(True)]
-        np.testing.assert_array_equal(payable, both.task_time <= both.steps_left)
-        seen.update(payable.tolist())
-        # from step 50 on: offload every unpayable task, discard the rest
-        late = both.steps_left <= 50
-        actions = np.where(late & (payable == 0), OFFLOAD, DISCARD)
-        placed_unpayable |= late & (payable == 0) & (both.channel == 1)
-        obs, reward, terminated, *_ = both.step(actions)
-        earned += reward
-    assert terminated.all() and seen == {0.0, 1.0} and placed_unpayable.sum() > n // 2
-    np.testing.assert_array_equal(earned, 0.0)
-
-
 def test_hidden_features_are_the_channel_pool_level_and_cloud_slots() -> None:
     """``hidden_features`` (for a privileged critic) holds exactly the channel, the pool's free
     units over its capacity and the copy's cloud slots, scaled into [0, 1]."""

@@ -34,7 +34,7 @@ UNIT_NORM = 200.0
 V_MAX = 120.0
 REWARD_TIMINGS = ("completion", "admission", "payable")
 # what a policy observes: a trained model's parameters, kept when it is evaluated with others
-OBSERVATION_PARAMS = ("observe_feasibility", "observe_payable")
+OBSERVATION_PARAMS = ("observe_feasibility",)
 # what the copies of one core share (the rest may differ per copy: PaperCore.concatenate)
 SHARED_BY_MERGED_COPIES = (
     "cloud_capacity",
@@ -47,8 +47,7 @@ SHARED_BY_MERGED_COPIES = (
 
 class Obs:
     """Column layout of the 48-float observation (all in [0, 1]); with ``observe_feasibility``
-    a 49th column, LOCAL_FEASIBLE; with ``observe_payable`` one more, the last
-    (:meth:`payable_column`)."""
+    a 49th column, LOCAL_FEASIBLE."""
 
     FREE_LOCAL = 0
     STEPS_LEFT = 1
@@ -63,11 +62,6 @@ class Obs:
     DIM = TASK_UNITS + 6
     LOCAL_FEASIBLE = DIM  # 1 iff LOCAL would admit the pending task (observe_feasibility)
     DIM_WITH_FEASIBILITY = DIM + 1
-
-    @staticmethod
-    def payable_column(observe_feasibility: bool) -> int:
-        """Index of the PAYABLE column (``observe_payable``): after LOCAL_FEASIBLE if present."""
-        return Obs.DIM + int(observe_feasibility)
 
 
 @dataclass(frozen=True)
@@ -95,10 +89,6 @@ class PaperParams:
             pending task now (a free local slot and enough free local units). The 48 columns
             already determine it; a learned policy otherwise spends samples learning the
             comparison, and tries LOCAL on tasks it cannot admit.
-        observe_payable: append a column, 1 iff the pending task would complete before the
-            episode ends if placed now (``T_q <= steps left``): a task that cannot pays nothing
-            wherever it goes and only holds capacity. The steps-left rule reads the same
-            comparison from two columns.
     """
 
     velocity: float = 30.0
@@ -108,7 +98,6 @@ class PaperParams:
     episode_length: int = 100
     reward_timing: str = "completion"
     observe_feasibility: bool = False
-    observe_payable: bool = False
 
     def __post_init__(self) -> None:
         check_range("velocity", self.velocity, 0.0, V_MAX, "km/h")
@@ -167,7 +156,7 @@ class PaperCore:
                 f"{pool.capacity} units; they must agree"
             )
         self.pool = pool
-        self.obs_dim = Obs.DIM + int(self.params.observe_feasibility) + int(self.params.observe_payable)
+        self.obs_dim = Obs.DIM_WITH_FEASIBILITY if self.params.observe_feasibility else Obs.DIM
         self.owns_pool = owns_pool  # its private pools: no other core can see them
         self.autoreset = autoreset
         self.action_space: gym.Space[Any] = gym.spaces.Discrete(N_ACTIONS)
@@ -422,8 +411,6 @@ class PaperCore:
         ]
         if self.params.observe_feasibility:
             columns.append(self.local_feasible()[:, None])
-        if self.params.observe_payable:
-            columns.append((self.task_time <= self.steps_left)[:, None])
         raw = np.concatenate(columns, axis=1, dtype=np.float64)
         return (raw / self._obs_divisors).astype(np.float32)
 
