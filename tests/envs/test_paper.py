@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import uavrl  # noqa: F401  (registers the env)
 from uavrl.envs import ENV_ID, make_core
 from uavrl.envs.cloud import SharedPool
-from uavrl.envs.paper import DISCARD, LOCAL, N_SLOTS, OFFLOAD, REWARD_TIMINGS, Obs, PaperCore, PaperParams
+from uavrl.envs.paper import DISCARD, LOCAL, N_SLOTS, OFFLOAD, Obs, PaperCore, PaperParams
 from uavrl.errors import ConfigError
 
 
@@ -113,31 +113,11 @@ def test_admission_timing_pays_on_admission_and_charges_back_what_is_in_flight_a
     assert reward[0] == pytest.approx(-0.05 * 30)  # the offloaded task was still in flight
 
 
-def test_payable_timing_pays_on_admission_only_what_completes_in_the_episode() -> None:
-    core = make_core(
-        "paper", 1, reward_scale=0.05, episode_length=3, reward_timing="payable", autoreset=False
-    )
-    core.reset(seed=3)
-    core.channel[:] = 1
-    _set_task(core, units=80, time=3)  # 3 steps left: completes in the last step
-    _, reward, *_ = core.step(np.array([LOCAL]))
-    assert reward[0] == pytest.approx(0.05 * 80)
-    core.channel[:] = 1
-    _set_task(core, units=30, time=3)  # 2 steps left: would complete after the end
-    _, reward, *_ = core.step(np.array([OFFLOAD]))
-    assert reward[0] == pytest.approx(0.0) and core.held_cloud_units()[0] == 30
-    _set_task(core, units=200, time=1)
-    _, reward, terminated, *_ = core.step(np.array([DISCARD]))
-    assert terminated[0]
-    assert reward[0] == pytest.approx(0.0)  # the local task completes, paid already; nothing charged back
-
-
 @pytest.mark.parametrize("pool", ["private", "shared"])
-def test_every_reward_timing_gives_every_episode_the_same_return(pool: str) -> None:
-    """Admission and payable timings are potential-based shaping whose potential is zero at both
-    ends."""
+def test_both_reward_timings_give_every_episode_the_same_return(pool: str) -> None:
+    """Admission timing is potential-based shaping whose potential is zero at both ends."""
     returns = {}
-    for timing in REWARD_TIMINGS:
+    for timing in ("completion", "admission"):
         shared = SharedPool(400) if pool == "shared" else None
         core = PaperCore(6, PaperParams(cloud_capacity=400, episode_length=40, reward_timing=timing), shared)
         core.reset(seed=11)
@@ -151,7 +131,6 @@ def test_every_reward_timing_gives_every_episode_the_same_return(pool: str) -> N
         returns[timing] = np.concatenate(finished)
     assert returns["completion"].size == 18
     np.testing.assert_allclose(returns["admission"], returns["completion"], rtol=1e-5)
-    np.testing.assert_allclose(returns["payable"], returns["completion"], rtol=1e-5)
 
 
 def test_discard_changes_nothing_but_time() -> None:

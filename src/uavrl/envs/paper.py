@@ -32,7 +32,7 @@ MAX_TASK_UNITS = 200
 MAX_TASK_TIME = 50
 UNIT_NORM = 200.0
 V_MAX = 120.0
-REWARD_TIMINGS = ("completion", "admission", "payable")
+REWARD_TIMINGS = ("completion", "admission")
 # what a policy observes: a trained model's parameters, kept when it is evaluated with others
 OBSERVATION_PARAMS = ("observe_feasibility",)
 # what the copies of one core share (the rest may differ per copy: PaperCore.concatenate)
@@ -81,10 +81,6 @@ class PaperParams:
             Russell, 1999) with the units in flight as potential, zero at both ends of an
             episode, so every episode's return is the same under both timings; only the credit
             comes sooner (a task's reward otherwise arrives up to 50 steps after its decision).
-            ``payable``: when it is admitted, if it will complete before the episode ends
-            (``T_q <= steps left``), else never: the same shaping with only the units in flight
-            that will be paid as potential, so nothing is charged back at the end and a task
-            that cannot pay earns nothing at admission either.
         observe_feasibility: append column ``Obs.LOCAL_FEASIBLE``: 1 iff LOCAL would admit the
             pending task now (a free local slot and enough free local units). The 48 columns
             already determine it; a learned policy otherwise spends samples learning the
@@ -304,7 +300,8 @@ class PaperCore:
             bool, info with ``final_obs`` (B, obs_dim) when any copy finished and autoreset is on.
         """
         a = self._check_actions(actions)
-        held_before = self._potential()
+        admission = self.params.reward_timing == "admission"
+        held_before = self.slot_units.sum(axis=1) if admission else None
         self._place(a == LOCAL, a == OFFLOAD)
         paid_units = self._complete()
 
@@ -328,20 +325,9 @@ class PaperCore:
                 self._release(done_rows)
         if held_before is not None:
             # + potential after - potential before; a finished copy holds nothing now
-            paid_units = paid_units + self._potential() - held_before
+            paid_units = paid_units + self.slot_units.sum(axis=1) - held_before
         reward = paid_units * self.params.reward_scale
         return obs, reward.astype(np.float32), terminated, truncated, info
-
-    def _potential(self) -> np.ndarray | None:
-        """(B,) units in flight that the reward timing pays ahead of completion (None for
-        ``completion``): all of them (``admission``), or those that complete before the
-        episode ends (``payable``: a task with ``t`` steps to go pays iff ``t <= steps left``)."""
-        timing = self.params.reward_timing
-        if timing == "admission":
-            return self.slot_units.sum(axis=1)
-        if timing == "payable":
-            return (self.slot_units * (self.slot_time <= self.steps_left[:, None])).sum(axis=1)
-        return None
 
     def _check_actions(self, actions: np.ndarray) -> np.ndarray:
         if not self._started:
