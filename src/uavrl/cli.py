@@ -404,19 +404,23 @@ def _evaluate_mec_run(
     csv: str | None,
     fmt: str,
 ) -> None:
-    """A `mec` run beside the mec references (margins tuned on its training cell), with the task
-    metrics, on its training cell or ``cells``; N UAVs per cloud as it trained
+    """A `mec` run beside the mec references (margins tuned on its training cells), with the task
+    metrics, on its training cells or ``cells``; N UAVs per cloud as it trained
     (``cloud_group_size``)."""
+    import dataclasses
+
     from uavrl.envs.mec import MecParams
     from uavrl.envs.mec_baselines import mec_reference_policies
-    from uavrl.envs.scenarios import MecCell, resolve_mec_cells
-    from uavrl.experiments.evaluate import evaluate_mec_policies, run_policies
+    from uavrl.envs.scenarios import resolve_mec_cells
+    from uavrl.experiments.evaluate import evaluate_mec_policies, run_policies, training_cells
 
     trained = MecParams.from_env_params(config.env.params)
-    chosen = resolve_mec_cells(cells) if cells else [MecCell.of(trained)]
+    own = training_cells(config)
+    chosen = resolve_mec_cells(cells) if cells else own
     seed = config.eval.seed
-    with progress_console.status("tuning the rules' margins on the training cell"):
-        references = mec_reference_policies(trained, [trained], episodes, seed)
+    tuning = [dataclasses.replace(trained, **c.env_params()) for c in own]
+    with progress_console.status("tuning the rules' margins on the training cells"):
+        references = mec_reference_policies(trained, tuning, episodes, seed)
     learned = [
         p
         for mode in ("greedy", "stochastic")

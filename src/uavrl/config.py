@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic.json_schema import JsonDict
 
 from uavrl.envs.presets import ENV_ID
-from uavrl.envs.scenarios import CELL_PARAMS, resolve_cells
+from uavrl.envs.scenarios import preset_cell_params, resolve_preset_cells
 from uavrl.errors import ConfigError
 
 HASH_NEUTRAL: JsonDict = {"hash_neutral": True}
@@ -306,33 +306,41 @@ class Config(ConfigSection):
     def _consistent(self) -> Config:
         cells = self.env.worker_cells
         if cells is not None:
-            if not self.env.is_paper:
-                raise ValueError(f"env.worker_cells is only for {ENV_ID} preset paper, not {self.env.id!r}")
+            if self.env.preset not in ("paper", "mec"):
+                raise ValueError(
+                    f"env.worker_cells is only for {ENV_ID} presets paper and mec, not {self.env.id!r}"
+                )
             if len(cells) not in (1, self.runner.n_workers):
                 raise ValueError(
                     f"env.worker_cells must name 1 or runner.n_workers={self.runner.n_workers} "
                     f"cells, got {len(cells)}"
                 )
-            _check_cells("env.worker_cells", cells)
-            clouds = {cell.cloud_capacity for cell in resolve_cells(cells)}
+            preset = str(self.env.preset)
+            _check_cells("env.worker_cells", cells, preset)
+            if self.env.cells_by == "copy" and not self.env.is_paper:
+                raise ValueError("env.cells_by=copy is only for the paper preset")
+            clouds = {
+                cell.cloud_capacity for cell in resolve_preset_cells(preset, cells) if self.env.is_paper
+            }
             if self.env.cells_by == "copy" and len(clouds) > 1:
                 raise ValueError(
                     f"env.cells_by=copy steps every cell in one core, with one cloud capacity; "
                     f"env.worker_cells has {sorted(clouds)}"
                 )
-            overridden = {k: v for k, v in self.env.params.items() if k in CELL_PARAMS}
+            cell_params = preset_cell_params(preset)
+            overridden = {k: v for k, v in self.env.params.items() if k in cell_params}
             if overridden:
                 given = ", ".join(f"env.params.{k}={v!r}" for k, v in overridden.items())
                 raise ValueError(
                     f"{given} would be overridden by env.worker_cells (each cell sets "
-                    f"{', '.join(CELL_PARAMS)}); remove it, or drop env.worker_cells"
+                    f"{', '.join(cell_params)}); remove it, or drop env.worker_cells"
                 )
         elif self.env.cells_by != "worker":
             raise ValueError(f"env.cells_by={self.env.cells_by!r} needs env.worker_cells")
         if self.eval.cells is not None:
             if not self.env.is_paper:
                 raise ValueError(f"eval.cells is only for {ENV_ID} preset paper, not {self.env.id!r}")
-            _check_cells("eval.cells", self.eval.cells)
+            _check_cells("eval.cells", self.eval.cells, "paper")
         if self.env.shared_pool and not self.env.is_paper:
             raise ValueError(f"env.shared_pool is only for {ENV_ID} preset paper")
         if self.runner.kind == "impala" and self.algo.gae_lambda is not None:
@@ -414,9 +422,9 @@ class Config(ConfigSection):
         return content_hash(self)
 
 
-def _check_cells(field: str, names: list[str]) -> None:
+def _check_cells(field: str, names: list[str], preset: str) -> None:
     try:
-        resolve_cells(names)
+        resolve_preset_cells(preset, names)
     except ConfigError as err:
         raise ValueError(f"{field}: {err}") from None
 

@@ -370,3 +370,31 @@ def test_cells_by_copy_is_refused_without_cells_or_with_two_cloud_capacities(mak
         make_config(env={"worker_cells": ["v5-l200-c500", "v50-l200-c1000"], "cells_by": "copy"})
     with pytest.raises(ConfigError, match=r"env\.cells_by"):
         make_config(env={"cells_by": "cell"})
+
+
+def test_mec_workers_train_in_their_cells_and_the_run_is_scored_in_each(make_config, tmp_path: Path) -> None:
+    """``env.worker_cells`` names `mec` cells too: worker ``i`` steps cell ``i`` (velocity, cloud,
+    distance), and the run's own evaluation scores it in each training cell, on its own cloud."""
+    from uavrl.errors import ConfigError
+    from uavrl.experiments.train import evaluate_final
+    from uavrl.runners.checkpoint import load_models
+    from uavrl.runners.worker import make_worker_env, worker_env_params
+
+    mec = {"id": "uavrl/Offload-v0", "params": {"preset": "mec", "horizon": 20}}
+    cells = ["v5-f15-d150", "v90-f60-d250"]
+    config = make_config(env={**mec, "worker_cells": cells}, runner={"total_env_steps": 800})
+    for i, (v, f, d) in enumerate([(5.0, 15.0, 150.0), (90.0, 60.0, 250.0)]):
+        params = worker_env_params(config, i)
+        assert (params["velocity"], params["cloud_ghz"], params["distance"]) == (v, f, d)
+        core = make_worker_env(config, i, None).core  # type: ignore[attr-defined]
+        assert (core.params.velocity, core.params.cloud_ghz, core.params.distance) == (v, f, d)
+    run_a3c(config, tmp_path)
+    models, _ = load_models(tmp_path / "checkpoints", "last")
+    summary = evaluate_final(config, models)
+    assert summary["cells"] == cells and np.isfinite(summary["mean_return"])
+    with pytest.raises(ConfigError, match=r"env\.worker_cells: mec cell name must look like 'v30-f30-d200'"):
+        make_config(env={**mec, "worker_cells": ["v5-l200-c1000"]})
+    with pytest.raises(ConfigError, match=r"env\.params\.cloud_ghz=20 would be overridden.*cloud_ghz"):
+        make_config(env={**mec, "params": {"preset": "mec", "cloud_ghz": 20}, "worker_cells": cells})
+    with pytest.raises(ConfigError, match=r"cells_by=copy is only for the paper preset"):
+        make_config(env={**mec, "worker_cells": cells, "cells_by": "copy"})

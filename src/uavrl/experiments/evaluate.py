@@ -21,7 +21,7 @@ from uavrl.config import Config
 from uavrl.envs import ENV_ID
 from uavrl.envs.mec import MecParams
 from uavrl.envs.paper import OBSERVATION_PARAMS, PaperParams
-from uavrl.envs.scenarios import Cell, resolve_cells
+from uavrl.envs.scenarios import Cell, MecCell, resolve_cells, resolve_preset_cells
 from uavrl.envs.worlds import AgentTeam, Regime, World, cell_worlds, training_world
 from uavrl.experiments.normalise import HINDSIGHT_BOUND
 from uavrl.nn.models import ActorCritic
@@ -164,10 +164,13 @@ def agent_params(config: Config, base: dict[str, Any] | None = None) -> list[dic
     return [worker_env_params(config, i, base) for i in range(config.runner.n_workers)]
 
 
-def training_cells(config: Config) -> list[Cell]:
-    """The distinct scenario cells a run trained in (its ``worker_cells``, else its env params)."""
+def training_cells(config: Config) -> list[Any]:
+    """The distinct scenario cells a run trained in (its ``worker_cells``, else its env params):
+    :class:`Cell` for `paper`, :class:`MecCell` for `mec`."""
     if config.env.worker_cells:
-        return resolve_cells(config.env.worker_cells)
+        return resolve_preset_cells(str(config.env.preset), config.env.worker_cells)
+    if config.env.preset == "mec":
+        return [MecCell.of(MecParams.from_env_params(config.env.params))]
     params, defaults = config.env.params, PaperParams()
     return [
         Cell(
@@ -243,7 +246,10 @@ def eval_worlds(
 ) -> list[World]:
     """Worlds for a run's evaluation: the named cells (default ``eval.cells``, else the training
     cells) in ``regime`` (default the training regime). A non-uavrl env has one world, named by
-    its id."""
+    its id; a `mec` run one per training cell, each UAV on its own cloud."""
+    if config.env.preset == "mec":
+        params = dict(config.env.params)
+        return [World(c.name, ({**params, **c.env_params()},), shared=False) for c in training_cells(config)]
     if not config.env.is_paper:
         return [World(config.env.id, (dict(config.env.params),), shared=False)]
     spec = cells_spec or config.eval.cells

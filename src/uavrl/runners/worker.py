@@ -25,7 +25,7 @@ from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.envs.paper import PaperCore, PaperParams
-from uavrl.envs.scenarios import Cell, resolve_cells
+from uavrl.envs.scenarios import Cell, resolve_cells, resolve_preset_cells
 from uavrl.envs.vector import (
     CoreVecEnv,
     HiddenStateObservations,
@@ -124,7 +124,7 @@ def worker_env_params(config: Config, worker_id: int, base: dict[str, Any] | Non
     cells = config.env.worker_cells
     if cells:
         name = cells[worker_id] if len(cells) > 1 else cells[0]
-        params.update(resolve_cells(name)[0].env_params())
+        params.update(resolve_preset_cells(str(config.env.preset), name)[0].env_params())
     return params
 
 
