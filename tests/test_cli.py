@@ -87,6 +87,7 @@ def test_a_mec_run_is_evaluated_beside_the_mec_references_with_task_metrics(tmp_
         "runner.n_workers=2",
         "runner.envs_per_worker=4",
         "eval.episodes=2",
+        "env.worker_cells=[v5-f30-d200,v30-f30-d200]",
     ]
     assert main([*argv, *(x for s in sets for x in ("--set", s))]) == 0
     out = tmp_path / "eval.csv"

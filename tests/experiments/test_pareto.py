@@ -15,7 +15,12 @@ from uavrl.errors import ConfigError
 from uavrl.experiments.pareto import parse_weights, run_pareto, seed_interval, weighted_config
 
 CONFIGS = Path(__file__).parent.parent.parent / "configs"
-TINY = ["runner.n_workers=2", "runner.envs_per_worker=4", "eval.episodes=2"]
+TINY = [
+    "runner.n_workers=2",
+    "runner.envs_per_worker=4",
+    "eval.episodes=2",
+    "env.worker_cells=[v30-f30-d200]",
+]
 
 
 def test_pareto_trains_one_policy_per_weight_vector_and_reuses_finished_runs(tmp_path: Path) -> None:

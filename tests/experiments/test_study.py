@@ -393,8 +393,10 @@ def test_a_study_on_any_gymnasium_env_compares_rows_beside_random(tmp_path: Path
 
 
 def test_a_mec_study_judges_each_row_beside_the_mec_references(tmp_path: Path) -> None:
-    """study_mec in miniature: the rows (GRU, MLP, privileged observation) train on mec and are
-    scored beside the mec rules, their margins tuned on the run's cell."""
+    """study_mec in miniature: the rows (GRU, MLP, privileged observation) train on mec cells and
+    are scored beside the mec rules, their margins tuned on the run's training cells, on those
+    cells and a held-out one, each UAV on its own cloud as it trained and, as a transfer, the
+    two UAVs of a run on one cloud."""
     from uavrl.experiments.report import write_report
 
     study = load_study(
@@ -406,13 +408,16 @@ def test_a_mec_study_judges_each_row_beside_the_mec_references(tmp_path: Path) -
             "base.runner.n_workers=2",
             "base.runner.envs_per_worker=4",
             "base.eval.episodes=2",
+            "base.env.worker_cells=[v5-f30-d200,v50-f30-d200]",
             "evaluation.episodes=4",
             "evaluation.tuning_episodes=2",
+            "evaluation.train_cells=[v5-f30-d200,v50-f30-d200]",
+            "evaluation.held_out_cells=[v90-f15-d200]",
         ],
     )
     study_dir = tmp_path / "mec"
     results, progress = run_study(study, study_dir, poll_s=0.1)
-    assert progress.done == 3 and progress.failed == 0
+    assert progress.done == 4 and progress.failed == 0
     reference = results[results["arm"] == "reference"]
     assert set(reference["model"]) == {
         "random",
@@ -424,9 +429,21 @@ def test_a_mec_study_judges_each_row_beside_the_mec_references(tmp_path: Path) -
         "privileged_rule",
         "clairvoyant",
     }
-    assert set(reference["ablation"]) == {"baseline", "mlp", "privileged_obs"}
+    rows = {"baseline", "mlp", "privileged_obs", "no_privileged_critic"}
+    assert set(reference["ablation"]) == rows
     learned = results[results["arm"] == "a3c"]
-    assert set(learned["ablation"]) == {"baseline", "mlp", "privileged_obs"}
+    assert set(learned["ablation"]) == rows
+    for frame in (learned, reference):
+        views = frame.groupby(["cell", "regime", "held_out", "transfer"]).size().index.tolist()
+        assert sorted(views) == [
+            ("v5-f30-d200", "private", False, False),
+            ("v5-f30-d200", "shared", False, True),
+            ("v50-f30-d200", "private", False, False),
+            ("v50-f30-d200", "shared", False, True),
+            ("v90-f15-d200", "private", True, False),
+            ("v90-f15-d200", "shared", True, True),
+        ]
+    assert set(results["train_cells"]) == {"v5-f30-d200;v50-f30-d200"}
     assert (results["mean_return"] <= 0).all()  # mec rewards are costs
     # every policy's task metrics, learned and reference alike
     rates = results[["completion_rate", "drop_rate", "discard_rate"]]
@@ -438,6 +455,14 @@ def test_a_mec_study_judges_each_row_beside_the_mec_references(tmp_path: Path) -
     assert runs["privileged_obs"].env.params["observe_hidden"] and not runs["mlp"].model.recurrent
     report = write_report(study_dir).read_text()
     assert "*privileged_rule*" in report
+    for view in (
+        "training cells, private clouds (as trained)",
+        "held-out cells, private clouds (as trained)",
+        "training cells, shared clouds (transfer)",
+        "held-out cells, shared clouds (transfer)",
+    ):
+        assert f"## Final returns: {view}" in report
+    assert "greedy %" in report
     metrics_section = report.split("## Task metrics")[1].split("## Figures")[0]
     assert "| baseline | a3c |" in metrics_section and "*always_offload*" in metrics_section
 

@@ -154,8 +154,21 @@ class TorchPolicy:
 
 
 def training_regime(config: Config) -> Regime:
-    """The pool regime a run trained in."""
+    """The pool regime a run trained in: `paper` agents on one pool (``env.shared_pool``), `mec`
+    UAVs on one cloud (``cloud_group_size > 1``), else each on its own."""
+    if config.env.preset == "mec":
+        return "shared" if MecParams.from_env_params(config.env.params).cloud_group_size > 1 else "private"
     return "shared" if config.env.shared_pool else "private"
+
+
+def mec_cloud_group(config: Config, regime: Regime) -> int:
+    """UAVs per cloud of a `mec` run's evaluation in ``regime``: as it trained in its own regime;
+    one in the private one; else (a transfer to shared clouds) one UAV per worker, as a `paper`
+    run's shared pool holds one agent per worker."""
+    trained = MecParams.from_env_params(config.env.params).cloud_group_size
+    if regime == training_regime(config):
+        return trained
+    return 1 if regime == "private" else config.runner.n_workers
 
 
 def agent_params(config: Config, base: dict[str, Any] | None = None) -> list[dict[str, Any]]:

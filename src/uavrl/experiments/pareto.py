@@ -1,8 +1,9 @@
 """The multi-objective study of the `mec` preset: one policy per cost-weight vector.
 
 Each weight vector ``(w_latency, w_energy, w_drop, w_discard)`` trains ``seeds`` runs of the base
-config with those weights; each run's greedy policy is scored on its training cell with the task
-metrics, beside the mec reference policies (their margins tuned for the same weights). The
+config with those weights; each run's greedy policy is scored on its training cells with the task
+metrics (a point is the mean over the cells), beside the mec reference policies (their margins
+tuned for the same weights on the same cells). The
 learned latency-energy front (and drop rate against energy) is plotted with a 95% t-interval
 over the seeds at each point, the references as single points.
 
@@ -15,6 +16,7 @@ Layout of the output directory::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,6 @@ import pandas as pd
 
 from uavrl.config import Config, apply_overrides, config_from_dict
 from uavrl.envs.mec import OBJECTIVES, MecParams
-from uavrl.envs.scenarios import MecCell
 from uavrl.errors import ConfigError
 
 WEIGHT_KEYS = ("w_latency", "w_energy", "w_drop", "w_discard")
@@ -74,7 +75,7 @@ def run_pareto(
     """Train (or reuse) every (weight vector, seed) run, score it and the references; write
     ``pareto.csv`` and ``pareto.png`` into ``out`` and return the table."""
     from uavrl.envs.mec_baselines import mec_reference_policies
-    from uavrl.experiments.evaluate import evaluate_mec_policies, run_policies
+    from uavrl.experiments.evaluate import evaluate_mec_policies, run_policies, training_cells
     from uavrl.experiments.rundir import RunDir
     from uavrl.experiments.train import resume, train
 
@@ -94,16 +95,17 @@ def run_pareto(
                 train(config, run_dir)
             models, _ = run.load_models()
             trained = MecParams.from_env_params(config.env.params)
-            cell = MecCell.of(trained)
+            cells = training_cells(config)
             learned = run_policies(config, models, "private", True, config.eval.seed)
             table = evaluate_mec_policies(
-                learned, [cell], trained, episodes, config.eval.seed, trained.cloud_group_size
+                learned, cells, trained, episodes, config.eval.seed, trained.cloud_group_size
             )
             rows += _points(table, "learned", label, seed)
             if seed == 0:  # the references do not learn: one set per weight vector
-                references = mec_reference_policies(trained, [trained], episodes, config.eval.seed)
+                tuning = [dataclasses.replace(trained, **c.env_params()) for c in cells]
+                references = mec_reference_policies(trained, tuning, episodes, config.eval.seed)
                 table = evaluate_mec_policies(
-                    references, [cell], trained, episodes, config.eval.seed, trained.cloud_group_size
+                    references, cells, trained, episodes, config.eval.seed, trained.cloud_group_size
                 )
                 rows += _points(table, "reference", label, -1)
     frame = pd.DataFrame(rows)
@@ -114,10 +116,12 @@ def run_pareto(
 
 
 def _points(table: pd.DataFrame, kind: str, weights: str, seed: int) -> list[dict[str, Any]]:
+    """One point per policy: its return and metrics, each the mean over the table's cells."""
+    means = table.groupby("policy", sort=False)[["mean", *POINT_METRICS]].mean()
     return [
-        {"kind": kind, "weights": weights, "seed": seed, "policy": r["policy"], "mean_return": r["mean"]}
+        {"kind": kind, "weights": weights, "seed": seed, "policy": policy, "mean_return": r["mean"]}
         | {m: r[m] for m in POINT_METRICS}
-        for _, r in table.iterrows()
+        for policy, r in means.iterrows()
     ]
 
 

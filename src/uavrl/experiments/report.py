@@ -374,16 +374,37 @@ def own_cell_table(study: StudyConfig, results: pd.DataFrame, study_dir: Path, s
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def env_views(results: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The views of a study on an env without the paper's cells: for `mec`, training and
+    held-out cells in the training regime, then both again with the clouds of the other regime
+    (a transfer), each present view with its label; for another env, its one world."""
+    if MEC_METRICS[0] not in results:  # not a `mec` study: one world
+        return [("", results)]
+    held_out, transfer = results["held_out"].astype(bool), results["transfer"].astype(bool)
+    views = []
+    for moved in (False, True):
+        for out, cells in ((False, "training cells"), (True, "held-out cells")):
+            view = results[(held_out == out) & (transfer == moved)]
+            if view.empty:
+                continue
+            regime = str(view["regime"].iloc[0])
+            label = f"{cells}, {regime} clouds" + (" (transfer)" if moved else " (as trained)")
+            views.append((label, view))
+    return views
+
+
 def final_returns_table(study: StudyConfig, results: pd.DataFrame) -> str:
     """Per row and arm: the final model's evaluation return, mean over seeds with a 95%
     bootstrap CI over seeds, for each selection, beside each reference policy of the row (the
-    random policy; for `mec`, its rules too) (Markdown)."""
+    random policy; for `mec`, its rules too), with the greedy normalised score where the
+    references give a scale (per cell: 0 = best constant policy, 100 = strongest privileged
+    reference; the mean over cells) (Markdown)."""
     selections = study.evaluation.selections
     learned = results[results["arm"] != REFERENCE_ARM]
     references = results[results["arm"] == REFERENCE_ARM]
     rules = list(dict.fromkeys(references["model"]))
     header = ["row", "arm", "workers", "rollout", "seeds"] + [f"{s} mean [95% CI]" for s in selections]
-    header += [f"*{rule}*" for rule in rules]
+    header += ["greedy %"] + [f"*{rule}*" for rule in rules]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     configs = {(r.ablation, r.arm): r.config for r in plan(study, Path("."))}
     for (ablation, arm), group in learned.groupby(["ablation", "arm"], sort=False):
@@ -403,6 +424,7 @@ def final_returns_table(study: StudyConfig, results: pd.DataFrame) -> str:
                 text += f" [{_fmt(low)}, {_fmt(high)}]"
             cells.append(text)
         cells.insert(4, str(seeds))
+        cells.append(_normalised_greedy(group, references[references["ablation"] == ablation]))
         for rule in rules:
             value = references.loc[
                 (references["ablation"] == ablation) & (references["model"] == rule), "mean_return"
@@ -410,6 +432,17 @@ def final_returns_table(study: StudyConfig, results: pd.DataFrame) -> str:
             cells.append(f"*{_fmt(float(value.mean()))}*" if not value.empty else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _normalised_greedy(learned: pd.DataFrame, references: pd.DataFrame) -> str:
+    """The greedy models' normalised score over the cells (their per-cell mean over seeds) on the
+    scale of the row's references; empty without a scale."""
+    found = scale(references.pivot_table(index="model", columns="cell", values="mean_return", sort=False))
+    greedy = learned[learned["selection"] == "greedy"]
+    if found is None or greedy.empty:
+        return ""
+    per_cell = greedy.groupby("cell")["mean_return"].mean().reindex(found.floor.index)
+    return _fmt(found.percent(per_cell))
 
 
 def task_metrics_table(results: pd.DataFrame) -> str:
@@ -449,16 +482,16 @@ def write_env_report(study: StudyConfig, study_dir: Path, results: pd.DataFrame)
         f"seed {study.evaluation.seed}, the same streams for every policy. CIs: percentile "
         f"bootstrap over seeds ({BOOTSTRAP_REPS} resamples); a seed is the unit.",
         "",
-        "## Final returns",
-        "",
-        final_returns_table(study, results),
-        "",
     ]
+    views = env_views(results)
+    for label, view in views:
+        out += [f"## Final returns{': ' + label if label else ''}", "", final_returns_table(study, view), ""]
     if MEC_METRICS[0] in results:
+        label, first = views[0]
         out += [
-            "## Task metrics, greedy (latency in s, energy in J per task)",
+            f"## Task metrics, greedy{', ' + label if label else ''} (latency in s, energy in J per task)",
             "",
-            task_metrics_table(results),
+            task_metrics_table(first),
             "",
         ]
     out += ["## Figures", ""]
@@ -521,11 +554,14 @@ def _headline_section(
 def headline_summary(study_dir: Path) -> str:
     """The headline tables of a study whose report was written: every headline row in its
     training regime, greedy, training and held-out cells (Markdown); for an env without cells,
-    the final returns of every row."""
+    the final returns of every row, in each of its views (:func:`env_views`)."""
     study = load_study(study_dir / STUDY_FILE)
     results = pd.read_csv(study_dir / RESULTS_FILE)
     if not plan(study, study_dir)[0].config.env.is_paper:
-        return final_returns_table(study, results)
+        return "\n\n".join(
+            (f"{label}:\n" if label else "") + final_returns_table(study, view)
+            for label, view in env_views(results)
+        )
     regimes = training_regimes(results)
     out = []
     for ablation in study.headline_rows or [next(iter(study.ablations))]:

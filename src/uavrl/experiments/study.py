@@ -18,6 +18,7 @@ checkpoint; a run whose config changed is moved aside (``<dir>.stale-<hash>``) a
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import signal
@@ -48,7 +49,7 @@ from uavrl.config import (
 from uavrl.envs.baselines import SpaceRandomPolicy, policy_params, reference_policies
 from uavrl.envs.mec import MecParams
 from uavrl.envs.mec_baselines import mec_reference_policies
-from uavrl.envs.scenarios import Cell, MecCell, resolve_cells
+from uavrl.envs.scenarios import Cell, resolve_preset_cells
 from uavrl.envs.worlds import REGIMES, TRAIN_WORLD, Regime, World
 from uavrl.errors import ConfigError
 from uavrl.experiments.evaluate import (
@@ -57,6 +58,7 @@ from uavrl.experiments.evaluate import (
     eval_worlds,
     evaluate_mec_policies,
     evaluate_policies,
+    mec_cloud_group,
     regime_worlds,
     run_policies,
     training_cells,
@@ -276,10 +278,12 @@ class StudyConfig(ConfigSection):
             raise ValueError(
                 "individual_tuned_rows needs individual_tuned_set: the individual arm's tuned values"
             )
-        resolve_cells([*self.evaluation.train_cells, *self.evaluation.held_out_cells])
-        envs = {run.config.env.id for run in plan(self, Path("."))}
+        runs = plan(self, Path("."))
+        envs = {run.config.env.id for run in runs}
         if len(envs) > 1:
             raise ValueError(f"every row must train on one env, got {sorted(envs)}")
+        preset = str(runs[0].config.env.preset)
+        resolve_preset_cells(preset, [*self.evaluation.train_cells, *self.evaluation.held_out_cells])
         if (self.base.get("runner") or {}).get("kind", "a3c") != "a3c":
             raise ValueError("base must be an a3c run: the arms choose the runner kind")
         return self
@@ -415,31 +419,39 @@ def prepare_run(run: PlannedRun, evaluation: StudyEvaluation) -> None:
     write_atomically(run.run_dir / STUDY_EVAL_FILE, evaluation.model_dump_json())
 
 
-def evaluation_cells(evaluation: StudyEvaluation, config: Config) -> list[tuple[Cell, bool]]:
-    """(cell, held out) for every evaluation cell of a run, its own training cells first.
+def evaluation_cells(evaluation: StudyEvaluation, config: Config) -> list[tuple[Any, bool]]:
+    """(cell, held out) for every evaluation cell of a run, its own training cells first (a
+    :class:`Cell` of `paper`, a :class:`MecCell` of `mec`).
 
     A run's training cells are its own ``worker_cells``; every other cell of the study's
     ``train_cells`` and ``held_out_cells`` is held out for it.
     """
     own = training_cells(config)
-    others = [c for c in resolve_cells([*evaluation.train_cells, *evaluation.held_out_cells]) if c not in own]
+    named = resolve_preset_cells(
+        str(config.env.preset), [*evaluation.train_cells, *evaluation.held_out_cells]
+    )
+    others = [c for c in named if c not in own]
     return [(c, False) for c in own] + [(c, True) for c in others]
 
 
 def run_regimes(config: Config) -> list[tuple[Regime, bool]]:
     """(regime, transfer): the run's training regime first, then the other one as a transfer
-    (an env without cloud pools has only its own)."""
+    (an env without cloud pools or clouds has only its own)."""
     trained_in = training_regime(config)
-    if not config.env.is_paper:
+    if config.env.preset not in ("paper", "mec"):
         return [(trained_in, False)]
     return [(trained_in, False)] + [(r, True) for r in REGIMES if r != trained_in]
 
 
 def study_worlds(
     evaluation: StudyEvaluation, config: Config, regime: Regime
-) -> tuple[list[World], dict[str, bool]]:
+) -> tuple[list[Any], dict[str, bool]]:
     """A run's evaluation worlds in ``regime`` (evaluation env params) and each one's held-out flag;
-    for an env without cells, its one world."""
+    for `mec`, its evaluation cells (their clouds shared as ``regime`` says); for an env without
+    cells, its one world."""
+    if config.env.preset == "mec":
+        cells = evaluation_cells(evaluation, config)
+        return [c for c, _ in cells], {c.name: flag for c, flag in cells}
     if not config.env.is_paper:
         return eval_worlds(config), {config.env.id: False}
     cells = evaluation_cells(evaluation, config)
@@ -449,17 +461,16 @@ def study_worlds(
 
 
 def _evaluate_in_worlds(
-    config: Config, policies: list[Any], worlds: list[World], evaluation: StudyEvaluation
+    config: Config, policies: list[Any], worlds: list[Any], evaluation: StudyEvaluation, regime: Regime
 ) -> pd.DataFrame:
-    """``evaluate_policies`` in ``worlds``; a `mec` run on its training cell with the task metrics
-    (:data:`MEC_METRICS`, N UAVs per cloud as it trained), the cell named by the env id as for
-    every env without the paper's cells."""
+    """``evaluate_policies`` in ``worlds``; a `mec` run in its evaluation cells with the task
+    metrics (:data:`MEC_METRICS`), as many UAVs per cloud as :func:`mec_cloud_group` gives for
+    ``regime``."""
     if config.env.preset != "mec":
         return evaluate_policies(policies, worlds, evaluation.episodes, evaluation.seed, config.env.id)
     trained = MecParams.from_env_params(config.env.params)
-    cells, group = [MecCell.of(trained)], trained.cloud_group_size
-    table = evaluate_mec_policies(policies, cells, trained, evaluation.episodes, evaluation.seed, group)
-    return table.assign(cell=config.env.id)
+    group = mec_cloud_group(config, regime)
+    return evaluate_mec_policies(policies, worlds, trained, evaluation.episodes, evaluation.seed, group)
 
 
 def _metric_columns(table: pd.DataFrame) -> dict[str, pd.Series]:
@@ -476,7 +487,7 @@ def evaluate_run(run_dir: Path, evaluation: StudyEvaluation) -> pd.DataFrame:
         worlds, held_out = study_worlds(evaluation, config, regime)
         for selection in evaluation.selections:
             policies = run_policies(config, models, regime, selection == "greedy", evaluation.seed)
-            frame = _evaluate_in_worlds(config, policies, worlds, evaluation)
+            frame = _evaluate_in_worlds(config, policies, worlds, evaluation, regime)
             frame["selection"] = selection
             frame["transfer"] = transfer
             frame["held_out"] = frame["cell"].map(held_out)
@@ -505,7 +516,7 @@ def cell_list(cells: list[Cell]) -> str:
 
 def train_cells_label(config: Config) -> str:
     """A run's training cells in ``results.csv``: its cells, or the env id for an env without."""
-    return cell_list(training_cells(config)) if config.env.is_paper else config.env.id
+    return cell_list(training_cells(config)) if config.env.preset in ("paper", "mec") else config.env.id
 
 
 def run_job(run_dir: Path) -> None:
@@ -555,14 +566,19 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
                 if config.env.is_paper:
                     tuning = tuning_worlds(config, regime, evaluation.env_params)
                     policies = reference_policies(tuning, evaluation.tuning_episodes, evaluation.seed)
-                elif config.env.preset == "mec":  # its rules, margins tuned on the run's cell
+                elif config.env.preset == "mec":  # its rules, margins tuned on the row's training cells
                     trained = MecParams.from_env_params(config.env.params)
+                    group = mec_cloud_group(config, regime)
+                    cells = [
+                        dataclasses.replace(trained, **c.env_params(), cloud_group_size=group)
+                        for c in training_cells(config)
+                    ]
                     policies = mec_reference_policies(
-                        trained, [trained], evaluation.tuning_episodes, evaluation.seed
+                        trained, cells, evaluation.tuning_episodes, evaluation.seed
                     )
                 else:
                     policies = [SpaceRandomPolicy(env_spaces(config)[1], evaluation.seed)]
-                table = _evaluate_in_worlds(config, policies, worlds, evaluation)
+                table = _evaluate_in_worlds(config, policies, worlds, evaluation, regime)
                 table["params"] = table["policy"].map(
                     {p.name: json.dumps(policy_params(p)) for p in policies}
                 )
@@ -715,6 +731,10 @@ def _reference_keys(study: StudyConfig) -> dict[str, str]:
         env = config.env
         if env.is_paper:
             keys[row] = f"{env.worker_cells}|{config.runner.n_workers}|{env.shared_pool}"
+        elif env.preset == "mec":  # its cells, and the UAVs per cloud of a shared evaluation
+            keys[row] = (
+                f"{json.dumps(env.params, sort_keys=True)}|{env.worker_cells}|{config.runner.n_workers}"
+            )
         else:  # one world, whatever the workers: the env with its params
             keys[row] = f"{env.id}|{json.dumps(env.params, sort_keys=True)}"
     return keys
