@@ -64,13 +64,14 @@ def test_bad_tuning_configs_name_the_problem() -> None:
         load_tune(CONFIGS / "tune_paper.yaml", ["space={seed: {choices: [1, 2]}}"])
 
 
-def test_the_individual_arm_is_tuned_with_the_budget_of_a3c() -> None:
-    """tune_paper_individual.yaml: tune_paper.yaml's space, seeds, evaluation and pruning on the
-    same base run, with runner.share=false (the individual arm) and nothing else changed."""
+@pytest.mark.parametrize("preset", ["paper", "mec"])
+def test_the_individual_arm_is_tuned_with_the_budget_of_a3c(preset: str) -> None:
+    """tune_<preset>_individual.yaml: tune_<preset>.yaml's space, seeds, evaluation and pruning
+    on the same base run, with runner.share=false (the individual arm) and nothing else changed."""
     configs = Path(__file__).parents[2] / "configs"
     a3c, individual = (
-        load_tune(configs / "tune_paper.yaml"),
-        load_tune(configs / "tune_paper_individual.yaml"),
+        load_tune(configs / f"tune_{preset}.yaml"),
+        load_tune(configs / f"tune_{preset}_individual.yaml"),
     )
     settings = [t.model_dump(exclude={"name", "base"}) for t in (a3c, individual)]
     assert settings[0] == settings[1]
