@@ -91,8 +91,10 @@ def _parts(actions: np.ndarray | tuple[np.ndarray, ...]) -> tuple[np.ndarray, ..
 
 def test_the_readme_deployment_example_runs_without_torch(tmp_path: Path) -> None:
     """Train a tiny run (observing the feasibility column, so the example must build its env from
-    the sidecar), export it with the CLI, and run README's example in a fresh process."""
+    the sidecar), export it with the CLI, copy only the files it names into an empty directory
+    (as onto a drone), and run README's example there in a fresh process."""
     import re
+    import shutil
     import subprocess
     import sys
 
@@ -108,14 +110,20 @@ def test_the_readme_deployment_example_runs_without_torch(tmp_path: Path) -> Non
     }
     model = {"hidden_size": 16, "recurrent": True}
     train(small_config(env=env, model=model, runner={"total_env_steps": 300}), run)
-    assert main(["export", "--run", str(run), "--out", str(tmp_path / "policy.onnx")]) == 0
+    exported = tmp_path / "export"
+    assert main(["export", "--run", str(run), "--out", str(exported / "policy.onnx")]) == 0
+    assert sorted(p.name for p in exported.iterdir()) == ["policy.json", "policy.onnx"]
+    drone = tmp_path / "drone"
+    drone.mkdir()
+    for name in ("policy.onnx", "policy.json"):
+        shutil.copy(exported / name, drone / name)
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     section = readme[readme.index("## Deploying a trained policy") :]
     example = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert example is not None and len(example.group(1).splitlines()) <= 25
     code = example.group(1) + "\nimport sys; assert 'torch' not in sys.modules, 'torch was imported'\n"
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], cwd=drone, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
     assert re.match(r"return -?\d+\.\d\d", done.stdout)

@@ -83,7 +83,8 @@ def _action_rule(action: dict[str, Any]) -> str:
 
 
 def export_policy(model: ActorCritic, out: Path, config: dict[str, Any]) -> Path:
-    """Write ``out`` (ONNX) and ``out.with_suffix('.json')`` (the sidecar); returns the sidecar."""
+    """Write ``out`` (ONNX, weights inside: one file) and ``out.with_suffix('.json')`` (the
+    sidecar), nothing else; returns the sidecar."""
     try:
         import onnxscript  # noqa: F401  (the exporter needs it)
     except ImportError:
@@ -113,6 +114,8 @@ def export_policy(model: ActorCritic, out: Path, config: dict[str, Any]) -> Path
             dynamic_shapes=({0: batch}, {0: batch}, {0: batch}),
             opset_version=OPSET,
             dynamo=True,
+            # one self-contained file (the models are small): a drone gets what the CLI names
+            external_data=False,
             verbose=False,
         )
     exporter_log.setLevel(level)
