@@ -75,7 +75,7 @@ def test_mec_baselines_write_returns_and_task_metrics(tmp_path: Path, capsys) ->
     )
     assert (pd.read_csv(shared)["regime"] == "shared").all()
     assert main([*argv, "--cells", "v30-l200-c1000"]) == 2
-    assert "v30-f30-d200" in capsys.readouterr().out
+    assert "v30-f30-d200" in capsys.readouterr().err
 
 
 def test_a_mec_run_is_evaluated_beside_the_mec_references_with_task_metrics(tmp_path: Path) -> None:
@@ -116,9 +116,10 @@ def test_a_mec_run_is_evaluated_beside_the_mec_references_with_task_metrics(tmp_
 
 def test_bad_cell_and_bad_count_exit_with_a_clear_error(capsys) -> None:
     assert main(["baselines", "--cells", "moon"]) == 2
-    assert "moon" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "moon" in captured.err and captured.out == ""  # errors go to stderr
     assert main(["baselines", "--episodes", "0"]) == 2
-    assert "--episodes must be > 0, got 0" in capsys.readouterr().out
+    assert "--episodes must be > 0, got 0" in capsys.readouterr().err
 
 
 def test_bench_env_writes_its_table(tmp_path: Path) -> None:
@@ -142,7 +143,7 @@ def test_bench_train_measures_library_and_reference_workers(tmp_path: Path) -> N
 def test_study_refuses_a_bad_value_naming_the_field(capsys: pytest.CaptureFixture[str]) -> None:
     config = str(Path(__file__).parent.parent / "configs" / "study_quick.yaml")
     assert main(["study", "--config", config, "--set", "seeds=0"]) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "seeds" in out and "greater than or equal to 1" in out
 
 
@@ -216,7 +217,7 @@ def test_bad_training_input_exits_2_with_one_line_and_creates_nothing(
     run_dir = tmp_path / "run"
     one_worker = ["--set", "runner.n_workers=1", "--set", "env.worker_cells=[v30-l200-c1000]"]
     assert main(["train", "--config", config, *one_worker, "--set", override, "--run-dir", str(run_dir)]) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     error_lines = [line for line in out.splitlines() if line.startswith("ConfigError")]
     assert len(error_lines) == 1 and named in " ".join(out.split()), out
     assert not run_dir.exists()
@@ -233,7 +234,7 @@ def test_an_env_id_that_cannot_be_imported_is_named(
         )
         == 2
     )
-    out = " ".join(capsys.readouterr().out.split())
+    out = " ".join(capsys.readouterr().err.split())
     assert "env.id 'no_such_module:Env-v0' could not be made: ModuleNotFoundError" in out
     assert not run_dir.exists()
 
@@ -250,20 +251,20 @@ def test_bad_files_and_unwritable_outputs_exit_2_with_one_line(
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: x\n  algo: [\n")
     assert main(["train", "--config", str(broken)]) == 2
-    _one_error_line(capsys.readouterr().out, str(broken), "not valid YAML at line 2")
+    _one_error_line(capsys.readouterr().err, str(broken), "not valid YAML at line 2")
 
     assert main(["evaluate", "--run", str(tmp_path)]) == 2
-    _one_error_line(capsys.readouterr().out, "CheckpointError", "not a run directory")
+    _one_error_line(capsys.readouterr().err, "CheckpointError", "not a run directory")
 
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     out_csv = blocker / "out.csv"  # its folder is a file: unwritable, even for root
     assert main(["baselines", "--cells", "v30-l200-c1000", "--csv", str(out_csv)]) == 2
-    _one_error_line(capsys.readouterr().out, f"cannot write {str(out_csv)!r}")
+    _one_error_line(capsys.readouterr().err, f"cannot write {str(out_csv)!r}")
 
     config = str(Path(__file__).parent.parent / "configs" / "paper_a3c_private.yaml")
     assert main(["train", "--config", config, "--run-dir", str(blocker / "run")]) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "Not a directory" in out and "Traceback" not in out
 
     with pytest.raises(ConfigError, match="not valid YAML"):
@@ -338,5 +339,5 @@ def test_bound_prints_and_writes_the_bound_per_cell(tmp_path: Path, capsys) -> N
     assert (frame["optimal_episodes"] <= 2).all() and (frame["regime"] == "private").all()
     assert "hindsight bound" in capsys.readouterr().out
     assert main(["bound", "--preset", "mec"]) == 2
-    assert "built for 'paper'" in capsys.readouterr().out
+    assert "built for 'paper'" in capsys.readouterr().err
     assert main(["bound", "--episodes", "0"]) == 2

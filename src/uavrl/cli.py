@@ -28,6 +28,8 @@ if TYPE_CHECKING:  # pandas costs 0.5 s of start-up: imported where a command ne
 console = Console(width=None if sys.stdout.isatty() else 200)
 # Progress goes to stderr, so that `--format csv` output stays clean.
 progress_console = Console(stderr=True)
+# Errors too: `> log` keeps them on screen and `2>/dev/null` hides them, as with any Unix tool.
+error_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 @contextlib.contextmanager
@@ -299,9 +301,9 @@ def _show_mec_results(
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    # the config is read and validated before torch is imported (which takes seconds): a refused
+    # value is answered at once
     from uavrl.config import load_config
-    from uavrl.experiments import train as training
-    from uavrl.experiments.rundir import RunDir
 
     if args.resume:
         given = [
@@ -319,6 +321,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                 f"--resume continues a run with its own config.yaml; {', '.join(given)} cannot change it "
                 "(start a new run with --config to change values)"
             )
+        from uavrl.experiments import train as training
+        from uavrl.experiments.rundir import RunDir
+
         run_dir = Path(args.resume)
         run = RunDir(run_dir)
         if run.config_file.exists() and run.finished_summary() is not None:
@@ -333,6 +338,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         backend = [f"runner.backend={args.backend}"] if args.backend else []
         address = [f"runner.ray_address={args.address}"] if args.address else []
         config = load_config(args.config, [*args.set, *backend, *address])
+        from uavrl.experiments import train as training
+
         run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.name
         console.print(f"run directory {run_dir}  (config hash {config.hash()})")
         summary = training.train(config, run_dir)
@@ -897,13 +904,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, CheckpointError, OSError) as err:
         if args.debug:
             raise
-        console.print(f"[red]{type(err).__name__}:[/red] {err}", soft_wrap=True)
+        error_console.print(f"[red]{type(err).__name__}:[/red] {err}", soft_wrap=True)
         return 2
     except RunInterrupted as err:
-        console.print(str(err))
+        error_console.print(str(err))
         return 130
     except KeyboardInterrupt:
-        console.print("interrupted")
+        error_console.print("interrupted")
         return 130
     return 0
 

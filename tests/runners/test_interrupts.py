@@ -165,7 +165,7 @@ def test_resume_refuses_new_values_and_leaves_a_finished_run_alone(tmp_path: Pat
         capture_output=True,
         text=True,
     )
-    assert refused.returncode == 2 and "--set cannot change it" in refused.stdout
+    assert refused.returncode == 2 and "--set cannot change it" in refused.stderr
     before = (run_dir / "summary.json").read_bytes()
     again = subprocess.run(_uavrl("train", "--resume", str(run_dir)), capture_output=True, text=True)
     assert again.returncode == 0 and "has finished; nothing to resume" in again.stdout
