@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from uavrl.cli import build_parser, main, results_table
+from uavrl.cli import HelpFormatter, build_parser, main, results_table
 from uavrl.errors import ConfigError
 from uavrl.runners.metrics import _ProgressBar
 
@@ -280,6 +280,12 @@ def test_help_is_plain_text_and_every_option_says_what_it_does() -> None:
         assert "``" not in text, name
         for action in sub._actions:
             assert action.help, f"uavrl {name} {action.option_strings or action.dest} has no help"
+            # the default is said once, and only where there is one
+            said = HelpFormatter("uavrl")._get_help_string(action) or ""
+            assert said.replace("%(default)s", "").count("default") <= 1, (name, said)
+            assert action.default is not None or "%(default)s" not in said, (name, said)
+    top = " ".join(parser.format_help().split())
+    assert all(f" {name} " in top for name in subparsers.choices), top
 
 
 def test_the_progress_line_shows_an_eta(capsys: pytest.CaptureFixture[str]) -> None:

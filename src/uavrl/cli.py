@@ -683,8 +683,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 
 DESCRIPTION = (
-    "Distributed actor-critic RL for UAV task offloading. Commands: train, evaluate, baselines, "
-    "study, report, tune, export, bench; `uavrl COMMAND --help` for each."
+    "Distributed actor-critic RL for UAV task offloading. The commands are listed below; "
+    "`uavrl COMMAND --help` for each."
 )
 
 
@@ -695,7 +695,14 @@ FORMAT_HELP = (
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows every option's default beside its help text."""
+    """Shows an option's default beside its help text, once: not where the help already says
+    it, nor where there is none (None) or a flag is off."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
