@@ -347,3 +347,10 @@ def test_bound_prints_and_writes_the_bound_per_cell(tmp_path: Path, capsys) -> N
     assert main(["bound", "--preset", "mec"]) == 2
     assert "built for 'paper'" in capsys.readouterr().err
     assert main(["bound", "--episodes", "0"]) == 2
+
+
+def test_tuned_values_print_rounded() -> None:
+    from uavrl.cli import _param_text
+
+    assert _param_text(0.0010615360772719654) == "0.001062"
+    assert (_param_text(16), _param_text("linear"), _param_text(None)) == ("16", "linear", "-")

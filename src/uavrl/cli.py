@@ -675,11 +675,18 @@ def cmd_tune(args: argparse.Namespace) -> None:
         table.add_column(column, justify="right")
     for t in study.trials:
         score = "-" if t.value is None else f"{t.value:.3f}"
-        table.add_row(str(t.number), t.state.name, score, *(str(t.params.get(k, "-")) for k in tune.space))
+        table.add_row(str(t.number), t.state.name, score, *(_param_text(t.params.get(k)) for k in tune.space))
     console.print(table)
     best = tune_dir / BEST_FILE
     if best.exists():
         console.print(f"best config: {best}")
+
+
+def _param_text(value: object) -> str:
+    """A tuned value for a table: 4 significant digits for a float, as is otherwise."""
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 DESCRIPTION = (
