@@ -10,7 +10,11 @@ from uavrl.envs.presets import ENV_ID, PRESETS, make_core
 def register_envs() -> None:
     """Register ``uavrl/Offload-v0`` with Gymnasium (idempotent)."""
     if ENV_ID not in gym.registry:
-        gym.register(id=ENV_ID, entry_point="uavrl.envs.gym_env:OffloadEnv")
+        gym.register(
+            id=ENV_ID,
+            entry_point="uavrl.envs.gym_env:OffloadEnv",
+            vector_entry_point="uavrl.envs.gym_env:OffloadVectorEnv",
+        )
 
 
 __all__ = ["ENV_ID", "PRESETS", "make_core", "register_envs"]

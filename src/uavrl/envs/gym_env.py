@@ -1,4 +1,5 @@
-"""The Gymnasium face of the batched cores: one copy, auto-reset off."""
+"""The Gymnasium faces of the batched cores: one copy with auto-reset off (``OffloadEnv``), and
+``n`` copies as a Gymnasium vector env with same-step auto-reset (``OffloadVectorEnv``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
 
 from uavrl.envs.cloud import CloudPool
 from uavrl.envs.mec import MecCore
@@ -77,3 +80,45 @@ def _discrete_choice(action: Any) -> int:
             f"action must be an integer in {{0, 1, 2}} (LOCAL, OFFLOAD, DISCARD), got {action!r}"
         )
     return int(value)
+
+
+class OffloadVectorEnv(gym.vector.VectorEnv[np.ndarray, Any, np.ndarray]):
+    """``num_envs`` copies of a preset stepped as one batched core (no Python loop over copies),
+    ``gymnasium.make_vec("uavrl/Offload-v0", num_envs=n, vectorization_mode="vector_entry_point",
+    preset=..., ...)``, for libraries that take Gymnasium vector envs.
+
+    Same-step auto-reset (``metadata["autoreset_mode"]``): the observation a finished copy
+    returns starts its next episode; its last observation is row ``i`` of ``infos["final_obs"]``
+    where ``infos["_final_obs"][i]`` is set. ``reset(seed=s)`` keys copy ``i`` from ``(s, i)``,
+    as the core does, so copy ``i`` follows ``OffloadEnv`` reset with ``options={"copy_index":
+    i}``. Each copy has a private cloud pool (``paper``) or cloud group (``mec``).
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.SAME_STEP}  # noqa: RUF012
+
+    def __init__(self, num_envs: int = 1, preset: str = "paper", **params: Any) -> None:
+        self.core = make_core(preset, num_envs, autoreset=True, **params)
+        self.num_envs = num_envs
+        self.single_observation_space = gym.spaces.Box(0.0, 1.0, (self.core.obs_dim,), np.float32)
+        self.single_action_space = self.core.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start every copy's episode; ``(obs (n, D), {})``."""
+        if options:
+            raise ValueError(f"OffloadVectorEnv.reset takes no options, got {options!r}")
+        return self.core.reset(seed=seed), {}
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """``actions`` (n,) ints, or for hybrid ``mec`` a tuple of (n,) choices and (n, 1) values."""
+        obs, reward, terminated, truncated, info = self.core.step(
+            actions if isinstance(actions, tuple) else np.asarray(actions)
+        )
+        infos: dict[str, Any] = {k: v for k, v in info.items() if k != "final_obs"}
+        if "final_obs" in info:
+            infos["final_obs"] = info["final_obs"]
+            infos["_final_obs"] = terminated | truncated
+        return obs, reward, terminated, truncated, infos
