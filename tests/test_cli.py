@@ -6,6 +6,7 @@ import argparse
 import io
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -354,3 +355,22 @@ def test_tuned_values_print_rounded() -> None:
 
     assert _param_text(0.0010615360772719654) == "0.001062"
     assert (_param_text(16), _param_text("linear"), _param_text(None)) == ("16", "linear", "-")
+
+
+def test_baselines_take_a_run_configs_env_and_name_the_reward_scale(tmp_path: Path, capsys) -> None:
+    """`baselines --config` scores the rules at the run's reward scale, and each table says
+    which scale it shows: the same rules and streams at 0.01 and at the preset's 0.05 per unit
+    differ by exactly that ratio."""
+    config = str(Path(__file__).parent.parent / "configs" / "paper_a3c_private.yaml")
+    small = ["--cells", "v30-l200-c1000", "--episodes", "4", "--tune-episodes", "2"]
+    frames = {}
+    for name, extra in (("run", ["--config", config]), ("preset", [])):
+        out = tmp_path / f"{name}.csv"
+        assert main(["baselines", *small, *extra, "--csv", str(out)]) == 0
+        frames[name] = pd.read_csv(out).set_index("policy")["mean"]
+    titles = " ".join(capsys.readouterr().out.split())
+    assert "reward 0.01 per unit" in titles and "reward 0.05 per unit" in titles
+    np.testing.assert_allclose(
+        frames["run"]["always_offload"] * 5, frames["preset"]["always_offload"], rtol=1e-5
+    )
+    assert main(["baselines", "--preset", "mec", "--config", config]) == 2

@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -132,6 +132,8 @@ def show_results(results: pd.DataFrame, fmt: str, what: str, episodes: int, seed
 
 
 def cmd_baselines(args: argparse.Namespace) -> None:
+    if args.preset == "mec" and args.config:
+        raise ConfigError("baselines --config takes a paper run config; --preset mec has its own references")
     if args.preset == "mec":
         _mec_baselines(args)
         return
@@ -144,7 +146,7 @@ def cmd_baselines(args: argparse.Namespace) -> None:
 
     check_writable(args.csv)
     cells = resolve_cells(args.cells)
-    base = {"preset": args.preset}
+    base = _baselines_env_params(args)
 
     def worlds(chosen: list) -> list:
         return cell_worlds([(c.name, {**base, **c.env_params()}) for c in chosen], args.pool, args.agents)
@@ -163,9 +165,38 @@ def cmd_baselines(args: argparse.Namespace) -> None:
         with evaluating("solving the hindsight bound") as progress:
             bounds = bound_results(worlds(cells), args.episodes, args.seed, args.time_limit, progress)
         results = pd.concat([results, bounds], ignore_index=True)
-    show_results(results, args.format, f"preset {args.preset}", args.episodes, args.seed)
+    what = f"preset {args.preset}" + (f" as {args.config} sets it" if args.config else "")
+    show_results(results, args.format, what + reward_scale_note(base), args.episodes, args.seed)
     if args.csv:
         _write_csv(results, args.csv)
+
+
+def _baselines_env_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The `paper` env parameters the rules run with: the preset's defaults, or with ``--config``
+    a run config's env params (reward scale, observation columns), its cell parameters left to
+    the cells."""
+    if not args.config:
+        return {"preset": args.preset}
+    from uavrl.config import load_config
+    from uavrl.envs.scenarios import CELL_PARAMS
+
+    config = load_config(args.config)
+    if not config.env.is_paper:
+        raise ConfigError(
+            f"baselines --config takes a paper run config; {args.config} runs {config.env.id} "
+            f"preset {config.env.preset!r} (use --preset mec for the mec references)"
+        )
+    return {k: v for k, v in config.env.params.items() if k not in CELL_PARAMS}
+
+
+def reward_scale_note(params: dict[str, Any]) -> str:
+    """``", reward 0.01 per unit"`` for a `paper` table (returns are units x the scale:
+    tables of different scales differ by their ratio); empty for another env."""
+    if params.get("preset", "paper") != "paper":
+        return ""
+    from uavrl.envs.paper import PaperParams
+
+    return f", reward {params.get('reward_scale', PaperParams().reward_scale):g} per unit"
 
 
 def _add_world_arguments(parser: argparse.ArgumentParser, preset_help: str, episodes: int) -> None:
@@ -397,7 +428,8 @@ def _evaluate_run(
         results = pd.concat([references_table, results])
     trained_in = training_regime(config) if config.env.is_paper else "private"
     note = "" if regime == trained_in else f" (transfer: trained with {trained_in} pools)"
-    show_results(results, fmt, f"{run_dir}{note}", episodes, seed)
+    scale = reward_scale_note(dict(config.env.params)) if config.env.is_paper else ""
+    show_results(results, fmt, f"{run_dir}{note}{scale}", episodes, seed)
     if csv:
         _write_csv(results, csv)
 
@@ -758,6 +790,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_world_arguments(base, "environment preset", episodes=100)
     base.add_argument("--tune-episodes", type=int, default=100, help="episodes per cell per candidate")
+    base.add_argument(
+        "--config",
+        help="paper: take the env params of this run config (reward scale, observation columns)",
+    )
     base.add_argument(
         "--bound",
         action="store_true",
