@@ -374,3 +374,24 @@ def test_baselines_take_a_run_configs_env_and_name_the_reward_scale(tmp_path: Pa
         frames["run"]["always_offload"] * 5, frames["preset"]["always_offload"], rtol=1e-5
     )
     assert main(["baselines", "--preset", "mec", "--config", config]) == 2
+
+
+def test_a_run_on_any_env_is_evaluated_beside_random_without_cells_or_pools(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(Path(__file__).parent.parent / "configs" / "cartpole_a3c.yaml")
+    run = tmp_path / "run"
+    small = ["runner.total_env_steps=400", "runner.n_workers=1", "eval.episodes=2", "log.progress=false"]
+    assert (
+        main(["train", "--config", config, "--run-dir", str(run), *(x for s in small for x in ("--set", s))])
+        == 0
+    )
+    capsys.readouterr()
+    out = tmp_path / "eval.csv"
+    assert main(["evaluate", "--run", str(run), "--episodes", "3", "--csv", str(out)]) == 0
+    title = " ".join(capsys.readouterr().out.split())
+    assert "mean episode return, 3 episodes" in title
+    assert "cloud pools" not in title and "over cells" not in title
+    assert {"random", "a3c_greedy", "a3c_stochastic"} == set(pd.read_csv(out)["policy"])
+    assert main(["evaluate", "--run", str(run), "--cells", "seen"]) == 2
+    assert "--cells applies to uavrl/Offload-v0 runs only" in " ".join(capsys.readouterr().err.split())

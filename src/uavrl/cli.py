@@ -72,12 +72,28 @@ def _write_csv(frame: pd.DataFrame, path: str) -> None:
 
 
 def results_table(
-    results: pd.DataFrame, what: str, episodes: int, seed: int, width: int | None = None
+    results: pd.DataFrame,
+    what: str,
+    episodes: int,
+    seed: int,
+    width: int | None = None,
+    cloud_pools: bool = True,
 ) -> Table:
     """Policies as rows: each cell's mean (while they fit in ``width`` columns), the mean over
     cells and the normalised score in % (``experiments.normalise``: per cell, then the mean over
     cells), whose scale the title names. The title names the pool regime; the training world
-    (shared regime) is a column of its own, left out of the mean over cells."""
+    (shared regime) is a column of its own, left out of the mean over cells. An env without
+    cells and pools (``cloud_pools`` False) gets one column of means, named as such."""
+    if not cloud_pools:
+        table = Table(title=f"{what}: mean episode return, {episodes} episodes, seed {seed}")
+        table.add_column("policy")
+        table.add_column("mean return", justify="right")
+        table.add_column("95% CI", justify="right")
+        for _, row in results.iterrows():
+            table.add_row(
+                str(row["policy"]), f"{row['mean']:.1f}", f"[{row['ci_low']:.1f}, {row['ci_high']:.1f}]"
+            )
+        return table
     from uavrl.envs.worlds import TRAIN_WORLD
     from uavrl.experiments.normalise import normalised_percent
 
@@ -122,13 +138,15 @@ def results_markdown(results: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def show_results(results: pd.DataFrame, fmt: str, what: str, episodes: int, seed: int) -> None:
+def show_results(
+    results: pd.DataFrame, fmt: str, what: str, episodes: int, seed: int, cloud_pools: bool = True
+) -> None:
     if fmt == "csv":
         print(results.to_csv(index=False), end="")
     elif fmt == "markdown":
         print(results_markdown(results))
     else:
-        console.print(results_table(results, what, episodes, seed))
+        console.print(results_table(results, what, episodes, seed, cloud_pools=cloud_pools))
 
 
 def cmd_baselines(args: argparse.Namespace) -> None:
@@ -407,8 +425,11 @@ def _evaluate_run(
         _evaluate_mec_run(run_dir, config, models, episodes, cells, csv, fmt)
         return
     regime = pool or training_regime(config)
-    if pool and not config.env.is_paper:
-        raise ConfigError(f"--pool applies to uavrl/Offload-v0 runs only, not {config.env.id!r}")
+    for flag, given in (("--pool", pool), ("--cells", cells)):
+        if given and not config.env.is_paper:
+            raise ConfigError(
+                f"{flag} applies to uavrl/Offload-v0 runs only; {config.env.id!r} is evaluated in one world"
+            )
     policies = [
         p
         for mode in ("greedy", "stochastic")
@@ -417,19 +438,25 @@ def _evaluate_run(
     worlds = eval_worlds(config, regime, cells)  # type: ignore[arg-type]
     with evaluating(f"evaluating {len(policies)} learned policies") as progress:
         results = evaluate_policies(policies, worlds, episodes, seed, config.env.id, progress)
+    references: list[Any]
     if config.env.is_paper:
         with progress_console.status(f"tuning the reference thresholds ({regime} pools, training cells)"):
             references = reference_policies(tuning_worlds(config, regime), episodes, seed)  # type: ignore[arg-type]
-        with evaluating(f"evaluating {len(references)} reference policies") as progress:
-            # Same worlds (reward scale included) as the learned policies.
-            references_table = evaluate_policies(references, worlds, episodes, seed, progress=progress)
-        import pandas as pd
+    else:  # any other env: the uniformly random policy over its action space
+        from uavrl.envs.baselines import SpaceRandomPolicy
+        from uavrl.runners.session import env_spaces
 
-        results = pd.concat([references_table, results])
+        references = [SpaceRandomPolicy(env_spaces(config)[1], seed)]
+    with evaluating(f"evaluating {len(references)} reference policies") as progress:
+        # Same worlds (reward scale included) as the learned policies.
+        references_table = evaluate_policies(references, worlds, episodes, seed, config.env.id, progress)
+    import pandas as pd
+
+    results = pd.concat([references_table, results])
     trained_in = training_regime(config) if config.env.is_paper else "private"
     note = "" if regime == trained_in else f" (transfer: trained with {trained_in} pools)"
     scale = reward_scale_note(dict(config.env.params)) if config.env.is_paper else ""
-    show_results(results, fmt, f"{run_dir}{note}{scale}", episodes, seed)
+    show_results(results, fmt, f"{run_dir}{note}{scale}", episodes, seed, cloud_pools=config.env.is_paper)
     if csv:
         _write_csv(results, csv)
 
