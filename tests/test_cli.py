@@ -395,3 +395,33 @@ def test_a_run_on_any_env_is_evaluated_beside_random_without_cells_or_pools(
     assert {"random", "a3c_greedy", "a3c_stochastic"} == set(pd.read_csv(out)["policy"])
     assert main(["evaluate", "--run", str(run), "--cells", "seen"]) == 2
     assert "--cells applies to uavrl/Offload-v0 runs only" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_run_stopped_at_its_target_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(Path(__file__).parent.parent / "configs" / "cartpole_a3c.yaml")
+    sets = [
+        "runner.total_env_steps=100000",
+        "runner.n_workers=1",
+        "eval.episodes=2",
+        "eval.every_env_steps=200",
+        "eval.periodic_episodes=2",
+        "eval.stop_at_return=1",  # any CartPole episode reaches it
+        "log.progress=false",
+    ]
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                config,
+                "--run-dir",
+                str(tmp_path / "run"),
+                *(x for s in sets for x in ("--set", s)),
+            ]
+        )
+        == 0
+    )
+    out = " ".join(capsys.readouterr().out.split())
+    assert (
+        "stopped at its target: the periodic evaluation reached" in out and "(eval.stop_at_return 1)" in out
+    )

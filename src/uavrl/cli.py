@@ -380,6 +380,10 @@ def cmd_train(args: argparse.Namespace) -> None:
                 f"{run_dir} has finished; nothing to resume (uavrl evaluate --run {run_dir} scores it again)"
             )
             return
+        if run.has_checkpoint():
+            steps = run.checkpointed_env_steps()
+            total = run.config().runner.total_env_steps
+            console.print(f"resuming {run_dir} from its last checkpoint, at {steps:,} of {total:,} env steps")
         summary = training.resume(run_dir, ray_address=args.address)
     else:
         if not args.config:
@@ -393,6 +397,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         console.print(f"run directory {run_dir}  (config hash {config.hash()})")
         summary = training.train(config, run_dir)
     ev = summary["eval"]
+    if summary.get("stopped_at_target"):
+        hit = summary["eval_during_training"]["first_hit"]
+        console.print(
+            f"stopped at its target: the periodic evaluation reached {hit['mean_return']:.2f} "
+            f"(eval.stop_at_return {summary['eval_during_training']['stop_at_return']:g}) at "
+            f"{int(hit['env_steps']):,} env steps"
+        )
     console.print(
         f"finished: {summary['env_steps']:,} env steps, {summary['updates']:,} updates, "
         f"{summary['wall_time_s']:.0f} s ({summary['env_steps_per_s']:,.0f} steps/s); greedy eval "

@@ -138,6 +138,8 @@ def test_kill_9_leaves_no_orphan_and_resume_continues_the_log(tmp_path: Path) ->
         _uavrl("train", "--resume", str(run_dir)), capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    said = " ".join(resumed.stdout.split())
+    assert f"from its last checkpoint, at {checkpointed['env_steps']:,} of" in said, said
     log = pd.read_csv(run_dir / "training_log.csv")
     assert not log.duplicated(["worker_id", "episode"]).any()
     for _, rows in log.groupby("worker_id"):

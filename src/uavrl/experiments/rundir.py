@@ -152,9 +152,16 @@ class RunDir:
 
     def checkpointed_wall_time(self) -> float:
         """The wall time the run had at its last checkpoint (0 without one)."""
+        return self._checkpointed("wall_time_s")
+
+    def checkpointed_env_steps(self) -> int:
+        """The env steps the run had taken at its last checkpoint (0 without one)."""
+        return int(self._checkpointed("env_steps"))
+
+    def _checkpointed(self, counter: str) -> float:
         from uavrl.runners.checkpoint import read_meta
 
         try:
-            return float(read_meta(self.checkpoints, LAST)["counters"].get("wall_time_s", 0.0))
+            return float(read_meta(self.checkpoints, LAST)["counters"].get(counter, 0.0))
         except (CheckpointError, KeyError, ValueError):
             return 0.0
