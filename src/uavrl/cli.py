@@ -677,8 +677,20 @@ def cmd_pareto(args: argparse.Namespace) -> None:
     console.print(f"pareto {base.name}: {len(weights)} weight vector(s) x {args.seeds} seed(s) into {out}")
     frame = run_pareto(base, weights, args.seeds, out, args.episodes, args.env_steps)
     learned = frame[frame["kind"] == "learned"].groupby("weights", sort=False)
-    summary = learned[["mean_return", "latency_mean", "energy_per_task", "drop_rate"]].mean()
-    console.print(summary.round(4).to_string())
+    columns = {
+        "mean_return": ("return", "{:.2f}"),
+        "latency_mean": ("mean latency (s)", "{:.3f}"),
+        "energy_per_task": ("energy per task (J)", "{:.4f}"),
+        "drop_rate": ("drop rate", "{:.1%}"),
+    }
+    summary = learned[list(columns)].mean()
+    table = Table(title=f"learned policies, greedy, mean over {args.seeds} seed(s) and the training cells")
+    table.add_column("weights (latency, energy, drop, discard)")
+    for header, _ in columns.values():
+        table.add_column(header, justify="right")
+    for label, row in summary.iterrows():
+        table.add_row(str(label), *(fmt.format(row[key]) for key, (_, fmt) in columns.items()))
+    console.print(table)
     console.print(f"wrote {out / 'pareto.csv'} and {out / 'pareto.png'}")
 
 

@@ -3,6 +3,7 @@ references, plotted as fronts; a rerun reuses finished runs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,17 @@ def test_references_far_off_the_learned_front_are_left_off_the_axes() -> None:
     assert list(far["policy"]) == ["always_local"]
     drawn, off = split_off_axes(references, learned.iloc[:0])
     assert len(drawn) == 3 and off.empty
+
+
+def test_the_pareto_command_prints_a_rounded_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from uavrl.cli import main
+
+    sets = [x for s in TINY for x in ("--set", s)]
+    argv = ["pareto", "--config", str(CONFIGS / "mec_a3c.yaml"), *sets, "--weights", "1,1,4,2"]
+    argv += ["--seeds", "1", "--episodes", "2", "--env-steps", "400", "--run-dir", str(tmp_path)]
+    assert main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "weights (latency, energy, drop, discard)" in out and "drop rate" in out
+    assert re.search(r"1,1,4,2 │ -?\d+\.\d\d │ \d\.\d\d\d │ \d\.\d\d\d\d │ \d+\.\d%", out), out
