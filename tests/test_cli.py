@@ -425,3 +425,20 @@ def test_a_run_stopped_at_its_target_says_so(tmp_path: Path, capsys: pytest.Capt
     assert (
         "stopped at its target: the periodic evaluation reached" in out and "(eval.stop_at_return 1)" in out
     )
+
+
+def test_a_second_run_of_one_config_gets_the_next_numbered_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --run-dir, runs/<name> then runs/<name>_2; an explicit --run-dir holding a run is
+    still refused (it names the run the user meant)."""
+    config = str(Path(__file__).parent.parent / "configs" / "cartpole_a3c.yaml")
+    monkeypatch.chdir(tmp_path)
+    small = ["runner.total_env_steps=200", "runner.n_workers=1", "eval.episodes=1", "log.progress=false"]
+    argv = ["train", "--config", config, *(x for s in small for x in ("--set", s))]
+    assert main(argv) == 0 and main(argv) == 0
+    out = capsys.readouterr().out
+    assert "run directory runs/cartpole_a3c " in out and "run directory runs/cartpole_a3c_2 " in out
+    assert (tmp_path / "runs" / "cartpole_a3c_2" / "summary.json").exists()
+    assert main([*argv, "--run-dir", "runs/cartpole_a3c"]) == 2
+    assert "already holds a run" in capsys.readouterr().err

@@ -392,8 +392,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         address = [f"runner.ray_address={args.address}"] if args.address else []
         config = load_config(args.config, [*args.set, *backend, *address])
         from uavrl.experiments import train as training
+        from uavrl.experiments.rundir import next_free_run_dir
 
-        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / config.name
+        # an explicit --run-dir holding a run is refused; the default gets the next free number
+        run_dir = Path(args.run_dir) if args.run_dir else next_free_run_dir(Path("runs") / config.name)
         console.print(f"run directory {run_dir}  (config hash {config.hash()})")
         summary = training.train(config, run_dir)
     ev = summary["eval"]
@@ -806,7 +808,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
     )
-    train.add_argument("--run-dir", help="run directory (default runs/<name>)")
+    train.add_argument(
+        "--run-dir", help="run directory (default runs/<name>, or runs/<name>_2, _3... if it holds a run)"
+    )
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument(
         "--backend", choices=["process", "ray"], help="where workers run (runner.backend; default process)"

@@ -38,6 +38,16 @@ CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
 
 
+def next_free_run_dir(base: Path) -> Path:
+    """``base`` if no run has checkpoints there, else the first of ``base_2``, ``base_3``, ...
+    without one (a second run of one config gets a numbered directory, as RL-Zoo's logs do)."""
+    candidate, number = base, 1
+    while RunDir(candidate).has_checkpoint():
+        number += 1
+        candidate = base.with_name(f"{base.name}_{number}")
+    return candidate
+
+
 @dataclass(frozen=True)
 class RunDir:
     """The files of one run directory, by what they are."""
