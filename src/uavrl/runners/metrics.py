@@ -32,7 +32,8 @@ TENSORBOARD_DIR = "tensorboard"
 EVAL_LOG_FILE = "eval_log.csv"
 EVAL_COLUMNS = ["step", "wall_time", "mean_return", "episodes"]
 EVAL_ITEM = "eval"  # MetricsWriter.put((EVAL_ITEM, row)): an evaluation row
-TB_SCALARS = ("return", "length", "policy_loss", "value_loss", "entropy", "grad_norm")
+TB_SCALARS = ("return", "length", "policy_loss", "value_loss", "entropy", "grad_norm", "lr", "entropy_coef")
+THROUGHPUT_WINDOW_S = 2.0  # all/env_steps_per_s: env steps over at least this much run time
 
 
 def histogram_summary(counts: Counter[int]) -> dict[str, Any]:
@@ -195,6 +196,7 @@ class MetricsWriter:
         tb = ScalarWriter(self.run_dir / TENSORBOARD_DIR) if self.tensorboard else None
         bar = _ProgressBar(self.total_env_steps, self.start_steps) if self.progress else None
         eval_log = _EvalLog(self.run_dir / EVAL_LOG_FILE)
+        mark: tuple[float, float] | None = None  # (env steps, run wall time) of the throughput window
         with path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
             if new_file:
@@ -227,6 +229,13 @@ class MetricsWriter:
                         for key in TB_SCALARS:
                             tb.add_scalar(f"worker_{row['worker_id']}/{key}", row[key], row["step"])
                         tb.add_scalar("all/return", row["return"], row["step"])
+                        step, wall = float(row["step"]), float(row["wall_time"])
+                        if mark is None or wall < mark[1]:
+                            mark = (step, wall)
+                        elif wall - mark[1] >= THROUGHPUT_WINDOW_S:
+                            rate = (step - mark[0]) / (wall - mark[1])
+                            tb.add_scalar("all/env_steps_per_s", rate, int(step))
+                            mark = (step, wall)
                     if bar is not None:
                         bar.add(row)
                 if time.monotonic() - last_flush > 1.0:
