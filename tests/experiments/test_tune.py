@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -25,10 +26,15 @@ TINY = [
 ]
 
 
-def test_tuning_resumes_from_its_storage_and_writes_the_best_config(tmp_path: Path) -> None:
+def test_tuning_resumes_from_its_storage_and_writes_the_best_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tune = load_tune(CONFIGS / "tune_paper.yaml", TINY)
     study = run_tuning(tune, tmp_path, trials=2)
     assert len(study.trials) == 2
+    progress = capsys.readouterr().err  # a line per seed trained and per trial ended
+    assert "tune: trial 0, seed 0: training" in progress and "tune: trial 1, seed 0: training" in progress
+    assert re.search(r"tune: trial 1: (complete -?\d+\.\d{3}|pruned) \(2 of 2\)", progress), progress
     # A second call continues the same SQLite study.
     study = run_tuning(tune, tmp_path, trials=1)
     assert len(study.trials) == 3

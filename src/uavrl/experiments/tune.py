@@ -25,6 +25,7 @@ process died is retried.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,7 @@ def _optimize(tune: TuneConfig, tune_dir: Path, url: str, job: int, total_trials
         for seed in range(tune.seeds):
             config = trial_config(tune, values, seed, trial.number)
             run_dir = tune_dir / f"trial{trial.number}" / f"seed{seed}"
+            _say(f"trial {trial.number}, seed {seed}: training {config.runner.total_env_steps:,} env steps")
             train(config, run_dir, hook=PruningHook(trial, tune, config, seed))
             models, _ = RunDir(run_dir).load_models()
             scores.append(training_score(config, models, tune.episodes, tune.eval_seed))
@@ -225,6 +227,14 @@ def _optimize(tune: TuneConfig, tune_dir: Path, url: str, job: int, total_trials
 
     while len(study.trials) < total_trials:  # re-read: other jobs add trials too
         study.optimize(objective, n_trials=1, catch=(RuntimeError,))
+        last = study.trials[-1]
+        score = "" if last.value is None else f" {last.value:.3f}"
+        _say(f"trial {last.number}: {last.state.name.lower()}{score} ({len(study.trials)} of {total_trials})")
+
+
+def _say(line: str) -> None:
+    """A progress line on stderr (also from a tuning job's own process)."""
+    print(f"tune: {line}", file=sys.stderr, flush=True)
 
 
 def run_tuning(
