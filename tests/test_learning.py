@@ -147,18 +147,16 @@ def test_mec_default_beats_the_tuned_two_margin_rule_on_its_training_cells(tmp_p
     strongest non-privileged rule, the cost-estimating rule with both margins tuned on the
     training cells, both greedy on the same 100 evaluation streams per cell (the tuning streams
     are disjoint), as `uavrl train --evaluate` prints them."""
-    import dataclasses
-
     from uavrl.envs.mec import MecParams
     from uavrl.envs.mec_baselines import mec_reference_policies
-    from uavrl.experiments.evaluate import evaluate_mec_policies, training_cells
+    from uavrl.experiments.evaluate import evaluate_mec_policies, mec_training_params, training_cells
 
     config = load_config(CONFIGS / "mec_a3c.yaml", QUIET)
     summary = train(config, tmp_path)
     params = MecParams.from_env_params(config.env.params)
     cells = training_cells(config)
     assert len(cells) == 5 and summary["eval"]["cells"] == [c.name for c in cells]
-    tuning = [dataclasses.replace(params, **c.env_params()) for c in cells]
+    tuning = mec_training_params(config)
     references = {
         p.name: p for p in mec_reference_policies(params, tuning, config.eval.episodes, config.eval.seed)
     }

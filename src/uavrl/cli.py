@@ -486,18 +486,22 @@ def _evaluate_mec_run(
     """A `mec` run beside the mec references (margins tuned on its training cells), with the task
     metrics, on its training cells or ``cells``; N UAVs per cloud as it trained
     (``cloud_group_size``)."""
-    import dataclasses
 
     from uavrl.envs.mec import MecParams
     from uavrl.envs.mec_baselines import mec_reference_policies
     from uavrl.envs.scenarios import resolve_mec_cells
-    from uavrl.experiments.evaluate import evaluate_mec_policies, run_policies, training_cells
+    from uavrl.experiments.evaluate import (
+        evaluate_mec_policies,
+        mec_training_params,
+        run_policies,
+        training_cells,
+    )
 
     trained = MecParams.from_env_params(config.env.params)
     own = training_cells(config)
     chosen = resolve_mec_cells(cells) if cells else own
     seed = config.eval.seed
-    tuning = [dataclasses.replace(trained, **c.env_params()) for c in own]
+    tuning = mec_training_params(config)
     with progress_console.status("tuning the rules' margins on the training cells"):
         references = mec_reference_policies(trained, tuning, episodes, seed)
     learned = [

@@ -328,9 +328,7 @@ class HiddenStateObservations(CriticStateObservations):
     """
 
     def __init__(self, env: VecEnv) -> None:
-        if getattr(env, "hidden_features", None) is None:
-            raise ConfigError(f"{type(env).__name__} exposes no hidden state for a privileged critic")
-        super().__init__(env, hidden_state_dim(env))
+        super().__init__(env, hidden_state_dim(env))  # refuses an env without a hidden state
 
     def _state(self, obs: np.ndarray) -> np.ndarray:
         return self.env.hidden_features()  # type: ignore[attr-defined]

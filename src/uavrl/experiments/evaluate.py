@@ -161,6 +161,16 @@ def training_regime(config: Config) -> Regime:
     return "shared" if config.env.shared_pool else "private"
 
 
+def mec_training_params(config: Config, cloud_group_size: int | None = None) -> list[MecParams]:
+    """A `mec` run's parameters in each of its training cells (what its rules are tuned on),
+    with ``cloud_group_size`` UAVs per cloud if given, else as it trained."""
+    trained = MecParams.from_env_params(config.env.params)
+    group = trained.cloud_group_size if cloud_group_size is None else cloud_group_size
+    return [
+        dataclasses.replace(trained, **c.env_params(), cloud_group_size=group) for c in training_cells(config)
+    ]
+
+
 def mec_cloud_group(config: Config, regime: Regime) -> int:
     """UAVs per cloud of a `mec` run's evaluation in ``regime``: as it trained in its own regime;
     one in the private one; else (a transfer to shared clouds) one UAV per worker, as a `paper`

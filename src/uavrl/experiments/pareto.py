@@ -16,7 +16,6 @@ Layout of the output directory::
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,7 +74,12 @@ def run_pareto(
     """Train (or reuse) every (weight vector, seed) run, score it and the references; write
     ``pareto.csv`` and ``pareto.png`` into ``out`` and return the table."""
     from uavrl.envs.mec_baselines import mec_reference_policies
-    from uavrl.experiments.evaluate import evaluate_mec_policies, run_policies, training_cells
+    from uavrl.experiments.evaluate import (
+        evaluate_mec_policies,
+        mec_training_params,
+        run_policies,
+        training_cells,
+    )
     from uavrl.experiments.rundir import RunDir
     from uavrl.experiments.train import resume, train
 
@@ -102,8 +106,9 @@ def run_pareto(
             )
             rows += _points(table, "learned", label, seed)
             if seed == 0:  # the references do not learn: one set per weight vector
-                tuning = [dataclasses.replace(trained, **c.env_params()) for c in cells]
-                references = mec_reference_policies(trained, tuning, episodes, config.eval.seed)
+                references = mec_reference_policies(
+                    trained, mec_training_params(config), episodes, config.eval.seed
+                )
                 table = evaluate_mec_policies(
                     references, cells, trained, episodes, config.eval.seed, trained.cloud_group_size
                 )

@@ -18,7 +18,6 @@ checkpoint; a run whose config changed is moved aside (``<dir>.stale-<hash>``) a
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import os
 import signal
@@ -59,6 +58,7 @@ from uavrl.experiments.evaluate import (
     evaluate_mec_policies,
     evaluate_policies,
     mec_cloud_group,
+    mec_training_params,
     regime_worlds,
     run_policies,
     training_cells,
@@ -568,11 +568,7 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
                     policies = reference_policies(tuning, evaluation.tuning_episodes, evaluation.seed)
                 elif config.env.preset == "mec":  # its rules, margins tuned on the row's training cells
                     trained = MecParams.from_env_params(config.env.params)
-                    group = mec_cloud_group(config, regime)
-                    cells = [
-                        dataclasses.replace(trained, **c.env_params(), cloud_group_size=group)
-                        for c in training_cells(config)
-                    ]
+                    cells = mec_training_params(config, mec_cloud_group(config, regime))
                     policies = mec_reference_policies(
                         trained, cells, evaluation.tuning_episodes, evaluation.seed
                     )
