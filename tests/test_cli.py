@@ -303,7 +303,7 @@ def test_result_formats_policies_as_rows_fitted_markdown_and_csv(capsys: pytest.
     assert main([*argv, "--format", "csv"]) == 0
     captured = capsys.readouterr()
     frame = pd.read_csv(io.StringIO(captured.out))  # stdout is pure CSV; progress went to stderr
-    assert len(frame) == 2 * 10 and "world 2/2 (v90-l150-c500)" in captured.err
+    assert len(frame) == 2 * 10 and ": 2/2 (v90-l150-c500)" in captured.err
     assert main([*argv, "--format", "markdown"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| cell | random |") and lines[2].startswith("| v30-l200-c1000 | ")

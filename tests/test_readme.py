@@ -30,3 +30,49 @@ def test_the_environment_snippets_run_in_order_in_a_fresh_process(tmp_path: Path
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
+
+
+def shell_commands() -> list[str]:
+    """Every `uavrl ...` command of README's ```bash blocks, as a reader would type it: comments
+    cut, `a && b` split, optional parts in [brackets] kept (their brackets dropped)."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.DOTALL):
+        for line in block.splitlines():
+            code = re.sub(r"\s+#.*$", "", line).strip()
+            for part in code.split("&&"):
+                part = part.strip().replace("[", "").replace("]", "")
+                if part.startswith("uavrl "):
+                    commands.append(part)
+    return commands
+
+
+def test_every_shell_command_of_readme_parses_and_names_configs_that_load() -> None:
+    """Each `uavrl` command of README is accepted by the CLI's own parser (its subcommand, every
+    option and choice), and a config it names loads with the overrides it gives, so README
+    cannot drift from the code. (Running each would take hours: the quick start, the training,
+    evaluation, export and study commands run end to end in the CLI tests with short budgets.)"""
+    import shlex
+
+    from uavrl.cli import build_parser
+    from uavrl.config import load_config
+    from uavrl.experiments.study import load_study
+    from uavrl.experiments.tune import load_tune
+
+    parser = build_parser()
+    commands = shell_commands()
+    assert len(commands) >= 25
+    subcommands = set()
+    for command in commands:
+        argv = shlex.split(command.replace("HEAD_IP", "10.0.0.1"))[1:]
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exit_:
+            raise AssertionError(f"README command refused by the CLI: {command}") from exit_
+        subcommands.add(argv[0])
+        config = getattr(args, "config", None)
+        if config:
+            path = Path(__file__).parents[1] / config
+            overrides = getattr(args, "set", None) or []
+            loader = {"study": load_study, "tune": load_tune}.get(argv[0], load_config)
+            loader(path, overrides)
+    assert {"train", "evaluate", "baselines", "study", "tune", "export", "bench", "pareto"} <= subcommands

@@ -34,12 +34,13 @@ error_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 @contextlib.contextmanager
 def evaluating(label: str) -> Iterator[Callable[[int, int, str], None]]:
-    """A progress callback for ``evaluate_policies``: a spinner line in a terminal, else one
-    line per world on stderr."""
+    """A progress callback for ``evaluate_policies`` (one call per world) and
+    ``evaluate_mec_policies`` (one per policy, every cell at once): a spinner line in a
+    terminal, else one line per call on stderr."""
     with progress_console.status(label) as status:
 
         def report(done: int, total: int, world: str) -> None:
-            line = f"{label}: world {done + 1}/{total} ({world})"
+            line = f"{label}: {done + 1}/{total} ({world})"
             status.update(line)
             if not progress_console.is_terminal:
                 progress_console.print(line)
@@ -681,7 +682,15 @@ def cmd_pareto(args: argparse.Namespace) -> None:
     weights = parse_weights(args.weights)
     out = Path(args.run_dir) if args.run_dir else Path("runs") / f"pareto_{base.name}"
     console.print(f"pareto {base.name}: {len(weights)} weight vector(s) x {args.seeds} seed(s) into {out}")
-    frame = run_pareto(base, weights, args.seeds, out, args.episodes, args.env_steps)
+    frame = run_pareto(
+        base,
+        weights,
+        args.seeds,
+        out,
+        args.episodes,
+        args.env_steps,
+        lambda line: progress_console.print(f"pareto: {line}"),
+    )
     learned = frame[frame["kind"] == "learned"].groupby("weights", sort=False)
     columns = {
         "mean_return": ("return", "{:.2f}"),
@@ -712,11 +721,11 @@ def cmd_study(args: argparse.Namespace) -> None:
         raise ConfigError("--address needs --backend ray")
     where = "as Ray tasks" if args.backend == "ray" else f"{study.runs_at_once} at a time"
     console.print(f"study {study.name}: {len(plan(study, study_dir))} runs into {study_dir}, {where}")
-    shown: list[tuple[int, int, int]] = []
+    shown: list[tuple[Any, ...]] = []
 
     def show(progress: Progress, status: Status) -> None:
         status.update(progress.line(study.runs_at_once))
-        state = (progress.done + progress.skipped, progress.running, progress.failed)
+        state = (progress.done + progress.skipped, progress.failed, progress.references, progress.inside)
         if not console.is_terminal and (not shown or shown[-1] != state):
             console.print(progress.line(study.runs_at_once))  # logs and CI get a line per change
             shown.append(state)

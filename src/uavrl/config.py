@@ -167,7 +167,11 @@ class ModelConfig(ConfigSection):
 class AlgoConfig(ConfigSection):
     """Actor-critic hyperparameters.
 
-    ``gae_lambda = None`` means n-step returns. ``lr_schedule = "linear"`` decays the learning
+    ``targets`` names the value targets and advantages, whatever the runner: ``nstep`` returns,
+    ``gae`` (GAE(``gae_lambda``)) or ``vtrace`` (V-trace with ``rho_bar`` and ``c_bar``, which
+    corrects rollouts acted by older weights; on-policy it equals ``nstep``). Unset: ``vtrace``
+    for ``impala``, else ``gae`` with a ``gae_lambda`` and ``nstep`` without. ``lr_schedule =
+    "linear"`` decays the learning
     rate to 0 over ``runner.total_env_steps`` (counted over all workers);
     ``entropy_schedule = "linear"`` decays ``entropy_coef`` to ``entropy_coef_final`` over the
     same steps (the policy that collects data then approaches the greedy one it is judged as).
@@ -177,6 +181,7 @@ class AlgoConfig(ConfigSection):
     """
 
     gamma: float = Field(0.99, ge=0.0, le=1.0)
+    targets: Literal["nstep", "gae", "vtrace"] | None = Field(None, json_schema_extra=HASH_NEUTRAL)
     gae_lambda: float | None = Field(None, ge=0.0, le=1.0)
     lr: float = Field(1e-4, gt=0.0)
     lr_schedule: Literal["constant", "linear"] = "constant"
@@ -302,6 +307,15 @@ class Config(ConfigSection):
                 "or set runner.allow_many_processes: true"
             )
 
+    @property
+    def targets(self) -> Literal["nstep", "gae", "vtrace"]:
+        """The loss's targets (``algo.targets``, or the runner's default when it is unset)."""
+        if self.algo.targets is not None:
+            return self.algo.targets
+        if self.runner.kind == "impala":
+            return "vtrace"
+        return "nstep" if self.algo.gae_lambda is None else "gae"
+
     @model_validator(mode="after")
     def _consistent(self) -> Config:
         cells = self.env.worker_cells
@@ -343,10 +357,19 @@ class Config(ConfigSection):
             _check_cells("eval.cells", self.eval.cells, "paper")
         if self.env.shared_pool and not self.env.is_paper:
             raise ValueError(f"env.shared_pool is only for {ENV_ID} preset paper")
-        if self.runner.kind == "impala" and self.algo.gae_lambda is not None:
+        targets, gae_lambda = self.algo.targets, self.algo.gae_lambda
+        if targets == "gae" and gae_lambda is None:
+            raise ValueError("algo.targets: gae needs algo.gae_lambda (a number in [0, 1])")
+        if targets in ("nstep", "vtrace") and gae_lambda is not None:
             raise ValueError(
-                f"algo.gae_lambda={self.algo.gae_lambda} does not apply to runner.kind: impala, whose "
-                "targets are V-trace (algo.c_bar plays lambda's part); set algo.gae_lambda: null"
+                f"algo.gae_lambda={gae_lambda} applies to algo.targets: gae only, not {targets!r}; "
+                "set algo.gae_lambda: null"
+            )
+        if self.runner.kind == "impala" and targets is None and gae_lambda is not None:
+            raise ValueError(
+                f"algo.gae_lambda={gae_lambda} does not apply to runner.kind: impala, whose targets "
+                "are V-trace (algo.c_bar plays lambda's part); set algo.gae_lambda: null, or "
+                "algo.targets: gae for uncorrected GAE on its lagging rollouts"
             )
         if self.runner.replay_size and self.runner.kind != "impala":
             raise ValueError(

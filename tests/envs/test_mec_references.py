@@ -287,3 +287,46 @@ def test_the_clairvoyant_takes_the_cheapest_option_and_beats_the_rule_it_rolls_o
     base = run_clouds(rule, params, 2, np.arange(16), privileged=True)[0]
     better = run_clouds(clairvoyant, params, 2, np.arange(16), privileged=True)[0]
     assert better.mean() > base.mean()
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_cells_stepped_in_one_batch_score_as_each_cell_alone(group: int) -> None:
+    """run_cells puts the copies of several cells (velocity, distance, cloud capacity) in one
+    core: each cell's returns and task metrics equal those of a core of that cell alone, for
+    the rules and for the clairvoyant look-ahead (deep copies of a mixed core), alone on a
+    cloud or two UAVs to one."""
+    import dataclasses
+
+    from uavrl.envs.mec_baselines import ClairvoyantPolicy, CostEstimatingPolicy
+    from uavrl.envs.mec_eval import run_cells, run_clouds, task_metrics
+
+    params = MecParams(reward_mode="scalar", cloud_group_size=group)
+    cells = [
+        {"velocity": 5.0, "distance": 200.0, "cloud_ghz": 30.0},
+        {"velocity": 90.0, "distance": 600.0, "cloud_ghz": 15.0},
+    ]
+    oracle = CostEstimatingPolicy(params, oracle=True)
+    policies = [CostEstimatingPolicy(params, margin=1.2), oracle]
+    policies += [ClairvoyantPolicy(params, oracle)] if group == 1 else []  # ~10 s per UAV per cloud
+    for policy in policies:
+        privileged = policy.needs_privileged
+        batched = run_cells(policy, params, cells, 7, np.arange(3), privileged)
+        for cell, (returns, run) in zip(cells, batched, strict=True):
+            alone = run_clouds(policy, dataclasses.replace(params, **cell), 7, np.arange(3), privileged)
+            np.testing.assert_array_equal(returns, alone[0])
+            assert task_metrics(run) == pytest.approx(task_metrics(alone[1]), nan_ok=True)
+            np.testing.assert_array_equal(run.copy, alone[1].copy)
+            np.testing.assert_array_equal(run.group, alone[1].group)
+    assert not np.array_equal(batched[0][0], batched[1][0])  # the cells differ
+
+
+def test_a_core_refuses_cells_it_cannot_hold() -> None:
+    from uavrl.errors import ConfigError
+
+    core = MecCore(4, MecParams(cloud_group_size=2))
+    with pytest.raises(ConfigError, match="share one cloud_ghz"):
+        core.place_in_cells(np.full(4, 30.0), np.full(4, 200.0), np.array([30.0, 15.0, 15.0, 30.0]))
+    with pytest.raises(ConfigError, match="velocity"):
+        core.place_in_cells(np.array([30.0, 30.0, 500.0, 30.0]), np.full(4, 200.0), np.full(4, 30.0))
+    with pytest.raises(ValueError, match=r"distance must have shape \(4,\)"):
+        core.place_in_cells(np.full(4, 30.0), np.full(3, 200.0), np.full(4, 30.0))

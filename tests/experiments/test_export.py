@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,18 @@ ACTIONS = {
     "discrete": {"kind": "discrete", "n": 3},
     "gaussian": {"kind": "box", "low": [-1.0, 0.0], "high": [1.0, 2.0]},
     "hybrid": {"kind": "hybrid", "n": 3, "low": [0.0], "high": [1.0]},
+    "multi_discrete": {"kind": "multi_discrete", "nvec": [3, 2], "shape": [2], "start": [0, 1]},
+    "multi_binary": {"kind": "multi_binary", "n": 4, "shape": [4]},
+    "composite": {
+        "kind": "composite",
+        "container": "dict",
+        "keys": ["bits", "power", "server"],
+        "parts": [
+            {"kind": "multi_binary", "n": 2, "shape": [2]},
+            {"kind": "box", "low": [0.0], "high": [1.0]},
+            {"kind": "discrete", "n": 3, "start": 1},
+        ],
+    },
 }
 
 
@@ -85,8 +98,13 @@ def test_a_central_critic_model_exports_its_policy_on_the_agents_own_observation
     assert np.isnan(o_value).all()
 
 
-def _parts(actions: np.ndarray | tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
-    return actions if isinstance(actions, tuple) else (actions,)
+def _parts(actions: Any) -> tuple[np.ndarray, ...]:
+    """The arrays of an env action batch: an array, or a tuple or dict of them, nested."""
+    if isinstance(actions, dict):
+        actions = tuple(actions.values())
+    if isinstance(actions, tuple):
+        return tuple(a for part in actions for a in _parts(part))
+    return (actions,)
 
 
 def test_the_readme_deployment_example_runs_without_torch(tmp_path: Path) -> None:
@@ -134,3 +152,21 @@ def test_the_sidecar_names_the_feasibility_column_of_a_model_that_reads_it(tmp_p
     env = {"id": "uavrl/Offload-v0", "params": {"preset": "paper", "observe_feasibility": True}}
     sidecar = json.loads(export_policy(model, tmp_path / "policy.onnx", {"env": env}).read_text())
     assert sidecar["observation_layout"]["local_feasible"] == 48 == sidecar["inputs"]["obs"][1] - 1
+
+
+def test_the_sidecar_lays_out_the_encoded_observation_of_any_gymnasium_env() -> None:
+    """A deployed model of an env with Dict or Tuple observations reads one float vector: the
+    sidecar names each part's encoding and columns, so on-board code can build it."""
+    from uavrl.experiments.export import observation_layout
+
+    layout = observation_layout({"id": "Blackjack-v1", "params": {}})
+    assert layout == {
+        "observation[0]": {"encoding": "Discrete (one-hot)", "columns": [0, 32]},
+        "observation[1]": {"encoding": "Discrete (one-hot)", "columns": [32, 43]},
+        "observation[2]": {"encoding": "Discrete (one-hot)", "columns": [43, 45]},
+    }
+    assert observation_layout({"id": "CartPole-v1", "params": {}}) == {
+        "observation": {"encoding": "Box", "columns": [0, 4]}
+    }
+    assert observation_layout({"id": "uavrl/Offload-v0", "params": {"preset": "mec"}}) is None
+    assert observation_layout({"id": "uavrl/Offload-v0", "params": {"preset": "paper"}})["task_time"] == 43

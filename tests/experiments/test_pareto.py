@@ -27,7 +27,12 @@ TINY = [
 def test_pareto_trains_one_policy_per_weight_vector_and_reuses_finished_runs(tmp_path: Path) -> None:
     base = load_config(CONFIGS / "mec_a3c.yaml", TINY)
     weights = parse_weights("1,0.2,4,2; 1,5,4,2")
-    frame = run_pareto(base, weights, seeds=2, out=tmp_path, episodes=4, env_steps=800)
+    heard: list[str] = []
+    frame = run_pareto(base, weights, seeds=2, out=tmp_path, episodes=4, env_steps=800, report=heard.append)
+    assert heard[0] == f"weights 1/2 (1,0.2,4,2), seed 1/2: training into {tmp_path / 'w0' / 'seed0'}"
+    assert heard[1].startswith("weights 1/2 (1,0.2,4,2), seed 1/2: evaluating the learned policy on ")
+    assert "weights 2/2 (1,5,4,2): tuning and evaluating the references" in heard
+    assert sum("training into" in line for line in heard) == 4
     learned, references = frame[frame["kind"] == "learned"], frame[frame["kind"] == "reference"]
     assert len(learned) == 2 * 2 and set(learned["seed"]) == {0, 1}
     assert len(references) == 2 * 8 and set(references["weights"]) == {"1,0.2,4,2", "1,5,4,2"}
@@ -40,8 +45,10 @@ def test_pareto_trains_one_policy_per_weight_vector_and_reuses_finished_runs(tmp
     assert (tmp_path / "pareto.png").stat().st_size > 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "pareto.csv"), frame, check_dtype=False)
     stamp = (run / "checkpoints" / "last.safetensors").stat().st_mtime_ns
-    again = run_pareto(base, weights, seeds=2, out=tmp_path, episodes=4, env_steps=800)
+    heard.clear()
+    again = run_pareto(base, weights, seeds=2, out=tmp_path, episodes=4, env_steps=800, report=heard.append)
     assert (run / "checkpoints" / "last.safetensors").stat().st_mtime_ns == stamp
+    assert sum("trained already in" in line for line in heard) == 4
     pd.testing.assert_frame_equal(again, frame)
 
 
@@ -88,6 +95,8 @@ def test_the_pareto_command_prints_a_rounded_table(
     argv = ["pareto", "--config", str(CONFIGS / "mec_a3c.yaml"), *sets, "--weights", "1,1,4,2"]
     argv += ["--seeds", "1", "--episodes", "2", "--env-steps", "400", "--run-dir", str(tmp_path)]
     assert main(argv) == 0
-    out = " ".join(capsys.readouterr().out.split())
+    captured = capsys.readouterr()
+    assert "pareto: weights 1/1 (1,1,4,2), seed 1/1: training into" in " ".join(captured.err.split())
+    out = " ".join(captured.out.split())
     assert "weights (latency, energy, drop, discard)" in out and "drop rate" in out
     assert re.search(r"1,1,4,2 │ -?\d+\.\d\d │ \d\.\d\d\d │ \d\.\d\d\d\d │ \d+\.\d%", out), out

@@ -278,7 +278,7 @@ def test_each_ablation_setting_reaches_the_trainer(ablation_study: Path) -> None
     base_entropy = load_study(ablation_study / "study.yaml").base["algo"]["entropy_coef"]
     for row, coef in (("entropy_0.001", 0.001), ("baseline", base_entropy)):
         log = pd.read_csv(_run(ablation_study, row) / "training_log.csv").sort_values("step")
-        logged = log["entropy_coef"]
+        logged = log["entropy_coef"].dropna()
         assert (logged <= coef + 1e-12).all() and logged.is_monotonic_decreasing
         assert logged.iloc[0] > 0.5 * coef and logged.iloc[-1] < logged.iloc[0]
 
@@ -348,7 +348,60 @@ def test_progress_estimates_time_left() -> None:
     assert progress.left == 6
     assert progress.eta_s(parallel=2) == pytest.approx(60.0 * 8 / 2)
     assert Progress(total=3).eta_s(2) is None
-    assert "2/10 done" in progress.line(2)
+    assert "2/10 done" in progress.line(2) and "references" not in progress.line(2)
+    progress.references = "row baseline, private: evaluating 3/18 (v5-f30-d200)"
+    assert progress.line(2).endswith("; references: row baseline, private: evaluating 3/18 (v5-f30-d200)")
+
+
+def _cartpole_study(tmp_path: Path) -> StudyConfig:
+    spec = {
+        "name": "cartpole_refs",
+        "base": str(CONFIGS / "cartpole_a3c.yaml"),
+        "base_set": ["algo.rollout_length=20", "log.tensorboard=false"],
+        "seeds": 1,
+        "arms": ["a3c"],
+        "env_steps_per_worker": 1000,
+        "parallel": 1,
+        "evaluation": {"episodes": 3},
+    }
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(spec))
+    return load_study(tmp_path / "study.yaml")
+
+
+def test_the_references_say_what_they_are_doing(tmp_path: Path) -> None:
+    """A `paper` study's references tune the rules and evaluate world by world; each step is
+    reported (a study shows it on its progress line while its first runs train)."""
+    from uavrl.experiments.study import write_references
+
+    study = load_study(CONFIGS / "study_quick.yaml", [*TINY, "evaluation.bound=false"])
+    heard: list[str] = []
+    table = write_references(study, tmp_path, heard.append)
+    assert not table.empty and heard[0] == "row baseline, shared: tuning the rules"
+    worlds = [h for h in heard if h.startswith("row baseline, shared: evaluating ")]
+    assert worlds[0].startswith("row baseline, shared: evaluating 1/") and len(worlds) == int(
+        worlds[0].split("/")[1].split()[0]
+    )
+    heard.clear()
+    write_references(study, tmp_path, heard.append)  # written: nothing to do, nothing said
+    assert heard == []
+
+
+def test_a_study_whose_references_fail_still_trains_its_runs_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The references run in a thread beside the runs: their failure reaches the caller after
+    the runs finished, with its own message."""
+    import uavrl.experiments.study as study_module
+
+    def fail(*_: object) -> None:
+        raise ConfigError("references: a broken rule")
+
+    monkeypatch.setattr(study_module, "write_references", fail)
+    study = _cartpole_study(tmp_path)
+    with pytest.raises(ConfigError, match="a broken rule"):
+        run_study(study, tmp_path / "out", poll_s=0.1)
+    (run,) = plan(study, tmp_path / "out")
+    assert (run.run_dir / "eval.csv").exists()
 
 
 def test_a_study_on_any_gymnasium_env_compares_rows_beside_random(tmp_path: Path) -> None:
@@ -477,3 +530,32 @@ def test_a_study_keeps_its_hash_when_its_base_gains_an_option_at_its_default() -
     assert StudyConfig.model_validate(older).hash() == study.hash()
     changed = load_study(CONFIGS / "study_quick.yaml", ["base.runner.rollout_slots=3"])
     assert changed.hash() != study.hash()
+
+
+def test_a_study_keeps_its_hash_whatever_its_parallel_runs() -> None:
+    """How many runs train at once changes no result: a confirmatory study resumed on more cores
+    stays confirmatory. Its seeds do change the hash."""
+    study = load_study(CONFIGS / "study_mec.yaml")
+    assert load_study(CONFIGS / "study_mec.yaml", ["parallel=1"]).hash() == study.hash()
+    assert load_study(CONFIGS / "study_mec.yaml", ["parallel=2"]).hash() == study.hash()
+    assert load_study(CONFIGS / "study_mec.yaml", ["first_seed=110"]).hash() != study.hash()
+
+
+def test_a_running_run_shows_how_far_it_trained(tmp_path: Path) -> None:
+    """The study's progress line shows each running run's stage, read from its directory:
+    starting (no log yet), training in steps of 10% of its budget, evaluating once trained."""
+    from uavrl.experiments.study import prepare_run, run_stage
+    from uavrl.runners.metrics import LOG_COLUMNS
+
+    study = _cartpole_study(tmp_path)
+    (run,) = plan(study, tmp_path / "out")
+    prepare_run(run, study.evaluation)
+    assert run_stage(run) == "a3c/baseline/seed0: starting"
+    budget = run.config.runner.total_env_steps
+    rows = [",".join(LOG_COLUMNS), f"{budget // 10},0,1,5.0", f"{int(budget * 0.47)},1,1,6.0"]
+    (run.run_dir / "training_log.csv").write_text("\n".join(rows) + "\n")
+    assert run_stage(run) == "a3c/baseline/seed0: training 40%"
+    progress = Progress(total=1, running=1, inside=(run_stage(run),))
+    assert "; a3c/baseline/seed0: training 40%" in progress.line(1)
+    run_study(study, tmp_path / "out", poll_s=0.1)
+    assert run_stage(run) == "a3c/baseline/seed0: evaluating"  # trained: what follows is its evaluation

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.experiments.test_study import CONFIGS, TINY
-from uavrl.experiments.figures import _median_band, learning_curves
+from uavrl.experiments.figures import _median_band, curve_window, learning_curves
 from uavrl.experiments.report import headline_summary, publish, write_report
 from uavrl.experiments.study import RESULTS_COLUMNS, load_study, plan, run_study
 
@@ -107,10 +107,18 @@ def test_report_is_recomputed_from_the_run_directories(quick_study: Path) -> Non
 
 def test_learning_curves_are_continuous_with_median_over_the_seeds(quick_study: Path) -> None:
     """Tiny runs log few episodes: every seed's smoothed curve still covers the whole grid, and
-    the plotted line is the median over seeds (no gaps, with one seed or many)."""
+    the plotted line is the median over seeds (no gaps, with one seed or many). The curves are
+    in evaluation units (the study judges at the preset's scale 0.05, its runs train at 0.01),
+    smoothed over a 25th of a run's episodes."""
     study = load_study(quick_study / "study.yaml")
-    curves = learning_curves(study, quick_study, "baseline")
+    found = learning_curves(study, quick_study, "baseline")
+    curves = found.curves
     assert set(curves) == {"a3c", "impala", "a2c", "individual"}
+    assert found.units == pytest.approx(5.0)
+    runs = [r for r in plan(study, quick_study) if r.ablation == "baseline"]
+    episodes = int(np.median([len(pd.read_csv(r.run_dir / "training_log.csv")) for r in runs]))
+    assert found.window == curve_window(episodes) == max(1, min(200, episodes // 25))
+    assert curve_window(10) == 1 and curve_window(100_000) == 200
     for curve in curves.values():
         assert curve.by_steps.shape == (2, len(curve.steps)) and np.isfinite(curve.by_steps).all()
         assert np.all(np.diff(curve.steps) > 0) and curve.steps[-1] <= study.env_steps_per_worker + 1e-9
@@ -148,3 +156,45 @@ def test_published_results_name_every_run_with_its_config_hash_and_commit(
         entry = record["runs"][run.label]
         assert entry["config_hash"] == run.config.hash()
         assert entry["git_commit"] in record["git_commits_of_runs"]
+
+
+def test_every_policy_a_figure_draws_has_its_own_colour_and_marker() -> None:
+    from uavrl.experiments.figures import _STYLED, policy_style
+    from uavrl.experiments.scores import REFERENCE_ORDER
+    from uavrl.experiments.study import LEARNED_ARMS
+
+    assert set(_STYLED) == {*LEARNED_ARMS, *REFERENCE_ORDER}
+    colours = [policy_style(name)["color"] for name in _STYLED]
+    assert len(set(colours)) == len(_STYLED)
+    assert policy_style("not a policy") == {"color": "#555555", "marker": "."}  # unknown: one grey
+
+
+def test_a_per_cell_figure_draws_the_yardsticks_of_its_cells() -> None:
+    """Beside the learned arms: the best constant, the strongest rule without hidden state, the
+    strongest privileged reference and the bound, each the best by its mean over the cells."""
+    from uavrl.experiments.figures import yardsticks
+
+    means = {
+        "always_local": 10.0,
+        "always_offload": 20.0,
+        "random": 15.0,
+        "threshold": 30.0,
+        "two_threshold_steps_left": 35.0,
+        "greedy_privileged": 33.0,
+        "privileged_rule": 37.0,
+        "hindsight_bound": 50.0,
+    }
+    refs = pd.DataFrame(
+        [
+            {"model": m, "cell": c, "mean_return": v + d}
+            for m, v in means.items()
+            for c, d in (("a", 1), ("b", -1))
+        ]
+    )
+    assert yardsticks(refs) == [
+        "always_offload",
+        "two_threshold_steps_left",
+        "privileged_rule",
+        "hindsight_bound",
+    ]
+    assert yardsticks(refs[refs["model"] != "hindsight_bound"])[-1] == "privileged_rule"

@@ -123,12 +123,12 @@ class HybridTargetEnv(gym.Env[np.ndarray, tuple[np.int64, np.ndarray]]):
 
 
 class SwitchesEnv(gym.Env[np.ndarray, np.ndarray]):
-    """An action space no model head takes (MultiBinary): a run on it must be refused before
-    anything is written."""
+    """An action space no model head takes (a Sequence of switches, of any length): a run on it
+    must be refused before anything is written."""
 
     def __init__(self) -> None:
         self.observation_space = gym.spaces.Box(0.0, 1.0, (2,), np.float32)
-        self.action_space = gym.spaces.MultiBinary(4)
+        self.action_space = gym.spaces.Sequence(gym.spaces.Discrete(2))
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

@@ -108,6 +108,54 @@ def test_learner_with_vtrace_on_its_own_rollout_steps_like_the_on_policy_learner
     torch.testing.assert_close(after[0], after[1], rtol=1e-5, atol=1e-6)
 
 
+def _one_update(config, model, batch) -> torch.Tensor:
+    copy = build_model(model.spec)
+    copy.load_state_dict(model.state_dict())
+    learner = Learner(config, copy, SharedAdam(copy.parameters(), lr=1e-2))
+    assert learner.learn(copy, batch, 0).applied
+    return torch.nn.utils.parameters_to_vector(copy.parameters()).detach()
+
+
+@pytest.mark.parametrize(
+    ("runner", "algo", "twin"),
+    [
+        # V-trace on A3C's own rollout: its ratios are 1, so it steps like n-step A3C
+        ({"kind": "a3c"}, {"targets": "vtrace"}, ({"kind": "a3c"}, {})),
+        # GAE on an IMPALA learner: the same loss as data-parallel A3C with GAE
+        (
+            {"kind": "impala"},
+            {"targets": "gae", "gae_lambda": 0.9},
+            ({"kind": "a3c_data"}, {"gae_lambda": 0.9}),
+        ),
+    ],
+)
+def test_the_loss_is_chosen_by_its_targets_whatever_the_runner(make_config, runner, algo, twin) -> None:
+    """algo.targets names the loss apart from the topology: a V-trace A3C and a GAE IMPALA can
+    be expressed, and each updates as the runner whose default loss it borrows."""
+    config = make_config(runner=runner, algo=algo)
+    other = make_config(runner=twin[0], algo=twin[1])
+    assert config.targets == algo["targets"] and other.targets == algo["targets"].replace("vtrace", "nstep")
+    model, batch = _rollout(config)
+    before = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    after, twin_after = _one_update(config, model, batch), _one_update(other, model, batch)
+    assert not torch.equal(after, before)
+    torch.testing.assert_close(after, twin_after, rtol=1e-5, atol=1e-6)
+
+
+def test_targets_default_by_runner_and_refuse_a_lambda_they_do_not_use(make_config) -> None:
+    assert make_config(runner={"kind": "impala"}).targets == "vtrace"
+    assert make_config(algo={"gae_lambda": 0.95}).targets == "gae"
+    assert make_config(algo={"gae_lambda": None}).targets == "nstep"
+    with pytest.raises(ConfigError, match=r"algo\.targets: gae needs algo\.gae_lambda"):
+        make_config(algo={"targets": "gae", "gae_lambda": None})
+    with pytest.raises(
+        ConfigError, match=r"gae_lambda=0\.9 applies to algo\.targets: gae only, not 'vtrace'"
+    ):
+        make_config(algo={"targets": "vtrace", "gae_lambda": 0.9})
+    with pytest.raises(ConfigError, match=r"or algo\.targets: gae"):
+        make_config(runner={"kind": "impala"}, algo={"gae_lambda": 0.9})
+
+
 def test_a_learner_with_replay_updates_on_the_fresh_and_replayed_rollouts_side_by_side(make_config) -> None:
     """Its update equals a plain update, from the same weights, on the batch its replay mixes
     (same seed, same draws); its stats count the fresh rollout's env steps only."""

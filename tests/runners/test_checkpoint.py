@@ -109,7 +109,7 @@ def test_spaces_no_model_takes_are_refused_before_anything_is_written(make_confi
         env={"id": "tests.runners.helper_envs:Switches-v0", "params": {}, "worker_cells": None}
     )
     run_dir = tmp_path / "run"
-    with pytest.raises(ConfigError, match="action space must be Discrete, Box or Tuple"):
+    with pytest.raises(ConfigError, match=r"action space must be Discrete, MultiDiscrete, .*got Sequence"):
         train(config, run_dir)
     assert not run_dir.exists()
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from uavrl.envs.paper import DISCARD, LOCAL, MAX_TASK_TIME, OFFLOAD, UNIT_NORM, Obs
@@ -87,7 +88,9 @@ class RandomPolicy:
 @dataclass
 class SpaceRandomPolicy:
     """Uniform over any Gymnasium action space (the reference of an env without rules): each
-    row's action drawn by ``space.sample()`` from the space's own seeded generator."""
+    row's action drawn by ``space.sample()`` from the space's own seeded generator, the rows
+    batched as a Gymnasium vector env takes them (a Tuple or Dict space: a tuple or dict of
+    arrays)."""
 
     space: Any
     seed: int = 0
@@ -97,8 +100,11 @@ class SpaceRandomPolicy:
     def __post_init__(self) -> None:
         self.space.seed(self.seed)
 
-    def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> np.ndarray:
-        return np.stack([np.asarray(self.space.sample()) for _ in range(obs.shape[0])])
+    def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> Any:
+        n = obs.shape[0]
+        samples = [self.space.sample() for _ in range(n)]
+        batch: Any = gym.vector.utils.create_empty_array(self.space, n)
+        return gym.vector.utils.concatenate(self.space, samples, batch)
 
 
 @dataclass

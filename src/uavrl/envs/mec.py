@@ -19,6 +19,7 @@ evaluations with the same seed use common random numbers.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -291,8 +292,13 @@ class MecCore:
             )
         )
         self.reward_space = gym.spaces.Box(-np.inf, 0.0, (len(OBJECTIVES),), np.float64)
-        self.rho_s = shadowing_correlation(p.velocity)
-        self.p_block, self.p_clear = blockage_probabilities(p.velocity)
+        # per copy (per cloud group for the capacity), so that one core can step several cells
+        self.velocity = np.full(n, float(p.velocity))
+        self.distance = np.full(n, float(p.distance))
+        self.cloud_ghz = np.full(self.n_groups, float(p.cloud_ghz))
+        self.rho_s = np.full(n, shadowing_correlation(p.velocity))
+        p_block, p_clear = blockage_probabilities(p.velocity)
+        self.p_block, self.p_clear = np.full(n, p_block), np.full(n, p_clear)
         self.streams = BatchedStreams(n)
         m = p.max_tasks
         self.stage = np.zeros((n, m), dtype=np.int8)
@@ -327,6 +333,30 @@ class MecCore:
         self.last_outcome = np.zeros((n, 3), dtype=np.float32)
         self._started = False
 
+    def place_in_cells(self, velocity: np.ndarray, distance: np.ndarray, cloud_ghz: np.ndarray) -> None:
+        """Put copy ``i`` in the cell ``(velocity[i] km/h, distance[i] m, cloud_ghz[i] GHz)``,
+        each (B,); the copies of one cloud group must share a cloud capacity. Call before
+        ``reset``. One core then steps copies of several cells in one batch (an evaluation over
+        many cells), each exactly as a core of its own cell would."""
+        cells = {"velocity": velocity, "distance": distance, "cloud_ghz": cloud_ghz}
+        for name, values in cells.items():
+            cells[name] = values = np.asarray(values, dtype=np.float64)
+            if values.shape != (self.n,):
+                raise ValueError(f"{name} must have shape ({self.n},), got {values.shape}")
+            for value in np.unique(values):  # MecParams names a value out of range
+                fields: dict[str, Any] = {name: float(value)}
+                dataclasses.replace(self.params, **fields)
+        velocity, distance, cloud_ghz = cells["velocity"], cells["distance"], cells["cloud_ghz"]
+        group_ghz = cloud_ghz[: self.n_groups]  # copy g is the first member of group g
+        if not np.array_equal(cloud_ghz, group_ghz[self.group]):
+            raise ConfigError("the copies of a cloud group must share one cloud_ghz")
+        self.velocity, self.distance, self.cloud_ghz = velocity, distance, group_ghz.copy()
+        # the scalar formulas per distinct velocity: each copy gets its own cell's exact values
+        by_velocity = {v: (shadowing_correlation(v), *blockage_probabilities(v)) for v in np.unique(velocity)}
+        self.rho_s, self.p_block, self.p_clear = (
+            np.array([by_velocity[v][k] for v in velocity]) for k in range(3)
+        )
+
     # -- episode boundaries -------------------------------------------------------------------
 
     def reset(self, seed: int | None = None, copy_indices: np.ndarray | None = None) -> np.ndarray:
@@ -354,7 +384,8 @@ class MecCore:
         self.last_outcome[rows] = 0.0
         u = self.streams.uniform(DRAWS_PER_SLOT, rows)
         self.shadowing[rows] = SHADOWING_SIGMA_DB * _normal(u[:, 4], u[:, 5])
-        p_nlos = self.p_block / (self.p_block + self.p_clear) if self.p_block > 0 else 0.0
+        block, clear = self.p_block[rows], self.p_clear[rows]
+        p_nlos = np.divide(block, block + clear, out=np.zeros(rows.size), where=block > 0)
         self.blocked[rows] = u[:, 6] < p_nlos  # the blockage chain's stationary law
         self._draw_tasks(rows, u)
 
@@ -400,7 +431,7 @@ class MecCore:
 
         # 3. the exogenous world moves on: channel, load, the next task
         u = self.streams.uniform(DRAWS_PER_SLOT)
-        self.shadowing = self.rho_s * self.shadowing + math.sqrt(
+        self.shadowing = self.rho_s * self.shadowing + np.sqrt(
             1 - self.rho_s**2
         ) * SHADOWING_SIGMA_DB * _normal(u[:, 4], u[:, 5])
         self.blocked = np.where(self.blocked, u[:, 6] >= self.p_clear, u[:, 6] < self.p_block)
@@ -496,13 +527,13 @@ class MecCore:
         rate = link_rate(
             sinr(
                 10 * np.log10(np.maximum(self.p_w, 1e-30)) + 30,
-                p.distance,
+                self.distance[:, None],
                 self.shadowing[:, None],
                 self.blocked[:, None],
-                p.velocity,
+                self.velocity[:, None],
             )
         )
-        capacity = p.cloud_ghz * 1e9 * (1.0 - LOAD_LEVELS[self.load])
+        capacity = self.cloud_ghz * 1e9 * (1.0 - LOAD_LEVELS[self.load])
         clock = np.zeros(self.n_groups)
         spent = np.zeros(self.n)
         max_events = 4 * p.max_tasks * p.cloud_group_size + 8
@@ -657,8 +688,8 @@ class MecCore:
         obs[:, MecObs.LAST_CLOUD_TIME] = np.minimum(self.last_cloud_time / CLOUD_TIME_NORM_S, 1.0)
         obs[:, MecObs.LAST_CLOUD_AGE] = np.minimum(self.last_cloud_age / p.horizon, 1.0)
         obs[:, MecObs.LAST_COMPLETED : MecObs.LAST_DISCARDED + 1] = self.last_outcome
-        obs[:, MecObs.VELOCITY] = p.velocity / V_MAX_KMH
-        obs[:, MecObs.DISTANCE] = min(p.distance / DISTANCE_NORM_M, 1.0)
+        obs[:, MecObs.VELOCITY] = self.velocity / V_MAX_KMH
+        obs[:, MecObs.DISTANCE] = np.minimum(self.distance / DISTANCE_NORM_M, 1.0)
         obs[:, MecObs.SLOTS_LEFT] = self.slots_left / p.horizon
         if p.observe_hidden:
             obs[:, MecObs.HIDDEN] = self.hidden_features()
@@ -743,8 +774,7 @@ class MecCore:
         """Hidden state for the oracle only, each (B,): shadowing (dB), blockage, the cloud's
         background load, the upload rate at full power now, the tasks in service on the copy's
         cloud and that cloud's capacity now (Hz)."""
-        p = self.params
-        full_power = sinr(P_TX_RANGE_DBM[1], p.distance, self.shadowing, self.blocked, p.velocity)
+        full_power = sinr(P_TX_RANGE_DBM[1], self.distance, self.shadowing, self.blocked, self.velocity)
         in_cloud = np.bincount(
             self.group, weights=(self.stage == IN_CLOUD).sum(axis=1), minlength=self.n_groups
         )
@@ -754,7 +784,7 @@ class MecCore:
             "load": LOAD_LEVELS[self.load][self.group],
             "rate": link_rate(full_power),
             "cloud_tasks": in_cloud[self.group],
-            "cloud_hz": (p.cloud_ghz * 1e9 * (1.0 - LOAD_LEVELS[self.load]))[self.group],
+            "cloud_hz": (self.cloud_ghz * 1e9 * (1.0 - LOAD_LEVELS[self.load]))[self.group],
         }
 
 

@@ -42,6 +42,27 @@ class MecEpisodes:
     cloud_busy_s: np.ndarray
     group: np.ndarray
 
+    def select(self, copies: np.ndarray) -> MecEpisodes:
+        """The episodes of ``copies`` (whole cloud groups, in increasing order) as a run of
+        their own: copies and groups renumbered in order, as a core of just these would."""
+        copies = np.asarray(copies)
+        renumber = np.full(self.returns.size, -1)
+        renumber[copies] = np.arange(copies.size)
+        kept = renumber[self.copy] >= 0
+        groups, group = np.unique(self.group[copies], return_inverse=True)
+        return MecEpisodes(
+            self.returns[copies],
+            renumber[self.copy[kept]],
+            self.outcome[kept],
+            self.latency[kept],
+            self.energy[kept],
+            self.arrivals[copies],
+            self.cut[copies],
+            self.slots[copies],
+            self.cloud_busy_s[groups],
+            group,
+        )
+
 
 def run_episodes(
     policy: PolicyFn, core: MecCore, seed: int, copy_indices: np.ndarray, privileged: bool = False
@@ -110,6 +131,36 @@ def run_clouds(
     n, e = params.cloud_group_size, len(base)
     run = run_episodes(policy, MecCore(n * e, params), seed, agent_streams(n, base), privileged)
     return run.returns.reshape(n, e).mean(axis=0), run
+
+
+def run_cells(
+    policy: PolicyFn,
+    params: MecParams,
+    cells: list[dict[str, float]],
+    seed: int,
+    base: np.ndarray,
+    privileged: bool = False,
+) -> list[tuple[np.ndarray, MecEpisodes]]:
+    """:func:`run_clouds` in every cell of ``cells`` (each ``velocity``, ``distance``,
+    ``cloud_ghz``) in one batch: the copies of all cells step together in one core
+    (:meth:`~uavrl.envs.mec.MecCore.place_in_cells`), each on the stream it has in its own
+    cell's run, so each cell's returns and records equal :func:`run_clouds`' there. Per cell,
+    in order: the (E,) per-episode mean return over the N UAVs of a cloud, and the records."""
+    n, e, c = params.cloud_group_size, len(base), len(cells)
+    # copy (UAV i, cell k, episode j) is row i*C*E + k*E + j, so its cloud group is k*E + j
+    core = MecCore(n * c * e, params)
+
+    def per_copy(key: str) -> np.ndarray:
+        return np.tile(np.repeat([float(cell[key]) for cell in cells], e), n)
+
+    core.place_in_cells(per_copy("velocity"), per_copy("distance"), per_copy("cloud_ghz"))
+    streams = np.tile(agent_streams(n, base).reshape(n, 1, e), (1, c, 1)).ravel()
+    run = run_episodes(policy, core, seed, streams, privileged)
+    out = []
+    for k in range(c):
+        part = run.select((np.arange(n)[:, None] * c * e + k * e + np.arange(e)).ravel())
+        out.append((part.returns.reshape(n, e).mean(axis=0), part))
+    return out
 
 
 def jain_index(x: np.ndarray) -> float:

@@ -21,6 +21,7 @@ from uavrl.envs.cloud import CloudPool
 from uavrl.envs.paper import PaperCore
 from uavrl.envs.presets import ENV_ID, Core, make_core
 from uavrl.envs.rng import stream_key
+from uavrl.envs.spaces import observation_encoder
 from uavrl.errors import ConfigError
 
 
@@ -81,7 +82,9 @@ class CoreVecEnv:
 
 
 class GymVecEnv:
-    """``n`` copies of any Gymnasium id (``"CartPole-v1"``, ``"my_pkg.envs:MyEnv-v0"``)."""
+    """``n`` copies of any Gymnasium id (``"CartPole-v1"``, ``"my_pkg.envs:MyEnv-v0"``); its
+    observations, of any supported space, reach the model as one float vector per copy
+    (:func:`~uavrl.envs.spaces.observation_encoder`)."""
 
     def __init__(self, env_id: str, n: int, **kwargs: Any) -> None:
         try:
@@ -91,30 +94,29 @@ class GymVecEnv:
             )
         except (gym.error.Error, ImportError, TypeError) as err:  # unknown id, missing module, bad kwarg
             raise ConfigError(f"env.id {env_id!r} could not be made: {type(err).__name__}: {err}") from None
-        obs_space = self.vec.single_observation_space
-        if not isinstance(obs_space, gym.spaces.Box):
-            raise ConfigError(f"env.id {env_id!r}: observations must be a Box, got {obs_space}")
+        try:
+            self.encode = observation_encoder(self.vec.single_observation_space, env_id)
+        except ConfigError:
+            self.vec.close()
+            raise
         self.n = n
-        self.obs_dim = int(np.prod(obs_space.shape))
+        self.obs_dim = self.encode.dim
         self.action_space = self.vec.single_action_space
-
-    def _flat(self, obs: np.ndarray) -> np.ndarray:
-        return np.asarray(obs, dtype=np.float32).reshape(-1, self.obs_dim)
 
     def reset(self, seed: int, copy_indices: np.ndarray) -> np.ndarray:
         seeds: list[int | None] = [int(stream_key(seed, int(j)) >> np.uint64(33)) for j in copy_indices]
         obs, _ = self.vec.reset(seed=seeds)
-        return self._flat(obs)
+        return self.encode(obs)
 
     def step(self, actions: Any) -> VecStep:
-        obs, reward, terminated, truncated, info = self.vec.step(actions)
-        final_obs = None
+        raw, reward, terminated, truncated, info = self.vec.step(actions)
+        obs, final_obs = self.encode(raw), None
         if "final_obs" in info:
             done = info["_final_obs"]
-            final_obs = self._flat(obs).copy()
-            final_obs[done] = self._flat(np.stack(info["final_obs"][done]))
+            final_obs = obs.copy()
+            final_obs[done] = np.concatenate([self.encode(o) for o in info["final_obs"][done]])
         return VecStep(
-            self._flat(obs),
+            obs,
             np.asarray(reward, dtype=np.float32),
             np.asarray(terminated, dtype=bool),
             np.asarray(truncated, dtype=bool),
@@ -394,8 +396,11 @@ def team_state_dim(obs_dim: int, n_agents: int) -> int:
 
 
 def _slice_actions(actions: Any, lo: int, hi: int) -> Any:
+    """Rows ``lo:hi`` of a batch of actions: an array, or a tuple or dict of them, nested."""
     if isinstance(actions, tuple):
-        return tuple(a[lo:hi] for a in actions)
+        return tuple(_slice_actions(a, lo, hi) for a in actions)
+    if isinstance(actions, dict):
+        return {key: _slice_actions(a, lo, hi) for key, a in actions.items()}
     return actions[lo:hi]
 
 

@@ -307,20 +307,27 @@ def evaluate_mec_policies(
     metrics of :data:`MEC_METRICS`.
 
     ``n_agents`` UAVs share each episode's cloud (regime ``shared``; 1 = ``private``): agent
-    ``i`` of episode ``j`` is copy ``i * episodes + j`` of one core with ``cloud_group_size =
-    n_agents``, on stream ``i * AGENT_STRIDE + j``; an episode's return is the mean over its
-    agents. Every policy sees the same streams (common random numbers).
+    ``i`` of episode ``j`` runs on stream ``i * AGENT_STRIDE + j`` in every cell; an episode's
+    return is the mean over its agents. Every policy sees the same streams (common random
+    numbers). Each policy steps all cells in one batch (:func:`~uavrl.envs.mec_eval.run_cells`);
+    ``progress(done, total, what)`` is called before each policy.
     """
-    from uavrl.envs.mec_eval import run_clouds, task_metrics
+    from uavrl.envs.mec_eval import run_cells, task_metrics
 
     regime = "shared" if n_agents > 1 else "private"
-    rows = []
-    for i, cell in enumerate(cells):
+    params = dataclasses.replace(base, cloud_group_size=n_agents)
+    cell_params = [cell.env_params() for cell in cells]
+    results = {}
+    # every cell in one batch per policy (each cell on its own streams, as alone)
+    for i, policy in enumerate(policies):
         if progress is not None:
-            progress(i, len(cells), cell.name)
-        cell_params = dataclasses.replace(base, **cell.env_params(), cloud_group_size=n_agents)
+            progress(i, len(policies), f"{policy.name} in {len(cells)} cells")
+        runs = run_cells(policy, params, cell_params, seed, np.arange(episodes), policy.needs_privileged)
+        results[policy.name] = runs
+    rows = []
+    for k, cell in enumerate(cells):
         for policy in policies:
-            returns, run = run_clouds(policy, cell_params, seed, np.arange(episodes), policy.needs_privileged)
+            returns, run = results[policy.name][k]
             metrics = task_metrics(run)
             rows.append(
                 (

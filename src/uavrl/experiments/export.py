@@ -53,6 +53,27 @@ class DecisionStep(nn.Module):
         return self.model.state_size if self.recurrent else 1
 
 
+def observation_layout(env: dict[str, Any]) -> dict[str, Any] | None:
+    """How the model's input columns are laid out: the `paper` preset's named columns, or for
+    another Gymnasium env each part of its observation space with its encoding and columns
+    (:mod:`uavrl.envs.spaces`); None for the `mec` preset (its columns are ``MecObs``)."""
+    params, env_id = dict(env.get("params", {})), str(env.get("id", "uavrl/Offload-v0"))
+    if env_id == "uavrl/Offload-v0":
+        if params.get("preset", "paper") != "paper":
+            return None
+        return paper_observation_layout(bool(params.get("observe_feasibility", False)))
+    from uavrl.envs.vector import GymVecEnv
+
+    probe = GymVecEnv(env_id, 1, **params)
+    try:
+        return {
+            key: {"encoding": kind, "columns": [first, last]}
+            for key, kind, first, last in probe.encode.layout
+        }
+    finally:
+        probe.close()
+
+
 def paper_observation_layout(observe_feasibility: bool = False) -> dict[str, Any]:
     """Column ranges of the `paper` preset's observation (48 floats; 49 with the feasibility flag)."""
     layout = {
@@ -76,9 +97,30 @@ def paper_observation_layout(observe_feasibility: bool = False) -> dict[str, Any
 def _action_rule(action: dict[str, Any]) -> str:
     kind = action["kind"]
     if kind == "discrete":
-        return "argmax(params) is the greedy action"
+        start = int(action.get("start", 0))
+        return "argmax(params) is the greedy action" + (f", plus its start {start}" if start else "")
+    if kind == "composite":
+        from uavrl.nn.heads import make_head
+
+        sizes = [make_head(1, part).param_dim for part in action["parts"]]
+        ends = np.cumsum(sizes).tolist()
+        rules = [
+            f"{key!r}: params[{end - size}:{end}], where {_action_rule(part)}"
+            for key, part, size, end in zip(action["keys"], action["parts"], sizes, ends, strict=True)
+        ]
+        return f"a {action['container']} of parts, their params side by side; " + "; ".join(rules)
     if kind == "box":
         return "params = [mean (d) | log_std (d)]; greedy: mean, clipped (or tanh-squashed) to the bounds"
+    if kind == "multi_discrete":
+        return (
+            f"params = the logits of each entry side by side (sizes {action['nvec']}); greedy: argmax "
+            f"within each entry's logits, plus its start {action['start']}, reshaped to {action['shape']}"
+        )
+    if kind == "multi_binary":
+        return (
+            f"params = 2 logits per bit ({action['n']} bits); greedy: bit i is argmax(params[2i:2i+2]), "
+            f"reshaped to {action['shape']}"
+        )
     return "params = [logits (n) | mean (d) | log_std (d)]; greedy: (argmax(logits), mean within the bounds)"
 
 
@@ -139,11 +181,7 @@ def export_policy(model: ActorCritic, out: Path, config: dict[str, Any]) -> Path
         "state_size": step.state_size(),
         "action_space": model.spec.action,
         "greedy_action": _action_rule(model.spec.action),
-        "observation_layout": (
-            paper_observation_layout(bool(env.get("params", {}).get("observe_feasibility", False)))
-            if env.get("id") == "uavrl/Offload-v0"
-            else None
-        ),
+        "observation_layout": observation_layout(env),
         "env": env,
         "model": model.spec.to_dict(),
     }

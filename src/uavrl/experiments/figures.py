@@ -1,5 +1,9 @@
-"""The figures of a study's report: learning curves, per-cell bars, heatmaps, the A3C-vs-
-individual forest and the percent-of-oracle bars (PNG, drawn without a display)."""
+"""The figures of a study's report: learning curves, per-cell returns, heatmaps, the A3C-vs-
+individual forest and the normalised scores (PNG, drawn without a display).
+
+Every policy keeps one colour and marker in every figure (:func:`policy_style`). A learned arm
+with fewer than ``FEW_SEEDS`` seeds is drawn as its seeds' points, not as a t-interval (two
+seeds give an interval many times the spread)."""
 
 from __future__ import annotations
 
@@ -16,9 +20,10 @@ from scipy import stats as sps
 from uavrl.envs.scenarios import Cell
 from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.experiments import stats
-from uavrl.experiments.normalise import scale
+from uavrl.experiments.normalise import FLOOR_POLICIES, HINDSIGHT_BOUND, PRIVILEGED_POLICIES, scale
 from uavrl.experiments.rundir import RunDir
 from uavrl.experiments.scores import (
+    NON_PRIVILEGED_RULES,
     REFERENCE_ORDER,
     View,
     reference_table,
@@ -29,8 +34,29 @@ from uavrl.experiments.scores import (
 from uavrl.experiments.study import LEARNED_ARMS, REFERENCE_ARM, StudyConfig, plan
 
 CURVE_POINTS = 200
+MAX_CURVE_WINDOW = 200  # episodes in the rolling mean of a long run's learning curve
+CURVE_WINDOWS_PER_RUN = 25  # a short run's window: its episodes / this, so its curve still bends
+FEW_SEEDS = 5  # below this, a learned arm's seeds are drawn as points instead of an interval
 
-CURVE_WINDOW = 200  # episodes in the rolling mean of a learning curve
+# 10 hues, dark then light (matplotlib's tab20 reordered), black and navy: 22 distinct colours
+_COLOURS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+    "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+    "#000000", "#393b79",
+)  # fmt: skip
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "H", "8")
+_STYLED = (*LEARNED_ARMS, *REFERENCE_ORDER)
+
+
+def policy_style(name: str) -> dict[str, Any]:
+    """The colour and marker of a policy, the same in every figure: learned arms first, then
+    the references in report order, each its own colour (unknown names share a grey)."""
+    if name not in _STYLED:
+        return {"color": "#555555", "marker": "."}
+    i = _STYLED.index(name)
+    return {"color": _COLOURS[i % len(_COLOURS)], "marker": _MARKERS[i % len(_MARKERS)]}
 
 
 @dataclass
@@ -48,28 +74,59 @@ class Curves:
     workers: int = 1
 
 
-def _smoothed(log: Path) -> pd.DataFrame:
-    """A run's training log in step order, ``return`` replaced by its rolling mean over the
-    last ``CURVE_WINDOW`` episodes (fewer at the start)."""
-    frame = pd.read_csv(log, usecols=["step", "return", "wall_time"]).sort_values("step", kind="stable")
-    frame["return"] = frame["return"].rolling(CURVE_WINDOW, min_periods=1).mean()
-    return frame
+def curve_window(episodes: int) -> int:
+    """Episodes in a learning curve's rolling mean, for runs of ``episodes`` logged episodes:
+    ``MAX_CURVE_WINDOW`` for long runs, a 25th of the run for short ones (at least 1)."""
+    return int(np.clip(episodes // CURVE_WINDOWS_PER_RUN, 1, MAX_CURVE_WINDOW))
 
 
-def learning_curves(study: StudyConfig, study_dir: Path, ablation: str) -> dict[str, Curves]:
-    """Per arm, every seed's smoothed curve interpolated on ``CURVE_POINTS`` points: a
-    continuous line for any number of seeds and however few episodes a run logged; the median
-    at a point is over the seeds that reached it."""
-    frames: dict[str, list[pd.DataFrame]] = {}
+def evaluation_units(study: StudyConfig, config: Any) -> float:
+    """Factor from a run's training reward to the study's evaluation reward: the `paper` reward
+    scale of the evaluation over the run's (a run may train at 0.01 per unit and be judged at
+    0.05); 1 for other envs."""
+    if not config.env.is_paper:
+        return 1.0
+    from uavrl.envs.paper import PaperParams
+
+    judged = study.evaluation.env_params.get("reward_scale", PaperParams().reward_scale)
+    trained = config.env.params.get("reward_scale", PaperParams().reward_scale)
+    return float(judged) / float(trained)
+
+
+@dataclass
+class CurveSet:
+    """One ablation row's curves per arm, the rolling window they share, and the factor that
+    put them in evaluation units."""
+
+    curves: dict[str, Curves]
+    window: int
+    units: float
+
+
+def learning_curves(study: StudyConfig, study_dir: Path, ablation: str) -> CurveSet:
+    """Per arm, every seed's training returns in evaluation units, smoothed by one rolling
+    window that suits the runs' length (:func:`curve_window`), interpolated on
+    ``CURVE_POINTS`` points: a continuous line for any number of seeds and however few episodes
+    a run logged; the median at a point is over the seeds that reached it."""
+    logs: dict[str, list[pd.DataFrame]] = {}
     workers: dict[str, int] = {}
+    units = 1.0
     for run in plan(study, study_dir):
         log = RunDir(run.run_dir).training_log
         if run.ablation != ablation or not log.exists():
             continue
-        frame = _smoothed(log)
+        frame = pd.read_csv(log, usecols=["step", "return", "wall_time"]).sort_values("step", kind="stable")
         if not frame.empty:
-            frames.setdefault(run.arm, []).append(frame)
+            units = evaluation_units(study, run.config)
+            frame["return"] *= units
+            logs.setdefault(run.arm, []).append(frame)
             workers[run.arm] = run.config.runner.n_workers
+    lengths = [len(f) for runs in logs.values() for f in runs]
+    window = curve_window(int(np.median(lengths))) if lengths else 1
+    frames = {
+        arm: [f.assign(**{"return": f["return"].rolling(window, min_periods=1).mean()}) for f in runs]
+        for arm, runs in logs.items()
+    }
     curves = {}
     for arm, runs in frames.items():
         steps = np.linspace(
@@ -79,7 +136,7 @@ def learning_curves(study: StudyConfig, study_dir: Path, ablation: str) -> dict[
         by_steps = np.vstack([_interp_until_end(steps, f["step"], f["return"]) for f in runs])
         by_wall = np.vstack([_interp_until_end(wall, f["wall_time"], f["return"]) for f in runs])
         curves[arm] = Curves(steps / workers[arm], by_steps, wall, by_wall, workers[arm])
-    return curves
+    return CurveSet(curves, window, units)
 
 
 def _interp_until_end(x: np.ndarray, xp: pd.Series, fp: pd.Series) -> np.ndarray:
@@ -99,26 +156,35 @@ def _median_band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return median, low, high
 
 
-def _draw_median_curve(axes: Any, x_steps: np.ndarray, curve: Curves, label: str, alpha: float) -> int:
+def _draw_median_curve(
+    axes: Any, x_steps: np.ndarray, curve: Curves, label: str, alpha: float, colour: str | None = None
+) -> int:
     """A curve's median over seeds and its 95% bootstrap band on ``axes`` (over env steps
     ``x_steps``, over wall time); returns its number of seeds (one seed: no band)."""
     seeds = curve.by_steps.shape[0]
     for ax, x, values in ((axes[0], x_steps, curve.by_steps), (axes[1], curve.wall, curve.by_wall)):
         median, low, high = _median_band(values)
-        (line,) = ax.plot(x, median, label=f"{label} ({seeds} seed{'s' * (seeds > 1)})")
+        (line,) = ax.plot(x, median, color=colour, label=f"{label} ({seeds} seed{'s' * (seeds > 1)})")
         if seeds > 1:
             ax.fill_between(x, low, high, alpha=alpha, color=line.get_color())
     return seeds
 
 
-def _save_curves(fig: Figure, axes: Any, steps_label: str, title: str, path: Path) -> None:
+def _curve_ylabel(windows: set[int], units: float) -> str:
+    scaled = "" if units == 1.0 else f" x {units:g} (evaluation reward scale)"
+    low, high = min(windows, default=1), max(windows, default=1)
+    window = f"{high}" if low == high else f"{low}-{high}"
+    return f"training return{scaled},\nrolling mean of {window} episode{'s' * (high > 1)}"
+
+
+def _save_curves(fig: Figure, axes: Any, steps_label: str, ylabel: str, title: str, path: Path) -> None:
     axes[0].set_xlabel(steps_label)
     axes[1].set_xlabel("wall time (s)")
-    axes[0].set_ylabel(f"training return, rolling mean of {CURVE_WINDOW} episodes")
+    axes[0].set_ylabel(ylabel, fontsize=9)
     fig.suptitle(title, fontsize=9)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def plot_learning_curves(study: StudyConfig, study_dir: Path, ablation: str, path: Path) -> None:
@@ -126,11 +192,14 @@ def plot_learning_curves(study: StudyConfig, study_dir: Path, ablation: str, pat
     fig = Figure(figsize=(11, 4))
     axes = fig.subplots(1, 2, sharey=True)
     notes = []
-    for arm, curve in learning_curves(study, study_dir, ablation).items():
-        if _draw_median_curve(axes, curve.steps, curve, arm, alpha=0.25) == 1:
+    found = learning_curves(study, study_dir, ablation)
+    for arm, curve in found.curves.items():
+        if _draw_median_curve(axes, curve.steps, curve, arm, 0.25, policy_style(arm)["color"]) == 1:
             notes.append(f"{arm}: one seed, so no band")
     title = f"row {ablation} (training world): median over seeds, 95% bootstrap CI"
-    _save_curves(fig, axes, "env steps per worker", title + (f" ({'; '.join(notes)})" if notes else ""), path)
+    title += f" ({'; '.join(notes)})" if notes else ""
+    ylabel = _curve_ylabel({found.window}, found.units)
+    _save_curves(fig, axes, "env steps per worker", ylabel, title, path)
 
 
 def plot_row_curves(study: StudyConfig, study_dir: Path, arm: str, path: Path) -> None:
@@ -138,22 +207,72 @@ def plot_row_curves(study: StudyConfig, study_dir: Path, arm: str, path: Path) -
     the run's env steps (all workers together) and over wall time."""
     fig = Figure(figsize=(11, 4))
     axes = fig.subplots(1, 2, sharey=True)
+    windows: set[int] = set()
+    units = 1.0
     for ablation in study.ablations:
-        curve = learning_curves(study, study_dir, ablation).get(arm)
+        found = learning_curves(study, study_dir, ablation)
+        curve = found.curves.get(arm)
         if curve is not None:
+            windows.add(found.window)
+            units = found.units
             _draw_median_curve(axes, curve.steps * curve.workers, curve, ablation, alpha=0.2)
     axes[0].xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1e3:g}k"))
-    _save_curves(fig, axes, "env steps (all workers)", f"{arm}: median over seeds, 95% bootstrap CI", path)
+    ylabel = _curve_ylabel(windows, units)
+    title = f"{arm}: median over seeds, 95% bootstrap CI"
+    _save_curves(fig, axes, "env steps (all workers)", ylabel, title, path)
+
+
+def _learned_points(per_seed: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over seeds and 95% t half-width per column of a (seeds, columns) table; the
+    half-width is NaN below ``FEW_SEEDS`` seeds (the figure draws the seeds instead)."""
+    n = per_seed.shape[0]
+    mean = per_seed.mean().to_numpy(dtype=float)
+    if n < FEW_SEEDS:
+        return mean, np.full(mean.shape, np.nan)
+    return mean, (sps.t.ppf(0.975, n - 1) * per_seed.std(ddof=1) / np.sqrt(n)).to_numpy(dtype=float)
+
+
+def _draw_learned(ax: Any, x: np.ndarray, per_seed: pd.DataFrame, name: str) -> None:
+    """A learned arm at positions ``x``: its mean with the 95% t-interval, or with its seeds as
+    small points when it has fewer than ``FEW_SEEDS``."""
+    style = policy_style(name)
+    mean, half = _learned_points(per_seed)
+    n = per_seed.shape[0]
+    if n < FEW_SEEDS:
+        for row in per_seed.to_numpy(dtype=float):
+            ax.plot(x, row, linestyle="none", marker=".", markersize=4, color=style["color"], alpha=0.6)
+        ax.plot(x, mean, linestyle="none", **style, label=f"{name} (mean; dots: its {n} seeds)")
+    else:
+        ax.errorbar(x, mean, yerr=half, linestyle="none", capsize=2, **style, label=f"{name} ({n} seeds)")
+
+
+def yardsticks(refs: pd.DataFrame) -> list[str]:
+    """The references a per-cell figure draws beside the learned arms: the best constant policy,
+    the strongest rule without hidden state, the strongest privileged reference and the
+    hindsight bound (each by its mean over the figure's cells), where the study has them."""
+    means = refs.groupby("model")["mean_return"].mean()
+
+    def best(names: tuple[str, ...]) -> list[str]:
+        present = means.reindex([n for n in names if n in means.index]).dropna()
+        return [str(present.idxmax())] if not present.empty else []
+
+    return [
+        *best(FLOOR_POLICIES),
+        *best(NON_PRIVILEGED_RULES),
+        *best(PRIVILEGED_POLICIES),
+        *best((HINDSIGHT_BOUND,)),
+    ]
 
 
 def plot_per_cell(results: pd.DataFrame, ablation: str, regime: str, path: Path) -> None:
-    """Greedy return per cell in one regime: learned arms (mean and t-CI over seeds) and
-    reference policies."""
+    """Greedy return per cell in one regime: every learned arm (mean and 95% t-interval over
+    seeds, or its seeds as points when few) beside the yardsticks (:func:`yardsticks`); the
+    report's tables hold every reference."""
     refs = results[
         (results["arm"] == REFERENCE_ARM) & (results["ablation"] == ablation) & (results["regime"] == regime)
     ]
     cells = list(dict.fromkeys(refs["cell"]))
-    series: list[tuple[str, np.ndarray, np.ndarray]] = []
+    learned = {}
     for arm in LEARNED_ARMS:
         rows = results[
             (results["arm"] == arm)
@@ -161,28 +280,30 @@ def plot_per_cell(results: pd.DataFrame, ablation: str, regime: str, path: Path)
             & (results["regime"] == regime)
             & (results["selection"] == "greedy")
         ]
-        if rows.empty:
-            continue
-        per_seed = rows.groupby(["seed", "cell"])["mean_return"].mean().unstack()[cells]
-        n = per_seed.shape[0]
-        half = sps.t.ppf(0.975, n - 1) * per_seed.std(ddof=1) / np.sqrt(n) if n > 1 else per_seed.mean() * 0
-        series.append((arm, per_seed.mean().to_numpy(), half.to_numpy()))
-    for name in REFERENCE_ORDER:
-        ref = refs[refs["model"] == name].set_index("cell").reindex(cells)
-        if ref["mean_return"].notna().any():
-            series.append((name, ref["mean_return"].to_numpy(), np.zeros(len(cells))))
-    fig = Figure(figsize=(max(10.0, 0.45 * len(cells)), 5))
+        if not rows.empty:
+            learned[arm] = (
+                rows.groupby(["seed", "cell"])["mean_return"].mean().unstack().reindex(columns=cells)
+            )
+    marks = yardsticks(refs)
+    fig = Figure(figsize=(max(9.0, 0.5 * len(cells) + 3), 5))
     ax = fig.subplots()
-    width = 0.8 / max(len(series), 1)
     x = np.arange(len(cells))
-    for i, (name, mean, half) in enumerate(series):
-        ax.bar(x + i * width, mean, width, yerr=half, label=name, capsize=1.5)
-    ax.set_xticks(x + 0.4 - width / 2, cells, rotation=75, fontsize=7)
-    ax.set_ylabel("mean episode return per agent (evaluation reward scale)")
-    ax.set_title(f"per cell, greedy, row {ablation}, {regime} cloud pools: 95% CI over seeds")
-    ax.legend(fontsize=7, ncol=3)
+    spread = 0.6 / max(len(learned) + len(marks), 1)
+    for i, name in enumerate(marks):
+        ref = refs[refs["model"] == name].set_index("cell")["mean_return"].reindex(cells)
+        ax.plot(x + (i - len(marks) / 2) * spread, ref.to_numpy(), linestyle="none", markersize=7,
+                markerfacecolor="none", **policy_style(name), label=name)  # fmt: skip
+    for i, (arm, per_seed) in enumerate(learned.items()):
+        _draw_learned(ax, x + (i + len(marks) / 2) * spread, per_seed, arm)
+    for boundary in x[:-1] + 0.5:
+        ax.axvline(boundary, color="#eeeeee", lw=0.8, zorder=0)
+    ax.set_xticks(x, cells, rotation=60, ha="right", fontsize=7)
+    ax.set_xlim(-0.5, len(cells) - 0.5)
+    ax.set_ylabel("mean episode return per agent\n(evaluation reward scale)")
+    ax.set_title(f"per cell, greedy, row {ablation}, {regime} cloud pools", fontsize=10)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 CELL_GROUPS = (
@@ -267,7 +388,7 @@ def plot_heatmap(results: pd.DataFrame, ablation: str, regime: str, path: Path) 
     fig.colorbar(image, ax=ax, label="normalised score, % (0: best constant policy, 100: bound / privileged)")
     ax.set_title(f"row {ablation}, {regime} cloud pools, greedy: per-cell normalised score", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def plot_forest(frames: dict[str, pd.DataFrame], path: Path) -> None:
@@ -277,55 +398,66 @@ def plot_forest(frames: dict[str, pd.DataFrame], path: Path) -> None:
     for offset, (label, frame) in zip((-0.15, 0.15), frames.items(), strict=False):
         y = np.arange(len(frame))[::-1] + offset
         err = np.vstack([frame["gap"] - frame["ci_low"], frame["ci_high"] - frame["gap"]])
-        ax.errorbar(frame["gap"], y, xerr=np.nan_to_num(err), fmt="o", capsize=3, label=label)
+        marker = "o" if offset < 0 else "s"
+        ax.errorbar(frame["gap"], y, xerr=np.nan_to_num(err), fmt=marker, capsize=3, label=label)
     first = next(iter(frames.values()))
     ax.set_yticks(np.arange(len(first))[::-1], first["ablation"])
     ax.axvline(0.0, color="grey", lw=0.8)
     ax.set_xlabel(
-        "A3C - individual, greedy mean return (95% Welch CI over seeds), each row in its training regime"
+        "A3C - individual: greedy mean return, 95% Welch CI over seeds\n(each row in its training regime)"
     )
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
 def plot_normalised(results: pd.DataFrame, ablation: str, regime: str, path: Path) -> None:
-    """Normalised % per learned arm (mean over seeds, 95% t-interval) and per reference, on
-    training and held-out cells."""
-    fig = Figure(figsize=(9, 4))
+    """Normalised % per learned arm (mean over seeds with its 95% t-interval, or its seeds as
+    points when few) and per reference the study has, on training and held-out cells."""
+    fig = Figure(figsize=(10, 4.5))
     ax = fig.subplots()
-    names = [*table_arms(results, ablation, regime), *REFERENCE_ORDER]
+    views = [View(ablation, regime, "greedy", held_out) for held_out in (False, True)]
+    present = set().union(*(reference_table(results, v).index for v in views))
+    names = [*table_arms(results, ablation, regime), *(r for r in REFERENCE_ORDER if r in present)]
     label = ""
-    for offset, held_out in ((-0.2, False), (0.2, True)):
-        view = View(ablation, regime, "greedy", held_out)
+    for offset, view in zip((-0.2, 0.2), views, strict=True):
         found = view_scale(results, view)
-        label = found.label
+        label = found.label.replace("1 =", "100 =")
         per_cell = reference_table(results, view)
-        means, halves = [], []
-        for name in names:
+        colour = "#1f77b4" if not view.held_out else "#ff7f0e"
+        means = []
+        for i, name in enumerate(names):
             if name in REFERENCE_ORDER:
                 means.append(
                     found.percent(per_cell.loc[name].to_numpy()) if name in per_cell.index else np.nan
                 )
-                halves.append(0.0)
                 continue
             scores = seed_scores(results, name, view)
-            values = 100.0 * found.normalise(scores).mean(axis=1) if scores.size else np.empty(0)
-            n = values.size
-            means.append(float(values.mean()) if n else np.nan)
-            halves.append(float(sps.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0)
+            per_seed = pd.DataFrame(100.0 * found.normalise(scores).mean(axis=1) if scores.size else [])
+            mean, half = (
+                _learned_points(per_seed) if len(per_seed) else (np.array([np.nan]), np.array([np.nan]))
+            )
+            means.append(float(mean[0]))
+            if len(per_seed) < FEW_SEEDS:
+                seeds = per_seed.to_numpy(dtype=float).ravel()
+                ax.plot(np.full(seeds.size, i + offset), seeds, "k.", markersize=4, zorder=3)
+            elif np.isfinite(half[0]):
+                ax.errorbar(i + offset, mean[0], yerr=half[0], color="black", capsize=2, zorder=3)
         ax.bar(
             np.arange(len(names)) + offset,
             means,
             0.4,
-            yerr=halves,
-            capsize=2,
-            label="held-out cells" if held_out else "training cells",
+            color=colour,
+            label="held-out cells" if view.held_out else "training cells",
         )
     ax.set_xticks(np.arange(len(names)), names, rotation=35, ha="right", fontsize=8)
-    ax.set_ylabel(f"normalised % (greedy; {label})", fontsize=8)
-    ax.set_title(f"row {ablation}, {regime} cloud pools")
+    ax.set_ylabel(f"normalised %, greedy\n({label})", fontsize=8)
+    ax.set_title(
+        f"row {ablation}, {regime} cloud pools (learned arms: 95% t-interval over seeds,"
+        f" or the seeds as dots below {FEW_SEEDS})",
+        fontsize=9,
+    )
     ax.axhline(0.0, color="grey", lw=0.8)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -16,7 +16,7 @@ Layout of the output directory::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +70,12 @@ def run_pareto(
     out: Path,
     episodes: int = 50,
     env_steps: int | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """Train (or reuse) every (weight vector, seed) run, score it and the references; write
-    ``pareto.csv`` and ``pareto.png`` into ``out`` and return the table."""
+    ``pareto.csv`` and ``pareto.png`` into ``out`` and return the table. ``report(line)`` hears
+    each step (training, evaluating, the references) as it starts."""
+    say = report or (lambda _: None)
     from uavrl.envs.mec_baselines import mec_reference_policies
     from uavrl.experiments.evaluate import (
         evaluate_mec_policies,
@@ -92,11 +95,17 @@ def run_pareto(
             config = weighted_config(base, w, base.seed + seed, env_steps)
             run_dir = out / f"w{i}" / f"seed{seed}"
             run = RunDir(run_dir)
+            where = f"weights {i + 1}/{len(weights)} ({label}), seed {seed + 1}/{seeds}"
             if run.config_file.exists():
                 if run.finished_summary() is None:
+                    say(f"{where}: resuming {run_dir}")
                     resume(run_dir)
+                else:
+                    say(f"{where}: trained already in {run_dir}")
             else:
+                say(f"{where}: training into {run_dir}")
                 train(config, run_dir)
+            say(f"{where}: evaluating the learned policy on {len(training_cells(config))} cell(s)")
             models, _ = run.load_models()
             trained = MecParams.from_env_params(config.env.params)
             cells = training_cells(config)
@@ -106,6 +115,7 @@ def run_pareto(
             )
             rows += _points(table, "learned", label, seed)
             if seed == 0:  # the references do not learn: one set per weight vector
+                say(f"weights {i + 1}/{len(weights)} ({label}): tuning and evaluating the references")
                 references = mec_reference_policies(
                     trained, mec_training_params(config), episodes, config.eval.seed
                 )

@@ -4,7 +4,7 @@
 <run_dir>/
   config.yaml        the resolved config (+ provenance under ``meta``), written before training
   summary.json       closes the run: finished, failed or interrupted
-  training_log.csv   one row per worker-episode
+  training_log.csv   one row per worker-episode; an update's losses on its first row only
   eval_log.csv       periodic evaluations (``eval.every_env_steps``)
   checkpoints/       <tag>.safetensors + <tag>.json (config, architecture, counters)
   tensorboard/

@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -307,7 +308,8 @@ class StudyConfig(ConfigSection):
         return self.model_dump(mode="json")
 
     def hash(self) -> str:
-        return content_hash(self, {"base": run_config_identity(self.base)})
+        # how many runs train at once is not what a study tests: a resumed study may use more cores
+        return content_hash(self, {"base": run_config_identity(self.base), "parallel": None})
 
     @property
     def runs_at_once(self) -> int:
@@ -461,16 +463,22 @@ def study_worlds(
 
 
 def _evaluate_in_worlds(
-    config: Config, policies: list[Any], worlds: list[Any], evaluation: StudyEvaluation, regime: Regime
+    config: Config,
+    policies: list[Any],
+    worlds: list[Any],
+    evaluation: StudyEvaluation,
+    regime: Regime,
+    progress: Callable[[int, int, str], None] | None = None,
 ) -> pd.DataFrame:
     """``evaluate_policies`` in ``worlds``; a `mec` run in its evaluation cells with the task
     metrics (:data:`MEC_METRICS`), as many UAVs per cloud as :func:`mec_cloud_group` gives for
-    ``regime``."""
+    ``regime``. ``progress(done, total, world)`` is called before each world."""
+    episodes, seed = evaluation.episodes, evaluation.seed
     if config.env.preset != "mec":
-        return evaluate_policies(policies, worlds, evaluation.episodes, evaluation.seed, config.env.id)
+        return evaluate_policies(policies, worlds, episodes, seed, config.env.id, progress)
     trained = MecParams.from_env_params(config.env.params)
     group = mec_cloud_group(config, regime)
-    return evaluate_mec_policies(policies, worlds, trained, evaluation.episodes, evaluation.seed, group)
+    return evaluate_mec_policies(policies, worlds, trained, episodes, seed, group, progress)
 
 
 def _metric_columns(table: pd.DataFrame) -> dict[str, pd.Series]:
@@ -535,14 +543,18 @@ def run_job(run_dir: Path) -> None:
     write_atomically(run_dir / EVAL_META, json.dumps(meta, indent=2))
 
 
-def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
+def write_references(
+    study: StudyConfig, study_dir: Path, report: Callable[[str], None] | None = None
+) -> pd.DataFrame:
     """Reference policies in every world the study's runs are judged in.
 
     One set per ablation row and regime its runs are judged in (an env without cloud pools: one
     regime, a random policy): thresholds tuned in that regime on the row's own training cells
     (its baseline run config; every arm and seed of a row shares them), then evaluated in every
     evaluation world of the row. Rows with the same training world reuse one computation.
+    ``report(text)`` hears what it is doing (a `mec` study's references take minutes).
     """
+    say = report or (lambda _: None)
     evaluation = study.evaluation
     path, meta_path = study_dir / REFERENCES_FILE, study_dir / REFERENCES_META_FILE
     meta = _read_json(meta_path)
@@ -556,11 +568,15 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
     if path.exists() and meta is not None and {k: meta.get(k) for k in signature} == signature:
         return pd.read_csv(path)
     frames, tuned, done = [], {}, {}
+    if evaluation.bound:
+        say("hindsight bounds")
     bounds = _bound_tables(study)
     for ablation, config in _row_configs(study).items():
         for regime, _ in run_regimes(config):
             key = f"{regime}|{keys[ablation]}"
             if key not in done:
+                where = f"row {ablation}, {regime}"
+                say(f"{where}: tuning the rules")
                 worlds, held_out = study_worlds(evaluation, config, regime)
                 policies: list[Any]
                 if config.env.is_paper:
@@ -574,7 +590,9 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
                     )
                 else:
                     policies = [SpaceRandomPolicy(env_spaces(config)[1], evaluation.seed)]
-                table = _evaluate_in_worlds(config, policies, worlds, evaluation, regime)
+                table = _evaluate_in_worlds(
+                    config, policies, worlds, evaluation, regime, _evaluation_reporter(say, where)
+                )
                 table["params"] = table["policy"].map(
                     {p.name: json.dumps(policy_params(p)) for p in policies}
                 )
@@ -589,6 +607,13 @@ def write_references(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
     table.to_csv(path, index=False)
     meta_path.write_text(json.dumps({**signature, "params": tuned}, indent=2))
     return table
+
+
+def _evaluation_reporter(say: Callable[[str], None], where: str) -> Callable[[int, int, str], None]:
+    def world(i: int, n: int, name: str) -> None:
+        say(f"{where}: evaluating {i + 1}/{n} ({name})")
+
+    return world
 
 
 def record_confirmatory(study: StudyConfig, study_dir: Path) -> None:
@@ -785,6 +810,8 @@ class Progress:
     failed: int = 0
     started: float = 0.0
     durations: tuple[float, ...] = ()
+    references: str = ""  # what the references are doing; "" once written
+    inside: tuple[str, ...] = ()  # each running run's stage (run_stage), where it can be read
 
     @property
     def left(self) -> int:
@@ -798,11 +825,54 @@ class Progress:
     def line(self, parallel: int) -> str:
         eta = self.eta_s(parallel)
         eta_text = "?" if eta is None else f"{eta / 60:.1f} min"
-        return (
+        line = (
             f"runs: {self.done + self.skipped}/{self.total} done ({self.skipped} skipped), "
             f"{self.running} running, {self.left} left, {self.failed} failed; "
             f"elapsed {(time.time() - self.started) / 60:.1f} min, ETA {eta_text}"
         )
+        line += "".join(f"; {stage}" for stage in self.inside)
+        return line + (f"; references: {self.references}" if self.references else "")
+
+
+def run_stage(run: PlannedRun) -> str:
+    """Where a running run stands, read from its directory: ``label: starting``, ``label:
+    training 40%`` (env steps of its training log's last row over its budget, in steps of 10%)
+    or ``label: evaluating`` once its summary says it finished training."""
+    run_dir = RunDir(run.run_dir)
+    try:
+        if run_dir.summary_file.exists() and run_dir.is_trained(run.config.hash()):
+            return f"{run.label}: evaluating"
+        with run_dir.training_log.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 4096))
+            rows = log.read().decode(errors="replace").splitlines()
+        step = float(rows[-1].split(",", 1)[0]) if len(rows) > 1 else 0.0
+    except (OSError, ValueError, ConfigError):
+        return f"{run.label}: starting"
+    share = min(step / run.config.runner.total_env_steps, 1.0)
+    return f"{run.label}: training {10 * int(10 * share)}%"
+
+
+class ReferencesThread(threading.Thread):
+    """:func:`write_references` in a thread of the study's parent, beside the runs: no run needs
+    the references (each evaluates only its own models), so the first runs start at once
+    instead of after minutes of rule tuning and evaluation. ``state`` says what it is doing."""
+
+    def __init__(self, study: StudyConfig, study_dir: Path) -> None:
+        super().__init__(name="references", daemon=True)  # an interrupted study leaves no file
+        self.study, self.study_dir = study, study_dir
+        self.state = "starting"
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            write_references(self.study, self.study_dir, self._report)
+        except BaseException as err:  # re-raised by run_study in the parent's thread
+            self.error = err
+        finally:
+            self.state = ""
+
+    def _report(self, text: str) -> None:
+        self.state = text
 
 
 class StudyFailed(RuntimeError):
@@ -820,6 +890,10 @@ class ProcessJobs:
 
     def has_room(self) -> bool:
         return len(self.running) < self.parallel
+
+    def local_runs(self) -> list[PlannedRun]:
+        """The running runs, their directories on this machine's disk as they train."""
+        return [run for run, _, _ in self.running.values()]
 
     def start(self, run: PlannedRun) -> None:
         with (run.run_dir / JOB_LOG).open("ab") as log:
@@ -901,6 +975,9 @@ class RayJobs:
     def has_room(self) -> bool:
         return True  # Ray queues what the cluster cannot run yet
 
+    def local_runs(self) -> list[PlannedRun]:
+        return []  # a Ray task's run directory comes back only when it ends
+
     def start(self, run: PlannedRun) -> None:
         r = run.config.runner
         cpus = 1 if r.serial or r.kind == "a2c" else r.n_workers + 1
@@ -963,7 +1040,8 @@ def run_study(
         else:
             prepare_run(run, study.evaluation)
             pending.append(run)
-    write_references(study, study_dir)
+    references = ReferencesThread(study, study_dir)
+    references.start()
     # Seed by seed across rows and arms: a study stopped early still has every row's first seeds.
     pending.sort(key=lambda run: run.seed)
     failures: list[str] = []
@@ -971,10 +1049,12 @@ def run_study(
         RayJobs(address, study.runs_at_once) if backend == "ray" else ProcessJobs(study.runs_at_once)
     )
     try:
-        while pending or jobs.running:
+        while pending or jobs.running or references.is_alive():
             while pending and jobs.has_room():
                 jobs.start(pending.pop(0))
                 progress.running = len(jobs.running)
+            progress.references = references.state
+            progress.inside = tuple(run_stage(run) for run in jobs.local_runs())
             if report:
                 report(progress)
             for run, error, seconds in jobs.finished(poll_s):
@@ -987,8 +1067,11 @@ def run_study(
             progress.running = len(jobs.running)
     finally:  # also on Ctrl-C or an error here
         jobs.stop()
+    progress.references, progress.inside = "", ()
     if report:
         report(progress)
+    if references.error is not None:
+        raise references.error
     results = collect_results(study, study_dir)
     if failures:
         raise StudyFailed(f"{len(failures)} run(s) failed: " + "; ".join(failures))

@@ -2,14 +2,16 @@
 
 A head maps features (B, H) to a flat parameter tensor (B, P). ``distribution(params)`` turns
 parameters into an object with ``sample``, ``mode``, ``log_prob`` and ``entropy``. Actions are
-stored as tensors in the head's own format (Categorical: (B,) int64; Gaussian: (B, d) float,
-the *unsquashed* sample; Hybrid: (B, 1 + d) float, column 0 the discrete index), and
-``to_env`` maps them to what the environment takes.
+stored as tensors in the head's own format (Categorical: (B,) int64; MultiCategorical: (B, k)
+int64, one index per entry; Gaussian: (B, d) float, the *unsquashed* sample; Composite, the
+hybrid among them: (B, C) float, its parts' columns side by side, a discrete index as one
+column), and ``to_env`` maps them to what the environment takes.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -98,35 +100,36 @@ class GaussianDist:
         return self.dist.entropy().sum(dim=-1)
 
 
-class HybridDist:
-    """A discrete choice and a continuous value, independent given the state."""
+class MultiCategoricalDist:
+    """Independent categoricals, one per segment of the logits (``MultiDiscrete`` entries,
+    ``MultiBinary`` bits): the log-probability and entropy of an action are their parts' sums."""
 
-    def __init__(self, discrete: CategoricalDist, continuous: GaussianDist) -> None:
-        self.discrete = discrete
-        self.continuous = continuous
+    def __init__(self, logits: torch.Tensor, sizes: list[int]) -> None:
+        self.parts = [CategoricalDist(segment) for segment in logits.split(sizes, dim=-1)]
 
     def sample(self) -> torch.Tensor:
-        return torch.cat([self.discrete.sample().unsqueeze(-1).float(), self.continuous.sample()], dim=-1)
+        return torch.stack([part.sample() for part in self.parts], dim=-1)
 
     def mode(self) -> torch.Tensor:
-        return torch.cat([self.discrete.mode().unsqueeze(-1).float(), self.continuous.mode()], dim=-1)
+        return torch.stack([part.mode() for part in self.parts], dim=-1)
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
-        return self.discrete.log_prob(actions[..., 0]) + self.continuous.log_prob(actions[..., 1:])
+        return torch.stack([p.log_prob(actions[..., i]) for i, p in enumerate(self.parts)], -1).sum(-1)
 
     def entropy(self) -> torch.Tensor:
-        return self.discrete.entropy() + self.continuous.entropy()
+        return torch.stack([part.entropy() for part in self.parts], dim=-1).sum(dim=-1)
 
 
-Distribution = CategoricalDist | GaussianDist | HybridDist
+Distribution = CategoricalDist | GaussianDist | MultiCategoricalDist
 
 
 class CategoricalHead(nn.Module):
-    """Logits for ``Discrete(n)``."""
+    """Logits for ``Discrete(n, start)``: index ``i`` is the env's action ``start + i``."""
 
-    def __init__(self, in_dim: int, n: int) -> None:
+    def __init__(self, in_dim: int, n: int, start: int = 0) -> None:
         super().__init__()
         self.n = n
+        self.start = start
         self.param_dim = n
         self.action_shape: tuple[int, ...] = ()
         self.action_dtype = torch.int64
@@ -139,7 +142,15 @@ class CategoricalHead(nn.Module):
         return CategoricalDist(params, mask)
 
     def to_env(self, actions: torch.Tensor) -> np.ndarray:
-        return actions.numpy().astype(np.int64)
+        return actions.numpy().astype(np.int64) + self.start
+
+    columns = 1  # float columns of an action inside a composite action
+
+    def to_columns(self, actions: torch.Tensor) -> torch.Tensor:
+        return actions.unsqueeze(-1).float()
+
+    def from_columns(self, columns: torch.Tensor) -> torch.Tensor:
+        return columns[..., 0].long()
 
 
 class GaussianHead(nn.Module):
@@ -183,41 +194,157 @@ class GaussianHead(nn.Module):
             env_actions = torch.maximum(torch.minimum(actions, self.high), self.low)
         return env_actions.numpy().astype(np.float32)
 
+    @property
+    def columns(self) -> int:
+        return self.dim
 
-class HybridHead(nn.Module):
-    """``Tuple(Discrete(n), Box(low, high, (d,)))``.
+    def to_columns(self, actions: torch.Tensor) -> torch.Tensor:
+        return actions
 
-    Params are ``[logits (n) | mean (d) | log_std (d)]``.
-    """
+    def from_columns(self, columns: torch.Tensor) -> torch.Tensor:
+        return columns
+
+
+class MultiCategoricalHead(nn.Module):
+    """Logits for ``MultiDiscrete(nvec)`` (one categorical per entry, offset by ``start``) or
+    ``MultiBinary(shape)`` (a categorical over {0, 1} per bit). Params are the entries' logits
+    side by side; an action is (B, k) int64, reshaped to the space's shape for the env."""
+
+    def __init__(
+        self, in_dim: int, sizes: list[int], shape: list[int], start: list[int], binary: bool
+    ) -> None:
+        super().__init__()
+        self.sizes = [int(n) for n in sizes]
+        self.param_dim = sum(self.sizes)
+        self.action_shape: tuple[int, ...] = (len(self.sizes),)
+        self.action_dtype = torch.int64
+        self.shape = tuple(int(d) for d in shape)
+        self.start = np.asarray(start, dtype=np.int64)
+        self.binary = binary
+        self.logits = _linear(in_dim, self.param_dim, gain=0.01)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.logits(features)
+
+    def distribution(self, params: torch.Tensor, mask: torch.Tensor | None = None) -> MultiCategoricalDist:
+        if mask is not None:
+            raise ConfigError("action masks apply to Discrete actions only, not MultiDiscrete or MultiBinary")
+        return MultiCategoricalDist(params, self.sizes)
+
+    def to_env(self, actions: torch.Tensor) -> np.ndarray:
+        values = actions.numpy().astype(np.int64) + self.start
+        values = values.reshape(*values.shape[:-1], *self.shape)
+        return values.astype(np.int8) if self.binary else values
+
+    @property
+    def columns(self) -> int:
+        return len(self.sizes)
+
+    def to_columns(self, actions: torch.Tensor) -> torch.Tensor:
+        return actions.float()
+
+    def from_columns(self, columns: torch.Tensor) -> torch.Tensor:
+        return columns.long()
+
+
+class CompositeDist:
+    """Independent parts over column slices of one float action tensor: the log-probability and
+    entropy of an action are the sums of its parts'."""
+
+    def __init__(self, heads: list[Any], dists: list[Any], slices: list[slice]) -> None:
+        self.parts = list(zip(heads, dists, slices, strict=True))
+
+    def sample(self) -> torch.Tensor:
+        return torch.cat([head.to_columns(dist.sample()) for head, dist, _ in self.parts], dim=-1)
+
+    def mode(self) -> torch.Tensor:
+        return torch.cat([head.to_columns(dist.mode()) for head, dist, _ in self.parts], dim=-1)
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        terms = [dist.log_prob(head.from_columns(actions[..., cols])) for head, dist, cols in self.parts]
+        return torch.stack(terms, dim=-1).sum(dim=-1)
+
+    def entropy(self) -> torch.Tensor:
+        return torch.stack([dist.entropy() for _, dist, _ in self.parts], dim=-1).sum(dim=-1)
+
+
+class CompositeHead(nn.Module):
+    """A ``Tuple`` or ``Dict`` of action spaces, nested: one head per part (``part0``,
+    ``part1``, ...), their params side by side, an action (B, C) float with each part's columns
+    side by side (a discrete index as one column). ``to_env`` rebuilds the tuple or dict."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        action: dict[str, Any],
+        squash: Squash = "clip",
+        names: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.container: str = action["container"]
+        self.keys: list[Any] = list(action["keys"])
+        self.heads: list[Any] = [make_head(in_dim, part, squash) for part in action["parts"]]
+        for i, head in enumerate(self.heads):
+            self.add_module(names[i] if names else f"part{i}", head)
+        self.discrete_parts = [i for i, head in enumerate(self.heads) if isinstance(head, CategoricalHead)]
+        self.param_sizes = [head.param_dim for head in self.heads]
+        self.param_dim = sum(self.param_sizes)
+        widths = [head.columns for head in self.heads]
+        ends = np.cumsum(widths).tolist()
+        self.slices = [slice(end - width, end) for end, width in zip(ends, widths, strict=True)]
+        self.columns = int(ends[-1])
+        self.action_shape: tuple[int, ...] = (self.columns,)
+        self.action_dtype = torch.float32
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.cat([head(features) for head in self.heads], dim=-1)
+
+    def distribution(self, params: torch.Tensor, mask: torch.Tensor | None = None) -> CompositeDist:
+        """``mask`` (B, n) applies to the composite's one Discrete part (a hybrid's choice)."""
+        if mask is not None and len(self.discrete_parts) != 1:
+            raise ConfigError("an action mask applies to a Tuple or Dict with exactly one Discrete part")
+        dists = [
+            head.distribution(p, mask if i in self.discrete_parts else None)
+            for i, (head, p) in enumerate(zip(self.heads, params.split(self.param_sizes, -1), strict=True))
+        ]
+        return CompositeDist(self.heads, dists, self.slices)
+
+    def to_env(self, actions: torch.Tensor) -> Any:
+        parts = [
+            head.to_env(head.from_columns(actions[..., cols]))
+            for head, cols in zip(self.heads, self.slices, strict=True)
+        ]
+        return tuple(parts) if self.container == "tuple" else dict(zip(self.keys, parts, strict=True))
+
+    def to_columns(self, actions: torch.Tensor) -> torch.Tensor:
+        return actions
+
+    def from_columns(self, columns: torch.Tensor) -> torch.Tensor:
+        return columns
+
+
+class HybridHead(CompositeHead):
+    """``Tuple(Discrete(n), Box(low, high, (d,)))``: the composite of a categorical and a
+    Gaussian, its parts named ``discrete`` and ``continuous`` (as checkpoints name them). Params
+    are ``[logits (n) | mean (d) | log_std (d)]``; an action is (B, 1 + d) float, column 0 the
+    discrete index."""
 
     def __init__(
         self, in_dim: int, n: int, low: np.ndarray, high: np.ndarray, squash: Squash = "clip"
     ) -> None:
-        super().__init__()
-        self.discrete = CategoricalHead(in_dim, n)
-        self.continuous = GaussianHead(in_dim, low, high, squash)
-        self.param_dim = n + self.continuous.param_dim
-        self.action_shape = (1 + self.continuous.dim,)
-        self.action_dtype = torch.float32
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.discrete(features), self.continuous(features)], dim=-1)
-
-    def distribution(self, params: torch.Tensor, mask: torch.Tensor | None = None) -> HybridDist:
-        logits, rest = params.split([self.discrete.n, self.continuous.param_dim], dim=-1)
-        return HybridDist(self.discrete.distribution(logits, mask), self.continuous.distribution(rest))
-
-    def to_env(self, actions: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        return self.discrete.to_env(actions[..., 0].long()), self.continuous.to_env(actions[..., 1:])
+        box = {"kind": "box", "low": np.asarray(low).tolist(), "high": np.asarray(high).tolist()}
+        action = {"container": "tuple", "keys": [0, 1], "parts": [{"kind": "discrete", "n": n}, box]}
+        super().__init__(in_dim, action, squash, names=("discrete", "continuous"))
 
 
-ActionHead = CategoricalHead | GaussianHead | HybridHead
+ActionHead = CategoricalHead | GaussianHead | MultiCategoricalHead | CompositeHead
 
 
 def describe_action_space(space: gym.Space[Any]) -> dict[str, Any]:
     """A JSON-able description of a supported action space (stored in checkpoints)."""
     if isinstance(space, gym.spaces.Discrete):
-        return {"kind": "discrete", "n": int(space.n)}
+        start = int(space.start)  # named only when not 0: older checkpoints have none
+        return {"kind": "discrete", "n": int(space.n), **({"start": start} if start else {})}
     if isinstance(space, gym.spaces.Box):
         return {
             "kind": "box",
@@ -237,17 +364,51 @@ def describe_action_space(space: gym.Space[Any]) -> dict[str, Any]:
             "low": box.low.flatten().tolist(),
             "high": box.high.flatten().tolist(),
         }
-    raise ConfigError(f"action space must be Discrete, Box or Tuple(Discrete, Box), got {space}")
+    if isinstance(space, gym.spaces.Tuple | gym.spaces.Dict):
+        items = (
+            list(enumerate(space.spaces))
+            if isinstance(space, gym.spaces.Tuple)
+            else list(space.spaces.items())
+        )
+        if not items:
+            raise ConfigError(f"action space must not be an empty {type(space).__name__}")
+        return {
+            "kind": "composite",
+            "container": "tuple" if isinstance(space, gym.spaces.Tuple) else "dict",
+            "keys": [key for key, _ in items],
+            "parts": [describe_action_space(sub) for _, sub in items],
+        }
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return {
+            "kind": "multi_discrete",
+            "nvec": np.asarray(space.nvec).reshape(-1).tolist(),
+            "shape": list(space.shape),
+            "start": np.asarray(space.start).reshape(-1).tolist(),
+        }
+    if isinstance(space, gym.spaces.MultiBinary):
+        return {"kind": "multi_binary", "n": int(np.prod(space.shape)), "shape": list(space.shape)}
+    raise ConfigError(
+        f"action space must be Discrete, MultiDiscrete, MultiBinary, Box or Tuple(Discrete, Box), got {space}"
+    )
 
 
 def make_head(in_dim: int, action: dict[str, Any], squash: Squash = "clip") -> ActionHead:
     """The head for an action space description from :func:`describe_action_space`."""
     kind = action["kind"]
     if kind == "discrete":
-        return CategoricalHead(in_dim, action["n"])
+        return CategoricalHead(in_dim, action["n"], int(action.get("start", 0)))
+    if kind == "multi_discrete":
+        return MultiCategoricalHead(in_dim, action["nvec"], action["shape"], action["start"], binary=False)
+    if kind == "multi_binary":
+        n = int(action["n"])
+        return MultiCategoricalHead(in_dim, [2] * n, action["shape"], [0] * n, binary=True)
+    if kind == "composite":
+        return CompositeHead(in_dim, action, squash)
     low, high = np.asarray(action.get("low")), np.asarray(action.get("high"))
     if kind == "box":
         return GaussianHead(in_dim, low, high, squash)
     if kind == "hybrid":
         return HybridHead(in_dim, action["n"], low, high, squash)
-    raise ConfigError(f"action kind must be discrete, box or hybrid, got {kind!r}")
+    raise ConfigError(
+        f"action kind must be discrete, multi_discrete, multi_binary, box, hybrid or composite, got {kind!r}"
+    )

@@ -57,10 +57,11 @@ class UpdateStats:
 
 
 def loss_function(config: Config) -> LossFunction:
-    """The runner's loss: V-trace targets for ``impala`` (actors act with older weights),
-    n-step or GAE(lambda) returns for the on-policy runners."""
+    """The run's loss, by its targets (:attr:`Config.targets`), whatever the runner: V-trace
+    (by default for ``impala``, whose actors act with older weights), n-step or GAE(lambda)
+    returns."""
     algo = config.algo
-    if config.runner.kind == "impala":
+    if config.targets == "vtrace":
         return partial(
             vtrace_loss,
             gamma=algo.gamma,

@@ -227,7 +227,8 @@ class MetricsWriter:
                     writer.writerow(row)
                     if tb is not None:
                         for key in TB_SCALARS:
-                            tb.add_scalar(f"worker_{row['worker_id']}/{key}", row[key], row["step"])
+                            if row[key] != "":  # an update's columns fill its first row only
+                                tb.add_scalar(f"worker_{row['worker_id']}/{key}", row[key], row["step"])
                         tb.add_scalar("all/return", row["return"], row["step"])
                         step, wall = float(row["step"]), float(row["wall_time"])
                         if mark is None or wall < mark[1]:

@@ -338,8 +338,18 @@ def metric_rows(
     clock_origin: float,
 ) -> list[dict[str, Any]]:
     """``training_log.csv`` rows, one per finished episode (``numbers``: each one's number
-    within its worker); ``wall_time`` counts from ``clock_origin``, the run's start."""
+    within its worker); ``wall_time`` counts from ``clock_origin``, the run's start. The update's
+    columns (losses, entropy, grad norm, lr, entropy coefficient) fill the first row only and
+    are blank on the others, which it would repeat."""
     wall = time.time() - clock_origin
+    update = {
+        "policy_loss": stats.policy_loss,
+        "value_loss": stats.value_loss,
+        "entropy": stats.entropy,
+        "grad_norm": stats.grad_norm,
+        "lr": stats.lr,
+        "entropy_coef": stats.entropy_coef,
+    }
     return [
         {
             "step": env_steps,
@@ -347,14 +357,9 @@ def metric_rows(
             "episode": number,
             "return": ep.episode_return,
             "length": ep.length,
-            "policy_loss": stats.policy_loss,
-            "value_loss": stats.value_loss,
-            "entropy": stats.entropy,
-            "grad_norm": stats.grad_norm,
-            "lr": stats.lr,
-            "entropy_coef": stats.entropy_coef,
+            **(update if i == 0 else dict.fromkeys(update, "")),
             "updates": worker_updates,
             "wall_time": wall,
         }
-        for ep, number in zip(episodes, numbers, strict=True)
+        for i, (ep, number) in enumerate(zip(episodes, numbers, strict=True))
     ]
