@@ -46,3 +46,13 @@ def test_processes_far_above_the_cores_need_an_explicit_flag() -> None:
     ).runner.n_workers
     # one process whatever the worker count
     assert load_config(BASE, [f"runner.n_workers={many}", "runner.serial=true"]).runner.serial
+
+
+def test_unset_env_params_name_the_paper_preset_only_for_uavrls_own_id() -> None:
+    """``--set env.id=CartPole-v1`` on the defaults makes CartPole with no arguments, and the
+    defaults' identity (every run hash made before this rule) is unchanged: their params were
+    the paper preset."""
+    assert load_config(None, ["env.id=CartPole-v1"]).env.params == {}
+    default = load_config(None, [])
+    assert default.env.params == {"preset": "paper"}
+    assert default.hash() == load_config(None, ["env.params={preset: paper}"]).hash()

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).parents[1] / "README.md"
 
 
@@ -22,14 +24,34 @@ def test_the_environment_snippets_run_in_order_in_a_fresh_process(tmp_path: Path
     attribute they name checked by running it."""
     snippets = python_snippets()
     deployment = next(i for i, s in enumerate(snippets) if "onnxruntime" in s)
-    assert deployment >= 4  # the gym env, the core, the vector env and mec come first
-    code = "\n".join(snippets[:deployment])
+    environment = [s for s in snippets[:deployment] if "uavrl.train(" not in s]
+    assert len(environment) >= 4  # the gym env, the core, the vector env and mec
+    code = "\n".join(environment)
     # what the comments promise: the reward space of the vector-reward mec env
     code += "\nassert env.unwrapped.reward_space.shape == (4,) and reward.shape == (4,)\n"
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.timeout(240)
+def test_the_python_api_snippet_trains_loads_and_acts_as_a_script(tmp_path: Path) -> None:
+    """README's `uavrl.train` / `uavrl.load` example, saved as a script and run from a directory
+    that holds the configs, as a user would run it: it trains, prints the run's return and acts
+    with the loaded policy (6 offload bits)."""
+    snippet = next(s for s in python_snippets() if "uavrl.train(" in s)
+    script = tmp_path / "train_my_env.py"
+    script.write_text(snippet)
+    (tmp_path / "configs").symlink_to(README.parent / "configs")
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=200
+    )
+    assert done.returncode == 0, done.stderr
+    run_line, action_line = done.stdout.strip().splitlines()[-2:]
+    directory, mean_return = run_line.rsplit(" ", 1)
+    assert (tmp_path / directory / "summary.json").exists() and float(mean_return) < 0
+    assert len(action_line.strip("[]").split()) == 6
 
 
 def shell_commands() -> list[str]:

@@ -95,8 +95,10 @@ def _is_number_field(annotation: Any) -> bool:
 class EnvConfig(ConfigSection):
     """Which environment the workers step.
 
-    ``id`` is any Gymnasium id, including ``"module:EnvName-v0"`` for a user's own env.
-    For ``uavrl/Offload-v0``, ``params`` are preset parameters (``preset``, ``reward_scale``...),
+    ``id`` is any Gymnasium id, including ``"module:EnvName-v0"`` for a user's own env, or the
+    import path of a callable that makes one env (``"module:make_env"``, called with
+    ``params``: :func:`~uavrl.envs.vector.env_maker`). For ``uavrl/Offload-v0``, ``params``
+    are preset parameters (``preset``, ``reward_scale``...),
     ``worker_cells`` puts worker ``i`` in scenario cell ``i`` (cell names, or one name for all);
     ``cells_by: copy`` puts copy ``j`` of worker ``i`` in cell ``(i + j) mod n`` instead, so each
     worker steps every cell (individual learning on all training cells) while each pool still
@@ -118,13 +120,22 @@ class EnvConfig(ConfigSection):
     """
 
     id: str = ENV_ID
-    params: dict[str, Any] = Field(default_factory=lambda: {"preset": "paper"})
+    params: dict[str, Any] = Field(default_factory=dict)
     worker_cells: list[str] | None = None
     cells_by: Literal["worker", "copy"] = Field("worker", json_schema_extra=HASH_NEUTRAL)
     shared_pool: bool = False
     team_reward: bool = False
     team_spirit: float = Field(1.0, ge=0.0, le=1.0, json_schema_extra=HASH_NEUTRAL)
     pool_price: float = Field(0.0, ge=0.0, json_schema_extra=HASH_NEUTRAL)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_by_default(cls, data: Any) -> Any:
+        """Unset ``params`` are ``{"preset": "paper"}`` for uavrl's own id, and none for any other
+        (``--set env.id=CartPole-v1`` on the defaults makes CartPole, not CartPole(preset=...))."""
+        if isinstance(data, dict) and "params" not in data and data.get("id", ENV_ID) == ENV_ID:
+            data = {**data, "params": {"preset": "paper"}}
+        return data
 
     @property
     def preset(self) -> str | None:

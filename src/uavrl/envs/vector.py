@@ -10,7 +10,8 @@ evaluated on the same indices share theirs (common random numbers).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,16 +82,50 @@ class CoreVecEnv:
         """Nothing to release: the core holds no OS resources."""
 
 
+def env_maker(env_id: str, kwargs: dict[str, Any]) -> Callable[[], gym.Env[Any, Any]]:
+    """What makes one copy of ``env_id`` with ``kwargs``: a Gymnasium id (``"CartPole-v1"``, or
+    ``"my_pkg.envs:MyEnv-v0"``, whose module registers it when imported) through
+    ``gymnasium.make``, or else the import path of a callable that returns one env
+    (``"my_pkg.envs:make_env"``: a function or an env class), called with ``kwargs``, so an env
+    that needs constructor arguments or wrappers is made as its author makes it. A name that
+    Gymnasium knows once its module is imported is taken as an id."""
+    module_name, sep, name = env_id.partition(":")
+    if not sep:
+        return lambda: gym.make(env_id, **kwargs)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ConfigError(f"env.id {env_id!r} could not be made: module {module_name!r}: {err}") from None
+    if name in gym.registry:
+        return lambda: gym.make(name, **kwargs)
+    target: Any = module
+    for part in name.split("."):
+        target = getattr(target, part, None)
+    if not callable(target):
+        raise ConfigError(
+            f"env.id {env_id!r}: {module_name} neither registers a Gymnasium id {name!r} nor defines "
+            "a callable of that name that makes an env"
+        )
+
+    def make() -> gym.Env[Any, Any]:
+        env = target(**kwargs)
+        if not isinstance(env, gym.Env):
+            raise ConfigError(f"env.id {env_id!r} returned a {type(env).__name__}, not a gymnasium.Env")
+        return env
+
+    return make
+
+
 class GymVecEnv:
-    """``n`` copies of any Gymnasium id (``"CartPole-v1"``, ``"my_pkg.envs:MyEnv-v0"``); its
-    observations, of any supported space, reach the model as one float vector per copy
+    """``n`` copies of any Gymnasium env (:func:`env_maker`); its observations, of any supported
+    space, reach the model as one float vector per copy
     (:func:`~uavrl.envs.spaces.observation_encoder`)."""
 
     def __init__(self, env_id: str, n: int, **kwargs: Any) -> None:
+        make = env_maker(env_id, kwargs)
         try:
             self.vec = gym.vector.SyncVectorEnv(
-                [lambda: gym.make(env_id, **kwargs) for _ in range(n)],
-                autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+                [make for _ in range(n)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
             )
         except (gym.error.Error, ImportError, TypeError) as err:  # unknown id, missing module, bad kwarg
             raise ConfigError(f"env.id {env_id!r} could not be made: {type(err).__name__}: {err}") from None
