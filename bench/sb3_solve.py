@@ -1,9 +1,11 @@
-"""One Stable-Baselines3 run on CartPole-v1 for ``uavrl bench solve``, timed like a uavrl run.
+"""One Stable-Baselines3 run for ``uavrl bench solve``, timed like a uavrl run.
 
-``python -m uavrl.bench.sb3_solve ALGO SEED TARGET EVERY EPISODES BUDGET OUT``: SB3's A2C or PPO
-with its default hyperparameters on 8 envs, a greedy evaluation of EPISODES episodes every EVERY
-env steps (SB3's EvalCallback on a separate env), stopped at the first evaluation whose mean
-reaches TARGET. OUT receives the wall clock (epoch s) of the first env step and of that hit.
+``python -m uavrl.bench.sb3_solve ALGO SEED TARGET EVERY EPISODES BUDGET OUT ENV POLICY KWARGS``:
+SB3's A2C or PPO with its default hyperparameters (but for KWARGS, a JSON object) and POLICY
+(``MlpPolicy``, or ``MultiInputPolicy`` for Dict observations) on 8 envs of ENV, a greedy
+evaluation of EPISODES episodes every EVERY env steps (SB3's EvalCallback on a separate env),
+stopped at the first evaluation whose mean reaches TARGET. OUT receives the wall clock (epoch s)
+of the first env step and of that hit.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ N_ENVS = 8
 
 
 def main(argv: list[str]) -> None:
-    algo, seed, target, every, episodes, budget, out = argv
+    algo, seed, target, every, episodes, budget, out, env_id, policy, kwargs = argv
     from stable_baselines3 import A2C, PPO
     from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -40,9 +42,9 @@ def main(argv: list[str]) -> None:
                 return False
             return True
 
-    env = make_vec_env("CartPole-v1", n_envs=N_ENVS, seed=int(seed))
-    eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=10_000 + int(seed))
-    model = {"a2c": A2C, "ppo": PPO}[algo]("MlpPolicy", env, seed=int(seed), device="cpu")
+    env = make_vec_env(env_id, n_envs=N_ENVS, seed=int(seed))
+    eval_env = make_vec_env(env_id, n_envs=1, seed=10_000 + int(seed))
+    model = {"a2c": A2C, "ppo": PPO}[algo](policy, env, seed=int(seed), device="cpu", **json.loads(kwargs))
     evaluation = EvalCallback(
         eval_env,
         callback_after_eval=StopAtTarget(),

@@ -1,13 +1,17 @@
 """Wall time to a solved task: uavrl's runners beside Stable-Baselines3, every run a fresh process.
 
 Every (row, seed) is launched as its own process and timed on this process's clock, from the
-launch to the first greedy evaluation whose mean return reaches the target, imports and
+launch to the first greedy evaluation whose mean return reaches the task's target, imports and
 start-up included. Both libraries evaluate alike: ``eval_episodes`` greedy episodes every
 ``eval_every`` env steps. uavrl reports the wall clock of its first booked update
 (``first_update_at``) and of its first hit (``eval_during_training.first_hit.at``); the SB3
 rows run :mod:`uavrl.bench.sb3_solve`, which does the same with SB3's callbacks. A seed that
 does not reach the target within ``max_seconds`` (or its env-step budget) counts as unsolved,
 and as infinitely slow in the median: a median of inf means fewer than half the seeds solved.
+
+Tasks (:data:`TASKS`): ``CartPole-v1`` (Box observations, Discrete actions) and ``TaskGraph-v0``
+(:mod:`uavrl.envs.task_graph`: Dict observations, MultiBinary actions; SB3 takes it with its
+``MultiInputPolicy``).
 """
 
 from __future__ import annotations
@@ -19,31 +23,66 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-TARGET = 475.0  # CartPole-v1's reward threshold
-
 
 @dataclass(frozen=True)
 class SolveRow:
-    """One row of the table: a uavrl config (``config``) or an SB3 algorithm (``sb3``)."""
+    """One row of the table: a uavrl config (``config``, with ``overrides`` as ``--set`` takes
+    them) or an SB3 algorithm (``sb3``)."""
 
     label: str
     config: str | None = None
     sb3: str | None = None
+    overrides: tuple[str, ...] = ()
 
 
-UAVRL_ROWS = (
-    SolveRow("uavrl a2c", config="configs/cartpole_a2c.yaml"),
-    SolveRow("uavrl a3c", config="configs/cartpole_a3c.yaml"),
-    SolveRow("uavrl impala", config="configs/cartpole_impala.yaml"),
-)
+@dataclass(frozen=True)
+class SolveTask:
+    """An env, its target (mean greedy return) and the rows timed on it. SB3 runs with its
+    default hyperparameters but for ``sb3_kwargs`` (the task's own discount, where its steps are
+    independent), with ``sb3_policy`` for the observation space."""
+
+    env_id: str
+    target: float
+    rows: tuple[SolveRow, ...]
+    sb3_policy: str = "MlpPolicy"
+    sb3_kwargs: dict[str, Any] = field(default_factory=dict)
+    budget: int = 500_000
+
+
 SB3_ROWS = (SolveRow("sb3 A2C (8 envs)", sb3="a2c"), SolveRow("sb3 PPO (8 envs)", sb3="ppo"))
+TASKS = {
+    "CartPole-v1": SolveTask(
+        "CartPole-v1",
+        475.0,  # the env's reward threshold
+        (
+            SolveRow("uavrl a2c", config="configs/cartpole_a2c.yaml"),
+            SolveRow("uavrl a3c", config="configs/cartpole_a3c.yaml"),
+            SolveRow("uavrl impala", config="configs/cartpole_impala.yaml"),
+        ),
+    ),
+    # -40 per 20 jobs: random bits score -54.3, the exact best -30.3 (60% of the way)
+    "TaskGraph-v0": SolveTask(
+        "uavrl.envs.task_graph:TaskGraph-v0",
+        -40.0,
+        (
+            SolveRow("uavrl a3c (serial)", config="configs/task_graph_a3c.yaml"),
+            SolveRow(
+                "uavrl a2c",
+                config="configs/task_graph_a3c.yaml",
+                overrides=("runner.kind=a2c", "runner.serial=false", "algo.lr=0.003"),
+            ),
+        ),
+        sb3_policy="MultiInputPolicy",
+        sb3_kwargs={"gamma": 0.0},
+    ),
+}
 
 
 def sb3_available() -> bool:
@@ -55,7 +94,14 @@ def sb3_available() -> bool:
 
 
 def _command(
-    row: SolveRow, seed: int, out: Path, target: float, every: int, episodes: int, budget: int
+    row: SolveRow,
+    seed: int,
+    out: Path,
+    target: float,
+    every: int,
+    episodes: int,
+    budget: int,
+    task: SolveTask,
 ) -> list[str]:
     if row.sb3 is not None:
         return [
@@ -69,6 +115,9 @@ def _command(
             str(episodes),
             str(budget),
             str(out / "result.json"),
+            task.env_id,
+            task.sb3_policy,
+            json.dumps(task.sb3_kwargs),
         ]
     assert row.config is not None
     sets = {
@@ -81,8 +130,8 @@ def _command(
         "log.progress": "false",
     }
     command = [sys.executable, "-m", "uavrl.cli", "train", "--config", row.config, "--run-dir", str(out)]
-    for key, value in sets.items():
-        command += ["--set", f"{key}={value}"]
+    for item in [*(f"{key}={value}" for key, value in sets.items()), *row.overrides]:
+        command += ["--set", item]
     return command
 
 
@@ -111,11 +160,13 @@ def time_one(
     budget: int,
     max_seconds: float,
     workdir: Path,
+    task: SolveTask = TASKS["CartPole-v1"],
 ) -> dict[str, Any]:
-    """Launch one seed of ``row`` and time it from the launch. A run that exits with an error,
-    or is stopped at ``max_seconds`` before a hit, gets the last line of its output in ``error``."""
+    """Launch one seed of ``row`` on ``task`` and time it from the launch. A run that exits with
+    an error, or is stopped at ``max_seconds`` before a hit, gets the last line of its output in
+    ``error``."""
     out = workdir / f"{re.sub(r'[^a-z0-9]+', '-', row.label.lower())}{seed}"
-    command = _command(row, seed, out, target, every, episodes, budget)
+    command = _command(row, seed, out, target, every, episodes, budget, task)
     if row.sb3 is not None:
         out.mkdir(parents=True)
     launched = time.time()
@@ -169,16 +220,16 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
 def run(
     seeds: int,
-    target: float = TARGET,
+    task: SolveTask = TASKS["CartPole-v1"],
     every: int = 10_000,
     episodes: int = 10,
-    budget: int = 500_000,
     max_seconds: float = 180.0,
     include_sb3: bool = True,
-    rows: tuple[SolveRow, ...] = UAVRL_ROWS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Time every row on seeds ``0..seeds-1``, the rows interleaved seed by seed, so that drift
-    of the machine's speed falls on every row alike. Returns (per-run table, summary table)."""
+    """Time every row of ``task`` (and SB3's) on seeds ``0..seeds-1``, the rows interleaved seed
+    by seed, so that drift of the machine's speed falls on every row alike. Returns (per-run
+    table, summary table)."""
+    rows = task.rows
     if include_sb3:
         if not sb3_available():
             raise ImportError("the SB3 rows need stable-baselines3: pip install -e '.[bench]'")
@@ -187,6 +238,10 @@ def run(
     with tempfile.TemporaryDirectory(prefix="uavrl-solve-") as tmp:
         for seed in range(seeds):
             for row in rows:
-                results.append(time_one(row, seed, target, every, episodes, budget, max_seconds, Path(tmp)))
+                results.append(
+                    time_one(
+                        row, seed, task.target, every, episodes, task.budget, max_seconds, Path(tmp), task
+                    )
+                )
     runs = pd.DataFrame(results)
     return runs, summarize(runs)

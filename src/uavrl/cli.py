@@ -533,6 +533,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.target == "chaos":
         _bench_chaos(args)
         return
+    if args.target == "starts":
+        _bench_starts(args)
+        return
     if args.seconds is None:
         args.seconds = 2.0 if args.target == "env" else 24.0
     if args.target == "env":
@@ -578,12 +581,15 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def _bench_solve(args: argparse.Namespace) -> None:
     from uavrl.bench import solve
 
-    if args.env != "CartPole-v1":
-        raise ConfigError(f"--env {args.env!r}: bench solve has configs and SB3 rows for CartPole-v1 only")
+    task = solve.TASKS.get(args.env)
+    if task is None:
+        raise ConfigError(f"--env {args.env!r}: bench solve has rows for {', '.join(solve.TASKS)}")
     with progress_console.status(f"timing {args.seeds} seeds per row, each a fresh process (minutes)"):
-        runs, table = solve.run(args.seeds, include_sb3=not args.no_sb3, max_seconds=args.max_seconds)
+        runs, table = solve.run(
+            args.seeds, task, include_sb3=not args.no_sb3, max_seconds=args.max_seconds or 180.0
+        )
     title = (
-        f"wall time to the first greedy evaluation >= {solve.TARGET:g} on {args.env}, "
+        f"wall time to the first greedy evaluation >= {task.target:g} on {args.env}, "
         f"from process launch, {args.seeds} seeds (unsolved seeds count as inf)"
     )
     rich_table = Table(title=title)
@@ -601,6 +607,43 @@ def _bench_solve(args: argparse.Namespace) -> None:
     console.print(rich_table)
     for failure in runs[runs["error"] != ""].itertuples(index=False):
         progress_console.print(f"{failure.row} seed {failure.seed} failed: {failure.error}")
+    if args.csv:
+        _write_csv(runs, args.csv)
+
+
+def _bench_starts(args: argparse.Namespace) -> None:
+    from uavrl.bench import starts
+
+    kinds = tuple((args.kinds or ",".join(starts.STARTS)).split(","))
+    unknown = [k for k in kinds if k not in starts.STARTS]
+    if unknown:
+        raise ConfigError(
+            f"--kinds: {unknown} are not starting configs; choose from {', '.join(starts.STARTS)}"
+        )
+    max_seconds = args.max_seconds or 1800.0
+    with progress_console.status(
+        f"training {args.seeds} seeds per config, model and task, 2 at a time (an hour)"
+    ):
+        runs, table = starts.run(args.seeds, kinds, max_seconds=max_seconds)
+    rich_table = Table(title=f"starting configs: final greedy return at their budgets, {args.seeds} seeds")
+    for column in ("config", "model", "env", "passed", "target", "median", "worst", "median wall (s)"):
+        rich_table.add_column(column, justify="right")
+    for row in table.itertuples(index=False):
+        rich_table.add_row(
+            row.config,
+            row.model,
+            row.env,
+            row.passed,
+            f"{row.target:g}",
+            f"{row.median:.1f}",
+            f"{row.worst:.1f}",
+            f"{row.median_wall_s:.0f}",
+        )
+    console.print(rich_table)
+    for failure in runs[runs["error"] != ""].itertuples(index=False):
+        progress_console.print(
+            f"{failure.config} {failure.model} {failure.env} seed {failure.seed}: {failure.error}"
+        )
     if args.csv:
         _write_csv(runs, args.csv)
 
@@ -961,10 +1004,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(formatter_class=HelpFormatter, name="bench", help="throughput benchmarks")
     bench.add_argument(
         "target",
-        choices=["env", "train", "serial", "decide", "solve", "chaos"],
+        choices=["env", "train", "serial", "decide", "solve", "starts", "chaos"],
         help="env: env steps/s; train: training steps/s by workers x envs; serial: one study run's acting; "
-        "decide: per-decision latency of --run's policy; solve: wall time to a solved CartPole, "
-        "uavrl's runners beside SB3; chaos: faults injected into short runs, and how they recover",
+        "decide: per-decision latency of --run's policy; solve: wall time to a solved task, "
+        "uavrl's runners beside SB3; starts: the starting configs on every seed of the classic-control "
+        "tasks of their kind; chaos: faults injected into short runs, and how they recover",
     )
     bench.add_argument("--run", help="decide: the run directory whose policy is timed")
     bench.add_argument("--config", help="serial: the run config (default configs/paper_a3c.yaml)")
@@ -974,15 +1018,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--workers", default="1,2", help="train: worker counts")
     bench.add_argument("--envs", default="1,8,32,64,128", help="train: envs per worker")
-    bench.add_argument("--env", default="CartPole-v1", help="solve: the task")
-    bench.add_argument("--seeds", type=int, default=8, help="solve: seeds per row")
-    bench.add_argument("--max-seconds", type=float, default=180.0, help="solve: time limit of one run")
+    bench.add_argument(
+        "--env",
+        default="CartPole-v1",
+        help="solve: the task (CartPole-v1, or TaskGraph-v0: Dict observations, MultiBinary actions)",
+    )
+    bench.add_argument("--seeds", type=int, default=8, help="solve and starts: seeds per row")
+    bench.add_argument(
+        "--max-seconds", type=float, help="solve and starts: time limit of one run (default 180 and 1800)"
+    )
     bench.add_argument("--no-sb3", action="store_true", help="solve: uavrl rows only")
     bench.add_argument("--kills", type=int, default=200, help="chaos: faults to inject in all")
     bench.add_argument(
         "--kinds",
         help="chaos: runner kinds, in turn (default a3c,individual,a3c_data,impala,a2c; on ray "
-        "a3c,a3c_data,impala)",
+        "a3c,a3c_data,impala); starts: action kinds (default discrete,continuous)",
     )
     bench.add_argument(
         "--backend", choices=["process", "ray"], default="process", help="chaos: where the runs run"

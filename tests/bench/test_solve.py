@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from uavrl.bench.solve import SB3_ROWS, SolveRow, summarize, time_one
+from uavrl.bench.solve import SB3_ROWS, TASKS, SolveRow, summarize, time_one
 
 CONFIGS = Path(__file__).parent.parent.parent / "configs"
 # An easy target (a random CartPole policy scores about 22), reached within seconds of training.
@@ -59,3 +59,29 @@ def test_a_run_stopped_at_its_time_limit_says_so(tmp_path: Path) -> None:
     result = time_one(row, seed=0, workdir=tmp_path, **hard)  # type: ignore[arg-type]
     assert result["exit_code"] is None and result["solve_s"] is None
     assert result["error"] == "no hit within max_seconds=8, stopped"
+
+
+# Random bits score about -54 per 20 jobs: an easy target for the Dict-observation,
+# MultiBinary-action task.
+EASY_TASK_GRAPH = {**EASY, "target": -52.0, "every": 2000}
+
+
+@pytest.mark.timeout(240)
+def test_the_dict_observation_multibinary_task_times_a_uavrl_row_with_its_overrides(tmp_path: Path) -> None:
+    task = TASKS["TaskGraph-v0"]
+    row = next(r for r in task.rows if r.overrides)
+    row = SolveRow(row.label, config=str(CONFIGS / "task_graph_a3c.yaml"), overrides=row.overrides)
+    result = time_one(row, seed=0, workdir=tmp_path, task=task, **EASY_TASK_GRAPH)  # type: ignore[arg-type]
+    assert result["exit_code"] == 0 and result["error"] == ""
+    assert 0 < result["startup_s"] < result["solve_s"] < result["total_s"]
+    config = (tmp_path / "uavrl-a2c0" / "config.yaml").read_text()
+    assert "kind: a2c" in config and "lr: 0.003" in config  # the row's own overrides
+
+
+@pytest.mark.timeout(240)
+def test_sb3_takes_the_dict_observation_multibinary_task_with_its_multi_input_policy(tmp_path: Path) -> None:
+    pytest.importorskip("stable_baselines3")
+    task = TASKS["TaskGraph-v0"]
+    result = time_one(SB3_ROWS[1], seed=0, workdir=tmp_path, task=task, **EASY_TASK_GRAPH)  # type: ignore[arg-type]
+    assert result["exit_code"] == 0 and result["error"] == ""
+    assert 0 < result["startup_s"] < result["solve_s"] < result["total_s"]

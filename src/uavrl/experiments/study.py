@@ -570,7 +570,7 @@ def write_references(
     frames, tuned, done = [], {}, {}
     if evaluation.bound:
         say("hindsight bounds")
-    bounds = _bound_tables(study)
+    bounds = _bound_tables(study, lambda i, n, name: say(f"hindsight bounds: {i + 1} of {n} worlds ({name})"))
     for ablation, config in _row_configs(study).items():
         for regime, _ in run_regimes(config):
             key = f"{regime}|{keys[ablation]}"
@@ -715,10 +715,13 @@ def _world_key(world: World) -> str:
     return json.dumps([world.name, world.shared, world.agent_params], sort_keys=True)
 
 
-def _bound_tables(study: StudyConfig) -> dict[str, pd.DataFrame]:
+def _bound_tables(
+    study: StudyConfig, progress: Callable[[int, int, str], None] | None = None
+) -> dict[str, pd.DataFrame]:
     """The hindsight bound of every evaluation world of a `paper` study (each distinct world
     solved once, ``study.runs_at_once`` worlds at a time), by :func:`_world_key`; empty for
-    another env or with ``evaluation.bound`` off."""
+    another env or with ``evaluation.bound`` off. ``progress(i, n, world)`` hears of each world
+    solved."""
     evaluation = study.evaluation
     if not evaluation.bound:
         return {}
@@ -734,6 +737,7 @@ def _bound_tables(study: StudyConfig) -> dict[str, pd.DataFrame]:
         evaluation.episodes,
         evaluation.seed,
         evaluation.bound_time_limit,
+        progress=progress,
         processes=study.runs_at_once,
     )
     table["params"] = "{}"
