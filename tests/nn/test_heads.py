@@ -168,3 +168,19 @@ def test_a_composite_action_is_the_sum_of_its_parts_and_rebuilds_the_nested_spac
         rows = list(gym.vector.utils.iterate(batch_space, batch))
         assert len(rows) == 5 and all(space.contains(row) for row in rows)
         assert set(batch["server"].tolist()) <= {1, 2, 3}
+
+
+def test_multi_binary_and_multi_discrete_log_probs_and_entropies_equal_hand_values() -> None:
+    """MultiBinary(2) with P(bit 0 = 1) = 3/4 and P(bit 1 = 1) = 1/2 (two logits per bit), and
+    MultiDiscrete([3], start=[1]) with probabilities (1/2, 1/4, 1/4): values worked out by hand."""
+    bits = make_head(1, describe_action_space(gym.spaces.MultiBinary(2))).distribution(
+        torch.tensor([[0.0, math.log(3.0), 0.0, 0.0]])
+    )
+    torch.testing.assert_close(bits.log_prob(torch.tensor([[1, 0]])), torch.tensor([math.log(0.75 * 0.5)]))
+    entropy = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) + math.log(2.0)
+    torch.testing.assert_close(bits.entropy(), torch.tensor([entropy]))
+    head = make_head(1, describe_action_space(gym.spaces.MultiDiscrete([3], start=[1])))
+    entry = head.distribution(torch.log(torch.tensor([[0.5, 0.25, 0.25]])))
+    torch.testing.assert_close(entry.log_prob(torch.tensor([[2]])), torch.tensor([math.log(0.25)]))
+    torch.testing.assert_close(entry.entropy(), torch.tensor([1.5 * math.log(2.0)]))
+    assert head.to_env(entry.mode()).tolist() == [[1]]  # index 0 plus the start
