@@ -127,3 +127,42 @@ def test_a_dict_action_of_discrete_bits_and_a_box_is_learned(tmp_path: Path) -> 
     )
     summary = train(config, tmp_path)
     assert summary["eval"]["mean_return"] >= 0.9  # random about 0.47, optimum 1
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("kind", "share"),
+    [("a3c", True), ("a3c", False), ("a2c", True), ("a3c_data", True), ("impala", True)],
+    ids=["a3c", "individual", "a2c", "a3c_data", "impala"],
+)
+def test_every_learner_trains_a_composite_action_in_worker_processes(
+    tmp_path: Path, kind: str, share: bool
+) -> None:
+    """A Dict of Discrete, MultiBinary and Box actions through every runner kind in its own
+    processes (not the serial path): the run finishes with finite losses and a greedy return
+    between the task's bounds."""
+    import pandas as pd
+
+    from uavrl.config import load_config
+    from uavrl.experiments.train import train
+
+    config = load_config(
+        CONFIGS / "cartpole_a3c.yaml",
+        [
+            "env.id=tests.runners.test_action_spaces:UavrlTest/OffloadChoice-v0",
+            f"runner.kind={kind}",
+            f"runner.share={str(share).lower()}",
+            *(["algo.gae_lambda=null"] if kind == "impala" else []),  # V-trace targets
+            "runner.serial=false",
+            "runner.envs_per_worker=4",
+            "runner.total_env_steps=3200",
+            "eval.episodes=20",
+            "log.progress=false",
+            "log.tensorboard=false",
+        ],
+    )
+    summary = train(config, tmp_path)
+    assert summary["status"] == "finished" and summary["skipped_updates"] == 0
+    losses = pd.read_csv(tmp_path / "training_log.csv")["policy_loss"].dropna()
+    assert len(losses) > 0 and losses.map(np.isfinite).all()
+    assert 0.0 <= summary["eval"]["mean_return"] <= 1.0

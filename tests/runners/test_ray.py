@@ -5,6 +5,7 @@ with -9 mid-run, and a driver killed with -9 then resumed."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -96,6 +97,23 @@ def test_a3c_data_runs_on_two_nodes_on_policy(two_nodes: Any, make_config: Any, 
     assert summary["faults"]["restarts"] == [0, 0] and summary["faults"]["rollouts_dropped"] == 0
     _episodes_are_numbered_once(tmp_path)
     assert (tmp_path / "checkpoints" / "last.safetensors").exists()
+
+
+def test_a_composite_action_trains_on_ray_with_v_trace_on_its_joint_log_probability(
+    two_nodes: Any, make_config: Any, tmp_path: Path
+) -> None:
+    """A Dict of Discrete, MultiBinary and Box actions through IMPALA's rollout actors and
+    learner on two nodes: finished, with finite losses and a greedy return in the task's range."""
+    config = _config(make_config, "impala")
+    data = config.to_dict()
+    data["env"] = {"id": "tests.runners.test_action_spaces:UavrlTest/OffloadChoice-v0", "params": {}}
+    config = Config.model_validate(data)
+    summary = train(config, tmp_path)
+    assert summary["status"] == "finished" and summary["skipped_updates"] == 0
+    _on_both_nodes(summary)
+    losses = pd.read_csv(tmp_path / "training_log.csv")["policy_loss"].dropna()
+    assert len(losses) > 0 and losses.map(math.isfinite).all()
+    assert 0.0 <= summary["eval"]["mean_return"] <= 1.0
 
 
 @pytest.mark.parametrize("kind", ["impala", "a3c"])
