@@ -1,13 +1,13 @@
 """The starting configs' robustness check: every seed learns every classic-control task of its kind.
 
-``configs/start_discrete.yaml`` and ``configs/start_continuous.yaml`` are what a user starts
-from on an env of their own. Each is trained, as an MLP and as a GRU (``model.recurrent`` with
-LayerNorm), on each of Gymnasium's classic-control tasks of its action kind (:data:`STARTS`),
-for every seed, to the config's own env-step budget, every run a fresh process, ``parallel`` at
-a time. A seed passes when its final greedy evaluation (``eval.episodes`` episodes on
-``eval.seed``'s streams) reaches the task's threshold. MountainCar-v0 and
-MountainCarContinuous-v0 are left out: their reward says nothing until the goal, which random
-exploration almost never reaches (an exploration problem, not one a starting config solves).
+``configs/start_*.yaml`` are what a user starts from on an env of their own: discrete or
+continuous actions, an MLP or a GRU. Each is trained on each of Gymnasium's classic-control
+tasks of its action kind (:data:`STARTS`), for every seed, to the config's own env-step budget,
+every run a fresh process, ``parallel`` at a time. A seed passes when its final greedy
+evaluation (``eval.episodes`` episodes on ``eval.seed``'s streams) reaches the task's
+threshold. MountainCar-v0 and MountainCarContinuous-v0 are left out: their reward says nothing
+until the goal, which random exploration almost never reaches (an exploration problem, not one
+a starting config solves).
 """
 
 from __future__ import annotations
@@ -34,33 +34,31 @@ class StartCheck:
     tasks: dict[str, float]
 
 
+# CartPole-v1's and Acrobot-v1's registered reward thresholds; Pendulum-v1 registers none, and
+# -200 is the usual bar (upright from any start)
+DISCRETE_TASKS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0}
+CONTINUOUS_TASKS = {"Pendulum-v1": -200.0}
 STARTS = {
-    # CartPole-v1's and Acrobot-v1's reward thresholds (their registered ones)
-    "discrete": StartCheck("configs/start_discrete.yaml", {"CartPole-v1": 475.0, "Acrobot-v1": -100.0}),
-    # Pendulum-v1 registers none; -200 is the usual bar (an upright pendulum from any start)
-    "continuous": StartCheck("configs/start_continuous.yaml", {"Pendulum-v1": -200.0}),
-}
-MODELS: dict[str, tuple[str, ...]] = {
-    "mlp": (),
-    "gru": ("model.recurrent=true", "model.layer_norm=true"),
+    "discrete": StartCheck("configs/start_discrete.yaml", DISCRETE_TASKS),
+    "discrete_gru": StartCheck("configs/start_discrete_gru.yaml", DISCRETE_TASKS),
+    "continuous": StartCheck("configs/start_continuous.yaml", CONTINUOUS_TASKS),
+    "continuous_gru": StartCheck("configs/start_continuous_gru.yaml", CONTINUOUS_TASKS),
 }
 
 
 def run_one(
     kind: str,
-    model: str,
     env_id: str,
     seed: int,
     workdir: Path,
     max_seconds: float,
     overrides: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Train one (config, model, task, seed) in a fresh process, with ``overrides`` after the
+    """Train one (starting config, task, seed) in a fresh process, with ``overrides`` after the
     check's own settings; its final greedy return."""
     check = STARTS[kind]
-    out = workdir / f"{kind}-{model}-{env_id}-{seed}"
-    sets = [f"env.id={env_id}", f"seed={seed}", "log.progress=false", "log.tensorboard=false", *MODELS[model]]
-    sets += overrides
+    out = workdir / f"{kind}-{env_id}-{seed}"
+    sets = [f"env.id={env_id}", f"seed={seed}", "log.progress=false", "log.tensorboard=false", *overrides]
     command = [sys.executable, "-m", "uavrl.cli", "train", "--config", check.config, "--run-dir", str(out)]
     for item in sets:
         command += ["--set", item]
@@ -84,7 +82,6 @@ def run_one(
     target = check.tasks[env_id]
     return {
         "config": Path(check.config).stem,
-        "model": model,
         "env": env_id,
         "seed": seed,
         "final_return": final,
@@ -96,14 +93,13 @@ def run_one(
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (config, model, env): seeds passed, median and worst final return, median wall time."""
+    """Per (config, env): seeds passed, median and worst final return, median wall time."""
     rows = []
-    for (config, model, env), group in runs.groupby(["config", "model", "env"], sort=False):
+    for (config, env), group in runs.groupby(["config", "env"], sort=False):
         finals = group["final_return"].astype(float)
         rows.append(
             {
                 "config": config,
-                "model": model,
                 "env": env,
                 "passed": f"{int(group['passed'].sum())}/{len(group)}",
                 "target": float(group["target"].iloc[0]),
@@ -116,21 +112,11 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def run(
-    seeds: int = 8,
-    kinds: tuple[str, ...] = tuple(STARTS),
-    parallel: int = 2,
-    max_seconds: float = 1800.0,
-    models: tuple[str, ...] = tuple(MODELS),
+    seeds: int = 8, kinds: tuple[str, ...] = tuple(STARTS), parallel: int = 2, max_seconds: float = 1800.0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every (kind, model, task, seed), ``parallel`` runs at a time. Returns (per-run table,
+    """Every (starting config, task, seed), ``parallel`` runs at a time. Returns (per-run table,
     summary table)."""
-    jobs = [
-        (kind, model, env_id, seed)
-        for kind in kinds
-        for model in models
-        for env_id in STARTS[kind].tasks
-        for seed in range(seeds)
-    ]
+    jobs = [(kind, env_id, seed) for kind in kinds for env_id in STARTS[kind].tasks for seed in range(seeds)]
     with tempfile.TemporaryDirectory(prefix="uavrl-starts-") as tmp, ThreadPoolExecutor(parallel) as pool:
         results = list(pool.map(lambda job: run_one(*job, Path(tmp), max_seconds), jobs))
     runs = pd.DataFrame(results)

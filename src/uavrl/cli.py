@@ -626,12 +626,11 @@ def _bench_starts(args: argparse.Namespace) -> None:
     ):
         runs, table = starts.run(args.seeds, kinds, max_seconds=max_seconds)
     rich_table = Table(title=f"starting configs: final greedy return at their budgets, {args.seeds} seeds")
-    for column in ("config", "model", "env", "passed", "target", "median", "worst", "median wall (s)"):
+    for column in ("config", "env", "passed", "target", "median", "worst", "median wall (s)"):
         rich_table.add_column(column, justify="right")
     for row in table.itertuples(index=False):
         rich_table.add_row(
             row.config,
-            row.model,
             row.env,
             row.passed,
             f"{row.target:g}",
@@ -1032,7 +1031,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--kinds",
         help="chaos: runner kinds, in turn (default a3c,individual,a3c_data,impala,a2c; on ray "
-        "a3c,a3c_data,impala); starts: action kinds (default discrete,continuous)",
+        "a3c,a3c_data,impala); starts: starting configs (all four unless given: "
+        "discrete,discrete_gru,continuous,continuous_gru)",
     )
     bench.add_argument(
         "--backend", choices=["process", "ray"], default="process", help="chaos: where the runs run"

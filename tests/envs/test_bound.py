@@ -96,3 +96,14 @@ def test_the_bound_refuses_another_preset() -> None:
     world = World("m", ({"preset": "mec"},), shared=False)
     with pytest.raises(ConfigError, match="preset 'paper'"):
         episode_draws(world, 0, np.arange(1))
+
+
+def test_a_programme_cut_before_any_schedule_falls_back_to_its_relaxation_which_still_bounds() -> None:
+    """5 agents on one pool, 200 steps, 0.1 ms: no schedule is found in time (as on a busy
+    machine with a short limit). The empty schedule (every task discarded) and the linear
+    relaxation's value stand in; that value is above what a 20 s solve proves."""
+    worlds = cell_worlds([("a", {**PARAMS, "episode_length": 200})], "shared", n_agents=5)
+    cut = hindsight_bounds(worlds[0], 0, np.arange(1), time_limit=1e-4)[0]
+    assert cut.objective == 0.0 and (cut.schedule == DISCARD).all() and not cut.optimal
+    solved = hindsight_bounds(worlds[0], 0, np.arange(1), time_limit=20.0)[0]
+    assert solved.objective <= solved.bound <= cut.bound

@@ -144,20 +144,30 @@ def solve_episode(
     matrix = sparse.csr_array(
         (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=(len(rhs), n_vars)
     )
+    problem = {
+        "bounds": optimize.Bounds(np.zeros(n_vars), upper.ravel()),
+        "constraints": optimize.LinearConstraint(matrix, -np.inf, np.asarray(rhs)),
+    }
     with _solver_output_discarded():
         result = optimize.milp(
-            -value.ravel(),
-            integrality=np.ones(n_vars),
-            bounds=optimize.Bounds(np.zeros(n_vars), upper.ravel()),
-            constraints=optimize.LinearConstraint(matrix, -np.inf, np.asarray(rhs)),
-            options={"time_limit": time_limit},
+            -value.ravel(), integrality=np.ones(n_vars), options={"time_limit": time_limit}, **problem
         )
-    if result.x is None:
-        raise RuntimeError(f"HiGHS found no schedule: {result.message}")
-    x = np.rint(result.x).reshape(n_agents, length, 2).astype(bool)
+    dual = getattr(result, "mip_dual_bound", None)
+    if result.x is not None:
+        chosen = np.rint(result.x)
+    else:
+        # no schedule within the time limit (a short limit, a busy machine): discarding every
+        # task (x = 0) meets every limit, and the linear relaxation, solved in full, is a bound
+        chosen = np.zeros(n_vars)
+        with _solver_output_discarded():
+            relaxed = optimize.milp(-value.ravel(), integrality=np.zeros(n_vars), **problem)
+        if relaxed.x is None:
+            raise RuntimeError(f"HiGHS solved neither the programme nor its relaxation: {relaxed.message}")
+        dual = float(relaxed.fun)
+    x = chosen.reshape(n_agents, length, 2).astype(bool)
     schedule = np.where(x[..., 0], LOCAL, np.where(x[..., 1], OFFLOAD, DISCARD))
-    objective = float(value.ravel() @ np.rint(result.x))
-    bound = -float(result.mip_dual_bound) if result.mip_dual_bound is not None else objective
+    objective = float(value.ravel() @ chosen)
+    bound = -float(dual) if dual is not None and np.isfinite(dual) else objective
     return EpisodeBound(max(bound, objective), objective, schedule, bool(result.status == 0))
 
 

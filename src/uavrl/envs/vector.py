@@ -95,7 +95,7 @@ def env_maker(env_id: str, kwargs: dict[str, Any]) -> Callable[[], gym.Env[Any, 
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:
-        raise ConfigError(f"env.id {env_id!r} could not be made: module {module_name!r}: {err}") from None
+        raise ConfigError(f"env.id {env_id!r} could not be made: {type(err).__name__}: {err}") from None
     if name in gym.registry:
         return lambda: gym.make(name, **kwargs)
     target: Any = module
