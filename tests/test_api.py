@@ -146,3 +146,15 @@ def test_an_env_id_naming_neither_a_registered_id_nor_a_callable_is_refused_with
     with pytest.raises(ConfigError, match="neither registers a Gymnasium id 'NoSuchEnv' nor defines"):
         uavrl.train(CONFIGS / "cartpole_a3c.yaml", env="tests.test_api:NoSuchEnv", run_dir=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_an_observation_of_another_space_is_refused_naming_the_runs_space() -> None:
+    from uavrl.api import Policy
+    from uavrl.config import Config
+    from uavrl.nn.models import build_model
+    from uavrl.runners.session import model_spec
+
+    config = Config.model_validate({"env": {"id": "CartPole-v1"}, "model": {"hidden_size": 8}})
+    policy = Policy(build_model(model_spec(config)), config)
+    with pytest.raises(ConfigError, match=r"observation space Box\(.*\(4,\).*env.id 'CartPole-v1'"):
+        policy.act(np.zeros(3, np.float32))

@@ -69,8 +69,15 @@ class Policy:
         deterministic: bool = True,
         episode_start: np.ndarray | None = None,
     ) -> tuple[Any, np.ndarray | None]:
-        single = is_single(self.observation_space, obs)
-        x = torch.from_numpy(self.encode(obs))  # (B, D)
+        try:
+            single = is_single(self.observation_space, obs)
+            x = torch.from_numpy(self.encode(obs))  # (B, D)
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            raise ConfigError(
+                f"the observation is not one (or a batch) of the run's observation space "
+                f"{self.observation_space} (env.id {self.config.env.id!r}, env.params "
+                f"{self.config.env.params}): {err}"
+            ) from None
         batch = x.shape[0]
         if state is None or not self.recurrent:
             h = self.model.initial_state(batch)
