@@ -24,7 +24,7 @@ import torch
 
 from uavrl.config import Config, apply_overrides, config_from_dict, load_config
 from uavrl.envs.spaces import ObservationEncoder, observation_encoder
-from uavrl.envs.vector import env_maker
+from uavrl.envs.vector import attribute_path, env_maker, index_actions
 from uavrl.errors import ConfigError
 from uavrl.experiments import train as training
 from uavrl.experiments.rundir import RunDir, next_free_run_dir
@@ -91,7 +91,7 @@ class Policy:
         action = self.model.policy.to_env(dist.mode() if deterministic else dist.sample())
         next_state = h.numpy() if self.recurrent else None
         if single:
-            return first_row(action), None if next_state is None else next_state[0]
+            return index_actions(action, 0), None if next_state is None else next_state[0]
         return action, next_state
 
 
@@ -105,15 +105,6 @@ def is_single(space: gym.Space[Any], obs: Any) -> bool:
         else:
             space, obs = space.spaces[0], obs[0]
     return bool(np.shape(obs) == space.shape)
-
-
-def first_row(action: Any) -> Any:
-    """The first action of a batch: an array's row 0, or a tuple or dict of them, nested."""
-    if isinstance(action, tuple):
-        return tuple(first_row(a) for a in action)
-    if isinstance(action, dict):
-        return {key: first_row(a) for key, a in action.items()}
-    return action[0]
 
 
 @dataclass(frozen=True)
@@ -140,9 +131,7 @@ def env_id_of(env: EnvSource) -> str:
     module, qualname = getattr(env, "__module__", None), getattr(env, "__qualname__", None)
     target: Any = None
     if module and qualname and "<" not in qualname:  # not a lambda, nor a function defined in one
-        target = importlib.import_module(module)
-        for part in qualname.split("."):
-            target = getattr(target, part, None)
+        target = attribute_path(importlib.import_module(module), qualname)
     if target is not env:
         raise ConfigError(
             f"env {env!r} must be a Gymnasium id or a function or env class importable by name, so "

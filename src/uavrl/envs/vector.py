@@ -98,9 +98,7 @@ def env_maker(env_id: str, kwargs: dict[str, Any]) -> Callable[[], gym.Env[Any, 
         raise ConfigError(f"env.id {env_id!r} could not be made: {type(err).__name__}: {err}") from None
     if name in gym.registry:
         return lambda: gym.make(name, **kwargs)
-    target: Any = module
-    for part in name.split("."):
-        target = getattr(target, part, None)
+    target = attribute_path(module, name)
     if not callable(target):
         raise ConfigError(
             f"env.id {env_id!r}: {module_name} neither registers a Gymnasium id {name!r} nor defines "
@@ -114,6 +112,14 @@ def env_maker(env_id: str, kwargs: dict[str, Any]) -> Callable[[], gym.Env[Any, 
         return env
 
     return make
+
+
+def attribute_path(module: Any, qualname: str) -> Any:
+    """What ``module.<qualname>`` names (a dotted path such as ``Outer.make``), or None."""
+    target = module
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    return target
 
 
 class GymVecEnv:
@@ -181,7 +187,7 @@ class ConcatVecEnv:
 
     def step(self, actions: Any) -> VecStep:
         steps = [
-            p.step(_slice_actions(actions, int(lo), int(hi)))
+            p.step(index_actions(actions, slice(int(lo), int(hi))))
             for p, lo, hi in zip(self.parts, self._bounds[:-1], self._bounds[1:], strict=True)
         ]
         final = None
@@ -430,13 +436,14 @@ def team_state_dim(obs_dim: int, n_agents: int) -> int:
     return n_agents * obs_dim + n_agents + 1
 
 
-def _slice_actions(actions: Any, lo: int, hi: int) -> Any:
-    """Rows ``lo:hi`` of a batch of actions: an array, or a tuple or dict of them, nested."""
+def index_actions(actions: Any, rows: int | slice) -> Any:
+    """``rows`` (one row, or a slice of them) of a batch of actions: an array, or a tuple or dict
+    of them, nested."""
     if isinstance(actions, tuple):
-        return tuple(_slice_actions(a, lo, hi) for a in actions)
+        return tuple(index_actions(a, rows) for a in actions)
     if isinstance(actions, dict):
-        return {key: _slice_actions(a, lo, hi) for key, a in actions.items()}
-    return actions[lo:hi]
+        return {key: index_actions(a, rows) for key, a in actions.items()}
+    return actions[rows]
 
 
 def make_vec_env(
