@@ -151,6 +151,24 @@ def _read_times(row: SolveRow, out: Path) -> tuple[float | None, float | None]:
     return summary.get("first_update_at"), (hit or {}).get("at")
 
 
+def launch(command: list[str], log: Path, max_seconds: float) -> int | None:
+    """Run ``command`` with its output in ``log``; its exit code, or None if stopped at
+    ``max_seconds``."""
+    with log.open("w") as output:
+        try:
+            return subprocess.run(
+                command, stdout=output, stderr=subprocess.STDOUT, timeout=max_seconds, check=False
+            ).returncode
+        except subprocess.TimeoutExpired:
+            return None
+
+
+def last_line(log: Path, code: int | None) -> str:
+    """Why a run failed: the last line of its output (a traceback's error), or its exit code."""
+    lines = log.read_text().strip().splitlines()
+    return lines[-1][:200] if lines else f"exit code {code}, no output"
+
+
 def time_one(
     row: SolveRow,
     seed: int,
@@ -171,21 +189,14 @@ def time_one(
         out.mkdir(parents=True)
     launched = time.time()
     log = out.with_suffix(".txt")
-    with log.open("w") as output:
-        try:
-            code: int | None = subprocess.run(
-                command, stdout=output, stderr=subprocess.STDOUT, timeout=max_seconds, check=False
-            ).returncode
-        except subprocess.TimeoutExpired:
-            code = None
+    code = launch(command, log, max_seconds)
     first_step_at, hit_at = _read_times(row, out)
     # a run that crashed or hung says why, instead of passing for an unsolved seed
     error = ""
     if code is None and hit_at is None:
         error = f"no hit within max_seconds={max_seconds:g}, stopped"
     elif code not in (0, None):
-        lines = log.read_text().strip().splitlines()
-        error = lines[-1][:200] if lines else f"exit code {code}, no output"
+        error = last_line(log, code)
     return {
         "row": row.label,
         "seed": seed,

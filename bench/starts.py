@@ -13,7 +13,6 @@ a starting config solves).
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from uavrl.bench.solve import last_line, launch
 
 
 @dataclass(frozen=True)
@@ -64,21 +64,15 @@ def run_one(
         command += ["--set", item]
     started = time.time()
     log = out.with_suffix(".txt")
-    error = ""
-    with log.open("w") as output:
-        try:
-            code = subprocess.run(
-                command, stdout=output, stderr=subprocess.STDOUT, timeout=max_seconds, check=False
-            ).returncode
-        except subprocess.TimeoutExpired:
-            code, error = -1, f"stopped at max_seconds={max_seconds:g}"
+    code = launch(command, log, max_seconds)
     summary_path = out / "summary.json"
-    final = np.nan
-    if code == 0 and summary_path.exists():
+    final, error = np.nan, ""
+    if code is None:
+        error = f"stopped at max_seconds={max_seconds:g}"
+    elif code == 0 and summary_path.exists():
         final = float(json.loads(summary_path.read_text())["eval"]["mean_return"])
-    elif not error:
-        lines = log.read_text().strip().splitlines()
-        error = lines[-1][:200] if lines else f"exit code {code}, no output"
+    else:
+        error = last_line(log, code)
     target = check.tasks[env_id]
     return {
         "config": Path(check.config).stem,
