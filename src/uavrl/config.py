@@ -165,6 +165,10 @@ class ModelConfig(ConfigSection):
     (:class:`~uavrl.envs.vector.HiddenStateObservations`). The deployed policy is unchanged:
     only the training targets see more. With ``central_critic`` as well, the team state holds
     every pool mate's observation with its hidden state.
+
+    ``separate_critic`` gives the value function its own feed-forward network over the
+    observation, so the value loss never moves the policy's layers (implied by either critic
+    above). A recurrent model's critic then has no memory.
     """
 
     hidden_size: int = Field(128, ge=1)
@@ -173,6 +177,7 @@ class ModelConfig(ConfigSection):
     squash: Literal["clip", "tanh"] = "clip"
     central_critic: bool = Field(False, json_schema_extra=HASH_NEUTRAL)
     privileged_critic: bool = Field(False, json_schema_extra=HASH_NEUTRAL)
+    separate_critic: bool = Field(False, json_schema_extra=HASH_NEUTRAL)
 
 
 class AlgoConfig(ConfigSection):

@@ -98,6 +98,21 @@ def test_a_central_critic_model_exports_its_policy_on_the_agents_own_observation
     assert np.isnan(o_value).all()
 
 
+def test_a_separate_critic_model_exports_its_value(tmp_path: Path) -> None:
+    """A separate critic reads the agent's own observation: its value is exported, not NaN."""
+    torch.manual_seed(4)
+    model = build_model(ModelSpec(obs_dim=48, hidden_size=16, separate_critic=True)).eval()
+    sidecar = json.loads(export_policy(model, tmp_path / "p.onnx", {"env": {}}).read_text())
+    assert sidecar["inputs"]["obs"] == [None, 48] and not sidecar["value_is_nan"]
+    obs = np.random.default_rng(0).random((4, 48), dtype=np.float32)
+    h = np.zeros((4, sidecar["state_size"]), np.float32)
+    o_params, o_value, _ = onnx_step(onnx_session(tmp_path / "p.onnx"), obs, h, np.ones(4, np.float32))
+    with torch.no_grad():
+        params, value, _ = model.step(torch.from_numpy(obs), torch.from_numpy(h))
+    np.testing.assert_allclose(o_params, params.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(o_value, value.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def _parts(actions: Any) -> tuple[np.ndarray, ...]:
     """The arrays of an env action batch: an array, or a tuple or dict of them, nested."""
     if isinstance(actions, dict):

@@ -111,6 +111,31 @@ def test_central_critic_reads_the_state_and_the_policy_does_not(recurrent: bool)
         torch.testing.assert_close(values[t], v, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("recurrent", [True, False])
+def test_a_separate_critic_keeps_value_gradients_out_of_the_policy(recurrent: bool) -> None:
+    """``separate_critic``: the value loss moves only the critic's network and the value head;
+    the policy loss never reaches them; values agree between step and rollout."""
+    torch.manual_seed(5)
+    model = build_model(ModelSpec(obs_dim=6, hidden_size=16, recurrent=recurrent, separate_critic=True))
+    assert model.critic is not None and model.critic[0].in_features == model.encoder[0].in_features == 6
+    critic_names = {n for n, _ in model.named_parameters() if n.startswith(("critic.", "value."))}
+    seq, h0 = torch.randn(4, 3, 6), model.initial_state(3)
+    params, values, _ = model.rollout(seq, h0, torch.zeros(4, 3))
+    assert torch.isfinite(values).all()
+    for loss, moved in ((values.square().sum(), critic_names), (params.square().sum(), None)):
+        model.zero_grad()
+        loss.backward(retain_graph=True)
+        with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        if moved is None:
+            assert with_grad and not with_grad & critic_names
+        else:
+            assert with_grad == moved
+    h_t = h0
+    for t in range(4):
+        _, v, h_t = model.step(seq[t], h_t)
+        torch.testing.assert_close(values[t], v, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("critic_state_dim", [0, 4])
 @pytest.mark.parametrize("recurrent", [True, False])
 def test_act_is_step_without_the_value(recurrent: bool, critic_state_dim: int) -> None:

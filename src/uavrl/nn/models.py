@@ -36,6 +36,8 @@ class ModelSpec:
         critic_state_dim: G > 0 gives a centralised critic: the last G of the D observation
             columns are the world's state, read by a separate value network; the policy reads
             the first D - G (the agent's own observation).
+        separate_critic: the value comes from its own feed-forward network over the D columns
+            even when G = 0, so value-loss gradients never reach the policy's layers.
     """
 
     obs_dim: int
@@ -45,6 +47,7 @@ class ModelSpec:
     layer_norm: bool = True
     squash: Squash = "clip"
     critic_state_dim: int = 0
+    separate_critic: bool = False
 
     @property
     def actor_obs_dim(self) -> int:
@@ -74,10 +77,11 @@ class ActorCritic(nn.Module):
     """Linear -> (LayerNorm) -> ReLU -> core -> (LayerNorm) -> policy head and value head.
 
     The core is ``Linear -> ReLU`` (feed-forward) or a one-layer GRU (recurrent). With a
-    centralised critic (``spec.critic_state_dim > 0``) the value comes from its own network,
-    ``Linear -> (LayerNorm) -> ReLU -> Linear -> ReLU -> value head``, over all D columns, and the
-    encoder reads the agent's own ``actor_obs_dim`` columns. Given only those columns (acting
-    in evaluation or on board) such a model returns NaN values.
+    centralised critic (``spec.critic_state_dim > 0``) or ``spec.separate_critic`` the value
+    comes from its own network, ``Linear -> (LayerNorm) -> ReLU -> Linear -> ReLU -> value
+    head``, over all D columns, and the encoder reads the agent's own ``actor_obs_dim`` columns.
+    Given only those columns (acting in evaluation or on board) a centralised critic's model
+    returns NaN values.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -91,7 +95,7 @@ class ActorCritic(nn.Module):
             nn.ReLU(),
         )
         self.critic: nn.Module | None = None
-        if spec.critic_state_dim:
+        if spec.critic_state_dim or spec.separate_critic:
             self.critic = nn.Sequential(
                 _orthogonal(nn.Linear(spec.obs_dim, hidden), relu_gain),
                 _norm(spec.layer_norm, hidden),

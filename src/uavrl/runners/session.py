@@ -90,6 +90,7 @@ def model_spec(config: Config) -> ModelSpec:
         recurrent=config.model.recurrent,
         layer_norm=config.model.layer_norm,
         squash=config.model.squash,
+        separate_critic=config.model.separate_critic,
     )
 
 
