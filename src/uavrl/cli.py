@@ -622,7 +622,7 @@ def _bench_starts(args: argparse.Namespace) -> None:
         )
     max_seconds = args.max_seconds or 1800.0
     with progress_console.status(
-        f"training {args.seeds} seeds per config, model and task, 2 at a time (an hour)"
+        f"training {args.seeds} seeds per config and task, 2 at a time (8 seeds: about 15 min here)"
     ):
         runs, table = starts.run(args.seeds, kinds, max_seconds=max_seconds)
     rich_table = Table(title=f"starting configs: final greedy return at their budgets, {args.seeds} seeds")
