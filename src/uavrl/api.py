@@ -29,7 +29,6 @@ from uavrl.errors import ConfigError
 from uavrl.experiments import train as training
 from uavrl.experiments.rundir import RunDir, next_free_run_dir
 from uavrl.nn.models import ActorCritic, reset_hidden
-from uavrl.runners.worker import worker_env_params
 
 EnvSource = str | Callable[..., gym.Env[Any, Any]]
 
@@ -49,7 +48,7 @@ class Policy:
     def __init__(self, model: ActorCritic, config: Config) -> None:
         self.model = model.eval()
         self.config = config
-        probe = env_maker(config.env.id, worker_env_params(config, 0))()
+        probe = env_maker(config.env.id, config.env.worker_params(0))()
         try:
             self.observation_space: gym.Space[Any] = probe.observation_space
             self.action_space: gym.Space[Any] = probe.action_space

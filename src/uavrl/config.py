@@ -142,6 +142,15 @@ class EnvConfig(ConfigSection):
         """The uavrl preset (``paper``, ``mec``), or None for any other env."""
         return str(self.params.get("preset", "paper")) if self.id == ENV_ID else None
 
+    def worker_params(self, worker_id: int, base: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Env parameters of worker ``worker_id``: the base params (default ``params``) plus its
+        scenario cell of ``worker_cells``."""
+        params = dict(self.params if base is None else base)
+        if self.worker_cells:
+            name = self.worker_cells[worker_id] if len(self.worker_cells) > 1 else self.worker_cells[0]
+            params.update(resolve_preset_cells(str(self.preset), name)[0].env_params())
+        return params
+
     @property
     def is_paper(self) -> bool:
         """The `paper` preset of uavrl/Offload-v0, for which scenario cells, cloud pools and the

@@ -7,7 +7,7 @@ import pytest
 from uavrl.algo.batch import RolloutBatch
 from uavrl.algo.replay import TrajectoryReplay
 from uavrl.nn.models import ModelSpec, build_model
-from uavrl.runners.actor_learner import empty_rollout
+from uavrl.runners.transport import empty_rollout
 
 MODEL = build_model(ModelSpec(obs_dim=3, hidden_size=4))
 

@@ -383,13 +383,13 @@ def test_mec_workers_train_in_their_cells_and_the_run_is_scored_in_each(make_con
     from uavrl.errors import ConfigError
     from uavrl.experiments.train import evaluate_final
     from uavrl.runners.checkpoint import load_models
-    from uavrl.runners.worker import make_worker_env, worker_env_params
+    from uavrl.runners.worker import make_worker_env
 
     mec = {"id": "uavrl/Offload-v0", "params": {"preset": "mec", "horizon": 20}}
     cells = ["v5-f15-d150", "v90-f60-d250"]
     config = make_config(env={**mec, "worker_cells": cells}, runner={"total_env_steps": 800})
     for i, (v, f, d) in enumerate([(5.0, 15.0, 150.0), (90.0, 60.0, 250.0)]):
-        params = worker_env_params(config, i)
+        params = config.env.worker_params(i)
         assert (params["velocity"], params["cloud_ghz"], params["distance"]) == (v, f, d)
         core = make_worker_env(config, i, None).core  # type: ignore[attr-defined]
         assert (core.params.velocity, core.params.cloud_ghz, core.params.distance) == (v, f, d)

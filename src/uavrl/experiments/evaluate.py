@@ -25,7 +25,6 @@ from uavrl.envs.scenarios import Cell, MecCell, resolve_cells, resolve_preset_ce
 from uavrl.envs.worlds import AgentTeam, Regime, World, cell_worlds, training_world
 from uavrl.experiments.normalise import HINDSIGHT_BOUND
 from uavrl.nn.models import ActorCritic
-from uavrl.runners.worker import worker_env_params
 
 RESULT_COLUMNS = ["policy", "cell", "regime", "episodes", "mean", "std", "ci_low", "ci_high"]
 
@@ -184,7 +183,7 @@ def mec_cloud_group(config: Config, regime: Regime) -> int:
 def agent_params(config: Config, base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Env parameters of each of the run's N agents (workers): ``base`` (default the run's own
     env params) plus the worker's training cell."""
-    return [worker_env_params(config, i, base) for i in range(config.runner.n_workers)]
+    return [config.env.worker_params(i, base) for i in range(config.runner.n_workers)]
 
 
 def training_cells(config: Config) -> list[Any]:

@@ -21,11 +21,10 @@ from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.errors import ConfigError, RunInterrupted
 from uavrl.experiments.rundir import RunDir
 from uavrl.fileio import write_atomically
-from uavrl.nn.models import ActorCritic
+from uavrl.nn.models import ActorCritic, clone_model
 from uavrl.runners.registry import runner_for
 from uavrl.runners.session import HookOutcome, ProgressHook, RunResult, check_envs
 from uavrl.runners.supervise import refuse_unguarded_start
-from uavrl.runners.worker import local_copy
 
 if TYPE_CHECKING:  # evaluation (pandas) is imported when a run evaluates: 0.4 s of start-up
     import pandas as pd
@@ -144,7 +143,7 @@ class PeriodicEvaluation:
         # A serial run samples its actions from torch's generator: the evaluation must leave it
         # as it was (building the snapshot draws initial weights from it, for one).
         with torch.random.fork_rng(devices=[]):
-            snapshot = [local_copy(m) for m in models]  # workers may go on updating the originals
+            snapshot = [clone_model(m) for m in models]  # workers may go on updating the originals
             table = greedy_evaluation(self.config, snapshot, self.config.eval.periodic_episodes)
         score, _ = mean_over_cells(table)
         wall = time.time() - self.clock_origin

@@ -216,3 +216,10 @@ Actor = ActorCritic | ModelTeam
 def build_model(spec: ModelSpec | dict[str, Any]) -> ActorCritic:
     """A fresh model from a spec or its dict form (as stored in a checkpoint)."""
     return ActorCritic(spec if isinstance(spec, ModelSpec) else ModelSpec(**spec))
+
+
+def clone_model(model: ActorCritic) -> ActorCritic:
+    """A new model of ``model``'s spec with its weights (a worker's private copy, a snapshot)."""
+    copy = build_model(model.spec)
+    copy.load_state_dict(model.state_dict())
+    return copy

@@ -13,9 +13,22 @@ import torch
 
 from uavrl.config import Config
 from uavrl.locking import ProcessLock
-from uavrl.runners.a3c import run_serial, updates_per_worker
+from uavrl.runners.bookkeeping import updates_per_worker
+from uavrl.runners.seeds import SeedPurpose, derived_seed
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
-from uavrl.runners.worker import Worker, derived_seed, make_all_worker_envs
+from uavrl.runners.worker import Worker, make_all_worker_envs
+
+
+def _run_synchronous(
+    worker: Worker, session: TrainingSession, target: int, hook: ProgressHook | None
+) -> None:
+    """``target`` updates of the one worker that steps every env, in this process."""
+    counters = session.counters
+    while counters.worker_updates[worker.worker_id] < target:
+        worker.update_and_book(counters, session.metrics, session.clock_origin)
+        session.maybe_checkpoint()
+        if session.after_round(hook):
+            return
 
 
 def run_a2c(
@@ -27,8 +40,8 @@ def run_a2c(
     pool = session.open_pool(cross_process=False)
     env = make_all_worker_envs(config, pool)
     env_seed = session.env_seed()
-    torch.manual_seed(derived_seed(config.seed, 3, env_seed))
+    torch.manual_seed(derived_seed(config.seed, SeedPurpose.ACTOR_SAMPLING, env_seed))
     worker = Worker(config, 0, session.models[0], session.optimizers[0], ProcessLock(), env, env_seed)
     with session.running():
-        run_serial([worker], session, updates_per_worker(config), hook)
+        _run_synchronous(worker, session, updates_per_worker(config), hook)
     return session.result()

@@ -8,7 +8,6 @@ runs the workers in this process, stepped as one batch (:class:`BatchedWorkers`)
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -20,53 +19,17 @@ from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.locking import ProcessLock
 from uavrl.nn.models import ActorCritic
-from uavrl.runners.learner import UpdateStats
+from uavrl.runners.bookkeeping import SharedCounters, book_update, updates_per_worker
+from uavrl.runners.seeds import SeedPurpose, derived_seed, incarnation_seed
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
 from uavrl.runners.supervise import ChildLink, Supervisor, child_process
-from uavrl.runners.worker import (
-    BatchedWorkers,
-    EpisodeRecord,
-    SharedCounters,
-    Worker,
-    derived_seed,
-    incarnation_seed,
-    make_all_worker_envs,
-    metric_rows,
-)
+from uavrl.runners.worker import BatchedWorkers, Worker, make_all_worker_envs
 
 POLL_S = 0.2  # how often the parent looks at its workers
 
 
-def updates_per_worker(config: Config) -> int:
-    """Equal share of ``total_env_steps`` per worker, in whole rollouts."""
-    r = config.runner
-    per_update = r.n_workers * r.envs_per_worker * config.algo.rollout_length
-    return max(1, math.ceil(r.total_env_steps / per_update))
-
-
 def _learner_of(session: TrainingSession, worker_id: int) -> int:
     return 0 if len(session.models) == 1 else worker_id
-
-
-def book_update(
-    worker_id: int,
-    stats: UpdateStats,
-    episodes: list[EpisodeRecord],
-    counters: SharedCounters,
-    metrics: Any,
-    clock_origin: float,
-) -> None:
-    """One worker update, booked in the run counters and sent to the writer."""
-    total, numbers = counters.add(stats.env_steps, stats.applied, [ep.owner for ep in episodes], worker_id)
-    if episodes:
-        metrics.put(
-            metric_rows(stats, episodes, numbers, total, counters.worker_updates[worker_id], clock_origin)
-        )
-
-
-def _one_update(worker: Worker, counters: SharedCounters, metrics: Any, clock_origin: float) -> None:
-    stats, episodes = worker.update(int(counters.env_steps.value))
-    book_update(worker.worker_id, stats, episodes, counters, metrics, clock_origin)
 
 
 def _worker_process(
@@ -84,7 +47,7 @@ def _worker_process(
 ) -> None:
     with child_process(link.channel, worker_id) as parent:
         config = Config.model_validate(config_data)
-        torch.manual_seed(derived_seed(config.seed, 3, worker_id, env_seed))
+        torch.manual_seed(derived_seed(config.seed, SeedPurpose.ACTOR_SAMPLING, worker_id, env_seed))
         worker = Worker.build(config, worker_id, learner, optimizer, lock, pool, env_seed)
         # a parent killed with -9 sets no stop flag: notice its death instead of outliving it
         while (
@@ -93,7 +56,7 @@ def _worker_process(
             and (parent is None or parent.is_alive())
         ):
             link.beat()
-            _one_update(worker, counters, link.channel, clock_origin)
+            worker.update_and_book(counters, link.channel, clock_origin)
         link.finished()
 
 
@@ -108,19 +71,6 @@ def _monitor(session: TrainingSession, supervisor: Supervisor, hook: ProgressHoo
         if session.after_round(hook):
             return  # the caller stops the workers
         time.sleep(POLL_S)
-
-
-def run_serial(
-    workers: list[Worker], session: TrainingSession, target: int, hook: ProgressHook | None = None
-) -> None:
-    """Round-robin: one update of every unfinished worker per pass, in this process."""
-    counters = session.counters
-    while pending := [w for w in workers if counters.worker_updates[w.worker_id] < target]:
-        for worker in pending:
-            _one_update(worker, counters, session.metrics, session.clock_origin)
-        session.maybe_checkpoint()
-        if session.after_round(hook):
-            return
 
 
 def run_batched(
@@ -156,7 +106,7 @@ def run_a3c(
     env_seed = session.env_seed()
     with session.running():
         if r.serial:
-            torch.manual_seed(derived_seed(config.seed, 3, env_seed))
+            torch.manual_seed(derived_seed(config.seed, SeedPurpose.ACTOR_SAMPLING, env_seed))
             batched = BatchedWorkers(
                 config,
                 session.models,

@@ -10,11 +10,9 @@ updates on ``learner_batch`` rollouts at a time and publishes the new weights wi
   versions old (the policy lag, logged as a histogram in ``summary.json``), which the learner
   corrects with V-trace.
 
-Transport (:class:`RolloutSlots`, :class:`WeightBroadcast`): rollouts are written into
-preallocated shared-memory slots and only slot numbers travel, each actor's on pipes of its own
-(free slots from the learner, written slots to it through its channel); weights are copied into
-one shared model under a :class:`~uavrl.locking.ProcessLock`, with a version counter. An actor
-gets a free slot before it acts: for ``a3c_data`` its one slot comes back only once the update
+Transport (:mod:`uavrl.runners.transport`): rollouts travel as slot numbers of preallocated
+shared-memory slots, weights through one shared model with a version. An actor gets a free slot
+before it acts: for ``a3c_data`` its one slot comes back only once the update
 that read it is published. ``serial`` runs the actors in this process, stepped as one batch,
 then the learner.
 """
@@ -28,167 +26,21 @@ from typing import Any
 
 import torch
 
-from uavrl.algo.batch import TENSOR_FIELDS, RolloutBatch
-from uavrl.algo.replay import TrajectoryReplay
+from uavrl.algo.batch import RolloutBatch
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
-from uavrl.locking import ProcessLock
-from uavrl.nn.models import ActorCritic
-from uavrl.runners.a3c import book_update
+from uavrl.nn.models import clone_model
+from uavrl.runners.bookkeeping import EpisodeRecord, book_update, episode_records
 from uavrl.runners.ipc import ROLLOUT
-from uavrl.runners.learner import Learner
+from uavrl.runners.learner import Learner, learner_batch, replay_stats, trajectory_replay
 from uavrl.runners.metrics import histogram_summary
+from uavrl.runners.seeds import SeedPurpose, derived_seed, incarnation_seed
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
 from uavrl.runners.supervise import ChildLink, Supervisor, child_process
-from uavrl.runners.worker import (
-    EpisodeRecord,
-    derived_seed,
-    episode_records,
-    incarnation_seed,
-    local_copy,
-    make_all_worker_envs,
-    make_collector,
-    make_worker_env,
-)
+from uavrl.runners.transport import RolloutSlots, WeightBroadcast, empty_rollout
+from uavrl.runners.worker import make_all_worker_envs, make_collector, make_worker_env
 
 POLL_S = 0.2  # how often a blocked actor or learner looks up from its queue
-
-
-def learner_batch(config: Config) -> int:
-    """Rollouts per learner update: every actor's for ``a3c_data``, ``learner_batch`` (default
-    all N) for ``impala``."""
-    r = config.runner
-    return r.n_workers if r.kind == "a3c_data" or r.learner_batch is None else r.learner_batch
-
-
-def trajectory_replay(config: Config) -> TrajectoryReplay | None:
-    """The learner's replay of recent rollouts (``runner.replay_size``, ``impala`` only), seeded
-    by the run's seed; None without one."""
-    r = config.runner
-    if r.replay_size == 0:
-        return None
-    return TrajectoryReplay(r.replay_size, r.replay_ratio, derived_seed(config.seed, 5))
-
-
-def replay_stats(replay: TrajectoryReplay | None) -> dict[str, Any]:
-    """``summary.json``'s record of the replay: its settings and the ages of what it replayed."""
-    if replay is None:
-        return {}
-    return {
-        "replay": {
-            "capacity": replay.capacity,
-            "ratio": replay.ratio,
-            "replayed_rollouts": sum(replay.ages.values()),
-            "age": histogram_summary(replay.ages),
-        }
-    }
-
-
-def empty_rollout(model: ActorCritic, length: int, copies: int) -> RolloutBatch:
-    """A zero :class:`RolloutBatch` of T = ``length`` steps of B = ``copies`` for ``model``."""
-    head, t_b = model.policy, (length, copies)
-    obs_dim = model.spec.obs_dim
-    return RolloutBatch(
-        obs=torch.zeros(*t_b, obs_dim),
-        actions=torch.zeros(*t_b, *head.action_shape, dtype=head.action_dtype),
-        behaviour_params=torch.zeros(*t_b, head.param_dim),
-        rewards=torch.zeros(t_b),
-        terminated=torch.zeros(t_b),
-        truncated=torch.zeros(t_b),
-        final_values=torch.zeros(t_b),
-        starts=torch.zeros(t_b),
-        h0=model.initial_state(copies),
-        last_value=torch.zeros(copies),
-        next_obs=torch.zeros(copies, obs_dim),
-        next_start=torch.zeros(copies),
-    )
-
-
-class RolloutSlots:
-    """Rollout batches preallocated in shared memory, ``per_actor`` slots for each actor.
-
-    Actor ``i`` writes into its slots ``[i * per_actor, (i + 1) * per_actor)``; the learner
-    reads them; only slot numbers travel. ``free[i]`` is the pipe of actor ``i``'s free slots:
-    the learner (this process) its only writer, the actor its only reader, so neither can block
-    the other by dying; it holds both ends, so a send never fails, and at most ``per_actor``
-    numbers wait in it. A written slot goes to the learner through the actor's channel
-    (:data:`~uavrl.runners.ipc.ROLLOUT`).
-    """
-
-    def __init__(self, template: RolloutBatch, n_actors: int, per_actor: int, ctx: Any) -> None:
-        self.per_actor = per_actor
-        self.ctx = ctx
-        n = n_actors * per_actor
-        self.buffers = [
-            {name: torch.zeros_like(getattr(template, name)).share_memory_() for name in TENSOR_FIELDS}
-            for _ in range(n)
-        ]
-        self.versions = torch.zeros(n, dtype=torch.int64).share_memory_()
-        self.free = [self._free_pipe(actor, held=set()) for actor in range(n_actors)]
-
-    def __getstate__(self) -> dict[str, Any]:
-        # an actor gets the buffers; its free slots come on its own pipe (free_slots_of)
-        return {k: v for k, v in self.__dict__.items() if k not in ("free", "ctx")}
-
-    def _free_pipe(self, actor: int, held: set[int]) -> tuple[Any, Any]:
-        reader, writer = self.ctx.Pipe(duplex=False)
-        for slot in range(actor * self.per_actor, (actor + 1) * self.per_actor):
-            if slot not in held:
-                writer.send(slot)
-        return reader, writer
-
-    def write(self, slot: int, batch: RolloutBatch) -> None:
-        buffer = self.buffers[slot]
-        for name in TENSOR_FIELDS:
-            buffer[name].copy_(getattr(batch, name))
-        self.versions[slot] = batch.policy_version
-
-    def read(self, slot: int) -> RolloutBatch:
-        """A copy of the slot's rollout (the slot can be handed back right after)."""
-        buffer = self.buffers[slot]
-        return RolloutBatch(
-            **{name: buffer[name].clone() for name in TENSOR_FIELDS},
-            policy_version=int(self.versions[slot]),
-        )
-
-    def release(self, slot: int) -> None:
-        self.free[self.owner(slot)][1].send(slot)
-
-    def owner(self, slot: int) -> int:
-        return slot // self.per_actor
-
-    def free_slots_of(self, actor: int, incarnation: int, held: set[int]) -> Any:
-        """The reading end of ``actor``'s free slots for its ``incarnation``: a restarted actor
-        gets a fresh pipe with all its slots but those ``held`` by the learner (a slot the dead
-        one wrote and the learner has not read arrives stale and is discarded, so handing it out
-        again is safe; a number it was reading when it died is not lost with its pipe)."""
-        if incarnation > 0:
-            for end in self.free[actor]:
-                end.close()
-            self.free[actor] = self._free_pipe(actor, held)
-        return self.free[actor][0]
-
-
-class WeightBroadcast:
-    """The learner's latest weights in one shared model, with a version (learner updates)."""
-
-    def __init__(self, model: ActorCritic, ctx: Any) -> None:
-        self.model = local_copy(model).share_memory()
-        self.version = ctx.Value("q", 0, lock=False)
-        self.lock = ProcessLock()  # an actor killed while it copies the weights releases it
-
-    def publish(self, model: ActorCritic, version: int) -> None:
-        with self.lock:
-            self.model.load_state_dict(model.state_dict())
-            self.version.value = version
-
-    def fetch(self, into: ActorCritic, have: int) -> int:
-        """Copy the weights into ``into`` if they are newer than version ``have``; the version held."""
-        with self.lock:
-            version = int(self.version.value)
-            if version != have:
-                into.load_state_dict(self.model.state_dict())
-        return version
 
 
 def _next_free_slot(free: Any, link: ChildLink, parent: Any) -> int | None:
@@ -215,8 +67,8 @@ def _actor_process(
     with child_process(link.channel, actor_id) as parent:
         config = Config.model_validate(config_data)
         k = config.runner.envs_per_worker
-        torch.manual_seed(derived_seed(config.seed, 3, actor_id, env_seed))
-        local = local_copy(weights.model)
+        torch.manual_seed(derived_seed(config.seed, SeedPurpose.ACTOR_SAMPLING, actor_id, env_seed))
+        local = clone_model(weights.model)
         collector = make_collector(
             config, local, make_worker_env(config, actor_id, pool), env_seed, actor_id * k
         )
@@ -266,8 +118,8 @@ def _run_serial(
     config, counters = session.config, session.counters
     n, k = config.runner.n_workers, config.runner.envs_per_worker
     env_seed = session.env_seed()
-    torch.manual_seed(derived_seed(config.seed, 3, env_seed))
-    local = local_copy(central.learner.model)
+    torch.manual_seed(derived_seed(config.seed, SeedPurpose.ACTOR_SAMPLING, env_seed))
+    local = clone_model(central.learner.model)
     collector = make_collector(config, local, make_all_worker_envs(config, pool), env_seed, 0)
     per_update = learner_batch(config)
     while counters.env_steps.value < config.runner.total_env_steps:

@@ -23,6 +23,8 @@ from uavrl.algo.optim import SharedAdam
 from uavrl.algo.replay import TrajectoryReplay
 from uavrl.config import Config
 from uavrl.nn.models import ActorCritic
+from uavrl.runners.metrics import histogram_summary
+from uavrl.runners.seeds import SeedPurpose, derived_seed
 
 
 class LossFunction(Protocol):
@@ -224,3 +226,33 @@ class Learner:
         stats = self.learn(self.model, batch, env_steps)
         stats.env_steps = sum(r.env_steps for r in rollouts)
         return stats
+
+
+def learner_batch(config: Config) -> int:
+    """Rollouts per learner update: every actor's for ``a3c_data``, ``learner_batch`` (default
+    all N) for ``impala``."""
+    r = config.runner
+    return r.n_workers if r.kind == "a3c_data" or r.learner_batch is None else r.learner_batch
+
+
+def trajectory_replay(config: Config) -> TrajectoryReplay | None:
+    """The learner's replay of recent rollouts (``runner.replay_size``, ``impala`` only), seeded
+    by the run's seed; None without one."""
+    r = config.runner
+    if r.replay_size == 0:
+        return None
+    return TrajectoryReplay(r.replay_size, r.replay_ratio, derived_seed(config.seed, SeedPurpose.REPLAY))
+
+
+def replay_stats(replay: TrajectoryReplay | None) -> dict[str, Any]:
+    """``summary.json``'s record of the replay: its settings and the ages of what it replayed."""
+    if replay is None:
+        return {}
+    return {
+        "replay": {
+            "capacity": replay.capacity,
+            "ratio": replay.ratio,
+            "replayed_rollouts": sum(replay.ages.values()),
+            "age": histogram_summary(replay.ages),
+        }
+    }

@@ -44,27 +44,23 @@ from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.errors import ConfigError
 from uavrl.nn.models import ModelSpec, build_model
-from uavrl.runners.a3c import book_update
-from uavrl.runners.actor_learner import learner_batch, replay_stats, trajectory_replay
+from uavrl.runners.bookkeeping import EpisodeRecord, book_update, episode_records
 from uavrl.runners.checkpoint import load_training_tensors, training_tensors
 from uavrl.runners.learner import (
     Learner,
     UpdateStats,
+    learner_batch,
     loss_function,
     loss_gradient,
+    replay_stats,
     scheduled_entropy_coef,
+    trajectory_replay,
 )
 from uavrl.runners.metrics import histogram_summary
+from uavrl.runners.seeds import SeedPurpose, derived_seed, incarnation_seed
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
 from uavrl.runners.supervise import STARTUP_TIMEOUT_S, WorkerFailed
-from uavrl.runners.worker import (
-    EpisodeRecord,
-    derived_seed,
-    episode_records,
-    incarnation_seed,
-    make_collector,
-    make_worker_env,
-)
+from uavrl.runners.worker import make_collector, make_worker_env
 
 POLL_S = 0.2  # how long the driver waits on results before it checkpoints and calls the hook
 RESTART_WAIT_S = 300.0  # how long an actor Ray is restarting may take to answer again
@@ -127,7 +123,7 @@ class RolloutActor:
         info for the driver)."""
         if incarnation != self.incarnation:
             seed = incarnation_seed(self.env_seed, self.actor_id, incarnation)
-            torch.manual_seed(derived_seed(self.config.seed, 3, self.actor_id, seed))
+            torch.manual_seed(derived_seed(self.config.seed, SeedPurpose.ACTOR_SAMPLING, self.actor_id, seed))
             k = self.config.runner.envs_per_worker
             env = make_worker_env(self.config, self.actor_id, None)
             self.collector = make_collector(self.config, self.local, env, seed, self.actor_id * k)

@@ -22,11 +22,13 @@ from uavrl.envs.vector import hidden_state_dim, make_vec_env, team_state_dim
 from uavrl.errors import ConfigError, RunInterrupted
 from uavrl.nn.heads import describe_action_space
 from uavrl.nn.models import ActorCritic, ModelSpec, build_model
+from uavrl.runners.bookkeeping import SharedCounters
 from uavrl.runners.checkpoint import restore_training_state, save_checkpoint
 from uavrl.runners.ipc import ROWS
 from uavrl.runners.metrics import EVAL_ITEM, EVAL_LOG_FILE, LOG_FILE, MetricsWriter, cut_eval_log, cut_log
+from uavrl.runners.seeds import SeedPurpose, derived_seed
 from uavrl.runners.supervise import Supervisor
-from uavrl.runners.worker import SharedCounters, copy_cells, derived_seed, worker_env_params
+from uavrl.runners.worker import copy_cells
 
 CHECKPOINT_DIR = "checkpoints"
 EVENTS_FILE = "events.log"
@@ -67,7 +69,7 @@ class RunResult:
 def env_spaces(config: Config) -> tuple[int, Any, int]:
     """Observation size D, action space and hidden-state size G (0 without a privileged critic)
     of the configured env (read from one probe copy)."""
-    probe = make_vec_env(config.env.id, 1, worker_env_params(config, 0))
+    probe = make_vec_env(config.env.id, 1, config.env.worker_params(0))
     try:
         hidden_dim = hidden_state_dim(probe) if config.model.privileged_critic else 0
         return probe.obs_dim, probe.action_space, hidden_dim
@@ -99,7 +101,7 @@ def check_envs(config: Config) -> None:
     that cannot be imported, or spaces no model takes fail here, before a run directory is
     created."""
     distinct = {
-        json.dumps(worker_env_params(config, i), sort_keys=True) for i in range(config.runner.n_workers)
+        json.dumps(config.env.worker_params(i), sort_keys=True) for i in range(config.runner.n_workers)
     }
     for params in sorted(distinct):
         make_vec_env(config.env.id, 1, json.loads(params)).close()
@@ -116,7 +118,7 @@ def make_pool(config: Config, cross_process: bool) -> CloudPool | None:
     if not config.env.shared_pool:
         return None
     capacities = {
-        worker_env_params(config, i).get("cloud_capacity", 1000) for i in range(config.runner.n_workers)
+        config.env.worker_params(i).get("cloud_capacity", 1000) for i in range(config.runner.n_workers)
     }
     if len(capacities) != 1:
         raise ConfigError(
@@ -142,7 +144,8 @@ class TrainingSession:
         self.spec = model_spec(config)
         self.models = []
         for i in range(n_learners):
-            torch.manual_seed(derived_seed(config.seed, 1, i))  # learner i starts alike in every arm
+            # learner i starts alike in every arm
+            torch.manual_seed(derived_seed(config.seed, SeedPurpose.LEARNER_INIT, i))
             self.models.append(build_model(self.spec).share_memory())
         self.optimizers = [
             SharedAdam(m.parameters(), lr=config.algo.lr, eps=config.algo.adam_eps) for m in self.models
@@ -205,7 +208,7 @@ class TrainingSession:
                 {
                     "worker_id": i,
                     "envs": r.envs_per_worker,
-                    "params": worker_env_params(self.config, i),
+                    "params": self.config.env.worker_params(i),
                     "copy_cells": None if cells is None else [c.name for c in cells],
                 }
                 for i, cells in ((i, copy_cells(self.config, i)) for i in range(r.n_workers))
@@ -229,7 +232,9 @@ class TrainingSession:
 
     def env_seed(self) -> int:
         """Env seed of this (possibly resumed) session: a resumed run does not replay its streams."""
-        return self.config.seed if self.resumes == 0 else derived_seed(self.config.seed, 2, self.resumes)
+        if self.resumes == 0:
+            return self.config.seed
+        return derived_seed(self.config.seed, SeedPurpose.RESUMED_ENVS, self.resumes)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:

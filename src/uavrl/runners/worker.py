@@ -12,10 +12,7 @@ local gradients, optimizer step, set the learner's grads to None.
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +22,7 @@ from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.envs.paper import PaperCore, PaperParams
-from uavrl.envs.scenarios import Cell, resolve_cells, resolve_preset_cells
+from uavrl.envs.scenarios import Cell, resolve_cells
 from uavrl.envs.vector import (
     CoreVecEnv,
     HiddenStateObservations,
@@ -37,95 +34,10 @@ from uavrl.envs.vector import (
     make_vec_env,
 )
 from uavrl.errors import ConfigError
-from uavrl.locking import ProcessLock
-from uavrl.nn.models import Actor, ActorCritic, ModelTeam, build_model
+from uavrl.nn.models import Actor, ActorCritic, ModelTeam, clone_model
+from uavrl.runners.bookkeeping import EpisodeRecord, SharedCounters, book_update, episode_records
 from uavrl.runners.learner import Learner, UpdateStats
-from uavrl.runners.rollout import FinishedEpisode, RolloutCollector
-
-
-class SharedCounters:
-    """Run-wide counters in shared memory (work the same in one process).
-
-    Episodes are numbered here, per worker, under the same lock as the env-step count, so a
-    :meth:`snapshot` (a checkpoint's counters) is consistent: every logged episode booked
-    before it has a number at most the snapshot's count and a step at most its env steps.
-    """
-
-    def __init__(self, n_slots: int, n_workers: int, context: Any = None) -> None:
-        ctx = context or mp.get_context("spawn")
-        self.lock = ProcessLock()  # one lock for all; a worker killed inside it releases it by dying
-        self.env_steps = ctx.Value("q", 0, lock=False)
-        self.updates = ctx.Value("q", 0, lock=False)
-        self.skipped_updates = ctx.Value("q", 0, lock=False)
-        self.episodes = ctx.Value("q", 0, lock=False)
-        self.worker_updates = ctx.Array("q", n_slots, lock=False)
-        self.worker_episodes = ctx.Array("q", n_workers, lock=False)
-        # wall clock (epoch s) of this session's first booked update: start-up ends by then
-        self.first_update_at = ctx.Value("d", 0.0, lock=False)
-
-    def add(self, env_steps: int, applied: bool, owners: list[int], worker_id: int) -> tuple[int, list[int]]:
-        """Book one update of slot ``worker_id`` and the episodes it finished (their owners).
-
-        Returns the run's env steps after it and each episode's number within its owner.
-        """
-        with self.lock:
-            if self.first_update_at.value == 0.0:
-                self.first_update_at.value = time.time()
-            self.env_steps.value += env_steps
-            total = int(self.env_steps.value)
-            numbers = []
-            for owner in owners:
-                self.worker_episodes[owner] += 1
-                numbers.append(int(self.worker_episodes[owner]))
-            if applied:
-                self.updates.value += 1
-            else:
-                self.skipped_updates.value += 1
-            self.episodes.value += len(owners)
-            self.worker_updates[worker_id] += 1
-        return total, numbers
-
-    def snapshot(self) -> dict[str, Any]:
-        with self.lock:
-            return {
-                "env_steps": int(self.env_steps.value),
-                "updates": int(self.updates.value),
-                "skipped_updates": int(self.skipped_updates.value),
-                "episodes": int(self.episodes.value),
-                "worker_updates": list(self.worker_updates[:]),
-                "worker_episodes": list(self.worker_episodes[:]),
-            }
-
-    def restore(self, saved: dict[str, Any]) -> None:
-        self.env_steps.value = saved["env_steps"]
-        self.updates.value = saved["updates"]
-        self.skipped_updates.value = saved.get("skipped_updates", 0)
-        self.episodes.value = saved.get("episodes", 0)
-        self.worker_updates[:] = saved["worker_updates"]
-        counts = list(saved.get("worker_episodes", []))
-        self.worker_episodes[:] = counts + [0] * (len(self.worker_episodes) - len(counts))
-
-
-def derived_seed(seed: int, *keys: int) -> int:
-    """A 63-bit seed for one purpose of one run (e.g. torch sampling of worker ``i``)."""
-    return int(np.random.SeedSequence([seed, *keys]).generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def incarnation_seed(env_seed: int, worker_id: int, incarnation: int) -> int:
-    """Env seed of worker ``worker_id``'s ``incarnation``-th restart (0: the first start): a
-    restarted worker draws new streams instead of replaying the ones it had."""
-    return env_seed if incarnation == 0 else derived_seed(env_seed, 4, worker_id, incarnation)
-
-
-def worker_env_params(config: Config, worker_id: int, base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Env parameters of worker ``worker_id``: the base params (default ``env.params``) plus its
-    scenario cell."""
-    params = dict(config.env.params if base is None else base)
-    cells = config.env.worker_cells
-    if cells:
-        name = cells[worker_id] if len(cells) > 1 else cells[0]
-        params.update(resolve_preset_cells(str(config.env.preset), name)[0].env_params())
-    return params
+from uavrl.runners.rollout import RolloutCollector
 
 
 def copy_cells(config: Config, worker_id: int) -> list[Cell] | None:
@@ -147,7 +59,7 @@ def make_worker_env(config: Config, worker_id: int, pool: CloudPool | None) -> V
 
 def _worker_part(config: Config, worker_id: int, pool: CloudPool | None) -> VecEnv:
     env = make_vec_env(
-        config.env.id, config.runner.envs_per_worker, worker_env_params(config, worker_id), pool
+        config.env.id, config.runner.envs_per_worker, config.env.worker_params(worker_id), pool
     )
     cells = copy_cells(config, worker_id)
     if cells is not None:
@@ -186,33 +98,6 @@ def make_all_worker_envs(config: Config, pool: CloudPool | None) -> VecEnv:
     return PoolMateRewards(env, n, config.env.team_spirit)
 
 
-@dataclass
-class EpisodeRecord:
-    """A finished episode of worker ``owner`` (its number is given when it is booked)."""
-
-    owner: int
-    episode_return: float
-    length: int
-
-
-def episode_records(
-    finished: list[FinishedEpisode], first_worker: int, copies_per_worker: int
-) -> list[EpisodeRecord]:
-    """Owners of finished episodes: copy ``j`` of a batch of several workers' envs belongs to
-    worker ``first_worker + j // copies_per_worker``."""
-    return [
-        EpisodeRecord(first_worker + ep.copy // copies_per_worker, ep.episode_return, ep.length)
-        for ep in finished
-    ]
-
-
-def local_copy(learner: ActorCritic) -> ActorCritic:
-    """A worker's private model with the learner's weights (gradients are computed on it)."""
-    local = build_model(learner.spec)
-    local.load_state_dict(learner.state_dict())
-    return local
-
-
 def make_collector(
     config: Config, actor: Actor, env: VecEnv, env_seed: int, first_copy: int
 ) -> RolloutCollector:
@@ -245,7 +130,7 @@ class Worker:
         self.learner = learner
         self.learner_role = Learner(config, learner, optimizer, lock, f"worker {worker_id}")
         self.env = env
-        self.local = local_copy(learner)
+        self.local = clone_model(learner)
         self.collector = make_collector(
             config, self.local, env, env_seed, worker_id * config.runner.envs_per_worker
         )
@@ -265,6 +150,12 @@ class Worker:
         return cls(
             config, worker_id, learner, optimizer, lock, make_worker_env(config, worker_id, pool), env_seed
         )
+
+    def update_and_book(self, counters: SharedCounters, metrics: Any, clock_origin: float) -> None:
+        """One rollout + update at the run's env steps so far, booked in ``counters`` and sent
+        to ``metrics``."""
+        stats, episodes = self.update(int(counters.env_steps.value))
+        book_update(self.worker_id, stats, episodes, counters, metrics, clock_origin)
 
     def update(self, env_steps: int = 0) -> tuple[UpdateStats, list[EpisodeRecord]]:
         """One rollout + update.
@@ -310,7 +201,7 @@ class BatchedWorkers:
             Learner(config, learners[k], optimizers[k], locks[k], f"worker {i}")
             for i, k in enumerate(self.learner_of)
         ]
-        self.locals = [local_copy(m) for m in learners]
+        self.locals = [clone_model(m) for m in learners]
         self.actor: Actor = self.locals[0] if len(learners) == 1 else ModelTeam(self.locals)
         self.collector = make_collector(config, self.actor, env, env_seed, 0)
 
@@ -327,39 +218,3 @@ class BatchedWorkers:
             stats = learner_role.learn(local, batch.columns(i * k, (i + 1) * k), env_steps)
             results.append((stats, [r for r in records if r.owner == i]))
         return results
-
-
-def metric_rows(
-    stats: UpdateStats,
-    episodes: list[EpisodeRecord],
-    numbers: list[int],
-    env_steps: int,
-    worker_updates: int,
-    clock_origin: float,
-) -> list[dict[str, Any]]:
-    """``training_log.csv`` rows, one per finished episode (``numbers``: each one's number
-    within its worker); ``wall_time`` counts from ``clock_origin``, the run's start. The update's
-    columns (losses, entropy, grad norm, lr, entropy coefficient) fill the first row only and
-    are blank on the others, which it would repeat."""
-    wall = time.time() - clock_origin
-    update = {
-        "policy_loss": stats.policy_loss,
-        "value_loss": stats.value_loss,
-        "entropy": stats.entropy,
-        "grad_norm": stats.grad_norm,
-        "lr": stats.lr,
-        "entropy_coef": stats.entropy_coef,
-    }
-    return [
-        {
-            "step": env_steps,
-            "worker_id": ep.owner,
-            "episode": number,
-            "return": ep.episode_return,
-            "length": ep.length,
-            **(update if i == 0 else dict.fromkeys(update, "")),
-            "updates": worker_updates,
-            "wall_time": wall,
-        }
-        for i, (ep, number) in enumerate(zip(episodes, numbers, strict=True))
-    ]

@@ -1,0 +1,125 @@
+"""The actor-learner transport: rollouts in preallocated shared-memory slots, weights in one
+shared model with a version.
+
+:class:`RolloutSlots`: rollouts are written into preallocated shared-memory slots and only slot
+numbers travel, each actor's on pipes of its own (free slots from the learner, written slots to
+it through its channel). :class:`WeightBroadcast`: weights are copied into one shared model under
+a :class:`~uavrl.locking.ProcessLock`, with a version counter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from uavrl.algo.batch import TENSOR_FIELDS, RolloutBatch
+from uavrl.locking import ProcessLock
+from uavrl.nn.models import ActorCritic, clone_model
+
+
+def empty_rollout(model: ActorCritic, length: int, copies: int) -> RolloutBatch:
+    """A zero :class:`RolloutBatch` of T = ``length`` steps of B = ``copies`` for ``model``."""
+    head, t_b = model.policy, (length, copies)
+    obs_dim = model.spec.obs_dim
+    return RolloutBatch(
+        obs=torch.zeros(*t_b, obs_dim),
+        actions=torch.zeros(*t_b, *head.action_shape, dtype=head.action_dtype),
+        behaviour_params=torch.zeros(*t_b, head.param_dim),
+        rewards=torch.zeros(t_b),
+        terminated=torch.zeros(t_b),
+        truncated=torch.zeros(t_b),
+        final_values=torch.zeros(t_b),
+        starts=torch.zeros(t_b),
+        h0=model.initial_state(copies),
+        last_value=torch.zeros(copies),
+        next_obs=torch.zeros(copies, obs_dim),
+        next_start=torch.zeros(copies),
+    )
+
+
+class RolloutSlots:
+    """Rollout batches preallocated in shared memory, ``per_actor`` slots for each actor.
+
+    Actor ``i`` writes into its slots ``[i * per_actor, (i + 1) * per_actor)``; the learner
+    reads them; only slot numbers travel. ``free[i]`` is the pipe of actor ``i``'s free slots:
+    the learner (this process) its only writer, the actor its only reader, so neither can block
+    the other by dying; it holds both ends, so a send never fails, and at most ``per_actor``
+    numbers wait in it. A written slot goes to the learner through the actor's channel
+    (:data:`~uavrl.runners.ipc.ROLLOUT`).
+    """
+
+    def __init__(self, template: RolloutBatch, n_actors: int, per_actor: int, ctx: Any) -> None:
+        self.per_actor = per_actor
+        self.ctx = ctx
+        n = n_actors * per_actor
+        self.buffers = [
+            {name: torch.zeros_like(getattr(template, name)).share_memory_() for name in TENSOR_FIELDS}
+            for _ in range(n)
+        ]
+        self.versions = torch.zeros(n, dtype=torch.int64).share_memory_()
+        self.free = [self._free_pipe(actor, held=set()) for actor in range(n_actors)]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # an actor gets the buffers; its free slots come on its own pipe (free_slots_of)
+        return {k: v for k, v in self.__dict__.items() if k not in ("free", "ctx")}
+
+    def _free_pipe(self, actor: int, held: set[int]) -> tuple[Any, Any]:
+        reader, writer = self.ctx.Pipe(duplex=False)
+        for slot in range(actor * self.per_actor, (actor + 1) * self.per_actor):
+            if slot not in held:
+                writer.send(slot)
+        return reader, writer
+
+    def write(self, slot: int, batch: RolloutBatch) -> None:
+        buffer = self.buffers[slot]
+        for name in TENSOR_FIELDS:
+            buffer[name].copy_(getattr(batch, name))
+        self.versions[slot] = batch.policy_version
+
+    def read(self, slot: int) -> RolloutBatch:
+        """A copy of the slot's rollout (the slot can be handed back right after)."""
+        buffer = self.buffers[slot]
+        return RolloutBatch(
+            **{name: buffer[name].clone() for name in TENSOR_FIELDS},
+            policy_version=int(self.versions[slot]),
+        )
+
+    def release(self, slot: int) -> None:
+        self.free[self.owner(slot)][1].send(slot)
+
+    def owner(self, slot: int) -> int:
+        return slot // self.per_actor
+
+    def free_slots_of(self, actor: int, incarnation: int, held: set[int]) -> Any:
+        """The reading end of ``actor``'s free slots for its ``incarnation``: a restarted actor
+        gets a fresh pipe with all its slots but those ``held`` by the learner (a slot the dead
+        one wrote and the learner has not read arrives stale and is discarded, so handing it out
+        again is safe; a number it was reading when it died is not lost with its pipe)."""
+        if incarnation > 0:
+            for end in self.free[actor]:
+                end.close()
+            self.free[actor] = self._free_pipe(actor, held)
+        return self.free[actor][0]
+
+
+class WeightBroadcast:
+    """The learner's latest weights in one shared model, with a version (learner updates)."""
+
+    def __init__(self, model: ActorCritic, ctx: Any) -> None:
+        self.model = clone_model(model).share_memory()
+        self.version = ctx.Value("q", 0, lock=False)
+        self.lock = ProcessLock()  # an actor killed while it copies the weights releases it
+
+    def publish(self, model: ActorCritic, version: int) -> None:
+        with self.lock:
+            self.model.load_state_dict(model.state_dict())
+            self.version.value = version
+
+    def fetch(self, into: ActorCritic, have: int) -> int:
+        """Copy the weights into ``into`` if they are newer than version ``have``; the version held."""
+        with self.lock:
+            version = int(self.version.value)
+            if version != have:
+                into.load_state_dict(self.model.state_dict())
+        return version
