@@ -16,9 +16,9 @@ from uavrl.algo.replay import TrajectoryReplay
 from uavrl.errors import ConfigError
 from uavrl.experiments.train import train
 from uavrl.nn.models import ModelSpec, build_model
-from uavrl.runners.transport import RolloutSlots, WeightBroadcast, empty_rollout
 from uavrl.runners.learner import Learner
 from uavrl.runners.session import make_pool
+from uavrl.runners.transport import RolloutSlots, WeightBroadcast, empty_rollout
 from uavrl.runners.worker import make_collector, make_worker_env
 
 
