@@ -26,8 +26,7 @@ def _run_synchronous(
     counters = session.counters
     while counters.worker_updates[worker.worker_id] < target:
         worker.update_and_book(counters, session.metrics, session.clock_origin)
-        session.maybe_checkpoint()
-        if session.after_round(hook):
+        if session.end_round(hook):
             return
 
 

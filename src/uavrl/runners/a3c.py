@@ -67,8 +67,7 @@ def _monitor(session: TrainingSession, supervisor: Supervisor, hook: ProgressHoo
         supervisor.check()
         if not supervisor.any_alive() and not supervisor.check():  # none died at the very end
             return
-        session.maybe_checkpoint()
-        if session.after_round(hook):
+        if session.end_round(hook):
             return  # the caller stops the workers
         time.sleep(POLL_S)
 
@@ -83,8 +82,7 @@ def run_batched(
         results = workers.update(int(counters.env_steps.value))
         for worker_id, (stats, episodes) in enumerate(results):
             book_update(worker_id, stats, episodes, counters, session.metrics, session.clock_origin)
-        session.maybe_checkpoint()
-        if session.after_round(hook):
+        if session.end_round(hook):
             return
 
 

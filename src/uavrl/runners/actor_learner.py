@@ -10,11 +10,13 @@ updates on ``learner_batch`` rollouts at a time and publishes the new weights wi
   versions old (the policy lag, logged as a histogram in ``summary.json``), which the learner
   corrects with V-trace.
 
-Transport (:mod:`uavrl.runners.transport`): rollouts travel as slot numbers of preallocated
-shared-memory slots, weights through one shared model with a version. An actor gets a free slot
-before it acts: for ``a3c_data`` its one slot comes back only once the update
-that read it is published. ``serial`` runs the actors in this process, stepped as one batch,
-then the learner.
+One learner loop (:func:`_learn`) runs over either transport
+(:class:`~uavrl.runners.transport.ActorTransport`): :class:`ActorProcesses`, where rollouts
+travel as slot numbers of preallocated shared-memory slots and weights through one shared model
+with a version (an actor gets a free slot before it acts: for ``a3c_data`` its one slot comes
+back only once the update that read it is published), or, with ``serial``,
+:class:`InProcessActors`, which steps every actor in this process as one batch when the learner
+asks for rollouts.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch
 from uavrl.algo.batch import RolloutBatch
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
-from uavrl.nn.models import clone_model
+from uavrl.nn.models import ActorCritic, clone_model
 from uavrl.runners.bookkeeping import EpisodeRecord, book_update, episode_records
 from uavrl.runners.ipc import ROLLOUT
 from uavrl.runners.learner import Learner, learner_batch, replay_stats, trajectory_replay
@@ -37,7 +39,7 @@ from uavrl.runners.metrics import histogram_summary
 from uavrl.runners.seeds import SeedPurpose, derived_seed, incarnation_seed
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
 from uavrl.runners.supervise import ChildLink, Supervisor, child_process
-from uavrl.runners.transport import RolloutSlots, WeightBroadcast, empty_rollout
+from uavrl.runners.transport import ActorTransport, RolloutSlots, WeightBroadcast, empty_rollout
 from uavrl.runners.worker import make_all_worker_envs, make_collector, make_worker_env
 
 POLL_S = 0.2  # how often a blocked actor or learner looks up from its queue
@@ -83,16 +85,15 @@ def _actor_process(
 
 
 class CentralLearner:
-    """The learner of an actor-learner run: one update per ``learner_batch`` rollouts, then
-    the weights are published; books env steps, episodes and the policy lag."""
+    """The learner of an actor-learner run: one update per ``learner_batch`` rollouts; books
+    env steps, episodes and the policy lag."""
 
-    def __init__(self, config: Config, session: TrainingSession, weights: WeightBroadcast | None) -> None:
+    def __init__(self, config: Config, session: TrainingSession) -> None:
         self.config = config
         self.session = session
         self.learner = Learner(
             config, session.models[0], session.optimizers[0], replay=trajectory_replay(config)
         )
-        self.weights = weights
         self.version = int(session.counters.snapshot()["updates"])
         self.lag = Counter[int]()
 
@@ -101,113 +102,159 @@ class CentralLearner:
         stats = self.learner.learn_rollouts(rollouts, int(session.counters.env_steps.value))
         self.lag.update(self.version - r.policy_version for r in rollouts)
         self.version += 1
-        if self.weights is not None:
-            self.weights.publish(self.learner.model, self.version)
         book_update(0, stats, episodes, session.counters, session.metrics, session.clock_origin)
 
     def stats(self) -> dict[str, Any]:
         return {"policy_lag": histogram_summary(self.lag), **replay_stats(self.learner.replay)}
 
 
-def _run_serial(
-    session: TrainingSession, central: CentralLearner, pool: CloudPool | None, hook: ProgressHook | None
+class InProcessActors:
+    """The serial transport: every actor steps in this process, all as one batch, with the
+    weights last published when the batch starts; the learner takes the batch's rollouts
+    ``n`` at a time (for ``impala`` with ``learner_batch < N`` the later ones are off-policy by
+    the updates before them), and a new batch is acted only when it has taken them all."""
+
+    def __init__(self, session: TrainingSession, model: ActorCritic, pool: CloudPool | None) -> None:
+        config = session.config
+        self.k = config.runner.envs_per_worker
+        env_seed = session.env_seed()
+        torch.manual_seed(derived_seed(config.seed, SeedPurpose.ACTOR_SAMPLING, env_seed))
+        self.local = clone_model(model)
+        self.collector = make_collector(config, self.local, make_all_worker_envs(config, pool), env_seed, 0)
+        self.rollout_length = config.algo.rollout_length
+        self.n_actors = config.runner.n_workers
+        self.published: tuple[ActorCritic, int] = (model, 0)
+        self.waiting: list[RolloutBatch] = []  # the current batch's rollouts not taken yet
+        self.records: list[EpisodeRecord] = []
+        self.next_actor = 0
+
+    def start(self) -> None:
+        pass  # the actors act when the learner takes their rollouts
+
+    def publish(self, model: ActorCritic, version: int) -> None:
+        self.published = (model, version)
+
+    def take(self, n: int) -> tuple[list[RolloutBatch], list[EpisodeRecord]]:
+        if not self.waiting:
+            model, version = self.published
+            self.local.load_state_dict(model.state_dict())
+            batch, finished = self.collector.collect(self.local, self.rollout_length)
+            batch.policy_version = version
+            k = self.k
+            self.waiting = [batch.columns(i * k, (i + 1) * k) for i in range(self.n_actors)]
+            self.records = episode_records(finished, 0, k)
+            self.next_actor = 0
+        first = self.next_actor
+        actors = range(first, min(self.n_actors, first + n))
+        rollouts, self.waiting = self.waiting[: len(actors)], self.waiting[len(actors) :]
+        self.next_actor += len(actors)
+        return rollouts, [r for r in self.records if r.owner in actors]
+
+    def update_done(self) -> None:
+        pass  # nothing is held between updates
+
+    def close(self) -> None:
+        pass
+
+
+class ActorProcesses:
+    """The process transport: N supervised actor processes write rollouts into shared-memory
+    slots (:class:`~uavrl.runners.transport.RolloutSlots`) and fetch weights from a
+    :class:`~uavrl.runners.transport.WeightBroadcast`. ``a3c_data``'s actors get their slot
+    back only once the update that read it is published, so every rollout is on-policy;
+    ``impala``'s at once. A rollout written by an actor that has died since is discarded."""
+
+    def __init__(self, session: TrainingSession, model: ActorCritic, pool: CloudPool | None) -> None:
+        config, ctx = session.config, session.ctx
+        r = config.runner
+        self.session = session
+        template = empty_rollout(model, config.algo.rollout_length, r.envs_per_worker)
+        self.slots = RolloutSlots(template, r.n_workers, 1 if r.kind == "a3c_data" else r.rollout_slots, ctx)
+        self.weights = WeightBroadcast(model, ctx)
+        self.held: set[int] = set()  # slots the learner has taken and not yet handed back
+        self.written: queue_module.Queue[tuple[int, int, list[EpisodeRecord]]] = queue_module.Queue()
+        self.release_after_update = r.kind == "a3c_data"  # its actors wait for the update they fed
+        self.stale = 0
+        env_seed = session.env_seed()
+        weights, slots = self.weights, self.slots
+
+        def make_process(actor_id: int, incarnation: int, link: ChildLink) -> Any:
+            free = slots.free_slots_of(actor_id, incarnation, self.held)
+            seed = incarnation_seed(env_seed, actor_id, incarnation)
+            agent_pool = session.worker_pool(actor_id, incarnation, pool)
+            args = (config.to_dict(), actor_id, incarnation, weights, slots, free, agent_pool, link, seed)
+            return ctx.Process(target=_actor_process, args=args, name=f"uavrl-actor-{actor_id}")
+
+        def on_message(actor_id: int, message: tuple[Any, ...]) -> None:
+            if message[0] == ROLLOUT:
+                self.written.put(message[1:])
+            else:
+                session.log_message(actor_id, message)
+
+        self.supervisor = Supervisor(
+            make_process,
+            r.n_workers,
+            ctx,
+            r.max_restarts,
+            on_message,
+            r.heartbeat_timeout_s,
+            session.record_event,
+            "actor",
+        )
+
+    def publish(self, model: ActorCritic, version: int) -> None:
+        self.weights.publish(model, version)
+
+    def start(self) -> None:
+        self.supervisor.start()
+
+    def take(self, n: int) -> tuple[list[RolloutBatch], list[EpisodeRecord]]:
+        rollouts: list[RolloutBatch] = []
+        episodes: list[EpisodeRecord] = []
+        while len(rollouts) < n:
+            try:
+                slot, incarnation, finished = self.written.get(timeout=POLL_S)
+            except queue_module.Empty:
+                self.supervisor.check()
+                continue
+            if incarnation != self.supervisor.restarts[self.slots.owner(slot)]:
+                self.stale += 1  # written by an actor that died since: its slot is the new one's
+                continue
+            self.held.add(slot)
+            rollouts.append(self.slots.read(slot))
+            episodes.extend(finished)
+            if not self.release_after_update:
+                self.held.discard(slot)
+                self.slots.release(slot)
+        return rollouts, episodes
+
+    def update_done(self) -> None:
+        for slot in list(self.held):
+            self.held.discard(slot)
+            self.slots.release(slot)
+        self.supervisor.check()
+
+    def close(self) -> None:
+        self.supervisor.stop_all()
+        self.session.record_restarts(self.supervisor, self.stale)
+
+
+def _learn(
+    session: TrainingSession,
+    central: CentralLearner,
+    actors: ActorTransport,
+    hook: ProgressHook | None,
 ) -> None:
-    """All actors step as one batch in this process with the learner's weights of the round's
-    start; the learner then takes their rollouts ``learner_batch`` at a time (for ``impala``
-    with ``learner_batch < N`` the later ones are off-policy by the updates before them)."""
-    config, counters = session.config, session.counters
-    n, k = config.runner.n_workers, config.runner.envs_per_worker
-    env_seed = session.env_seed()
-    torch.manual_seed(derived_seed(config.seed, SeedPurpose.ACTOR_SAMPLING, env_seed))
-    local = clone_model(central.learner.model)
-    collector = make_collector(config, local, make_all_worker_envs(config, pool), env_seed, 0)
-    per_update = learner_batch(config)
-    while counters.env_steps.value < config.runner.total_env_steps:
-        local.load_state_dict(central.learner.model.state_dict())
-        batch, finished = collector.collect(local, config.algo.rollout_length)
-        batch.policy_version = central.version
-        records = episode_records(finished, 0, k)
-        for first in range(0, n, per_update):
-            actors = range(first, min(n, first + per_update))
-            rollouts = [batch.columns(i * k, (i + 1) * k) for i in actors]
-            central.update(rollouts, [r for r in records if r.owner in actors])
-        session.maybe_checkpoint()
-        if session.after_round(hook):
+    """The learner's loop, the same over either transport: take ``learner_batch`` rollouts,
+    update, publish the new weights, end the round."""
+    per_update = learner_batch(session.config)
+    while session.counters.env_steps.value < session.config.runner.total_env_steps:
+        rollouts, episodes = actors.take(per_update)
+        central.update(rollouts, episodes)
+        actors.publish(central.learner.model, central.version)
+        actors.update_done()
+        if session.end_round(hook):
             return
-
-
-def _run_parallel(
-    session: TrainingSession, central: CentralLearner, pool: CloudPool | None, hook: ProgressHook | None
-) -> None:
-    config, counters, ctx = session.config, session.counters, session.ctx
-    r = config.runner
-    template = empty_rollout(central.learner.model, config.algo.rollout_length, r.envs_per_worker)
-    per_actor = 1 if r.kind == "a3c_data" else r.rollout_slots
-    slots = RolloutSlots(template, r.n_workers, per_actor, ctx)
-    weights = central.weights
-    assert weights is not None
-    weights.publish(central.learner.model, central.version)
-    env_seed = session.env_seed()
-    held: set[int] = set()  # slots the learner has taken and not yet handed back
-    written: queue_module.Queue[tuple[int, int, list[EpisodeRecord]]] = queue_module.Queue()
-
-    def make_process(actor_id: int, incarnation: int, link: ChildLink) -> Any:
-        free = slots.free_slots_of(actor_id, incarnation, held)
-        seed = incarnation_seed(env_seed, actor_id, incarnation)
-        agent_pool = session.worker_pool(actor_id, incarnation, pool)
-        args = (config.to_dict(), actor_id, incarnation, weights, slots, free, agent_pool, link, seed)
-        return ctx.Process(target=_actor_process, args=args, name=f"uavrl-actor-{actor_id}")
-
-    def on_message(actor_id: int, message: tuple[Any, ...]) -> None:
-        if message[0] == ROLLOUT:
-            written.put(message[1:])
-        else:
-            session.log_message(actor_id, message)
-
-    supervisor = Supervisor(
-        make_process,
-        r.n_workers,
-        ctx,
-        r.max_restarts,
-        on_message,
-        r.heartbeat_timeout_s,
-        session.record_event,
-        "actor",
-    )
-    supervisor.start()
-    release_after_update = r.kind == "a3c_data"  # its actors wait for the update they fed
-    per_update = learner_batch(config)
-    stale = 0
-    try:
-        while counters.env_steps.value < r.total_env_steps:
-            rollouts: list[RolloutBatch] = []
-            episodes: list[EpisodeRecord] = []
-            while len(rollouts) < per_update:
-                try:
-                    slot, incarnation, finished = written.get(timeout=POLL_S)
-                except queue_module.Empty:
-                    supervisor.check()
-                    continue
-                if incarnation != supervisor.restarts[slots.owner(slot)]:
-                    stale += 1  # written by an actor that died since: its slot is the new one's
-                    continue
-                held.add(slot)
-                rollouts.append(slots.read(slot))
-                episodes.extend(finished)
-                if not release_after_update:
-                    held.discard(slot)
-                    slots.release(slot)
-            central.update(rollouts, episodes)
-            for slot in list(held):
-                held.discard(slot)
-                slots.release(slot)
-            supervisor.check()
-            session.maybe_checkpoint()
-            if session.after_round(hook):
-                return
-    finally:  # also on Ctrl-C or a failure: never leave actors running
-        supervisor.stop_all()
-        session.record_restarts(supervisor, stale)
 
 
 def run_actor_learner(
@@ -218,13 +265,15 @@ def run_actor_learner(
     r = config.runner
     session = TrainingSession(config, run_dir, n_learners=1, n_slots=1, resume=resume)
     pool = session.open_pool(cross_process=not r.serial)
-    central = CentralLearner(
-        config, session, None if r.serial else WeightBroadcast(session.models[0], session.ctx)
-    )
+    central = CentralLearner(config, session)
     with session.running():
-        if r.serial:
-            _run_serial(session, central, pool, hook)
-        else:
-            _run_parallel(session, central, pool, hook)
+        model = central.learner.model
+        actors: ActorTransport = (InProcessActors if r.serial else ActorProcesses)(session, model, pool)
+        actors.publish(model, central.version)
+        try:
+            actors.start()
+            _learn(session, central, actors, hook)
+        finally:  # also on Ctrl-C or a failure: never leave actors running
+            actors.close()
     session.stats.update(central.stats())
     return session.result()

@@ -206,9 +206,11 @@ class Learner:
                 f"loss or gradient ({detail}); runner.max_nonfinite={self.config.runner.max_nonfinite}"
             )
 
-    def learn(self, grad_model: ActorCritic, batch: RolloutBatch, env_steps: int) -> UpdateStats:
+    def learn(
+        self, grad_model: ActorCritic, batch: RolloutBatch, env_steps: int, booked_steps: int | None = None
+    ) -> UpdateStats:
         """:meth:`gradient`, then :meth:`step` if it is finite; a non-finite loss or gradient
-        skips the step."""
+        skips the step. The stats book ``booked_steps`` env steps (default: the batch's)."""
         terms, grad_norm, applied = self.gradient(grad_model, batch, env_steps)
         if applied:
             lr = self.step(grad_model, env_steps)
@@ -216,16 +218,15 @@ class Learner:
             grad_model.zero_grad(set_to_none=True)
             lr = self.learning_rate(env_steps)
         self.check_finite(applied, f"loss {terms.total.item()}, grad norm {grad_norm}")
-        return UpdateStats.of(terms, batch.env_steps, applied, grad_norm, lr, self.entropy_coef(env_steps))
+        booked = batch.env_steps if booked_steps is None else booked_steps
+        return UpdateStats.of(terms, booked, applied, grad_norm, lr, self.entropy_coef(env_steps))
 
     def learn_rollouts(self, rollouts: list[RolloutBatch], env_steps: int) -> UpdateStats:
         """One update of the learner's own model on ``rollouts`` side by side (B = their copies),
         and on the replayed rollouts the replay adds. The stats count the fresh rollouts' env
         steps only: a replayed step was booked when it was fresh."""
         batch = concat_batches(rollouts if self.replay is None else self.replay.mix(rollouts))
-        stats = self.learn(self.model, batch, env_steps)
-        stats.env_steps = sum(r.env_steps for r in rollouts)
-        return stats
+        return self.learn(self.model, batch, env_steps, booked_steps=sum(r.env_steps for r in rollouts))
 
 
 def learner_batch(config: Config) -> int:

@@ -597,8 +597,7 @@ class RayDriver:
         meanwhile is raised here (see :func:`run_ray`)."""
         if self.interrupted:
             raise KeyboardInterrupt
-        self.session.maybe_checkpoint()
-        return self.session.after_round(self.hook)
+        return self.session.end_round(self.hook)
 
     def _run_rollouts(self) -> None:
         r, counters = self.config.runner, self.session.counters

@@ -271,9 +271,12 @@ class TrainingSession:
             "stale_rollouts_discarded": stale_rollouts,
         }
 
-    def after_round(self, hook: ProgressHook | None) -> bool:
-        """Call ``hook`` (if any) with the env steps and models; log its evaluation row through
-        the writer; True if it asks the run to stop."""
+    def end_round(self, hook: ProgressHook | None) -> bool:
+        """The end of every training loop's round, whatever the topology: a checkpoint when
+        ``runner.checkpoint_every`` updates have passed, then ``hook`` (if any) with the env
+        steps and models, its evaluation row logged through the writer. True if the hook asks
+        the run to stop."""
+        self._maybe_checkpoint()
         if hook is None:
             return False
         if self.sync_models is not None:
@@ -318,7 +321,7 @@ class TrainingSession:
         if self._writer is not None:
             self._writer.check()
 
-    def maybe_checkpoint(self) -> None:
+    def _maybe_checkpoint(self) -> None:
         self.check_writer()
         updates = self.counters.snapshot()["updates"]
         if updates - self._last_checkpoint_updates >= self.config.runner.checkpoint_every:

@@ -1,5 +1,6 @@
-"""The actor-learner transport: rollouts in preallocated shared-memory slots, weights in one
-shared model with a version.
+"""The actor-learner transport: how actors' rollouts reach the learner and its weights reach
+the actors (:class:`ActorTransport`), and the shared-memory parts the process transport is made
+of.
 
 :class:`RolloutSlots`: rollouts are written into preallocated shared-memory slots and only slot
 numbers travel, each actor's on pipes of its own (free slots from the learner, written slots to
@@ -9,13 +10,40 @@ a :class:`~uavrl.locking.ProcessLock`, with a version counter.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from uavrl.algo.batch import TENSOR_FIELDS, RolloutBatch
 from uavrl.locking import ProcessLock
 from uavrl.nn.models import ActorCritic, clone_model
+from uavrl.runners.bookkeeping import EpisodeRecord
+
+
+class ActorTransport(Protocol):
+    """What an actor-learner learner loop needs of its actors, wherever they run
+    (:class:`~uavrl.runners.actor_learner.InProcessActors` in this process,
+    :class:`~uavrl.runners.actor_learner.ActorProcesses` in supervised processes).
+
+    The loop: ``start()``; then per update ``take(n)`` rollouts (T, K) with the episodes they
+    finished, learn, ``publish(model, version)``, ``update_done()``; ``close()`` at the end,
+    also on an error.
+    """
+
+    def start(self) -> None: ...
+
+    def publish(self, model: ActorCritic, version: int) -> None:
+        """Make ``model``'s weights (after ``version`` updates) the ones actors act with next."""
+
+    def take(self, n: int) -> tuple[list[RolloutBatch], list[EpisodeRecord]]:
+        """Up to ``n`` rollouts (waiting for them) and the episodes they finished."""
+        ...
+
+    def update_done(self) -> None:
+        """The update on the taken rollouts is published: what it held can be reused."""
+
+    def close(self) -> None:
+        """Stop every actor; record what happened to them."""
 
 
 def empty_rollout(model: ActorCritic, length: int, copies: int) -> RolloutBatch:
