@@ -288,3 +288,35 @@ def test_a_hybrid_action_head_learns_in_every_runner(make_config, tmp_path: Path
     # a choice at chance scores at most 5 over 10 steps, the initial greedy policy about 2.5;
     # these runs reach 7.8-8.1 (both parts learned: choice right, level error about 0.2)
     assert summary["eval"]["mean_return"] > 6.5
+
+
+def test_in_process_actors_hand_out_one_batch_n_rollouts_at_a_time(make_config, tmp_path: Path) -> None:
+    """The serial transport: 3 actors acted as one batch with the weights published when it
+    started, taken 2 then 1 (each with its own episodes); a new batch, with the newer weights,
+    only once every rollout of the last one is taken."""
+    from uavrl.runners.actor_learner import InProcessActors
+    from uavrl.runners.session import TrainingSession
+
+    config = make_config(
+        env={"params": {"preset": "paper", "episode_length": 5}, "worker_cells": ["v5-l200-c1000"]},
+        runner={"kind": "impala", "n_workers": 3, "learner_batch": 2},
+    )
+    session = TrainingSession(config, tmp_path, 1, 1, resume=False)
+    model = session.models[0]
+    actors = InProcessActors(session, model, session.open_pool(cross_process=False))
+    actors.start()
+    actors.publish(model, 5)
+    k, t = config.runner.envs_per_worker, config.algo.rollout_length
+    first, first_episodes = actors.take(2)
+    assert [r.policy_version for r in first] == [5, 5] and first[0].obs.shape == (t, k, 48)
+    assert not torch.equal(first[0].obs, first[1].obs)  # two actors' own copies
+    assert len(first_episodes) == 2 * k and {e.owner for e in first_episodes} == {0, 1}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1)
+    actors.publish(model, 6)
+    rest, rest_episodes = actors.take(2)  # the batch's last rollout, acted with version 5
+    assert [r.policy_version for r in rest] == [5] and {e.owner for e in rest_episodes} == {2}
+    again, _ = actors.take(2)
+    assert [r.policy_version for r in again] == [6, 6]
+    actors.close()
