@@ -126,7 +126,6 @@ class InProcessActors:
         self.published: tuple[ActorCritic, int] = (model, 0)
         self.waiting: list[RolloutBatch] = []  # the current batch's rollouts not taken yet
         self.records: list[EpisodeRecord] = []
-        self.next_actor = 0
 
     def start(self) -> None:
         pass  # the actors act when the learner takes their rollouts
@@ -143,11 +142,9 @@ class InProcessActors:
             k = self.k
             self.waiting = [batch.columns(i * k, (i + 1) * k) for i in range(self.n_actors)]
             self.records = episode_records(finished, 0, k)
-            self.next_actor = 0
-        first = self.next_actor
+        first = self.n_actors - len(self.waiting)  # the rollouts left are the last actors'
         actors = range(first, min(self.n_actors, first + n))
         rollouts, self.waiting = self.waiting[: len(actors)], self.waiting[len(actors) :]
-        self.next_actor += len(actors)
         return rollouts, [r for r in self.records if r.owner in actors]
 
     def update_done(self) -> None:
