@@ -116,3 +116,26 @@ def test_the_headline_test_pairs_seeds_against_the_strongest_rule() -> None:
     assert by_hand.gap == pytest.approx(4.0)
     assert by_hand.p_one_sided == pytest.approx(sps.t.sf(4.0 * np.sqrt(3.0), 2))
     assert by_hand.ci[0] == pytest.approx(4.0 - sps.t.ppf(0.975, 2) / np.sqrt(3.0))
+
+
+def test_task_metrics_average_each_reference_over_the_cells_as_the_learned_rows() -> None:
+    from uavrl.experiments.report import REFERENCE_ARM, task_metrics_table
+
+    def row(arm: str, model: str, seed: int, cell: str, rate: float) -> dict[str, object]:
+        return {
+            "arm": arm,
+            "ablation": "baseline",
+            "model": model,
+            "seed": seed,
+            "cell": cell,
+            "selection": "greedy",
+            "completion_rate": rate,
+            "drop_rate": 1.0 - rate,
+        }
+
+    rows = [row("a3c", "final", 0, "c1", 0.8), row("a3c", "final", 0, "c2", 0.6)]
+    rows += [row(REFERENCE_ARM, "threshold", 0, "c1", 0.7), row(REFERENCE_ARM, "threshold", 0, "c2", 0.5)]
+    lines = task_metrics_table(pd.DataFrame(rows)).splitlines()
+    assert lines[2] == "| baseline | a3c | 0.700 | 0.300 |"
+    # one line per reference, its mean over the two cells (not one line per cell)
+    assert lines[3:] == ["| baseline | *threshold* | *0.600* | *0.400* |"]

@@ -518,6 +518,13 @@ def test_a_mec_study_judges_each_row_beside_the_mec_references(tmp_path: Path) -
     assert "greedy %" in report
     metrics_section = report.split("## Task metrics")[1].split("## Figures")[0]
     assert "| baseline | a3c |" in metrics_section and "*always_offload*" in metrics_section
+    # a reference's metrics are its mean over the view's cells: at most one line per row
+    assert metrics_section.count("*always_offload*") <= len(rows)
+    # the headline test of each row, as trained: training and held-out cells
+    tests = report.split("## Learned against the strongest tuned rule")[1].split("## Task metrics")[0]
+    for row in rows:
+        assert f"### Row `{row}` (private clouds, as trained)" in tests
+    assert "| training | greedy | a3c |" in tests and "| held-out | greedy | a3c |" in tests
 
 
 def test_a_study_keeps_its_hash_when_its_base_gains_an_option_at_its_default() -> None:
