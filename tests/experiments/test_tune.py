@@ -83,3 +83,15 @@ def test_the_individual_arm_is_tuned_with_the_budget_of_a3c(preset: str) -> None
     assert settings[0] == settings[1]
     assert individual.base["runner"].pop("share") is False and a3c.base["runner"].pop("share") is True
     assert individual.base == a3c.base
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("tune_*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_tuning_config_loads_and_each_trial_config_validates(path: Path) -> None:
+    """Every key of a shipped search space names a setting of its base config, and a trial at
+    each space's first choice (or low end) is a valid run config."""
+    tune = load_tune(path)
+    values = {k: d.choices[0] if d.choices is not None else d.low for k, d in tune.space.items()}
+    config = trial_config(tune, values, seed=0, number=0)
+    for key, value in values.items():
+        section, _, name = key.rpartition(".")
+        assert getattr(getattr(config, section) if section else config, name) == value
