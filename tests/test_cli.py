@@ -113,6 +113,7 @@ def test_a_mec_run_is_evaluated_beside_the_mec_references_with_task_metrics(tmp_
     assert set(frame["cell"]) == {"v30-f30-d200", "v90-f15-d200"}
     assert frame["latency_p99"].notna().any() and (frame["episodes"] == 3).all()
     assert main(["evaluate", "--run", str(run), "--pool", "shared"]) == 2
+    assert main(["evaluate", "--run", str(run), "--bound"]) == 2  # no bound for mec
 
 
 def test_bad_cell_and_bad_count_exit_with_a_clear_error(capsys) -> None:
@@ -171,6 +172,7 @@ def test_evaluate_defaults_to_the_training_regime_and_pool_chooses(tmp_path: Pat
             )
         ),
     ]
+    assert main([*argv, "--bound"]) == 2 and not run.exists()  # --bound needs --evaluate
     assert main(argv) == 0
     shared, private = tmp_path / "shared.csv", tmp_path / "private.csv"
     assert main(["evaluate", "--run", str(run), "--episodes", "2", "--csv", str(shared)]) == 0
@@ -186,6 +188,14 @@ def test_evaluate_defaults_to_the_training_regime_and_pool_chooses(tmp_path: Pat
     )
     frame = pd.read_csv(private)
     assert set(frame["regime"]) == {"private"} and set(frame["cell"]) == {"v5-l200-c1000"}
+    # --bound: the hindsight bound of the same episodes, above every policy's return on them
+    bounded = tmp_path / "bounded.csv"
+    argv = ["evaluate", "--run", str(run), "--episodes", "2", "--pool", "private", "--bound"]
+    assert main([*argv, "--csv", str(bounded)]) == 0
+    frame = pd.read_csv(bounded)
+    bound = frame[frame["policy"] == "hindsight_bound"]
+    assert bound["cell"].tolist() == ["v5-l200-c1000"] and (bound["episodes"] == 2).all()
+    assert (frame["mean"] <= bound["mean"].iloc[0] + 1e-9).all()
 
 
 def test_bench_serial_compares_per_worker_and_batched_acting(tmp_path: Path) -> None:

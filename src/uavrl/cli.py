@@ -355,6 +355,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     # value is answered at once
     from uavrl.config import load_config
 
+    if args.bound and not args.evaluate:
+        raise ConfigError("--bound adds a row to the evaluation table: give --evaluate as well")
     if args.resume:
         given = [
             flag
@@ -413,15 +415,22 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"{ev['mean_return']:.2f} over {ev['episodes']} episodes x {len(ev['cells'])} cell(s)"
     )
     if args.evaluate:
-        _evaluate_run(run_dir, args.episodes or ev["episodes"], None, None, None)
+        _evaluate_run(run_dir, args.episodes or ev["episodes"], None, None, None, bound=args.bound)
 
 
 def _evaluate_run(
-    run_dir: Path, episodes: int, cells: str | None, csv: str | None, pool: str | None, fmt: str = "table"
+    run_dir: Path,
+    episodes: int,
+    cells: str | None,
+    csv: str | None,
+    pool: str | None,
+    fmt: str = "table",
+    bound: bool = False,
 ) -> None:
     from uavrl.config import config_from_dict
     from uavrl.envs.baselines import reference_policies
     from uavrl.experiments.evaluate import (
+        bound_results,
         eval_worlds,
         evaluate_policies,
         run_policies,
@@ -436,10 +445,15 @@ def _evaluate_run(
     if config.env.preset == "mec":
         if pool:
             raise ConfigError("--pool applies to the paper preset; a mec run is scored as it trained")
+        if bound:
+            raise ConfigError(
+                "--bound: the hindsight bound is built for 'paper'; a mec run's scale tops out at its "
+                "strongest privileged reference"
+            )
         _evaluate_mec_run(run_dir, config, models, episodes, cells, csv, fmt)
         return
     regime = pool or training_regime(config)
-    for flag, given in (("--pool", pool), ("--cells", cells)):
+    for flag, given in (("--pool", pool), ("--cells", cells), ("--bound", bound)):
         if given and not config.env.is_paper:
             raise ConfigError(
                 f"{flag} applies to uavrl/Offload-v0 runs only; {config.env.id!r} is evaluated in one world"
@@ -466,7 +480,12 @@ def _evaluate_run(
         references_table = evaluate_policies(references, worlds, episodes, seed, config.env.id, progress)
     import pandas as pd
 
-    results = pd.concat([references_table, results])
+    tables = [references_table, results]
+    if bound:
+        with evaluating("solving the hindsight bound (the same episodes)") as progress:
+            bounds = bound_results(worlds, episodes, seed, progress=progress, processes=os.cpu_count() or 1)
+        tables.insert(1, bounds)
+    results = pd.concat(tables)
     trained_in = training_regime(config) if config.env.is_paper else "private"
     note = "" if regime == trained_in else f" (transfer: trained with {trained_in} pools)"
     scale = reward_scale_note(dict(config.env.params)) if config.env.is_paper else ""
@@ -519,7 +538,7 @@ def _evaluate_mec_run(
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     check_writable(args.csv)
-    _evaluate_run(Path(args.run), args.episodes, args.cells, args.csv, args.pool, args.format)
+    _evaluate_run(Path(args.run), args.episodes, args.cells, args.csv, args.pool, args.format, args.bound)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -839,6 +858,11 @@ FORMAT_HELP = (
     "table: policies as rows, fitted to the terminal; markdown: cells x policies with CIs; csv: every row"
 )
 
+BOUND_HELP = (
+    "paper: add the hindsight bound of the same evaluation episodes (an integer programme per "
+    "episode, about 0.5 s each alone; the cells solved in parallel, one per core)"
+)
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows an option's default beside its help text, once: not where the help already says
@@ -875,6 +899,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--evaluate", action="store_true", help="print the evaluation table afterwards")
     train.add_argument("--episodes", type=int, help="episodes per cell for --evaluate")
+    train.add_argument("--bound", action="store_true", help=BOUND_HELP)
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser(
@@ -890,6 +915,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--pool", choices=["shared", "private"], help="cloud pool regime (default: the run's training regime)"
     )
+    evaluate.add_argument("--bound", action="store_true", help=BOUND_HELP)
     evaluate.set_defaults(func=cmd_evaluate)
 
     base = sub.add_parser(
