@@ -178,6 +178,11 @@ class ModelConfig(ConfigSection):
     ``separate_critic`` gives the value function its own feed-forward network over the
     observation, so the value loss never moves the policy's layers (implied by either critic
     above). A recurrent model's critic then has no memory.
+
+    ``predict_hidden`` (with ``privileged_critic``) adds an auxiliary head that predicts the
+    agent's hidden state from the policy's core features, trained with weight
+    ``algo.hidden_coef``: the features, and a GRU's memory, are pushed to carry what the agent
+    cannot observe. The deployed policy reads the same columns and never the head.
     """
 
     hidden_size: int = Field(128, ge=1)
@@ -187,6 +192,7 @@ class ModelConfig(ConfigSection):
     central_critic: bool = Field(False, json_schema_extra=HASH_NEUTRAL)
     privileged_critic: bool = Field(False, json_schema_extra=HASH_NEUTRAL)
     separate_critic: bool = Field(False, json_schema_extra=HASH_NEUTRAL)
+    predict_hidden: bool = Field(False, json_schema_extra=HASH_NEUTRAL)
 
 
 class AlgoConfig(ConfigSection):
@@ -202,7 +208,8 @@ class AlgoConfig(ConfigSection):
     same steps (the policy that collects data then approaches the greedy one it is judged as).
     ``normalize_rewards``
     divides rewards by a running std of the discounted return before they reach the loss
-    (logged episode returns stay raw).
+    (logged episode returns stay raw). ``hidden_coef`` weighs the hidden-state prediction loss
+    of a model with ``model.predict_hidden``.
     """
 
     gamma: float = Field(0.99, ge=0.0, le=1.0)
@@ -221,6 +228,7 @@ class AlgoConfig(ConfigSection):
     normalize_rewards: bool = False
     rho_bar: float = Field(1.0, gt=0.0, json_schema_extra=HASH_NEUTRAL)
     c_bar: float = Field(1.0, gt=0.0, json_schema_extra=HASH_NEUTRAL)
+    hidden_coef: float = Field(0.5, ge=0.0, json_schema_extra=HASH_NEUTRAL)
 
 
 class RunnerConfig(ConfigSection):
@@ -382,6 +390,11 @@ class Config(ConfigSection):
             _check_cells("eval.cells", self.eval.cells, "paper")
         if self.env.shared_pool and not self.env.is_paper:
             raise ValueError(f"env.shared_pool is only for {ENV_ID} preset paper")
+        if self.model.predict_hidden and not self.model.privileged_critic:
+            raise ValueError(
+                "model.predict_hidden: true predicts the hidden state that model.privileged_critic "
+                "adds to the training observation; set model.privileged_critic: true as well"
+            )
         targets, gae_lambda = self.algo.targets, self.algo.gae_lambda
         if targets == "gae" and gae_lambda is None:
             raise ValueError("algo.targets: gae needs algo.gae_lambda (a number in [0, 1])")

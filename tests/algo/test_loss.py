@@ -116,3 +116,35 @@ def test_vtrace_loss_corrects_a_stale_behaviour_policy() -> None:
     loss = vtrace_loss(model, batch, 0.95, 1.0, 1.0, 0.5, 0.01)
     torch.testing.assert_close(loss.total, expected.total)
     assert not torch.isclose(loss.total, rollout_loss(model, batch, 0.95, None, 0.5, 0.01).total)
+
+
+@pytest.mark.parametrize("targets", ["gae", "vtrace"])
+def test_the_hidden_prediction_adds_its_weighted_squared_error_to_the_loss(targets: str) -> None:
+    """A model with a hidden-state head: the loss is the actor-critic loss of the same weights
+    plus ``hidden_coef * 0.5 * mean((prediction - hidden columns)^2)``, by hand."""
+    from uavrl.algo.loss import rollout_loss, vtrace_loss
+    from uavrl.nn.models import ModelSpec, build_model
+
+    _, batch = _rollout(recurrent=True, seed=3)
+    d = batch.obs.shape[-1]
+    # the last 4 of the observation's columns play the hidden state the critic reads
+    spec = ModelSpec(obs_dim=d, hidden_size=16, recurrent=True, critic_state_dim=4, hidden_target_dim=4)
+    with_head = build_model(spec)
+    plain = build_model(ModelSpec(obs_dim=d, hidden_size=16, recurrent=True, critic_state_dim=4))
+    plain.load_state_dict(
+        {k: v for k, v in with_head.state_dict().items() if not k.startswith("hidden_head.")}
+    )
+
+    def loss(m, coef: float):
+        if targets == "gae":
+            return rollout_loss(m, batch, 0.95, 0.9, 0.5, 0.01, hidden_coef=coef)
+        return vtrace_loss(m, batch, 0.95, 1.0, 1.0, 0.5, 0.01, hidden_coef=coef)
+
+    base, total = loss(plain, 0.3), loss(with_head, 0.3)
+    assert base.hidden is None and total.hidden is not None
+    prediction = with_head.rollout_outputs(batch.obs, batch.h0, batch.starts).hidden_prediction
+    by_hand = 0.5 * ((prediction - batch.obs[..., d - 4 :]) ** 2).mean()
+    torch.testing.assert_close(total.hidden, by_hand)
+    torch.testing.assert_close(total.total, base.total + 0.3 * by_hand)
+    for a, b in zip(base[1:4], total[1:4], strict=True):
+        torch.testing.assert_close(a, b)

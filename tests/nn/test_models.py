@@ -136,6 +136,36 @@ def test_a_separate_critic_keeps_value_gradients_out_of_the_policy(recurrent: bo
         torch.testing.assert_close(values[t], v, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("recurrent", [True, False])
+def test_the_hidden_state_head_trains_the_policy_core_and_leaves_acting_unchanged(recurrent: bool) -> None:
+    """``hidden_target_dim = K``: the head predicts the K columns after the agent's own from the
+    policy's core features; its loss moves the encoder, the core and the head, never the policy,
+    value or critic; acting and the rollout's params and values are those of the same weights
+    without the head."""
+    torch.manual_seed(7)
+    spec = ModelSpec(obs_dim=10, hidden_size=16, recurrent=recurrent, critic_state_dim=4, hidden_target_dim=3)
+    model = build_model(spec)
+    seq, h0, starts = torch.randn(5, 2, 10), model.initial_state(2), torch.zeros(5, 2)
+    starts[2, 1] = 1.0
+    out = model.rollout_outputs(seq, h0, starts)
+    assert out.hidden_prediction is not None and out.hidden_prediction.shape == (5, 2, 3)
+    torch.testing.assert_close(model.hidden_targets(seq), seq[..., 6:9])
+    plain = build_model(ModelSpec(obs_dim=10, hidden_size=16, recurrent=recurrent, critic_state_dim=4))
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("hidden_head.")})
+    for a, b in zip(plain.rollout(seq, h0, starts), out[:3], strict=True):
+        torch.testing.assert_close(a, b)
+    model.zero_grad()
+    (out.hidden_prediction - model.hidden_targets(seq)).square().mean().backward()
+    moved = {
+        n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0
+    }
+    assert moved == {"encoder", "gru" if recurrent else "feedforward", "hidden_head"} | (
+        {"core_norm"} if spec.layer_norm else set()
+    )
+    with pytest.raises(ValueError, match="hidden_target_dim 5 exceeds the 4 columns"):
+        build_model(ModelSpec(obs_dim=10, critic_state_dim=4, hidden_target_dim=5))
+
+
 @pytest.mark.parametrize("critic_state_dim", [0, 4])
 @pytest.mark.parametrize("recurrent", [True, False])
 def test_act_is_step_without_the_value(recurrent: bool, critic_state_dim: int) -> None:

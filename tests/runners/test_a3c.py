@@ -304,6 +304,36 @@ def test_a_privileged_critic_with_a_central_one_sees_every_mates_hidden_state(ma
     assert env.reset(0, np.arange(6)).shape == (6, spec.obs_dim)
 
 
+def test_a_hidden_state_head_trains_beside_the_privileged_critic_and_reloads(
+    make_config, tmp_path: Path
+) -> None:
+    """``model.predict_hidden``: the head predicts exactly the agent's hidden columns (with a
+    central critic too, not the team state after them); a run trains with it, its checkpoint
+    reloads with the head, and it acts on the agent's own observation. Without the privileged
+    critic there is nothing to predict: refused, naming both fields."""
+    from uavrl.runners.checkpoint import load_models
+    from uavrl.runners.session import model_spec
+
+    both = make_config(
+        env={"shared_pool": True},
+        model={"central_critic": True, "privileged_critic": True, "predict_hidden": True},
+    )
+    spec = model_spec(both)
+    assert spec.hidden_target_dim == 42 and spec.critic_state_dim > 42 and spec.actor_obs_dim == 48
+    config = make_config(
+        runner={"total_env_steps": 1200, "serial": True},
+        model={"privileged_critic": True, "predict_hidden": True},
+        algo={"hidden_coef": 1.0},
+    )
+    run_a3c(config, tmp_path)
+    models, _ = load_models(tmp_path / "checkpoints", "last")
+    assert models[0].spec.hidden_target_dim == 42 and models[0].hidden_head is not None
+    own, _, _ = models[0].step(torch.zeros(2, 48), models[0].initial_state(2))
+    assert torch.isfinite(own).all()
+    with pytest.raises(ValueError, match=r"model\.predict_hidden.*model\.privileged_critic: true"):
+        make_config(model={"predict_hidden": True})
+
+
 def test_a_privileged_critic_needs_an_env_with_a_hidden_state(make_config) -> None:
     from uavrl.errors import ConfigError
     from uavrl.runners.session import model_spec

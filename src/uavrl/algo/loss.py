@@ -8,7 +8,7 @@ import torch
 
 from uavrl.algo.batch import RolloutBatch
 from uavrl.algo.returns import gae, n_step_returns, vtrace
-from uavrl.nn.models import ActorCritic, reset_hidden
+from uavrl.nn.models import ActorCritic, RolloutOutputs, reset_hidden
 
 
 class LossTerms(NamedTuple):
@@ -18,6 +18,18 @@ class LossTerms(NamedTuple):
     policy: torch.Tensor
     value: torch.Tensor
     entropy: torch.Tensor
+    hidden: torch.Tensor | None = None  # the hidden-state prediction loss, where the model has one
+
+
+def with_hidden_prediction(
+    terms: LossTerms, model: ActorCritic, obs: torch.Tensor, outputs: RolloutOutputs, hidden_coef: float
+) -> LossTerms:
+    """``terms`` plus ``hidden_coef * 0.5 * mean((h_pred - h)^2)`` over the T x B x K hidden-state
+    columns, where the model predicts them (``ModelSpec.hidden_target_dim``); else ``terms``."""
+    if outputs.hidden_prediction is None:
+        return terms
+    hidden_loss = 0.5 * (outputs.hidden_prediction - model.hidden_targets(obs)).pow(2).mean()
+    return terms._replace(total=terms.total + hidden_coef * hidden_loss, hidden=hidden_loss)
 
 
 def actor_critic_loss(
@@ -59,13 +71,16 @@ def rollout_loss(
     value_coef: float,
     entropy_coef: float,
     normalize_advantages: bool = False,
+    hidden_coef: float = 0.0,
 ) -> LossTerms:
     """Re-evaluate a rollout with gradients and return the actor-critic loss.
 
     The model replays the rollout from its saved start state (``starts`` reset the hidden state
     inside the sequence); targets are n-step returns (``gae_lambda = None``) or GAE(lambda).
+    A model that predicts the hidden state adds :func:`with_hidden_prediction`'s term.
     """
-    params, values, _ = model.rollout(batch.obs, batch.h0, batch.starts)
+    outputs = model.rollout_outputs(batch.obs, batch.h0, batch.starts)
+    params, values = outputs.params, outputs.values
     dist = model.policy.distribution(params)
     log_probs = dist.log_prob(batch.actions)
     rewards, terminated, truncated = batch.rewards, batch.terminated, batch.truncated
@@ -84,7 +99,7 @@ def rollout_loss(
             gamma,
             gae_lambda,
         )
-    return actor_critic_loss(
+    terms = actor_critic_loss(
         log_probs,
         dist.entropy(),
         values,
@@ -94,6 +109,7 @@ def rollout_loss(
         entropy_coef,
         normalize_advantages,
     )
+    return with_hidden_prediction(terms, model, batch.obs, outputs, hidden_coef)
 
 
 def vtrace_loss(
@@ -105,6 +121,7 @@ def vtrace_loss(
     value_coef: float,
     entropy_coef: float,
     normalize_advantages: bool = False,
+    hidden_coef: float = 0.0,
 ) -> LossTerms:
     """The actor-critic loss of a rollout acted by older weights, corrected by V-trace.
 
@@ -115,7 +132,8 @@ def vtrace_loss(
     policy gradient uses the V-trace advantages. With the actor's own weights it equals
     :func:`rollout_loss` with n-step returns.
     """
-    params, values, h_last = model.rollout(batch.obs, batch.h0, batch.starts)
+    outputs = model.rollout_outputs(batch.obs, batch.h0, batch.starts)
+    params, values, h_last = outputs.params, outputs.values, outputs.h_last
     _, bootstrap, _ = model.step(batch.next_obs, reset_hidden(h_last, batch.next_start))
     dist = model.policy.distribution(params)
     log_probs = dist.log_prob(batch.actions)
@@ -132,7 +150,7 @@ def vtrace_loss(
         rho_bar,
         c_bar,
     )
-    return actor_critic_loss(
+    terms = actor_critic_loss(
         log_probs,
         dist.entropy(),
         values,
@@ -142,3 +160,4 @@ def vtrace_loss(
         entropy_coef,
         normalize_advantages,
     )
+    return with_hidden_prediction(terms, model, batch.obs, outputs, hidden_coef)

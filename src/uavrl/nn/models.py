@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -38,6 +38,10 @@ class ModelSpec:
             the first D - G (the agent's own observation).
         separate_critic: the value comes from its own feed-forward network over the D columns
             even when G = 0, so value-loss gradients never reach the policy's layers.
+        hidden_target_dim: K > 0 adds a head that predicts, from the policy's core features, the
+            K columns right after the agent's own (the hidden state a privileged critic reads):
+            an auxiliary training target that makes the features (and a GRU's memory) carry
+            what the agent cannot observe. The policy never reads it.
     """
 
     obs_dim: int
@@ -48,6 +52,7 @@ class ModelSpec:
     squash: Squash = "clip"
     critic_state_dim: int = 0
     separate_critic: bool = False
+    hidden_target_dim: int = 0
 
     @property
     def actor_obs_dim(self) -> int:
@@ -56,6 +61,15 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class RolloutOutputs(NamedTuple):
+    """What :meth:`ActorCritic.rollout_outputs` returns for T steps of B copies."""
+
+    params: torch.Tensor  # (T, B, P) action distribution parameters
+    values: torch.Tensor  # (T, B)
+    h_last: torch.Tensor  # (B, H) the hidden state after the last step
+    hidden_prediction: torch.Tensor | None  # (T, B, K) predicted hidden state, None without K
 
 
 def reset_hidden(h: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
@@ -112,6 +126,14 @@ class ActorCritic(nn.Module):
         self.core_norm = _norm(spec.layer_norm, hidden)
         self.policy: ActionHead = make_head(hidden, spec.action, spec.squash)
         self.value = _orthogonal(nn.Linear(hidden, 1), 1.0)
+        self.hidden_head: nn.Linear | None = None
+        if spec.hidden_target_dim:
+            if spec.hidden_target_dim > spec.critic_state_dim:
+                raise ValueError(
+                    f"hidden_target_dim {spec.hidden_target_dim} exceeds the {spec.critic_state_dim} "
+                    "columns only the critic reads"
+                )
+            self.hidden_head = _orthogonal(nn.Linear(hidden, spec.hidden_target_dim), 1.0)
 
     @property
     def state_size(self) -> int:
@@ -158,21 +180,34 @@ class ActorCritic(nn.Module):
 
         Returns params (T, B, P), values (T, B), h_T (B, H).
         """
+        params, values, h_last, _ = self.rollout_outputs(obs_seq, h0, starts)
+        return params, values, h_last
+
+    def rollout_outputs(
+        self, obs_seq: torch.Tensor, h0: torch.Tensor, starts: torch.Tensor
+    ) -> RolloutOutputs:
+        """:meth:`rollout` with the hidden-state prediction (training targets)."""
         x = self.encoder(self._actor_input(obs_seq))
         if self.gru is None:
-            features = self.core_norm(self.feedforward(x))
-            return self.policy(features), self._value(features, obs_seq), h0
-        # The fused GRU runs over each stretch in which no copy starts an episode; the hidden
-        # state is reset (per copy) only where a stretch begins.
-        cuts = [0, *(torch.nonzero(starts[1:].any(dim=1)).flatten() + 1).tolist(), obs_seq.shape[0]]
-        h = h0
-        chunks = []
-        for a, b in itertools.pairwise(cuts):
-            out, h_n = self.gru(x[a:b], reset_hidden(h, starts[a]).unsqueeze(0))
-            chunks.append(out)
-            h = h_n[0]
-        features = self.core_norm(torch.cat(chunks))
-        return self.policy(features), self._value(features, obs_seq), h
+            features, h = self.core_norm(self.feedforward(x)), h0
+        else:
+            # The fused GRU runs over each stretch in which no copy starts an episode; the hidden
+            # state is reset (per copy) only where a stretch begins.
+            cuts = [0, *(torch.nonzero(starts[1:].any(dim=1)).flatten() + 1).tolist(), obs_seq.shape[0]]
+            h = h0
+            chunks = []
+            for a, b in itertools.pairwise(cuts):
+                out, h_n = self.gru(x[a:b], reset_hidden(h, starts[a]).unsqueeze(0))
+                chunks.append(out)
+                h = h_n[0]
+            features = self.core_norm(torch.cat(chunks))
+        prediction = None if self.hidden_head is None else self.hidden_head(features)
+        return RolloutOutputs(self.policy(features), self._value(features, obs_seq), h, prediction)
+
+    def hidden_targets(self, obs_seq: torch.Tensor) -> torch.Tensor:
+        """(..., K) the hidden-state columns the prediction head is trained to predict."""
+        first = self.spec.actor_obs_dim
+        return obs_seq[..., first : first + self.spec.hidden_target_dim]
 
 
 class ModelTeam:

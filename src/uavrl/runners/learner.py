@@ -71,6 +71,7 @@ def loss_function(config: Config) -> LossFunction:
             c_bar=algo.c_bar,
             value_coef=algo.value_coef,
             normalize_advantages=algo.normalize_advantages,
+            hidden_coef=algo.hidden_coef,
         )
     return partial(
         rollout_loss,
@@ -78,6 +79,7 @@ def loss_function(config: Config) -> LossFunction:
         gae_lambda=algo.gae_lambda,
         value_coef=algo.value_coef,
         normalize_advantages=algo.normalize_advantages,
+        hidden_coef=algo.hidden_coef,
     )
 
 

@@ -93,6 +93,7 @@ def model_spec(config: Config) -> ModelSpec:
         layer_norm=config.model.layer_norm,
         squash=config.model.squash,
         separate_critic=config.model.separate_critic,
+        hidden_target_dim=hidden_dim if config.model.predict_hidden else 0,
     )
 
 
