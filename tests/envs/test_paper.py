@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import uavrl  # noqa: F401  (registers the env)
 from uavrl.envs import ENV_ID, make_core
 from uavrl.envs.cloud import SharedPool
-from uavrl.envs.paper import DISCARD, LOCAL, N_SLOTS, OFFLOAD, Obs, PaperCore, PaperParams
+from uavrl.envs.paper import DISCARD, LOCAL, MAX_TASK_TIME, N_SLOTS, OFFLOAD, Obs, PaperCore, PaperParams
 from uavrl.errors import ConfigError
 
 
@@ -402,6 +402,31 @@ def test_the_feasibility_column_says_whether_local_admits_the_pending_task() -> 
     env = gym.make(ENV_ID, preset="paper", observe_feasibility=True)
     assert env.observation_space.shape == (49,)
     check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_the_payable_column_says_whether_a_task_placed_now_pays_within_the_episode() -> None:
+    """With ``observe_payable`` the task each copy places (LOCAL on an empty core, at a step
+    drawn per copy; every other task DISCARDed) pays in its episode exactly when the column
+    said 1 at that step; the other columns (feasibility first) and rewards are unchanged."""
+    n, length, rng = 256, 60, np.random.default_rng(1)
+    flagged = make_core("paper", n, episode_length=length, observe_feasibility=True)
+    both = make_core("paper", n, episode_length=length, observe_feasibility=True, observe_payable=True)
+    assert both.obs_dim == 50 and Obs.payable(True) == 49 and Obs.payable(False) == Obs.DIM
+    assert make_core("paper", 1, observe_payable=True).obs_dim == Obs.DIM + 1
+    place_at = rng.integers(length - MAX_TASK_TIME, length, n)
+    obs_flagged, obs = flagged.reset(seed=5), both.reset(seed=5)
+    payable, paid = np.zeros(n), np.zeros(n)
+    for t in range(length):
+        np.testing.assert_array_equal(obs[:, : Obs.DIM_WITH_FEASIBILITY], obs_flagged)
+        placing = place_at == t
+        payable[placing] = obs[placing, Obs.payable(True)]
+        actions = np.where(placing, LOCAL, DISCARD)
+        obs_flagged, reward_flagged, *_ = flagged.step(actions)
+        obs, reward, *_ = both.step(actions)
+        np.testing.assert_array_equal(reward, reward_flagged)
+        paid += reward
+    np.testing.assert_array_equal(paid > 0, payable == 1)
+    assert 0 < payable.mean() < 1  # both outcomes were exercised
 
 
 def test_copies_placed_in_cells_follow_the_trajectories_of_cores_of_those_cells() -> None:

@@ -169,6 +169,15 @@ def test_the_sidecar_names_the_feasibility_column_of_a_model_that_reads_it(tmp_p
     assert sidecar["observation_layout"]["local_feasible"] == 48 == sidecar["inputs"]["obs"][1] - 1
 
 
+def test_the_sidecar_names_the_payable_column_after_the_feasibility_column(tmp_path: Path) -> None:
+    model = build_model(ModelSpec(obs_dim=50, hidden_size=8, recurrent=False)).eval()
+    params = {"preset": "paper", "observe_feasibility": True, "observe_payable": True}
+    env = {"id": "uavrl/Offload-v0", "params": params}
+    sidecar = json.loads(export_policy(model, tmp_path / "policy.onnx", {"env": env}).read_text())
+    layout = sidecar["observation_layout"]
+    assert (layout["local_feasible"], layout["payable"]) == (48, 49) == (48, sidecar["inputs"]["obs"][1] - 1)
+
+
 def test_the_sidecar_lays_out_the_encoded_observation_of_any_gymnasium_env() -> None:
     """A deployed model of an env with Dict or Tuple observations reads one float vector: the
     sidecar names each part's encoding and columns, so on-board code can build it."""

@@ -34,7 +34,7 @@ UNIT_NORM = 200.0
 V_MAX = 120.0
 REWARD_TIMINGS = ("completion", "admission")
 # what a policy observes: a trained model's parameters, kept when it is evaluated with others
-OBSERVATION_PARAMS = ("observe_feasibility",)
+OBSERVATION_PARAMS = ("observe_feasibility", "observe_payable")
 # what the copies of one core share (the rest may differ per copy: PaperCore.concatenate)
 SHARED_BY_MERGED_COPIES = (
     "cloud_capacity",
@@ -47,7 +47,7 @@ SHARED_BY_MERGED_COPIES = (
 
 class Obs:
     """Column layout of the 48-float observation (all in [0, 1]); with ``observe_feasibility``
-    a 49th column, LOCAL_FEASIBLE."""
+    a 49th column, LOCAL_FEASIBLE; with ``observe_payable`` one more after it (:meth:`payable`)."""
 
     FREE_LOCAL = 0
     STEPS_LEFT = 1
@@ -62,6 +62,11 @@ class Obs:
     DIM = TASK_UNITS + 6
     LOCAL_FEASIBLE = DIM  # 1 iff LOCAL would admit the pending task (observe_feasibility)
     DIM_WITH_FEASIBILITY = DIM + 1
+
+    @staticmethod
+    def payable(observe_feasibility: bool) -> int:
+        """The PAYABLE column (``observe_payable``): right after LOCAL_FEASIBLE, or after the 48."""
+        return Obs.DIM_WITH_FEASIBILITY if observe_feasibility else Obs.DIM
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,11 @@ class PaperParams:
             pending task now (a free local slot and enough free local units). The 48 columns
             already determine it; a learned policy otherwise spends samples learning the
             comparison, and tries LOCAL on tasks it cannot admit.
+        observe_payable: append column ``Obs.payable(observe_feasibility)``: 1 iff the pending
+            task, placed now, completes within the episode (``T_q <= E_r``) and so can pay. The
+            48 columns determine it too; without it a learned policy keeps placing about a third
+            of the tasks that cannot pay in the last 30 steps, holding capacity that payable
+            tasks then miss.
     """
 
     velocity: float = 30.0
@@ -94,6 +104,7 @@ class PaperParams:
     episode_length: int = 100
     reward_timing: str = "completion"
     observe_feasibility: bool = False
+    observe_payable: bool = False
 
     def __post_init__(self) -> None:
         check_range("velocity", self.velocity, 0.0, V_MAX, "km/h")
@@ -152,7 +163,7 @@ class PaperCore:
                 f"{pool.capacity} units; they must agree"
             )
         self.pool = pool
-        self.obs_dim = Obs.DIM_WITH_FEASIBILITY if self.params.observe_feasibility else Obs.DIM
+        self.obs_dim = Obs.DIM + sum(bool(getattr(self.params, name)) for name in OBSERVATION_PARAMS)
         self.owns_pool = owns_pool  # its private pools: no other core can see them
         self.autoreset = autoreset
         self.action_space: gym.Space[Any] = gym.spaces.Discrete(N_ACTIONS)
@@ -258,7 +269,7 @@ class PaperCore:
             copy_indices: (B,) stream index of each copy; default ``arange(B)``.
 
         Returns:
-            (B, obs_dim) float32 observations (48 columns, 49 with ``observe_feasibility``).
+            (B, obs_dim) float32 observations (48 columns, one more for each ``observe_*`` flag).
         """
         self.streams.reset_rule(seed, copy_indices)
         self._reset_rows(np.arange(self.n))
@@ -397,6 +408,8 @@ class PaperCore:
         ]
         if self.params.observe_feasibility:
             columns.append(self.local_feasible()[:, None])
+        if self.params.observe_payable:
+            columns.append((self.task_time <= self.steps_left)[:, None])
         raw = np.concatenate(columns, axis=1, dtype=np.float64)
         return (raw / self._obs_divisors).astype(np.float32)
 

@@ -61,7 +61,9 @@ def observation_layout(env: dict[str, Any]) -> dict[str, Any] | None:
     if env_id == "uavrl/Offload-v0":
         if params.get("preset", "paper") != "paper":
             return None
-        return paper_observation_layout(bool(params.get("observe_feasibility", False)))
+        return paper_observation_layout(
+            bool(params.get("observe_feasibility", False)), bool(params.get("observe_payable", False))
+        )
     from uavrl.envs.vector import GymVecEnv
 
     probe = GymVecEnv(env_id, 1, **params)
@@ -74,8 +76,11 @@ def observation_layout(env: dict[str, Any]) -> dict[str, Any] | None:
         probe.close()
 
 
-def paper_observation_layout(observe_feasibility: bool = False) -> dict[str, Any]:
-    """Column ranges of the `paper` preset's observation (48 floats; 49 with the feasibility flag)."""
+def paper_observation_layout(
+    observe_feasibility: bool = False, observe_payable: bool = False
+) -> dict[str, Any]:
+    """Column ranges of the `paper` preset's observation (48 floats; one more for each of the
+    feasibility and payable flags)."""
     layout = {
         "free_local": Obs.FREE_LOCAL,
         "steps_left": Obs.STEPS_LEFT,
@@ -91,6 +96,8 @@ def paper_observation_layout(observe_feasibility: bool = False) -> dict[str, Any
     }
     if observe_feasibility:
         layout["local_feasible"] = Obs.LOCAL_FEASIBLE
+    if observe_payable:
+        layout["payable"] = Obs.payable(observe_feasibility)
     return layout
 
 
