@@ -26,7 +26,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	@touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/uavrl train --config configs/paper_a3c_private.yaml --run-dir runs/demo-$$(date +%Y%m%d-%H%M%S) --evaluate --bound --episodes 30
+	$(BIN)/uavrl train --config configs/paper_a3c_private.yaml --set runner.total_env_steps=8000000 --run-dir runs/demo-$$(date +%Y%m%d-%H%M%S) --evaluate --bound --episodes 30
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

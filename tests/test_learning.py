@@ -92,16 +92,20 @@ def _references(config):
     return table, table[table["cell"] != TRAIN_WORLD].groupby("policy")["mean"].mean()
 
 
-def test_tuned_a3c_beats_the_tuned_threshold_policy_on_the_paper_training_cells(tmp_path: Path) -> None:
-    """The tuned private-pool config (2M env steps, one core) against the threshold policy tuned
-    in the same regime on the same training cells, both greedy on the same streams."""
+def test_the_private_pool_default_beats_the_strongest_tuned_rule_on_the_paper_training_cells(
+    tmp_path: Path,
+) -> None:
+    """The private-pool default (paper_a3c_private.yaml: 24M env steps, one core, about 4 min)
+    against the two-threshold rule with the steps-left check, the strongest rule without hidden
+    state, tuned in the same regime on the same training cells, both greedy on the same streams
+    (seed 0 scores 36.47 against 36.37; seeds 0-2 in the config's header)."""
     config = load_config(CONFIGS / "paper_a3c_private.yaml", QUIET)
     summary = train(config, tmp_path)
     table, means = _references(config)
     assert summary["eval"]["regime"] == "private"
     assert summary["eval"]["cells"] == list(dict.fromkeys(table["cell"]))
-    assert means["threshold"] > means["local_else_offload"]
-    assert summary["eval"]["mean_return"] > means["threshold"]
+    assert means["two_threshold_steps_left"] > means["two_threshold"] > means["threshold"]
+    assert summary["eval"]["mean_return"] > means["two_threshold_steps_left"]
 
 
 def test_the_shared_pool_default_beats_the_tuned_threshold_in_its_training_world(tmp_path: Path) -> None:
@@ -121,12 +125,20 @@ def test_the_shared_pool_default_beats_the_tuned_threshold_in_its_training_world
 
 
 def test_impala_beats_local_else_offload_on_the_paper_training_cells(tmp_path: Path) -> None:
-    """IMPALA on the private-pool config's values (2M env steps, serial: the learner takes one
+    """IMPALA on the private-pool config with its earlier values (2M env steps, rollouts of 20,
+    16 envs per worker, no privileged critic or payable column; serial: the learner takes one
     worker's rollout per update, so the others' were acted by weights up to 4 updates old and
     V-trace corrects them), against LOCAL-else-OFFLOAD on the same cells and streams."""
+    earlier = [
+        "runner.total_env_steps=2000000",
+        "algo.rollout_length=20",
+        "runner.envs_per_worker=16",
+        "model.privileged_critic=false",
+        "env.params.observe_payable=false",
+    ]
     config = load_config(
         CONFIGS / "paper_a3c_private.yaml",
-        [*QUIET, "runner.kind=impala", "algo.gae_lambda=null", "runner.learner_batch=1"],
+        [*QUIET, *earlier, "runner.kind=impala", "algo.gae_lambda=null", "runner.learner_batch=1"],
     )
     summary = train(config, tmp_path)
     references = reference_policies(tuning_worlds(config, "private"), config.eval.episodes, config.eval.seed)
