@@ -56,3 +56,18 @@ def test_unset_env_params_name_the_paper_preset_only_for_uavrls_own_id() -> None
     default = load_config(None, [])
     assert default.env.params == {"preset": "paper"}
     assert default.hash() == load_config(None, ["env.params={preset: paper}"]).hash()
+
+
+def test_a_preset_parameter_added_later_leaves_the_hash_at_its_default() -> None:
+    """``observe_payable`` came after runs were on record: set to its default (false) a config
+    hashes as it did without it, so a study that pins it off keeps its confirmatory hash; on,
+    it is another config. A parameter from before (``observe_feasibility``) counts even at its
+    default, as it always did."""
+    base = load_config(None, [])
+
+    def with_param(item: str) -> str:
+        return load_config(None, [f"env.params={{preset: paper, {item}}}"]).hash()
+
+    assert with_param("observe_payable: false") == base.hash()
+    assert with_param("observe_payable: true") != base.hash()
+    assert with_param("observe_feasibility: false") != base.hash()

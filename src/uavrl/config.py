@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.json_schema import JsonDict
 
-from uavrl.envs.presets import ENV_ID
+from uavrl.envs.presets import ENV_ID, hash_neutral_params
 from uavrl.envs.scenarios import preset_cell_params, resolve_preset_cells
 from uavrl.errors import ConfigError
 
@@ -49,6 +49,9 @@ def run_config_identity(data: dict[str, Any]) -> dict[str, Any]:
 
 def _identity(section: BaseModel) -> dict[str, Any]:
     data: dict[str, Any] = section.model_dump(mode="json")
+    if isinstance(section, EnvConfig) and section.preset is not None:
+        neutral = hash_neutral_params(section.preset)
+        data["params"] = {k: v for k, v in data["params"].items() if k not in neutral or v != neutral[k]}
     for name, field in type(section).model_fields.items():
         value = getattr(section, name)
         if isinstance(value, BaseModel):

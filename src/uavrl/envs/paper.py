@@ -14,7 +14,7 @@ evaluations with the same seed use common random numbers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import gymnasium as gym
@@ -33,6 +33,9 @@ MAX_TASK_TIME = 50
 UNIT_NORM = 200.0
 V_MAX = 120.0
 REWARD_TIMINGS = ("completion", "admission")
+# Marks a parameter added after runs were on record: at its default it is left out of a config's
+# identity (its hash), so the records of those runs still match their configs.
+HASH_NEUTRAL_PARAM = {"hash_neutral": True}
 # what a policy observes: a trained model's parameters, kept when it is evaluated with others
 OBSERVATION_PARAMS = ("observe_feasibility", "observe_payable")
 # what the copies of one core share (the rest may differ per copy: PaperCore.concatenate)
@@ -104,7 +107,7 @@ class PaperParams:
     episode_length: int = 100
     reward_timing: str = "completion"
     observe_feasibility: bool = False
-    observe_payable: bool = False
+    observe_payable: bool = field(default=False, metadata=HASH_NEUTRAL_PARAM)
 
     def __post_init__(self) -> None:
         check_range("velocity", self.velocity, 0.0, V_MAX, "km/h")

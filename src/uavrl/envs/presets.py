@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from uavrl.envs.cloud import CloudPool
 from uavrl.envs.mec import MecCore, MecParams
-from uavrl.envs.paper import PaperCore, PaperParams
+from uavrl.envs.paper import HASH_NEUTRAL_PARAM, PaperCore, PaperParams
 from uavrl.errors import ConfigError
 
 ENV_ID = "uavrl/Offload-v0"
@@ -33,3 +34,12 @@ def make_core(
             )
         return MecCore(n, MecParams.from_kwargs(**params), autoreset=autoreset)
     raise ConfigError(f"preset must be one of {list(PRESETS)}, got {preset!r}")
+
+
+def hash_neutral_params(preset: str) -> dict[str, Any]:
+    """The parameters of ``preset`` that a config's identity leaves out at their default (name ->
+    default): added after runs were on record, so those runs' configs keep their hashes."""
+    params = {"paper": PaperParams, "mec": MecParams}.get(preset)
+    if params is None:
+        return {}
+    return {f.name: f.default for f in fields(params) if f.metadata == HASH_NEUTRAL_PARAM}
