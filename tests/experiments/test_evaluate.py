@@ -83,13 +83,14 @@ def test_evaluate_policies_rows_and_columns() -> None:
 @pytest.mark.parametrize("regime", ["shared", "private"])
 def test_evaluation_params_keep_what_the_run_observes(regime: str) -> None:
     """A study evaluates with its own env params (here the preset's reward scale), but a model
-    built for the feasibility column still gets it: its observation parameters come from the run."""
+    built for the feasibility and payable columns still gets them: its observation parameters
+    come from the run."""
     overrides = ["env.params.observe_feasibility=true", "env.params.reward_scale=0.01"]
     config = load_config(Path(__file__).parents[2] / "configs" / "paper_a3c.yaml", overrides)
     evaluation = {"preset": "paper"}
     worlds = regime_worlds(config, regime, resolve_cells("held_out_velocity"), evaluation)  # type: ignore[arg-type]
     worlds += tuning_worlds(config, regime, evaluation)  # type: ignore[arg-type]
     for world in worlds:
-        assert all(p["observe_feasibility"] is True for p in world.agent_params)
+        assert all(p["observe_feasibility"] is p["observe_payable"] is True for p in world.agent_params)
         assert all("reward_scale" not in p for p in world.agent_params)  # the evaluation's own
-        assert world.make_env(2).obs_dim == 49
+        assert world.make_env(2).obs_dim == 50
