@@ -695,6 +695,8 @@ def write_report(study_dir: Path) -> Path:
     forest: dict[str, pd.DataFrame] = {}
     for held_out, label in ((True, "held-out cells"), (False, "training cells")):
         frame = comparison_rows(results, "greedy", held_out)
+        if frame.empty:  # a study without both arms (study_private: A3C only)
+            continue
         forest[label] = frame
         out += [
             f"## A3C vs individual per ablation row, {label}, greedy, each row in its training regime",
@@ -730,7 +732,8 @@ def write_report(study_dir: Path) -> Path:
             tuned,
             "",
         ]
-    figures["gap_forest.png"] = lambda p: plot_forest(forest, p)
+    if forest:
+        figures["gap_forest.png"] = lambda p: plot_forest(forest, p)
     for name, draw in figures.items():
         draw(study_dir / name)
     out += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
