@@ -2,11 +2,13 @@
 budgets) whose outputs must exist and agree: row counts, columns, config hashes, the report."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from tests.experiments.test_study import CONFIGS, TINY
 from uavrl.experiments.figures import _median_band, curve_window, learning_curves
@@ -103,6 +105,25 @@ def test_report_is_recomputed_from_the_run_directories(quick_study: Path) -> Non
     (quick_study / "results.csv").unlink()
     write_report(quick_study)
     pd.testing.assert_frame_equal(pd.read_csv(quick_study / "results.csv"), results)
+
+
+def test_a_study_without_the_individual_arm_reports_without_the_pairs(
+    quick_study: Path, tmp_path: Path
+) -> None:
+    """A study of learned arms without `individual` (study_private runs A3C alone) has no
+    A3C-vs-individual pairs: its report leaves that section and the forest figure out and
+    still tests every arm against the strongest rule."""
+    copy = tmp_path / "study"
+    shutil.copytree(quick_study, copy)
+    shutil.rmtree(copy / "runs" / "individual")
+    (copy / "gap_forest.png").unlink()
+    spec = yaml.safe_load((copy / "study.yaml").read_text())
+    spec["arms"] = [arm for arm in spec["arms"] if arm != "individual"]
+    (copy / "study.yaml").write_text(yaml.safe_dump(spec))
+    text = write_report(copy).read_text()
+    assert "A3C vs individual" not in text and not (copy / "gap_forest.png").exists()
+    assert "learned against the strongest tuned rule" in text and "| a3c |" in text
+    assert "| individual |" not in text
 
 
 def test_learning_curves_are_continuous_with_median_over_the_seeds(quick_study: Path) -> None:
