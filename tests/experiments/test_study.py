@@ -457,6 +457,7 @@ def test_a_mec_study_judges_each_row_beside_the_mec_references(tmp_path: Path) -
         [
             "seeds=1",
             "arms=[a3c]",
+            "individual_tuned_rows=[]",
             "env_steps_per_worker=400",
             "base.runner.n_workers=2",
             "base.runner.envs_per_worker=4",
