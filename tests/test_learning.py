@@ -108,17 +108,20 @@ def test_the_private_pool_default_beats_the_strongest_tuned_rule_on_the_paper_tr
     assert summary["eval"]["mean_return"] > means["two_threshold_steps_left"]
 
 
-def test_the_shared_pool_default_beats_the_tuned_threshold_in_its_training_world(tmp_path: Path) -> None:
+def test_the_shared_pool_default_beats_the_strongest_tuned_rule_in_its_training_world(tmp_path: Path) -> None:
     """The default (paper_a3c.yaml: shared pools, pool price, feasibility and payable columns,
-    2M env steps) judged in shared pools on its training cells, against the threshold policy
-    tuned in that world, both greedy on the same streams (seed 0 scores 23.13 against 22.64), and at least 90%
-    of the score of greedy_privileged (the one-threshold rule given the hidden state, called the
-    oracle before) above the best of random, always-LOCAL and always-OFFLOAD."""
+    8M env steps with 64 envs per worker, about 90 s) judged in shared pools on its training
+    cells, against the two-threshold rule with the steps-left check (the strongest rule without
+    hidden state) and the threshold policy, tuned in that world, all greedy on the same streams
+    (seed 0 scores 23.19 against 23.06 and 22.64; seeds 0-2 in the config's header), and at
+    least 90% of the score of greedy_privileged (the one-threshold rule given the hidden state,
+    called the oracle before) above the best of random, always-LOCAL and always-OFFLOAD."""
     config = load_config(CONFIGS / "paper_a3c.yaml", QUIET)
     summary = train(config, tmp_path)
     _, means = _references(config)
     assert summary["eval"]["regime"] == "shared"
-    assert summary["eval"]["mean_return"] > means["threshold"] > means["local_else_offload"]
+    assert summary["eval"]["mean_return"] > means["two_threshold_steps_left"] > means["threshold"]
+    assert means["threshold"] > means["local_else_offload"]
     floor = means[["random", "always_local", "always_offload"]].max()
     score = 100.0 * (summary["eval"]["mean_return"] - floor) / (means["greedy_privileged"] - floor)
     assert score >= 90.0, f"{score:.1f}% of greedy_privileged"
@@ -178,21 +181,16 @@ def test_mec_default_beats_the_tuned_two_margin_rule_on_its_training_cells(tmp_p
     strongest non-privileged rule, the cost-estimating rule with both margins tuned on the
     training cells, both greedy on the same 100 evaluation streams per cell (the tuning streams
     are disjoint), as `uavrl train --evaluate` prints them."""
-    from uavrl.envs.mec import MecParams
-    from uavrl.envs.mec_baselines import mec_reference_policies
-    from uavrl.experiments.evaluate import evaluate_mec_policies, mec_training_params, training_cells
+    from uavrl.experiments.evaluate import eval_worlds, evaluate_policies, run_references, training_cells
 
     config = load_config(CONFIGS / "mec_a3c.yaml", QUIET)
     summary = train(config, tmp_path)
-    params = MecParams.from_env_params(config.env.params)
     cells = training_cells(config)
     assert len(cells) == 5 and summary["eval"]["cells"] == [c.name for c in cells]
-    tuning = mec_training_params(config)
-    references = {
-        p.name: p for p in mec_reference_policies(params, tuning, config.eval.episodes, config.eval.seed)
-    }
-    table = evaluate_mec_policies(
-        [references["two_margin"]], cells, params, config.eval.episodes, config.eval.seed
+    regime = training_regime(config)
+    references = {p.name: p for p in run_references(config, regime, config.eval.episodes, config.eval.seed)}
+    table = evaluate_policies(
+        [references["two_margin"]], eval_worlds(config, regime), config.eval.episodes, config.eval.seed
     )
     assert summary["eval"]["episodes"] == config.eval.episodes
     assert summary["eval"]["mean_return"] > float(table["mean"].mean())
@@ -205,7 +203,8 @@ def test_mec_hybrid_a3c_beats_the_constant_choices_at_their_fixed_frequency_and_
     from uavrl.envs.mec import LOCAL, OFFLOAD, MecParams
     from uavrl.envs.mec_baselines import MecConstantPolicy
     from uavrl.envs.scenarios import MecCell
-    from uavrl.experiments.evaluate import evaluate_mec_policies
+    from uavrl.envs.worlds import cell_worlds
+    from uavrl.experiments.evaluate import evaluate_policies
 
     config = load_config(CONFIGS / "mec_hybrid_a3c.yaml", QUIET)
     summary = train(config, tmp_path)
@@ -214,7 +213,11 @@ def test_mec_hybrid_a3c_beats_the_constant_choices_at_their_fixed_frequency_and_
         MecConstantPolicy(params, LOCAL, "always_local"),
         MecConstantPolicy(params, OFFLOAD, "always_offload"),
     ]
-    table = evaluate_mec_policies(constants, [MecCell(30.0)], params, config.eval.episodes, config.eval.seed)
+    cell = MecCell(30.0)
+    worlds = cell_worlds(
+        [(cell.name, {"preset": "mec", "action_mode": "hybrid", **cell.env_params()})], "private", 1
+    )
+    table = evaluate_policies(constants, worlds, config.eval.episodes, config.eval.seed)
     means = table.set_index("policy")["mean"]
     assert summary["eval"]["mean_return"] > means["always_local"]
     assert summary["eval"]["mean_return"] > means["always_offload"]  # the best constant

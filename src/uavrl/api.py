@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from uavrl.config import Config, apply_overrides, config_from_dict, load_config
+from uavrl.envs.presets import DEFAULT_PRESET
 from uavrl.envs.spaces import ObservationEncoder, observation_encoder
 from uavrl.envs.vector import attribute_path, env_maker, index_actions
 from uavrl.errors import ConfigError
@@ -167,7 +168,7 @@ def train(
     if env is not None:
         data = resolved.to_dict()
         env_id = env_id_of(env)
-        if env_id != data["env"]["id"] and data["env"].get("params") == {"preset": "paper"}:
+        if env_id != data["env"]["id"] and data["env"].get("params") == {"preset": DEFAULT_PRESET}:
             data["env"]["params"] = {}  # the defaults name uavrl's preset, which another env refuses
         data["env"]["id"] = env_id
         resolved = config_from_dict(data)

@@ -21,8 +21,6 @@ from uavrl.errors import CheckpointError, ConfigError, RunInterrupted
 if TYPE_CHECKING:  # pandas costs 0.5 s of start-up: imported where a command needs it
     import pandas as pd
 
-    from uavrl.config import Config
-    from uavrl.nn.models import ActorCritic
 
 # Tables are wide: keep them whole when output goes to a file or a pipe.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -34,9 +32,9 @@ error_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 @contextlib.contextmanager
 def evaluating(label: str) -> Iterator[Callable[[int, int, str], None]]:
-    """A progress callback for ``evaluate_policies`` (one call per world) and
-    ``evaluate_mec_policies`` (one per policy, every cell at once): a spinner line in a
-    terminal, else one line per call on stderr."""
+    """A progress callback for ``evaluate_policies`` (one call per world, or per policy where a
+    preset scores every cell at once): a spinner line in a terminal, else one line per call on
+    stderr."""
     with progress_console.status(label) as status:
 
         def report(done: int, total: int, world: str) -> None:
@@ -140,40 +138,55 @@ def results_markdown(results: pd.DataFrame) -> str:
 
 
 def show_results(
-    results: pd.DataFrame, fmt: str, what: str, episodes: int, seed: int, cloud_pools: bool = True
+    results: pd.DataFrame, fmt: str, what: str, episodes: int, seed: int, cells: bool = True
 ) -> None:
+    """The returns table (``cells``: per scenario cell, else one world), then the task metrics a
+    preset's evaluation adds, averaged over cells (the CSV and Markdown have every column)."""
+    from uavrl.experiments.evaluate import RESULT_COLUMNS
+
     if fmt == "csv":
         print(results.to_csv(index=False), end="")
-    elif fmt == "markdown":
+        return
+    if fmt == "markdown":
         print(results_markdown(results))
-    else:
-        console.print(results_table(results, what, episodes, seed, cloud_pools=cloud_pools))
+        return
+    console.print(results_table(results[RESULT_COLUMNS], what, episodes, seed, cloud_pools=cells))
+    metrics = [c for c in results.columns if c not in RESULT_COLUMNS]
+    if metrics:
+        means = results.groupby("policy", sort=False)[metrics].mean()
+        table = Table(title="task metrics, mean over cells (latency in s, energy in J per task)")
+        table.add_column("policy")
+        for name in metrics:
+            table.add_column(name.replace("_", " "), justify="right")
+        for policy, row in means.iterrows():
+            table.add_row(str(policy), *(f"{row[m]:.3f}" for m in metrics))
+        console.print(table)
 
 
 def cmd_baselines(args: argparse.Namespace) -> None:
-    if args.preset == "mec" and args.config:
-        raise ConfigError("baselines --config takes a paper run config; --preset mec has its own references")
-    if args.preset == "mec":
-        _mec_baselines(args)
-        return
     import pandas as pd
 
-    from uavrl.envs.baselines import policy_params, reference_policies
-    from uavrl.envs.scenarios import CELL_SETS, resolve_cells
+    from uavrl.envs.baselines import policy_params
+    from uavrl.envs.preset import get_preset
     from uavrl.envs.worlds import cell_worlds
     from uavrl.experiments.evaluate import bound_results, evaluate_policies
 
+    preset = get_preset(args.preset)
+    if args.bound and not preset.has_bound:
+        raise _no_bound("--bound", preset.name)
     check_writable(args.csv)
-    cells = resolve_cells(args.cells)
+    cells = preset.resolve_cells(args.cells)
     base = _baselines_env_params(args)
 
-    def worlds(chosen: list) -> list:
+    def worlds(chosen: Sequence[Any]) -> list:
         return cell_worlds([(c.name, {**base, **c.env_params()}) for c in chosen], args.pool, args.agents)
 
-    with progress_console.status("tuning thresholds on the seen cells"):
-        policies = reference_policies(worlds(CELL_SETS["seen"]), args.tune_episodes, args.seed)
+    with progress_console.status(f"tuning {preset.reference_description} on the seen cells"):
+        policies = preset.reference_policies(
+            base, worlds(preset.cell_sets["seen"]), args.tune_episodes, args.seed
+        )
     tuned = "; ".join(
-        f"{p.name} " + ", ".join(f"{k}={v}" for k, v in policy_params(p).items())
+        f"{p.name} " + ", ".join(f"{k}={v:g}" for k, v in policy_params(p).items())
         for p in policies
         if policy_params(p)
     )
@@ -184,44 +197,47 @@ def cmd_baselines(args: argparse.Namespace) -> None:
         with evaluating("solving the hindsight bound") as progress:
             bounds = bound_results(worlds(cells), args.episodes, args.seed, args.time_limit, progress)
         results = pd.concat([results, bounds], ignore_index=True)
-    what = f"preset {args.preset}" + (f" as {args.config} sets it" if args.config else "")
-    show_results(results, args.format, what + reward_scale_note(base), args.episodes, args.seed)
+    what = f"preset {preset.name}" + (f" as {args.config} sets it" if args.config else "")
+    show_results(results, args.format, what + preset.units_note(base), args.episodes, args.seed)
     if args.csv:
         _write_csv(results, args.csv)
 
 
+def _no_bound(flag: str, preset: str) -> ConfigError:
+    """The refusal of a hindsight bound for a preset that has none."""
+    from uavrl.envs.preset import presets_with
+
+    built = " and ".join(repr(p) for p in presets_with("has_bound"))
+    return ConfigError(
+        f"{flag}: the hindsight bound is built for {built}, got {preset!r} (its normalised scale tops "
+        "out at its strongest privileged reference)"
+    )
+
+
 def _baselines_env_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The `paper` env parameters the rules run with: the preset's defaults, or with ``--config``
-    a run config's env params (reward scale, observation columns), its cell parameters left to
-    the cells."""
+    """The env parameters the rules run with: the preset's defaults, or with ``--config`` a run
+    config of that preset (reward scale, observation columns, cost weights), its cell
+    parameters left to the cells."""
     if not args.config:
         return {"preset": args.preset}
     from uavrl.config import load_config
-    from uavrl.envs.scenarios import CELL_PARAMS
 
     config = load_config(args.config)
-    if not config.env.is_paper:
+    preset = config.env.uavrl_preset
+    if preset is None or config.env.preset != args.preset:
         raise ConfigError(
-            f"baselines --config takes a paper run config; {args.config} runs {config.env.id} "
-            f"preset {config.env.preset!r} (use --preset mec for the mec references)"
+            f"baselines --config takes a run config of --preset {args.preset}; {args.config} runs "
+            f"{config.env.id} preset {config.env.preset!r}"
         )
-    return {k: v for k, v in config.env.params.items() if k not in CELL_PARAMS}
-
-
-def reward_scale_note(params: dict[str, Any]) -> str:
-    """``", reward 0.01 per unit"`` for a `paper` table (returns are units x the scale:
-    tables of different scales differ by their ratio); empty for another env."""
-    if params.get("preset", "paper") != "paper":
-        return ""
-    from uavrl.envs.paper import PaperParams
-
-    return f", reward {params.get('reward_scale', PaperParams().reward_scale):g} per unit"
+    return {k: v for k, v in config.env.params.items() if k not in preset.cell_params}
 
 
 def _add_world_arguments(parser: argparse.ArgumentParser, preset_help: str, episodes: int) -> None:
     """What `baselines` and `bound` both take: the preset, the cells, their streams, the pool
     regime and the solver's time per episode."""
-    parser.add_argument("--preset", default="paper", help=preset_help)
+    from uavrl.envs.presets import DEFAULT_PRESET
+
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help=preset_help)
     parser.add_argument("--episodes", type=int, default=episodes, help="episodes per cell")
     parser.add_argument("--cells", default="seen", help="cell sets and/or cell names, comma-separated")
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation streams (and of random)")
@@ -245,24 +261,22 @@ def cmd_bound(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from uavrl.envs.bound import hindsight_bounds
-    from uavrl.envs.scenarios import resolve_cells
+    from uavrl.envs.preset import get_preset
     from uavrl.envs.worlds import cell_worlds
     from uavrl.experiments.evaluate import mean_ci
 
-    if args.preset != "paper":
-        raise ConfigError(
-            f"--preset: the hindsight bound is built for 'paper', got {args.preset!r} (the mec "
-            "references include no bound; its strongest privileged reference tops its normalised scale)"
-        )
+    preset = get_preset(args.preset)
+    if not preset.has_bound:
+        raise _no_bound("--preset", preset.name)
     for flag, value in (("--episodes", args.episodes), ("--agents", args.agents)):
         if value < 1:
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     if not args.time_limit > 0:
         raise ConfigError(f"--time-limit must be > 0 seconds, got {args.time_limit}")
     check_writable(args.csv)
-    cells = resolve_cells(args.cells)
+    cells = preset.resolve_cells(args.cells)
     worlds = cell_worlds(
-        [(c.name, {"preset": "paper", **c.env_params()}) for c in cells], args.pool, args.agents
+        [(c.name, {"preset": preset.name, **c.env_params()}) for c in cells], args.pool, args.agents
     )
     rows = []
     with evaluating("solving the hindsight bound") as progress:
@@ -287,8 +301,9 @@ def cmd_bound(args: argparse.Namespace) -> None:
             )
     frame = pd.DataFrame(rows)
     table = Table(
-        title=f"hindsight bound, preset paper, {args.pool} cloud pools ({frame['agents'].iloc[0]} agent(s) "
-        f"per world), {args.episodes} episodes per cell, seed {args.seed}: mean episode return per agent"
+        title=f"hindsight bound, preset {preset.name}, {args.pool} cloud pools "
+        f"({frame['agents'].iloc[0]} agent(s) per world), {args.episodes} episodes per cell, "
+        f"seed {args.seed}: mean episode return per agent"
     )
     for column in ("cell", "bound [95% CI]", "best schedule", "solved to optimality", "seconds"):
         table.add_column(column, justify="left" if column == "cell" else "right")
@@ -303,51 +318,6 @@ def cmd_bound(args: argparse.Namespace) -> None:
     console.print(table)
     if args.csv:
         _write_csv(frame, args.csv)
-
-
-def _mec_baselines(args: argparse.Namespace) -> None:
-    """The `mec` references: margins tuned on the seen cells, then returns and task metrics."""
-    from uavrl.envs.mec import MecParams
-    from uavrl.envs.mec_baselines import CostEstimatingPolicy, mec_reference_policies
-    from uavrl.envs.scenarios import MEC_CELL_SETS, resolve_mec_cells
-    from uavrl.experiments.evaluate import evaluate_mec_policies
-
-    check_writable(args.csv)
-    cells = resolve_mec_cells(args.cells)
-    agents = args.agents if args.pool == "shared" else 1
-    params = MecParams()
-    tuning = [MecParams.from_kwargs(**c.env_params(), cloud_group_size=agents) for c in MEC_CELL_SETS["seen"]]
-    with progress_console.status("tuning the rules' margins on the seen cells"):
-        policies = mec_reference_policies(params, tuning, args.tune_episodes, args.seed)
-    tuned = "; ".join(
-        f"{p.name} " + ", ".join(f"{k}={v:g}" for k, v in p.tuned_params.items())
-        for p in policies
-        if isinstance(p, CostEstimatingPolicy) and p.name != "greedy_estimated"
-    )
-    progress_console.print(f"tuned on seen cells ({args.pool} clouds, {agents} UAV(s) each): {tuned}")
-    with evaluating(f"evaluating {len(policies)} policies") as progress:
-        results = evaluate_mec_policies(policies, cells, params, args.episodes, args.seed, agents, progress)
-    _show_mec_results(results, args.format, "preset mec", args.episodes, args.seed, args.csv)
-
-
-def _show_mec_results(
-    results: pd.DataFrame, fmt: str, what: str, episodes: int, seed: int, csv: str | None
-) -> None:
-    """The returns table, then (as a table) the task metrics averaged over cells; the CSV has both."""
-    from uavrl.experiments.evaluate import MEC_METRICS, RESULT_COLUMNS
-
-    show_results(results[RESULT_COLUMNS], fmt, what, episodes, seed)
-    if fmt == "table":
-        metrics = results.groupby("policy", sort=False)[MEC_METRICS].mean()
-        table = Table(title="task metrics, mean over cells (latency in s, energy in J per task)")
-        table.add_column("policy")
-        for name in MEC_METRICS:
-            table.add_column(name.replace("_", " "), justify="right")
-        for policy, row in metrics.iterrows():
-            table.add_row(str(policy), *(f"{row[m]:.3f}" for m in MEC_METRICS))
-        console.print(table)
-    if csv:
-        _write_csv(results, csv)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -428,36 +398,32 @@ def _evaluate_run(
     bound: bool = False,
 ) -> None:
     from uavrl.config import config_from_dict
-    from uavrl.envs.baselines import reference_policies
     from uavrl.experiments.evaluate import (
         bound_results,
         eval_worlds,
         evaluate_policies,
         run_policies,
+        run_references,
         training_regime,
-        tuning_worlds,
     )
     from uavrl.experiments.rundir import RunDir
 
     models, meta = RunDir(run_dir).load_models()
     config = config_from_dict(meta["config"])
     seed = config.eval.seed
-    if config.env.preset == "mec":
-        if pool:
-            raise ConfigError("--pool applies to the paper preset; a mec run is scored as it trained")
-        if bound:
-            raise ConfigError(
-                "--bound: the hindsight bound is built for 'paper'; a mec run's scale tops out at its "
-                "strongest privileged reference"
-            )
-        _evaluate_mec_run(run_dir, config, models, episodes, cells, csv, fmt)
-        return
-    regime = pool or training_regime(config)
+    preset = config.env.uavrl_preset
     for flag, given in (("--pool", pool), ("--cells", cells), ("--bound", bound)):
-        if given and not config.env.is_paper:
+        if given and preset is None:
             raise ConfigError(
                 f"{flag} applies to uavrl/Offload-v0 runs only; {config.env.id!r} is evaluated in one world"
             )
+    if bound and preset is not None and not preset.has_bound:
+        raise _no_bound("--bound", preset.name)
+    if pool and preset is not None and not preset.pools_across_workers:
+        # its clouds are shared inside each worker's core (as it trained), not across workers
+        raise ConfigError(f"--pool: a run of preset {preset.name!r} is scored with its clouds as it trained")
+    trained_in = training_regime(config)
+    regime = pool or trained_in
     policies = [
         p
         for mode in ("greedy", "stochastic")
@@ -466,15 +432,9 @@ def _evaluate_run(
     worlds = eval_worlds(config, regime, cells)  # type: ignore[arg-type]
     with evaluating(f"evaluating {len(policies)} learned policies") as progress:
         results = evaluate_policies(policies, worlds, episodes, seed, config.env.id, progress)
-    references: list[Any]
-    if config.env.is_paper:
-        with progress_console.status(f"tuning the reference thresholds ({regime} pools, training cells)"):
-            references = reference_policies(tuning_worlds(config, regime), episodes, seed)  # type: ignore[arg-type]
-    else:  # any other env: the uniformly random policy over its action space
-        from uavrl.envs.baselines import SpaceRandomPolicy
-        from uavrl.runners.session import env_spaces
-
-        references = [SpaceRandomPolicy(env_spaces(config)[1], seed)]
+    tuned_by = preset.reference_description if preset is not None else "the references"
+    with progress_console.status(f"tuning {tuned_by} ({regime} pools, training cells)"):
+        references = run_references(config, regime, episodes, seed)  # type: ignore[arg-type]
     with evaluating(f"evaluating {len(references)} reference policies") as progress:
         # Same worlds (reward scale included) as the learned policies.
         references_table = evaluate_policies(references, worlds, episodes, seed, config.env.id, progress)
@@ -486,54 +446,11 @@ def _evaluate_run(
             bounds = bound_results(worlds, episodes, seed, progress=progress, processes=os.cpu_count() or 1)
         tables.insert(1, bounds)
     results = pd.concat(tables)
-    trained_in = training_regime(config) if config.env.is_paper else "private"
     note = "" if regime == trained_in else f" (transfer: trained with {trained_in} pools)"
-    scale = reward_scale_note(dict(config.env.params)) if config.env.is_paper else ""
-    show_results(results, fmt, f"{run_dir}{note}{scale}", episodes, seed, cloud_pools=config.env.is_paper)
+    scale = preset.units_note(dict(config.env.params)) if preset is not None else ""
+    show_results(results, fmt, f"{run_dir}{note}{scale}", episodes, seed, cells=preset is not None)
     if csv:
         _write_csv(results, csv)
-
-
-def _evaluate_mec_run(
-    run_dir: Path,
-    config: Config,
-    models: list[ActorCritic],
-    episodes: int,
-    cells: str | None,
-    csv: str | None,
-    fmt: str,
-) -> None:
-    """A `mec` run beside the mec references (margins tuned on its training cells), with the task
-    metrics, on its training cells or ``cells``; N UAVs per cloud as it trained
-    (``cloud_group_size``)."""
-
-    from uavrl.envs.mec import MecParams
-    from uavrl.envs.mec_baselines import mec_reference_policies
-    from uavrl.envs.scenarios import resolve_mec_cells
-    from uavrl.experiments.evaluate import (
-        evaluate_mec_policies,
-        mec_training_params,
-        run_policies,
-        training_cells,
-    )
-
-    trained = MecParams.from_env_params(config.env.params)
-    own = training_cells(config)
-    chosen = resolve_mec_cells(cells) if cells else own
-    seed = config.eval.seed
-    tuning = mec_training_params(config)
-    with progress_console.status("tuning the rules' margins on the training cells"):
-        references = mec_reference_policies(trained, tuning, episodes, seed)
-    learned = [
-        p
-        for mode in ("greedy", "stochastic")
-        for p in run_policies(config, models, "private", mode == "greedy", seed, f"_{mode}")
-    ]
-    with evaluating(f"evaluating {len(references) + len(learned)} policies") as progress:
-        results = evaluate_mec_policies(
-            [*references, *learned], chosen, trained, episodes, seed, trained.cloud_group_size, progress
-        )
-    _show_mec_results(results, fmt, str(run_dir), episodes, seed, csv)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -876,6 +793,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from uavrl.envs.presets import DEFAULT_PRESET
+
     parser = argparse.ArgumentParser(prog="uavrl", description=DESCRIPTION, formatter_class=HelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -1037,7 +956,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--run", help="decide: the run directory whose policy is timed")
     bench.add_argument("--config", help="serial: the run config (default configs/paper_a3c.yaml)")
-    bench.add_argument("--preset", default="paper", help="env and train: environment preset")
+    bench.add_argument("--preset", default=DEFAULT_PRESET, help="env and train: environment preset")
     bench.add_argument(
         "--seconds", type=float, default=None, help="time per measurement (default 2 for env, 24 otherwise)"
     )

@@ -19,9 +19,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.json_schema import JsonDict
 
-from uavrl.envs.presets import ENV_ID, hash_neutral_params
-from uavrl.envs.scenarios import preset_cell_params, resolve_preset_cells
+from uavrl.envs.presets import DEFAULT_PRESET, ENV_ID, PRESETS, hash_neutral_params
 from uavrl.errors import ConfigError
+
+if typing.TYPE_CHECKING:
+    from uavrl.envs.preset import Preset
 
 HASH_NEUTRAL: JsonDict = {"hash_neutral": True}
 """``json_schema_extra`` of a field added after run directories existed: at its default it is
@@ -137,13 +139,13 @@ class EnvConfig(ConfigSection):
         """Unset ``params`` are ``{"preset": "paper"}`` for uavrl's own id, and none for any other
         (``--set env.id=CartPole-v1`` on the defaults makes CartPole, not CartPole(preset=...))."""
         if isinstance(data, dict) and "params" not in data and data.get("id", ENV_ID) == ENV_ID:
-            data = {**data, "params": {"preset": "paper"}}
+            data = {**data, "params": {"preset": DEFAULT_PRESET}}
         return data
 
     @property
     def preset(self) -> str | None:
         """The uavrl preset (``paper``, ``mec``), or None for any other env."""
-        return str(self.params.get("preset", "paper")) if self.id == ENV_ID else None
+        return str(self.params.get("preset", DEFAULT_PRESET)) if self.id == ENV_ID else None
 
     def worker_params(self, worker_id: int, base: dict[str, Any] | None = None) -> dict[str, Any]:
         """Env parameters of worker ``worker_id``: the base params (default ``params``) plus its
@@ -151,15 +153,30 @@ class EnvConfig(ConfigSection):
         params = dict(self.params if base is None else base)
         if self.worker_cells:
             name = self.worker_cells[worker_id] if len(self.worker_cells) > 1 else self.worker_cells[0]
-            params.update(resolve_preset_cells(str(self.preset), name)[0].env_params())
+            params.update(self.cell_preset.resolve_cells(name)[0].env_params())
         return params
 
     @property
-    def is_paper(self) -> bool:
-        """The `paper` preset of uavrl/Offload-v0, for which scenario cells, cloud pools and the
-        reference rules apply; any other env (``mec`` included, for now) is evaluated as one
-        world named by its id."""
-        return self.preset == "paper"
+    def uavrl_preset(self) -> Preset | None:
+        """The preset this env runs (:class:`~uavrl.envs.preset.Preset`: its cells, regimes,
+        references and evaluation), or None for any other Gymnasium env."""
+        from uavrl.envs.preset import get_preset
+
+        return None if self.preset is None else get_preset(self.preset)
+
+    @property
+    def cell_preset(self) -> Preset:
+        """:attr:`uavrl_preset` where scenario cells are named (an env without a preset has none)."""
+        preset = self.uavrl_preset
+        if preset is None:
+            raise ConfigError(f"{self.id!r} has no scenario cells: cells apply to {ENV_ID} presets")
+        return preset
+
+    @property
+    def pools_across_workers(self) -> bool:
+        """Its preset shares cloud pools across workers (``env.shared_pool`` applies)."""
+        preset = self.uavrl_preset
+        return preset is not None and preset.pools_across_workers
 
 
 class ModelConfig(ConfigSection):
@@ -355,44 +372,50 @@ class Config(ConfigSection):
     @model_validator(mode="after")
     def _consistent(self) -> Config:
         cells = self.env.worker_cells
+        preset = self.env.uavrl_preset
         if cells is not None:
-            if self.env.preset not in ("paper", "mec"):
+            if preset is None:
                 raise ValueError(
-                    f"env.worker_cells is only for {ENV_ID} presets paper and mec, not {self.env.id!r}"
+                    f"env.worker_cells is only for {ENV_ID} presets {' and '.join(PRESETS)}, "
+                    f"not {self.env.id!r}"
                 )
             if len(cells) not in (1, self.runner.n_workers):
                 raise ValueError(
                     f"env.worker_cells must name 1 or runner.n_workers={self.runner.n_workers} "
                     f"cells, got {len(cells)}"
                 )
-            preset = str(self.env.preset)
-            _check_cells("env.worker_cells", cells, preset)
-            if self.env.cells_by == "copy" and not self.env.is_paper:
-                raise ValueError("env.cells_by=copy is only for the paper preset")
-            clouds = {
-                cell.cloud_capacity for cell in resolve_preset_cells(preset, cells) if self.env.is_paper
-            }
-            if self.env.cells_by == "copy" and len(clouds) > 1:
-                raise ValueError(
-                    f"env.cells_by=copy steps every cell in one core, with one cloud capacity; "
-                    f"env.worker_cells has {sorted(clouds)}"
-                )
-            cell_params = preset_cell_params(preset)
-            overridden = {k: v for k, v in self.env.params.items() if k in cell_params}
+            resolved = _check_cells("env.worker_cells", cells, preset)
+            if self.env.cells_by == "copy":
+                if not preset.copy_cells_share:
+                    raise ValueError(
+                        f"env.cells_by=copy is only for the {_presets_with('copy_cells_share')} preset"
+                    )
+                for name in preset.copy_cells_share:
+                    values = {cell.env_params()[name] for cell in resolved}
+                    if len(values) > 1:
+                        raise ValueError(
+                            f"env.cells_by=copy steps every cell in one core, with one "
+                            f"{name.replace('_', ' ')}; env.worker_cells has {sorted(values)}"
+                        )
+            overridden = {k: v for k, v in self.env.params.items() if k in preset.cell_params}
             if overridden:
                 given = ", ".join(f"env.params.{k}={v!r}" for k, v in overridden.items())
                 raise ValueError(
                     f"{given} would be overridden by env.worker_cells (each cell sets "
-                    f"{', '.join(cell_params)}); remove it, or drop env.worker_cells"
+                    f"{', '.join(preset.cell_params)}); remove it, or drop env.worker_cells"
                 )
         elif self.env.cells_by != "worker":
             raise ValueError(f"env.cells_by={self.env.cells_by!r} needs env.worker_cells")
         if self.eval.cells is not None:
-            if not self.env.is_paper:
-                raise ValueError(f"eval.cells is only for {ENV_ID} preset paper, not {self.env.id!r}")
-            _check_cells("eval.cells", self.eval.cells, "paper")
-        if self.env.shared_pool and not self.env.is_paper:
-            raise ValueError(f"env.shared_pool is only for {ENV_ID} preset paper")
+            if preset is None:
+                raise ValueError(
+                    f"eval.cells is only for {ENV_ID} presets {' and '.join(PRESETS)}, not {self.env.id!r}"
+                )
+            _check_cells("eval.cells", self.eval.cells, preset)
+        if self.env.shared_pool and not self.env.pools_across_workers:
+            raise ValueError(
+                f"env.shared_pool is only for {ENV_ID} preset {_presets_with('pools_across_workers')}"
+            )
         if self.model.predict_hidden and not self.model.privileged_critic:
             raise ValueError(
                 "model.predict_hidden: true predicts the hidden state that model.privileged_critic "
@@ -449,10 +472,10 @@ class Config(ConfigSection):
                 f"env.team_spirit={self.env.team_spirit} only applies with env.team_reward: true"
             )
         if self.env.pool_price > 0:
-            if not self.env.is_paper or not self.env.shared_pool:
+            if not self.env.shared_pool:
                 raise ValueError(
                     f"env.pool_price={self.env.pool_price} prices a shared cloud pool: it needs "
-                    f"{ENV_ID} preset paper with env.shared_pool: true"
+                    f"{ENV_ID} preset {_presets_with('pools_across_workers')} with env.shared_pool: true"
                 )
             if self.env.team_reward:
                 raise ValueError(
@@ -486,11 +509,19 @@ class Config(ConfigSection):
         return content_hash(self)
 
 
-def _check_cells(field: str, names: list[str], preset: str) -> None:
+def _check_cells(field: str, names: list[str], preset: Preset) -> list[Any]:
+    """The cells ``names`` of ``preset``'s grid; a bad name is refused under ``field``."""
     try:
-        resolve_preset_cells(preset, names)
+        return preset.resolve_cells(names)
     except ConfigError as err:
         raise ValueError(f"{field}: {err}") from None
+
+
+def _presets_with(capability: str) -> str:
+    """The presets that have ``capability`` (:func:`~uavrl.envs.preset.presets_with`), joined."""
+    from uavrl.envs.preset import presets_with
+
+    return " and ".join(presets_with(capability))
 
 
 def format_validation_error(err: ValidationError) -> str:

@@ -175,13 +175,15 @@ def test_shared_evaluation_averages_the_uavs_of_each_cloud() -> None:
     """With N UAVs per cloud, an episode's return is the mean of its N UAVs, which run as
     rows i * episodes + j of one core; one UAV alone equals the private regime."""
     from uavrl.envs.scenarios import MecCell
-    from uavrl.experiments.evaluate import evaluate_mec_policies
+    from uavrl.envs.worlds import cell_worlds
+    from uavrl.experiments.evaluate import evaluate_policies
 
     params = MecParams()
     policy = MecConstantPolicy(params, OFFLOAD, "always_offload")
     cell = MecCell(30.0)
-    shared = evaluate_mec_policies([policy], [cell], params, 6, 0, n_agents=3)
-    alone = evaluate_mec_policies([policy], [cell], params, 6, 0, n_agents=1)
+    cell_params = [(cell.name, {"preset": "mec", **cell.env_params()})]
+    shared = evaluate_policies([policy], cell_worlds(cell_params, "shared", 3), 6, 0)
+    alone = evaluate_policies([policy], cell_worlds(cell_params, "private", 3), 6, 0)
     core = MecCore(18, MecParams(cloud_group_size=3))
     streams = np.concatenate([i * (1 << 40) + np.arange(6) for i in range(3)])
     direct = run_episodes(policy, core, 0, streams).returns.reshape(3, 6).mean(axis=0)

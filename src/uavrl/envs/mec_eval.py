@@ -16,6 +16,20 @@ from uavrl.envs.worlds import agent_streams
 
 PolicyFn = Any
 
+# The task metrics of an evaluation cell (:func:`task_metrics`), in the order tables show them.
+MEC_METRICS = (
+    "completion_rate",
+    "drop_rate",
+    "discard_rate",
+    "latency_mean",
+    "latency_p50",
+    "latency_p95",
+    "latency_p99",
+    "energy_per_task",
+    "cloud_utilisation",
+    "fairness",
+)
+
 
 @dataclass
 class MecEpisodes:

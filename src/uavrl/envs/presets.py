@@ -12,6 +12,7 @@ from uavrl.errors import ConfigError
 
 ENV_ID = "uavrl/Offload-v0"
 PRESETS = ("paper", "mec")
+DEFAULT_PRESET = "paper"
 
 Core = PaperCore | MecCore
 

@@ -177,17 +177,6 @@ MEC_CELL_PARAMS = ("velocity", "cloud_ghz", "distance")
 """The env parameters a `mec` scenario cell sets."""
 
 
-def preset_cell_params(preset: str) -> tuple[str, ...]:
-    """The env parameters a cell of ``preset`` (``paper`` or ``mec``) sets."""
-    return MEC_CELL_PARAMS if preset == "mec" else CELL_PARAMS
-
-
-def resolve_preset_cells(preset: str, spec: str | list[str]) -> list[Any]:
-    """Cells of ``preset``'s grid (``mec``: :class:`MecCell`, else :class:`Cell`) named by sets
-    and cell names, as :func:`resolve_cells`."""
-    return resolve_mec_cells(spec) if preset == "mec" else resolve_cells(spec)
-
-
 def is_held_out(cell: Cell) -> bool:
     """True unless the cell is one of the ``seen`` training cells."""
     return cell not in CELL_SETS["seen"]

@@ -9,7 +9,6 @@ judged in its training regime; the other regime is a transfer result.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
@@ -19,10 +18,9 @@ import torch
 
 from uavrl.config import Config
 from uavrl.envs import ENV_ID
-from uavrl.envs.mec import MecParams
-from uavrl.envs.paper import OBSERVATION_PARAMS, PaperParams
-from uavrl.envs.scenarios import Cell, MecCell, resolve_cells, resolve_preset_cells
+from uavrl.envs.preset import Preset, score_worlds, world_preset
 from uavrl.envs.worlds import AgentTeam, Regime, World, cell_worlds, training_world
+from uavrl.errors import ConfigError
 from uavrl.experiments.normalise import HINDSIGHT_BOUND
 from uavrl.nn.models import ActorCritic
 
@@ -62,23 +60,33 @@ def evaluate_policies(
     env_id: str = ENV_ID,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> pd.DataFrame:
-    """One row per (policy, world) with the columns of :data:`RESULT_COLUMNS`.
+    """One row per (world, policy) with the columns of :data:`RESULT_COLUMNS`, then the task
+    metrics of the worlds' preset (``Preset.metrics``).
 
     Learned and reference policies alike: in a world every policy sees the same streams (seed,
     copies ``0 .. episodes - 1`` of each agent) under the same env parameters, and acts for all
-    of the world's agents; an episode's return is the mean over the agents. ``progress(done,
-    total, world)`` is called before each world.
+    of the world's agents; an episode's return is the mean over the agents. The worlds' preset
+    scores them (``Preset.score``); any other env one world at a time. ``progress(done, total,
+    what)`` hears of the scoring's steps.
     """
-    rows = []
-    copies = np.arange(episodes)
-    for i, world in enumerate(worlds):
-        if progress is not None:
-            progress(i, len(worlds), world.name)
-        for policy in policies:
-            returns = world.episode_returns(policy, seed, copies, policy.needs_privileged, env_id)
-            mean, std, low, high = mean_ci(returns)
-            rows.append((policy.name, world.name, world.regime, episodes, mean, std, low, high))
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    preset = world_preset(worlds[0]) if env_id == ENV_ID and worlds else None
+    if preset is None:
+        scores = score_worlds(policies, worlds, episodes, seed, progress, env_id)
+    else:
+        scores = preset.score(policies, worlds, episodes, seed, progress)
+    metrics = preset.metrics if preset is not None else ()
+    rows = [
+        (
+            s.policy,
+            s.world.name,
+            s.world.regime,
+            episodes,
+            *mean_ci(s.returns),
+            *(s.metrics[m] for m in metrics),
+        )
+        for s in scores
+    ]
+    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *metrics])
 
 
 def _world_bounds(world: World, seed: int, episodes: int, time_limit: float) -> np.ndarray:
@@ -153,31 +161,13 @@ class TorchPolicy:
 
 
 def training_regime(config: Config) -> Regime:
-    """The pool regime a run trained in: `paper` agents on one pool (``env.shared_pool``), `mec`
-    UAVs on one cloud (``cloud_group_size > 1``), else each on its own."""
-    if config.env.preset == "mec":
-        return "shared" if MecParams.from_env_params(config.env.params).cloud_group_size > 1 else "private"
-    return "shared" if config.env.shared_pool else "private"
-
-
-def mec_training_params(config: Config, cloud_group_size: int | None = None) -> list[MecParams]:
-    """A `mec` run's parameters in each of its training cells (what its rules are tuned on),
-    with ``cloud_group_size`` UAVs per cloud if given, else as it trained."""
-    trained = MecParams.from_env_params(config.env.params)
-    group = trained.cloud_group_size if cloud_group_size is None else cloud_group_size
-    return [
-        dataclasses.replace(trained, **c.env_params(), cloud_group_size=group) for c in training_cells(config)
-    ]
-
-
-def mec_cloud_group(config: Config, regime: Regime) -> int:
-    """UAVs per cloud of a `mec` run's evaluation in ``regime``: as it trained in its own regime;
-    one in the private one; else (a transfer to shared clouds) one UAV per worker, as a `paper`
-    run's shared pool holds one agent per worker."""
-    trained = MecParams.from_env_params(config.env.params).cloud_group_size
-    if regime == training_regime(config):
-        return trained
-    return 1 if regime == "private" else config.runner.n_workers
+    """The pool regime a run trained in (its preset says: `paper` agents on one pool with
+    ``env.shared_pool``, `mec` UAVs on one cloud with ``cloud_group_size > 1``); ``private`` for
+    any other env."""
+    preset = config.env.uavrl_preset
+    if preset is not None and preset.trains_shared(config.env.params, config.env.shared_pool):
+        return "shared"
+    return "private"
 
 
 def agent_params(config: Config, base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -186,53 +176,74 @@ def agent_params(config: Config, base: dict[str, Any] | None = None) -> list[dic
     return [config.env.worker_params(i, base) for i in range(config.runner.n_workers)]
 
 
+def _preset(config: Config) -> Preset:
+    preset = config.env.uavrl_preset
+    if preset is None:
+        raise ConfigError(f"{config.env.id!r} has no scenario cells: it is evaluated in one world")
+    return preset
+
+
 def training_cells(config: Config) -> list[Any]:
-    """The distinct scenario cells a run trained in (its ``worker_cells``, else its env params):
-    :class:`Cell` for `paper`, :class:`MecCell` for `mec`."""
+    """The distinct scenario cells a run trained in (its ``worker_cells``, else its env params),
+    cells of its preset's grid."""
+    preset = _preset(config)
     if config.env.worker_cells:
-        return resolve_preset_cells(str(config.env.preset), config.env.worker_cells)
-    if config.env.preset == "mec":
-        return [MecCell.of(MecParams.from_env_params(config.env.params))]
-    params, defaults = config.env.params, PaperParams()
-    return [
-        Cell(
-            float(params.get("velocity", defaults.velocity)),
-            int(params.get("local_capacity", defaults.local_capacity)),
-            int(params.get("cloud_capacity", defaults.cloud_capacity)),
-        )
-    ]
+        return preset.resolve_cells(config.env.worker_cells)
+    return [preset.cell_of(config.env.params)]
 
 
 def evaluation_params(config: Config, base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Env parameters to evaluate a run with: ``base`` (default the run's own), keeping the run's
-    observation parameters (:data:`OBSERVATION_PARAMS`), which its models were built for."""
-    if base is None:
-        return dict(config.env.params)
-    observed = {k: v for k, v in config.env.params.items() if k in OBSERVATION_PARAMS}
-    return {**base, **observed}
+    """Env parameters to evaluate a run with, given an evaluation's ``base`` (default the run's
+    own): the preset decides what of the run's own it keeps (`paper`: what its models observe,
+    :data:`~uavrl.envs.paper.OBSERVATION_PARAMS`; `mec`: all of them)."""
+    return _preset(config).evaluation_params(dict(config.env.params), base)
+
+
+def _shared_agents(config: Config, regime: Regime) -> int:
+    """Agents on one cloud in a world of ``regime`` (1 when private)."""
+    if regime == "private":
+        return 1
+    return _preset(config).shared_agents(config.env.params, config.runner.n_workers)
 
 
 def regime_worlds(
-    config: Config, regime: Regime, cells: Sequence[Cell], base: dict[str, Any] | None = None
+    config: Config, regime: Regime, cells: Sequence[Any], base: dict[str, Any] | None = None
 ) -> list[World]:
-    """Evaluation worlds of a run in ``regime``: one per cell (N agents of that cell on one pool
-    when shared, one agent alone when private), then the shared training world itself."""
+    """Evaluation worlds of a run in ``regime``: one per cell (its agents on one cloud when
+    shared, one agent alone when private), then, for a preset whose pools are shared across
+    workers, the shared training world itself."""
     base = evaluation_params(config, base)
-    worlds = cell_worlds(
-        [(c.name, {**base, **c.env_params()}) for c in cells], regime, config.runner.n_workers
-    )
-    if regime == "shared":
+    cell_params = [(c.name, {**base, **c.env_params()}) for c in cells]
+    worlds = cell_worlds(cell_params, regime, _shared_agents(config, regime))
+    if regime == "shared" and _preset(config).pools_across_workers:
         worlds.append(training_world(agent_params(config, base)))
     return worlds
 
 
 def tuning_worlds(config: Config, regime: Regime, base: dict[str, Any] | None = None) -> list[World]:
-    """Where the reference thresholds of a run are tuned: its training cells in its regime
-    (shared: the training world itself; private: each training cell alone)."""
+    """Where the reference rules of a run are tuned: its training cells in its regime (shared
+    pools across workers: the training world itself; else each training cell, alone or with its
+    cloud's agents)."""
+    if regime == "shared" and _preset(config).pools_across_workers:
+        return [training_world(agent_params(config, evaluation_params(config, base)))]
     base = evaluation_params(config, base)
-    if regime == "shared":
-        return [training_world(agent_params(config, base))]
-    return cell_worlds([(c.name, {**base, **c.env_params()}) for c in training_cells(config)], regime, 1)
+    cell_params = [(c.name, {**base, **c.env_params()}) for c in training_cells(config)]
+    return cell_worlds(cell_params, regime, _shared_agents(config, regime))
+
+
+def run_references(
+    config: Config, regime: Regime, episodes: int, seed: int, base: dict[str, Any] | None = None
+) -> list[Any]:
+    """A run's reference policies in ``regime``: its preset's, tuned on its training cells
+    (:func:`tuning_worlds`); for any other env the uniformly random policy over its action space."""
+    preset = config.env.uavrl_preset
+    if preset is None:
+        from uavrl.envs.baselines import SpaceRandomPolicy
+        from uavrl.runners.session import env_spaces
+
+        return [SpaceRandomPolicy(env_spaces(config)[1], seed)]
+    worlds = tuning_worlds(config, regime, base)
+    return preset.reference_policies(dict(config.env.params), worlds, episodes, seed)
 
 
 def run_policies(
@@ -268,74 +279,10 @@ def eval_worlds(
 ) -> list[World]:
     """Worlds for a run's evaluation: the named cells (default ``eval.cells``, else the training
     cells) in ``regime`` (default the training regime). A non-uavrl env has one world, named by
-    its id; a `mec` run one per training cell, each UAV on its own cloud."""
-    if config.env.preset == "mec":
-        params = dict(config.env.params)
-        return [World(c.name, ({**params, **c.env_params()},), shared=False) for c in training_cells(config)]
-    if not config.env.is_paper:
+    its id."""
+    preset = config.env.uavrl_preset
+    if preset is None:
         return [World(config.env.id, (dict(config.env.params),), shared=False)]
     spec = cells_spec or config.eval.cells
-    cells = resolve_cells(spec) if spec else training_cells(config)
+    cells = preset.resolve_cells(spec) if spec else training_cells(config)
     return regime_worlds(config, regime or training_regime(config), cells)
-
-
-MEC_METRICS = [
-    "completion_rate",
-    "drop_rate",
-    "discard_rate",
-    "latency_mean",
-    "latency_p50",
-    "latency_p95",
-    "latency_p99",
-    "energy_per_task",
-    "cloud_utilisation",
-    "fairness",
-]
-
-
-def evaluate_mec_policies(
-    policies: Sequence[NamedPolicy],
-    cells: Sequence[Any],
-    base: MecParams,
-    episodes: int,
-    seed: int,
-    n_agents: int = 1,
-    progress: Callable[[int, int, str], None] | None = None,
-) -> pd.DataFrame:
-    """`mec` evaluation: one row per (policy, cell) with :data:`RESULT_COLUMNS` and the task
-    metrics of :data:`MEC_METRICS`.
-
-    ``n_agents`` UAVs share each episode's cloud (regime ``shared``; 1 = ``private``): agent
-    ``i`` of episode ``j`` runs on stream ``i * AGENT_STRIDE + j`` in every cell; an episode's
-    return is the mean over its agents. Every policy sees the same streams (common random
-    numbers). Each policy steps all cells in one batch (:func:`~uavrl.envs.mec_eval.run_cells`);
-    ``progress(done, total, what)`` is called before each policy.
-    """
-    from uavrl.envs.mec_eval import run_cells, task_metrics
-
-    regime = "shared" if n_agents > 1 else "private"
-    params = dataclasses.replace(base, cloud_group_size=n_agents)
-    cell_params = [cell.env_params() for cell in cells]
-    results = {}
-    # every cell in one batch per policy (each cell on its own streams, as alone)
-    for i, policy in enumerate(policies):
-        if progress is not None:
-            progress(i, len(policies), f"{policy.name} in {len(cells)} cells")
-        runs = run_cells(policy, params, cell_params, seed, np.arange(episodes), policy.needs_privileged)
-        results[policy.name] = runs
-    rows = []
-    for k, cell in enumerate(cells):
-        for policy in policies:
-            returns, run = results[policy.name][k]
-            metrics = task_metrics(run)
-            rows.append(
-                (
-                    policy.name,
-                    cell.name,
-                    regime,
-                    episodes,
-                    *mean_ci(returns),
-                    *(metrics[m] for m in MEC_METRICS),
-                )
-            )
-    return pd.DataFrame(rows, columns=[*RESULT_COLUMNS, *MEC_METRICS])

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from uavrl.envs.paper import N_SLOTS, Obs
+from uavrl.envs.preset import get_preset
+from uavrl.envs.presets import DEFAULT_PRESET, ENV_ID
 from uavrl.errors import ConfigError
 from uavrl.nn.models import ActorCritic, reset_hidden
 
@@ -54,16 +55,12 @@ class DecisionStep(nn.Module):
 
 
 def observation_layout(env: dict[str, Any]) -> dict[str, Any] | None:
-    """How the model's input columns are laid out: the `paper` preset's named columns, or for
+    """How the model's input columns are laid out: its preset's (the `paper` preset's named columns), or for
     another Gymnasium env each part of its observation space with its encoding and columns
     (:mod:`uavrl.envs.spaces`); None for the `mec` preset (its columns are ``MecObs``)."""
-    params, env_id = dict(env.get("params", {})), str(env.get("id", "uavrl/Offload-v0"))
-    if env_id == "uavrl/Offload-v0":
-        if params.get("preset", "paper") != "paper":
-            return None
-        return paper_observation_layout(
-            bool(params.get("observe_feasibility", False)), bool(params.get("observe_payable", False))
-        )
+    params, env_id = dict(env.get("params", {})), str(env.get("id", ENV_ID))
+    if env_id == ENV_ID:
+        return get_preset(str(params.get("preset", DEFAULT_PRESET))).observation_layout(params)
     from uavrl.envs.vector import GymVecEnv
 
     probe = GymVecEnv(env_id, 1, **params)
@@ -74,31 +71,6 @@ def observation_layout(env: dict[str, Any]) -> dict[str, Any] | None:
         }
     finally:
         probe.close()
-
-
-def paper_observation_layout(
-    observe_feasibility: bool = False, observe_payable: bool = False
-) -> dict[str, Any]:
-    """Column ranges of the `paper` preset's observation (48 floats; one more for each of the
-    feasibility and payable flags)."""
-    layout = {
-        "free_local": Obs.FREE_LOCAL,
-        "steps_left": Obs.STEPS_LEFT,
-        "local_units": [Obs.LOCAL_UNITS.start, Obs.LOCAL_UNITS.stop],
-        "local_time": [Obs.LOCAL_TIME.start, Obs.LOCAL_TIME.stop],
-        "task_units": Obs.TASK_UNITS,
-        "task_time": Obs.TASK_TIME,
-        "flag_local": Obs.FLAG_LOCAL,
-        "flag_offload": Obs.FLAG_OFFLOAD,
-        "velocity": Obs.VELOCITY,
-        "local_capacity": Obs.LOCAL_CAPACITY,
-        "slots": N_SLOTS,
-    }
-    if observe_feasibility:
-        layout["local_feasible"] = Obs.LOCAL_FEASIBLE
-    if observe_payable:
-        layout["payable"] = Obs.payable(observe_feasibility)
-    return layout
 
 
 def _action_rule(action: dict[str, Any]) -> str:

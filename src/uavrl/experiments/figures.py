@@ -81,16 +81,16 @@ def curve_window(episodes: int) -> int:
 
 
 def evaluation_units(study: StudyConfig, config: Any) -> float:
-    """Factor from a run's training reward to the study's evaluation reward: the `paper` reward
-    scale of the evaluation over the run's (a run may train at 0.01 per unit and be judged at
-    0.05); 1 for other envs."""
-    if not config.env.is_paper:
-        return 1.0
-    from uavrl.envs.paper import PaperParams
+    """Factor from a run's training reward to the study's evaluation reward: its preset's reward
+    scale in the evaluation over the run's (a `paper` run may train at 0.01 per unit and be
+    judged at 0.05); 1 for an env without a preset."""
+    from uavrl.experiments.evaluate import evaluation_params
 
-    judged = study.evaluation.env_params.get("reward_scale", PaperParams().reward_scale)
-    trained = config.env.params.get("reward_scale", PaperParams().reward_scale)
-    return float(judged) / float(trained)
+    preset = config.env.uavrl_preset
+    if preset is None:
+        return 1.0
+    judged = evaluation_params(config, study.evaluation.env_params)
+    return preset.reward_scale(judged) / preset.reward_scale(config.env.params)
 
 
 @dataclass

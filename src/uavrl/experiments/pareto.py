@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from uavrl.config import Config, apply_overrides, config_from_dict
-from uavrl.envs.mec import OBJECTIVES, MecParams
+from uavrl.envs.mec import OBJECTIVES
 from uavrl.errors import ConfigError
 
 WEIGHT_KEYS = ("w_latency", "w_energy", "w_drop", "w_discard")
@@ -54,8 +54,12 @@ def parse_weights(text: str) -> list[tuple[float, ...]]:
 
 def weighted_config(base: Config, weights: Sequence[float], seed: int, env_steps: int | None) -> Config:
     """The base run config with ``weights`` as its cost weights, ``seed``, and optionally a budget."""
-    if base.env.preset != "mec":
-        raise ConfigError(f"uavrl pareto trains the mec preset; the base config's env is {base.env.preset!r}")
+    preset = base.env.uavrl_preset
+    if preset is None or preset.objectives != OBJECTIVES:
+        raise ConfigError(
+            f"uavrl pareto weighs the objectives {', '.join(OBJECTIVES)} of the mec preset; the base "
+            f"config's env is {base.env.id!r} preset {base.env.preset!r}"
+        )
     overrides = [f"env.params.{key}={value}" for key, value in zip(WEIGHT_KEYS, weights, strict=True)]
     overrides += [f"seed={seed}", "log.progress=false", "log.tensorboard=false"]
     if env_steps is not None:
@@ -76,12 +80,13 @@ def run_pareto(
     ``pareto.csv`` and ``pareto.png`` into ``out`` and return the table. ``report(line)`` hears
     each step (training, evaluating, the references) as it starts."""
     say = report or (lambda _: None)
-    from uavrl.envs.mec_baselines import mec_reference_policies
     from uavrl.experiments.evaluate import (
-        evaluate_mec_policies,
-        mec_training_params,
+        evaluate_policies,
+        regime_worlds,
         run_policies,
+        run_references,
         training_cells,
+        training_regime,
     )
     from uavrl.experiments.rundir import RunDir
     from uavrl.experiments.train import resume, train
@@ -107,22 +112,16 @@ def run_pareto(
                 train(config, run_dir)
             say(f"{where}: evaluating the learned policy on {len(training_cells(config))} cell(s)")
             models, _ = run.load_models()
-            trained = MecParams.from_env_params(config.env.params)
-            cells = training_cells(config)
-            learned = run_policies(config, models, "private", True, config.eval.seed)
-            table = evaluate_mec_policies(
-                learned, cells, trained, episodes, config.eval.seed, trained.cloud_group_size
-            )
-            rows += _points(table, "learned", label, seed)
+            regime, eval_seed = training_regime(config), config.eval.seed
+            worlds = regime_worlds(config, regime, training_cells(config))
+            learned = run_policies(config, models, regime, True, eval_seed)
+            rows += _points(evaluate_policies(learned, worlds, episodes, eval_seed), "learned", label, seed)
             if seed == 0:  # the references do not learn: one set per weight vector
                 say(f"weights {i + 1}/{len(weights)} ({label}): tuning and evaluating the references")
-                references = mec_reference_policies(
-                    trained, mec_training_params(config), episodes, config.eval.seed
+                references = run_references(config, regime, episodes, eval_seed)
+                rows += _points(
+                    evaluate_policies(references, worlds, episodes, eval_seed), "reference", label, -1
                 )
-                table = evaluate_mec_policies(
-                    references, cells, trained, episodes, config.eval.seed, trained.cloud_group_size
-                )
-                rows += _points(table, "reference", label, -1)
     frame = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "pareto.csv", index=False)

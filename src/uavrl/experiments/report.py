@@ -21,7 +21,6 @@ from scipy import stats as sps
 from uavrl.envs.scenarios import resolve_cells
 from uavrl.envs.worlds import REGIMES
 from uavrl.experiments import stats
-from uavrl.experiments.evaluate import MEC_METRICS
 from uavrl.experiments.figures import (
     plot_forest,
     plot_heatmap,
@@ -57,6 +56,7 @@ from uavrl.experiments.study import (
     StudyConfig,
     collect_results,
     load_study,
+    metric_columns,
     plan,
     study_standing,
 )
@@ -385,10 +385,10 @@ def own_cell_table(study: StudyConfig, results: pd.DataFrame, study_dir: Path, s
 
 
 def env_views(results: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """The views of a study on an env without the paper's cells: for `mec`, training and
+    """The views of a study without the headline report: for a preset's (`mec`), training and
     held-out cells in the training regime, then both again with the clouds of the other regime
-    (a transfer), each present view with its label; for another env, its one world."""
-    if MEC_METRICS[0] not in results:  # not a `mec` study: one world
+    (a transfer), each present view with its label; for an env without a preset, its one world."""
+    if not results["transfer"].astype(bool).any():  # no other regime: an env without a preset
         return [("", results)]
     held_out, transfer = results["held_out"].astype(bool), results["transfer"].astype(bool)
     views = []
@@ -482,7 +482,7 @@ def _normalised_greedy(learned: pd.DataFrame, references: pd.DataFrame) -> str:
 def task_metrics_table(results: pd.DataFrame) -> str:
     """Per row and arm, the greedy final models' task metrics (mean over seeds), then each
     reference policy's (once where rows share its values) (Markdown; a `mec` study)."""
-    metrics = [m for m in MEC_METRICS if m in results]
+    metrics = metric_columns(results)
     learned = results[(results["arm"] != REFERENCE_ARM) & (results["selection"] == "greedy")]
     # a reference is scored per cell; averaged over the view's cells as the learned rows are
     references = (
@@ -527,8 +527,9 @@ def write_env_report(study: StudyConfig, study_dir: Path, results: pd.DataFrame)
     views = env_views(results)
     for label, view in views:
         out += [f"## Final returns{': ' + label if label else ''}", "", final_returns_table(study, view), ""]
-    if MEC_METRICS[0] in results:
+    if plan(study, study_dir)[0].config.env.uavrl_preset is not None:
         out += _env_rule_tests(study, results)
+    if metric_columns(results):
         label, first = views[0]
         out += [
             f"## Task metrics, greedy{', ' + label if label else ''} (latency in s, energy in J per task)",
@@ -593,13 +594,19 @@ def _headline_section(
     return out
 
 
+def _headline_report(study: StudyConfig, study_dir: Path) -> bool:
+    """The study's env has a preset whose studies get the headline report."""
+    preset = plan(study, study_dir)[0].config.env.uavrl_preset
+    return preset is not None and preset.headline_report
+
+
 def headline_summary(study_dir: Path) -> str:
     """The headline tables of a study whose report was written: every headline row in its
     training regime, greedy, training and held-out cells (Markdown); for an env without cells,
     the final returns of every row, in each of its views (:func:`env_views`)."""
     study = load_study(study_dir / STUDY_FILE)
     results = pd.read_csv(study_dir / RESULTS_FILE)
-    if not plan(study, study_dir)[0].config.env.is_paper:
+    if not _headline_report(study, study_dir):
         return "\n\n".join(
             (f"{label}:\n" if label else "") + final_returns_table(study, view)
             for label, view in env_views(results)
@@ -624,7 +631,7 @@ def write_report(study_dir: Path) -> Path:
     """Recompute ``results.csv`` from the run directories and write ``report.md`` + figures."""
     study = load_study(study_dir / STUDY_FILE)
     results = collect_results(study, study_dir)
-    if not plan(study, study_dir)[0].config.env.is_paper:
+    if not _headline_report(study, study_dir):
         return write_env_report(study, study_dir, results)
     regimes = training_regimes(results)
     baseline = next(iter(study.ablations))

@@ -46,30 +46,23 @@ from uavrl.config import (
     read_with_base,
     run_config_identity,
 )
-from uavrl.envs.baselines import SpaceRandomPolicy, policy_params, reference_policies
-from uavrl.envs.mec import MecParams
-from uavrl.envs.mec_baselines import mec_reference_policies
-from uavrl.envs.scenarios import Cell, resolve_preset_cells
+from uavrl.envs.baselines import policy_params
+from uavrl.envs.presets import DEFAULT_PRESET
 from uavrl.envs.worlds import REGIMES, TRAIN_WORLD, Regime, World
 from uavrl.errors import ConfigError
 from uavrl.experiments.evaluate import (
-    MEC_METRICS,
     bound_results,
     eval_worlds,
-    evaluate_mec_policies,
     evaluate_policies,
-    mec_cloud_group,
-    mec_training_params,
     regime_worlds,
     run_policies,
+    run_references,
     training_cells,
     training_regime,
-    tuning_worlds,
 )
 from uavrl.experiments.rundir import RunDir
 from uavrl.experiments.train import git_commit, resume, train, write_config
 from uavrl.fileio import write_atomically
-from uavrl.runners.session import env_spaces
 from uavrl.runners.supervise import refuse_unguarded_start
 
 Selection = Literal["greedy", "stochastic"]
@@ -172,7 +165,7 @@ class StudyEvaluation(ConfigSection):
     train_cells: list[str] = Field(default_factory=lambda: ["seen"])
     held_out_cells: list[str] = Field(default_factory=lambda: ["held_out"])
     selections: list[Selection] = Field(default_factory=_both_selections)
-    env_params: dict[str, Any] = Field(default_factory=lambda: {"preset": "paper"})
+    env_params: dict[str, Any] = Field(default_factory=lambda: {"preset": DEFAULT_PRESET})
     tuning_episodes: int = Field(100, ge=1, description="episodes per candidate when tuning the rules")
     # What the references hold, not how a run is evaluated: left out of the hash at their defaults.
     bound: bool = Field(
@@ -283,8 +276,9 @@ class StudyConfig(ConfigSection):
         envs = {run.config.env.id for run in runs}
         if len(envs) > 1:
             raise ValueError(f"every row must train on one env, got {sorted(envs)}")
-        preset = str(runs[0].config.env.preset)
-        resolve_preset_cells(preset, [*self.evaluation.train_cells, *self.evaluation.held_out_cells])
+        preset = runs[0].config.env.uavrl_preset
+        if preset is not None:
+            preset.resolve_cells([*self.evaluation.train_cells, *self.evaluation.held_out_cells])
         if (self.base.get("runner") or {}).get("kind", "a3c") != "a3c":
             raise ValueError("base must be an a3c run: the arms choose the runner kind")
         return self
@@ -422,16 +416,14 @@ def prepare_run(run: PlannedRun, evaluation: StudyEvaluation) -> None:
 
 
 def evaluation_cells(evaluation: StudyEvaluation, config: Config) -> list[tuple[Any, bool]]:
-    """(cell, held out) for every evaluation cell of a run, its own training cells first (a
-    :class:`Cell` of `paper`, a :class:`MecCell` of `mec`).
+    """(cell, held out) for every evaluation cell of a run, its own training cells first (cells
+    of its preset's grid).
 
     A run's training cells are its own ``worker_cells``; every other cell of the study's
     ``train_cells`` and ``held_out_cells`` is held out for it.
     """
     own = training_cells(config)
-    named = resolve_preset_cells(
-        str(config.env.preset), [*evaluation.train_cells, *evaluation.held_out_cells]
-    )
+    named = config.env.cell_preset.resolve_cells([*evaluation.train_cells, *evaluation.held_out_cells])
     others = [c for c in named if c not in own]
     return [(c, False) for c in own] + [(c, True) for c in others]
 
@@ -440,21 +432,17 @@ def run_regimes(config: Config) -> list[tuple[Regime, bool]]:
     """(regime, transfer): the run's training regime first, then the other one as a transfer
     (an env without cloud pools or clouds has only its own)."""
     trained_in = training_regime(config)
-    if config.env.preset not in ("paper", "mec"):
+    if config.env.uavrl_preset is None:
         return [(trained_in, False)]
     return [(trained_in, False)] + [(r, True) for r in REGIMES if r != trained_in]
 
 
 def study_worlds(
     evaluation: StudyEvaluation, config: Config, regime: Regime
-) -> tuple[list[Any], dict[str, bool]]:
-    """A run's evaluation worlds in ``regime`` (evaluation env params) and each one's held-out flag;
-    for `mec`, its evaluation cells (their clouds shared as ``regime`` says); for an env without
-    cells, its one world."""
-    if config.env.preset == "mec":
-        cells = evaluation_cells(evaluation, config)
-        return [c for c, _ in cells], {c.name: flag for c, flag in cells}
-    if not config.env.is_paper:
+) -> tuple[list[World], dict[str, bool]]:
+    """A run's evaluation worlds in ``regime`` (evaluation env params, as its preset keeps them)
+    and each one's held-out flag; for an env without cells, its one world."""
+    if config.env.uavrl_preset is None:
         return eval_worlds(config), {config.env.id: False}
     cells = evaluation_cells(evaluation, config)
     worlds = regime_worlds(config, regime, [c for c, _ in cells], evaluation.env_params)
@@ -465,25 +453,23 @@ def study_worlds(
 def _evaluate_in_worlds(
     config: Config,
     policies: list[Any],
-    worlds: list[Any],
+    worlds: list[World],
     evaluation: StudyEvaluation,
-    regime: Regime,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> pd.DataFrame:
-    """``evaluate_policies`` in ``worlds``; a `mec` run in its evaluation cells with the task
-    metrics (:data:`MEC_METRICS`), as many UAVs per cloud as :func:`mec_cloud_group` gives for
-    ``regime``. ``progress(done, total, world)`` is called before each world."""
-    episodes, seed = evaluation.episodes, evaluation.seed
-    if config.env.preset != "mec":
-        return evaluate_policies(policies, worlds, episodes, seed, config.env.id, progress)
-    trained = MecParams.from_env_params(config.env.params)
-    group = mec_cloud_group(config, regime)
-    return evaluate_mec_policies(policies, worlds, trained, episodes, seed, group, progress)
+    """``evaluate_policies`` in ``worlds`` with the evaluation's episodes and seed."""
+    return evaluate_policies(policies, worlds, evaluation.episodes, evaluation.seed, config.env.id, progress)
 
 
-def _metric_columns(table: pd.DataFrame) -> dict[str, pd.Series]:
-    """The task-metric columns a table has (a `mec` evaluation's), by name."""
-    return {m: table[m] for m in MEC_METRICS if m in table}
+def metric_columns(results: pd.DataFrame) -> list[str]:
+    """The task-metric columns of ``results.csv`` (its preset's, after :data:`RESULTS_COLUMNS`)."""
+    return [c for c in results.columns if c not in RESULTS_COLUMNS]
+
+
+def _metric_columns(config: Config, table: pd.DataFrame) -> dict[str, pd.Series]:
+    """The task-metric columns of a table of a run's evaluation (its preset's), by name."""
+    preset = config.env.uavrl_preset
+    return {m: table[m] for m in (preset.metrics if preset is not None else ())}
 
 
 def evaluate_run(run_dir: Path, evaluation: StudyEvaluation) -> pd.DataFrame:
@@ -495,7 +481,7 @@ def evaluate_run(run_dir: Path, evaluation: StudyEvaluation) -> pd.DataFrame:
         worlds, held_out = study_worlds(evaluation, config, regime)
         for selection in evaluation.selections:
             policies = run_policies(config, models, regime, selection == "greedy", evaluation.seed)
-            frame = _evaluate_in_worlds(config, policies, worlds, evaluation, regime)
+            frame = _evaluate_in_worlds(config, policies, worlds, evaluation)
             frame["selection"] = selection
             frame["transfer"] = transfer
             frame["held_out"] = frame["cell"].map(held_out)
@@ -512,19 +498,19 @@ def evaluate_run(run_dir: Path, evaluation: StudyEvaluation) -> pd.DataFrame:
             "selection": table["selection"],
             "episodes": table["episodes"],
             "mean_return": table["mean"],
-            **_metric_columns(table),
+            **_metric_columns(config, table),
         }
     )
 
 
-def cell_list(cells: list[Cell]) -> str:
+def cell_list(cells: list[Any]) -> str:
     """Cell names joined with ``;`` (a run's training cells in ``results.csv``)."""
     return ";".join(c.name for c in cells)
 
 
 def train_cells_label(config: Config) -> str:
     """A run's training cells in ``results.csv``: its cells, or the env id for an env without."""
-    return cell_list(training_cells(config)) if config.env.preset in ("paper", "mec") else config.env.id
+    return cell_list(training_cells(config)) if config.env.uavrl_preset is not None else config.env.id
 
 
 def run_job(run_dir: Path) -> None:
@@ -578,20 +564,11 @@ def write_references(
                 where = f"row {ablation}, {regime}"
                 say(f"{where}: tuning the rules")
                 worlds, held_out = study_worlds(evaluation, config, regime)
-                policies: list[Any]
-                if config.env.is_paper:
-                    tuning = tuning_worlds(config, regime, evaluation.env_params)
-                    policies = reference_policies(tuning, evaluation.tuning_episodes, evaluation.seed)
-                elif config.env.preset == "mec":  # its rules, margins tuned on the row's training cells
-                    trained = MecParams.from_env_params(config.env.params)
-                    cells = mec_training_params(config, mec_cloud_group(config, regime))
-                    policies = mec_reference_policies(
-                        trained, cells, evaluation.tuning_episodes, evaluation.seed
-                    )
-                else:
-                    policies = [SpaceRandomPolicy(env_spaces(config)[1], evaluation.seed)]
+                policies = run_references(
+                    config, regime, evaluation.tuning_episodes, evaluation.seed, evaluation.env_params
+                )
                 table = _evaluate_in_worlds(
-                    config, policies, worlds, evaluation, regime, _evaluation_reporter(say, where)
+                    config, policies, worlds, evaluation, _evaluation_reporter(say, where)
                 )
                 table["params"] = table["policy"].map(
                     {p.name: json.dumps(policy_params(p)) for p in policies}
@@ -727,7 +704,8 @@ def _bound_tables(
         return {}
     worlds: dict[str, World] = {}
     for config in _row_configs(study).values():
-        if not config.env.is_paper:
+        preset = config.env.uavrl_preset
+        if preset is None or not preset.has_bound:
             return {}
         for regime, _ in run_regimes(config):
             for world in study_worlds(evaluation, config, regime)[0]:
@@ -753,12 +731,10 @@ def _reference_keys(study: StudyConfig) -> dict[str, str]:
     """Per row, the identity of its training world: worker cells, env params and pool sharing."""
     keys = {}
     for row, config in _row_configs(study).items():
-        env = config.env
-        if env.is_paper:
-            keys[row] = f"{env.worker_cells}|{config.runner.n_workers}|{env.shared_pool}"
-        elif env.preset == "mec":  # its cells, and the UAVs per cloud of a shared evaluation
-            keys[row] = (
-                f"{json.dumps(env.params, sort_keys=True)}|{env.worker_cells}|{config.runner.n_workers}"
+        env, preset = config.env, config.env.uavrl_preset
+        if preset is not None:
+            keys[row] = preset.world_key(
+                env.params, env.worker_cells, config.runner.n_workers, env.shared_pool
             )
         else:  # one world, whatever the workers: the env with its params
             keys[row] = f"{env.id}|{json.dumps(env.params, sort_keys=True)}"
@@ -779,7 +755,9 @@ def collect_results(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
         frame.insert(2, "seed", run.seed)
         frames.append(frame)
     references = pd.read_csv(study_dir / REFERENCES_FILE)
-    trained_in = {row: training_regime(c) for row, c in _row_configs(study).items()}
+    row_configs = _row_configs(study)
+    study_config = next(iter(row_configs.values()))  # every row trains on one env
+    trained_in = {row: training_regime(c) for row, c in row_configs.items()}
     frames.append(
         pd.DataFrame(
             {
@@ -795,12 +773,12 @@ def collect_results(study: StudyConfig, study_dir: Path) -> pd.DataFrame:
                 "selection": REFERENCE_SELECTION,
                 "episodes": references["episodes"],
                 "mean_return": references["mean"],
-                **_metric_columns(references),
+                **_metric_columns(study_config, references),
             }
         )
     )
     results = pd.concat(frames, ignore_index=True)
-    results = results[RESULTS_COLUMNS + list(_metric_columns(results))]
+    results = results[RESULTS_COLUMNS + list(_metric_columns(study_config, results))]
     results.to_csv(study_dir / RESULTS_FILE, index=False)
     return results
 

@@ -88,7 +88,7 @@ def greedy_evaluation(config: Config, models: list[ActorCritic], episodes: int) 
     """Every model, greedy, in its training regime on the evaluation cells (``eval.seed``)."""
     from uavrl.experiments.evaluate import eval_worlds, evaluate_policies, run_policies, training_regime
 
-    regime = training_regime(config) if config.env.is_paper else "private"
+    regime = training_regime(config)
     policies = run_policies(config, models, regime, greedy=True, seed=config.eval.seed)
     return evaluate_policies(policies, eval_worlds(config, regime), episodes, config.eval.seed, config.env.id)
 
