@@ -49,7 +49,7 @@ def test_baselines_writes_the_promised_csv(tmp_path: Path) -> None:
 def test_mec_baselines_write_returns_and_task_metrics(tmp_path: Path, capsys) -> None:
     """`baselines --preset mec`: the mec references, margins tuned on the seen cells, with the
     task metrics per cell, in private and in shared clouds."""
-    from uavrl.envs.mec_eval import MEC_METRICS
+    from uavrl.envs.mec.evaluation import MEC_METRICS
     from uavrl.experiments.evaluate import RESULT_COLUMNS
 
     out = tmp_path / "mec.csv"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from uavrl.config import load_config
-from uavrl.envs.baselines import reference_policies
+from uavrl.envs.paper.baselines import reference_policies
 from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.experiments.evaluate import (
     eval_worlds,
@@ -200,8 +200,8 @@ def test_mec_hybrid_a3c_beats_the_constant_choices_at_their_fixed_frequency_and_
     """configs/mec_hybrid_a3c.yaml (1M env steps): the learned discrete choice with its continuous
     knob (f_loc for LOCAL, transmit power for OFFLOAD) against always-LOCAL at the default f_loc
     and always-OFFLOAD at full power, greedy, on the same 100 streams of the training cell."""
-    from uavrl.envs.mec import LOCAL, OFFLOAD, MecParams
-    from uavrl.envs.mec_baselines import MecConstantPolicy
+    from uavrl.envs.mec.baselines import MecConstantPolicy
+    from uavrl.envs.mec.core import LOCAL, OFFLOAD, MecParams
     from uavrl.envs.scenarios import MecCell
     from uavrl.envs.worlds import cell_worlds
     from uavrl.experiments.evaluate import evaluate_policies

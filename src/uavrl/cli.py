@@ -166,8 +166,8 @@ def show_results(
 def cmd_baselines(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from uavrl.envs.baselines import policy_params
     from uavrl.envs.preset import get_preset
+    from uavrl.envs.tuning import policy_params
     from uavrl.envs.worlds import cell_worlds
     from uavrl.experiments.evaluate import bound_results, evaluate_policies
 
@@ -260,7 +260,7 @@ def cmd_bound(args: argparse.Namespace) -> None:
     import numpy as np
     import pandas as pd
 
-    from uavrl.envs.bound import hindsight_bounds
+    from uavrl.envs.paper.bound import hindsight_bounds
     from uavrl.envs.preset import get_preset
     from uavrl.envs.worlds import cell_worlds
     from uavrl.experiments.evaluate import mean_ci

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uavrl.envs.baselines import (
+from uavrl.envs.paper.baselines import (
     THETA_GRID,
     ConstantPolicy,
     GreedyPrivileged,
@@ -18,7 +18,7 @@ from uavrl.envs.baselines import (
     reference_policies,
     tune_rule,
 )
-from uavrl.envs.paper import DISCARD, LOCAL, OFFLOAD, Obs
+from uavrl.envs.paper.core import DISCARD, LOCAL, OFFLOAD, Obs
 from uavrl.envs.scenarios import CELL_SETS, Cell
 from uavrl.envs.worlds import World, cell_worlds
 
@@ -88,7 +88,7 @@ def test_the_steps_left_check_discards_a_task_that_cannot_pay() -> None:
 def test_a_task_longer_than_the_steps_left_pays_nothing_in_the_env() -> None:
     """The env's side of the steps-left check: from the last 7 steps, a 7-step task completes
     before the end and an 8-step one does not (both placed alone, then everything discarded)."""
-    from uavrl.envs.paper import PaperCore, PaperParams
+    from uavrl.envs.paper.core import PaperCore, PaperParams
 
     paid = {}
     for duration in (7, 8):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uavrl.envs.baselines import reference_policies
-from uavrl.envs.bound import (
+from uavrl.envs.paper.baselines import reference_policies
+from uavrl.envs.paper.bound import (
     EpisodeDraws,
     SchedulePolicy,
     episode_draws,
@@ -14,7 +14,7 @@ from uavrl.envs.bound import (
     solve_episode,
     world_schedules,
 )
-from uavrl.envs.paper import DISCARD, LOCAL, OFFLOAD
+from uavrl.envs.paper.core import DISCARD, LOCAL, OFFLOAD
 from uavrl.envs.worlds import World, cell_worlds
 from uavrl.errors import ConfigError
 

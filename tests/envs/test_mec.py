@@ -13,7 +13,7 @@ from gymnasium.utils.env_checker import check_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from uavrl.envs.mec import (
+from uavrl.envs.mec.core import (
     DISCARD,
     KAPPA,
     LOCAL,

@@ -7,7 +7,14 @@ import copy
 import numpy as np
 import pytest
 
-from uavrl.envs.mec import (
+from uavrl.envs.mec.baselines import (
+    CostEstimatingPolicy,
+    MecConstantPolicy,
+    MecRandomPolicy,
+    PendingTask,
+    tune_margin,
+)
+from uavrl.envs.mec.core import (
     C_RANGE,
     D_RANGE_BITS,
     DISCARD,
@@ -19,14 +26,7 @@ from uavrl.envs.mec import (
     MecObs,
     MecParams,
 )
-from uavrl.envs.mec_baselines import (
-    CostEstimatingPolicy,
-    MecConstantPolicy,
-    MecRandomPolicy,
-    PendingTask,
-    tune_margin,
-)
-from uavrl.envs.mec_eval import MecEpisodes, jain_index, run_episodes, task_metrics
+from uavrl.envs.mec.evaluation import MecEpisodes, jain_index, run_episodes, task_metrics
 
 EPISODES = 96
 
@@ -194,7 +194,7 @@ def test_shared_evaluation_averages_the_uavs_of_each_cloud() -> None:
 
 
 def test_references_tune_their_margins_on_the_tuning_cells_only() -> None:
-    from uavrl.envs.mec_baselines import MARGIN_GRID, mec_reference_policies, tuning_returns
+    from uavrl.envs.mec.baselines import MARGIN_GRID, mec_reference_policies, tuning_returns
 
     params = MecParams(horizon=30)
     cells = [MecParams(horizon=30, cloud_ghz=15.0)]
@@ -246,7 +246,7 @@ def test_the_offload_margin_decides_offload_feasibility_alone() -> None:
 def test_the_lookahead_is_exact_the_env_taking_an_option_pays_what_it_priced() -> None:
     """One UAV per cloud, no continuation: the look-ahead's cost of an option is what the env
     charges when it takes that option now and discards every later task for the horizon."""
-    from uavrl.envs.mec import DISCARD, LOCAL, OFFLOAD
+    from uavrl.envs.mec.core import DISCARD, LOCAL, OFFLOAD
 
     params = MecParams(horizon=40)
     core = MecCore(12, params)
@@ -272,8 +272,8 @@ def test_the_lookahead_is_exact_the_env_taking_an_option_pays_what_it_priced() -
 
 
 def test_the_clairvoyant_takes_the_cheapest_option_and_beats_the_rule_it_rolls_out() -> None:
-    from uavrl.envs.mec_baselines import ClairvoyantPolicy
-    from uavrl.envs.mec_eval import run_clouds
+    from uavrl.envs.mec.baselines import ClairvoyantPolicy
+    from uavrl.envs.mec.evaluation import run_clouds
 
     params = MecParams(horizon=40)
     rule = CostEstimatingPolicy(params, 1.0, oracle=True, name="privileged_rule")
@@ -299,8 +299,8 @@ def test_cells_stepped_in_one_batch_score_as_each_cell_alone(group: int) -> None
     cloud or two UAVs to one."""
     import dataclasses
 
-    from uavrl.envs.mec_baselines import ClairvoyantPolicy, CostEstimatingPolicy
-    from uavrl.envs.mec_eval import run_cells, run_clouds, task_metrics
+    from uavrl.envs.mec.baselines import ClairvoyantPolicy, CostEstimatingPolicy
+    from uavrl.envs.mec.evaluation import run_cells, run_clouds, task_metrics
 
     params = MecParams(reward_mode="scalar", cloud_group_size=group)
     cells = [

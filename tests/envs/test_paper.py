@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import uavrl  # noqa: F401  (registers the env)
 from uavrl.envs import ENV_ID, make_core
 from uavrl.envs.cloud import SharedPool
-from uavrl.envs.paper import DISCARD, LOCAL, MAX_TASK_TIME, N_SLOTS, OFFLOAD, Obs, PaperCore, PaperParams
+from uavrl.envs.paper.core import DISCARD, LOCAL, MAX_TASK_TIME, N_SLOTS, OFFLOAD, Obs, PaperCore, PaperParams
 from uavrl.errors import ConfigError
 
 

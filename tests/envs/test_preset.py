@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uavrl.envs.baselines import ConstantPolicy
-from uavrl.envs.mec import OFFLOAD, MecParams
-from uavrl.envs.mec_baselines import MecConstantPolicy
-from uavrl.envs.paper import LOCAL
+from uavrl.envs.mec.baselines import MecConstantPolicy
+from uavrl.envs.mec.core import OFFLOAD, MecParams
+from uavrl.envs.paper.baselines import ConstantPolicy
+from uavrl.envs.paper.core import LOCAL
 from uavrl.envs.preset import Preset, WorldScore, get_preset, presets_with, score_worlds, world_preset
 from uavrl.envs.presets import PRESETS
 from uavrl.envs.worlds import World, cell_worlds

@@ -10,7 +10,7 @@ from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from uavrl.envs import ENV_ID, make_core
 from uavrl.envs.gym_env import OffloadVectorEnv
-from uavrl.envs.paper import Obs
+from uavrl.envs.paper.core import Obs
 
 
 def _make_vec(n: int, **params: object) -> OffloadVectorEnv:

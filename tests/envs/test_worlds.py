@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uavrl.envs.baselines import ConstantPolicy, GreedyPrivileged, LocalElseOffload, ThresholdPolicy
-from uavrl.envs.paper import N_SLOTS, OFFLOAD
+from uavrl.envs.paper.baselines import ConstantPolicy, GreedyPrivileged, LocalElseOffload, ThresholdPolicy
+from uavrl.envs.paper.core import N_SLOTS, OFFLOAD
 from uavrl.envs.scenarios import Cell
 from uavrl.envs.vector import ConcatVecEnv, PoolMateRewards, PoolPrice, TeamStateObservations, team_state_dim
 from uavrl.envs.worlds import AgentTeam, World, cell_worlds, training_world

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from uavrl.config import load_config
-from uavrl.envs.baselines import ConstantPolicy, LocalElseOffload
+from uavrl.envs.paper.baselines import ConstantPolicy, LocalElseOffload
 from uavrl.envs.scenarios import Cell, resolve_cells
 from uavrl.envs.worlds import cell_worlds
 from uavrl.experiments.evaluate import (

@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from uavrl.envs.cloud import CloudPool
-from uavrl.envs.mec import MecCore
+from uavrl.envs.mec.core import MecCore
 from uavrl.envs.presets import make_core
 
 

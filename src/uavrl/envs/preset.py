@@ -51,7 +51,7 @@ class Preset(Protocol):
         copy_cells_share: with ``env.cells_by: copy`` (every worker's cell stepped in one core),
             the cell parameters those cells must share; None where one core cannot step
             several cells.
-        has_bound: a hindsight bound (``envs.bound``) exists for its episodes.
+        has_bound: a hindsight bound (``envs.paper.bound``) exists for its episodes.
         headline_report: a study of it gets the headline report (tables by pool regime and
             cell set normalised to the hindsight bound, the rule test, A3C against individual
             learning, their figures); else the final returns of each evaluation view, its rule
@@ -155,7 +155,7 @@ def score_worlds(
 
 # Each preset's implementation: its module and the object in it (imported when first asked for,
 # since they load their rules and evaluation code).
-_IMPLEMENTATIONS = {"paper": ("uavrl.envs.paper_preset", "PAPER"), "mec": ("uavrl.envs.mec_preset", "MEC")}
+_IMPLEMENTATIONS = {"paper": ("uavrl.envs.paper.preset", "PAPER"), "mec": ("uavrl.envs.mec.preset", "MEC")}
 
 
 def get_preset(name: str) -> Preset:

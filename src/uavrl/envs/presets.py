@@ -6,8 +6,8 @@ from dataclasses import fields
 from typing import Any
 
 from uavrl.envs.cloud import CloudPool
-from uavrl.envs.mec import MecCore, MecParams
-from uavrl.envs.paper import HASH_NEUTRAL_PARAM, PaperCore, PaperParams
+from uavrl.envs.mec.core import MecCore, MecParams
+from uavrl.envs.paper.core import HASH_NEUTRAL_PARAM, PaperCore, PaperParams
 from uavrl.errors import ConfigError
 
 ENV_ID = "uavrl/Offload-v0"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from uavrl.errors import ConfigError
 
 if TYPE_CHECKING:
-    from uavrl.envs.mec import MecParams
+    from uavrl.envs.mec.core import MecParams
 
 VELOCITIES = (5, 10, 20, 30, 50, 70, 90, 120)
 SEEN_VELOCITIES = (5, 10, 20, 30, 50)

@@ -142,3 +142,25 @@ def _leaf(space: gym.Space[Any], key: str, encoder: ObservationEncoder) -> tuple
         f"env.id {encoder.env_id!r}: {key} is a {type(space).__name__}; observations may be Box, "
         "Discrete, MultiDiscrete, MultiBinary, and Dict or Tuple of these"
     )
+
+
+@dataclass
+class SpaceRandomPolicy:
+    """Uniform over any Gymnasium action space (the reference of an env without rules): each
+    row's action drawn by ``space.sample()`` from the space's own seeded generator, the rows
+    batched as a Gymnasium vector env takes them (a Tuple or Dict space: a tuple or dict of
+    arrays)."""
+
+    space: Any
+    seed: int = 0
+    name: str = "random"
+    needs_privileged: bool = False
+
+    def __post_init__(self) -> None:
+        self.space.seed(self.seed)
+
+    def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> Any:
+        n = obs.shape[0]
+        samples = [self.space.sample() for _ in range(n)]
+        batch: Any = gym.vector.utils.create_empty_array(self.space, n)
+        return gym.vector.utils.concatenate(self.space, samples, batch)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -64,3 +65,11 @@ def coordinate_ascent(
             if scores[candidate] > scores[best]:
                 best, improved = candidate, True
     return TunedRule(best, scores[best], scores)
+
+
+def policy_params(policy: Any) -> dict[str, float]:
+    """A reference policy's tuned parameters, either preset's (empty for a rule without any)."""
+    tuned = getattr(policy, "tuned_params", None)
+    if tuned is not None:
+        return dict(tuned)
+    return {"theta": int(policy.theta)} if hasattr(policy, "theta") else {}

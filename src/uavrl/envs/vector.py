@@ -19,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 from uavrl.envs.cloud import CloudPool
-from uavrl.envs.paper import PaperCore
+from uavrl.envs.paper.core import PaperCore
 from uavrl.envs.presets import ENV_ID, Core, make_core
 from uavrl.envs.rng import stream_key
 from uavrl.envs.spaces import observation_encoder

@@ -91,7 +91,7 @@ def evaluate_policies(
 
 def _world_bounds(world: World, seed: int, episodes: int, time_limit: float) -> np.ndarray:
     """(episodes,) hindsight bounds of one world's evaluation episodes (a process pool's task)."""
-    from uavrl.envs.bound import hindsight_bounds
+    from uavrl.envs.paper.bound import hindsight_bounds
 
     return np.array([b.bound for b in hindsight_bounds(world, seed, np.arange(episodes), time_limit)])
 
@@ -104,7 +104,7 @@ def bound_results(
     progress: Callable[[int, int, str], None] | None = None,
     processes: int = 1,
 ) -> pd.DataFrame:
-    """The hindsight bound (``envs.bound``) of each world's evaluation episodes (the streams
+    """The hindsight bound (``envs.paper.bound``) of each world's evaluation episodes (the streams
     :func:`evaluate_policies` uses), one row per world with :data:`RESULT_COLUMNS` under the
     policy name ``hindsight_bound``. ``processes > 1`` solves that many worlds at once (spawned
     processes, one solver thread each)."""
@@ -195,7 +195,7 @@ def training_cells(config: Config) -> list[Any]:
 def evaluation_params(config: Config, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """Env parameters to evaluate a run with, given an evaluation's ``base`` (default the run's
     own): the preset decides what of the run's own it keeps (`paper`: what its models observe,
-    :data:`~uavrl.envs.paper.OBSERVATION_PARAMS`; `mec`: all of them)."""
+    :data:`~uavrl.envs.paper.core.OBSERVATION_PARAMS`; `mec`: all of them)."""
     return _preset(config).evaluation_params(dict(config.env.params), base)
 
 
@@ -238,7 +238,7 @@ def run_references(
     (:func:`tuning_worlds`); for any other env the uniformly random policy over its action space."""
     preset = config.env.uavrl_preset
     if preset is None:
-        from uavrl.envs.baselines import SpaceRandomPolicy
+        from uavrl.envs.spaces import SpaceRandomPolicy
         from uavrl.runners.session import env_spaces
 
         return [SpaceRandomPolicy(env_spaces(config)[1], seed)]

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from uavrl.config import Config, apply_overrides, config_from_dict
-from uavrl.envs.mec import OBJECTIVES
+from uavrl.envs.mec.core import OBJECTIVES
 from uavrl.errors import ConfigError
 
 WEIGHT_KEYS = ("w_latency", "w_energy", "w_drop", "w_discard")

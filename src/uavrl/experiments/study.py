@@ -46,8 +46,8 @@ from uavrl.config import (
     read_with_base,
     run_config_identity,
 )
-from uavrl.envs.baselines import policy_params
 from uavrl.envs.presets import DEFAULT_PRESET
+from uavrl.envs.tuning import policy_params
 from uavrl.envs.worlds import REGIMES, TRAIN_WORLD, Regime, World
 from uavrl.errors import ConfigError
 from uavrl.experiments.evaluate import (

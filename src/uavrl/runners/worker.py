@@ -21,7 +21,7 @@ from uavrl.algo.normalize import RewardScaler
 from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
-from uavrl.envs.paper import PaperCore, PaperParams
+from uavrl.envs.paper.core import PaperCore, PaperParams
 from uavrl.envs.scenarios import Cell, resolve_cells
 from uavrl.envs.vector import (
     CoreVecEnv,

@@ -1,7 +1,7 @@
 """Reference policies for the `mec` preset, with the call signature of the `paper` ones.
 
 ``policy(obs, privileged) -> actions``: ``obs`` (B, 17) observations, ``privileged`` the core's
-hidden state (:meth:`~uavrl.envs.mec.MecCore.privileged`) or ``None``. A rule knows the
+hidden state (:meth:`~uavrl.envs.mec.core.MecCore.privileged`) or ``None``. A rule knows the
 engineering constants of its UAV (its CPU frequency, transmit power, distance to the RSU, the
 cloud's nominal capacity and the cost weights: ``MecParams``), never the hidden state, except
 the privileged rule. In hybrid mode a rule acts at the default frequency and full power.
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from uavrl.envs.mec import (
+from uavrl.envs.mec.core import (
     BACKHAUL_S,
     C_RANGE,
     D_RANGE_BITS,
@@ -46,7 +46,7 @@ from uavrl.envs.mec import (
     sinr,
     transmit_energy,
 )
-from uavrl.envs.mec_eval import run_clouds
+from uavrl.envs.mec.evaluation import run_clouds
 from uavrl.envs.tuning import coordinate_ascent
 from uavrl.errors import ConfigError
 
@@ -178,7 +178,7 @@ class CostEstimatingPolicy:
 @dataclass
 class ClairvoyantPolicy:
     """Per task, the option whose realised cost is lowest: an exact look-ahead on copies of the
-    env state (:meth:`~uavrl.envs.mec.MecCore.lookahead_costs`, handed over with the hidden
+    env state (:meth:`~uavrl.envs.mec.core.MecCore.lookahead_costs`, handed over with the hidden
     state), each option followed by ``continuation`` (the tuned privileged rule) for later
     tasks and cloud mates: a rollout of that rule. A strong privileged reference, not a bound:
     it improves on its continuation one decision at a time and acts at the default frequency

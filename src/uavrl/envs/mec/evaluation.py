@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from uavrl.envs.mec import COMPLETED, DISCARDED, DROPPED, SLOT_S, MecCore, MecParams
+from uavrl.envs.mec.core import COMPLETED, DISCARDED, DROPPED, SLOT_S, MecCore, MecParams
 from uavrl.envs.worlds import agent_streams
 
 PolicyFn = Any
@@ -157,7 +157,7 @@ def run_cells(
 ) -> list[tuple[np.ndarray, MecEpisodes]]:
     """:func:`run_clouds` in every cell of ``cells`` (each ``velocity``, ``distance``,
     ``cloud_ghz``) in one batch: the copies of all cells step together in one core
-    (:meth:`~uavrl.envs.mec.MecCore.place_in_cells`), each on the stream it has in its own
+    (:meth:`~uavrl.envs.mec.core.MecCore.place_in_cells`), each on the stream it has in its own
     cell's run, so each cell's returns and records equal :func:`run_clouds`' there. Per cell,
     in order: the (E,) per-episode mean return over the N UAVs of a cloud, and the records."""
     n, e, c = params.cloud_group_size, len(base), len(cells)

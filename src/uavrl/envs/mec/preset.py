@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from uavrl.envs.mec import OBJECTIVES, MecParams
-from uavrl.envs.mec_baselines import MecPolicy, mec_reference_policies
-from uavrl.envs.mec_eval import MEC_METRICS, run_cells, task_metrics
+from uavrl.envs.mec.baselines import MecPolicy, mec_reference_policies
+from uavrl.envs.mec.core import OBJECTIVES, MecParams
+from uavrl.envs.mec.evaluation import MEC_METRICS, run_cells, task_metrics
 from uavrl.envs.preset import Progress, WorldScore
 from uavrl.envs.scenarios import MEC_CELL_PARAMS, MEC_CELL_SETS, MecCell, resolve_mec_cells
 from uavrl.envs.worlds import World
@@ -73,7 +73,7 @@ class MecPreset:
         seed: int,
         progress: Progress | None = None,
     ) -> list[WorldScore]:
-        """Each policy steps every world in one batch (:func:`~uavrl.envs.mec_eval.run_cells`),
+        """Each policy steps every world in one batch (:func:`~uavrl.envs.mec.evaluation.run_cells`),
         each world on the streams it has alone; ``progress`` is called before each policy."""
         if not worlds:
             return []

@@ -12,10 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
-from uavrl.envs.paper import DISCARD, LOCAL, MAX_TASK_TIME, OFFLOAD, UNIT_NORM, Obs
+from uavrl.envs.paper.core import DISCARD, LOCAL, MAX_TASK_TIME, OFFLOAD, UNIT_NORM, Obs
 from uavrl.envs.scenarios import Cell
 from uavrl.envs.tuning import TunedRule, coordinate_ascent
 from uavrl.envs.worlds import World
@@ -83,28 +82,6 @@ class RandomPolicy:
 
     def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> np.ndarray:
         return np.asarray(self._rng.integers(0, 3, size=obs.shape[0], dtype=np.int64))
-
-
-@dataclass
-class SpaceRandomPolicy:
-    """Uniform over any Gymnasium action space (the reference of an env without rules): each
-    row's action drawn by ``space.sample()`` from the space's own seeded generator, the rows
-    batched as a Gymnasium vector env takes them (a Tuple or Dict space: a tuple or dict of
-    arrays)."""
-
-    space: Any
-    seed: int = 0
-    name: str = "random"
-    needs_privileged: bool = False
-
-    def __post_init__(self) -> None:
-        self.space.seed(self.seed)
-
-    def __call__(self, obs: np.ndarray, privileged: dict[str, np.ndarray] | None) -> Any:
-        n = obs.shape[0]
-        samples = [self.space.sample() for _ in range(n)]
-        batch: Any = gym.vector.utils.create_empty_array(self.space, n)
-        return gym.vector.utils.concatenate(self.space, samples, batch)
 
 
 @dataclass
@@ -248,7 +225,6 @@ class PrivilegedRule:
 
 Policy = (
     RandomPolicy
-    | SpaceRandomPolicy
     | ConstantPolicy
     | LocalElseOffload
     | ThresholdPolicy
@@ -352,11 +328,3 @@ def reference_policies(tuning_worlds: Sequence[World], tuning_episodes: int, see
         GreedyPrivileged(theta_privileged),
         privileged(*privileged_values),
     ]
-
-
-def policy_params(policy: Any) -> dict[str, float]:
-    """A reference policy's tuned parameters, either preset's (empty for a rule without any)."""
-    tuned = getattr(policy, "tuned_params", None)
-    if tuned is not None:
-        return dict(tuned)
-    return {"theta": int(policy.theta)} if hasattr(policy, "theta") else {}

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize, sparse
 
-from uavrl.envs.paper import DISCARD, LOCAL, N_SLOTS, OFFLOAD, PaperCore, PaperParams
+from uavrl.envs.paper.core import DISCARD, LOCAL, N_SLOTS, OFFLOAD, PaperCore, PaperParams
 from uavrl.envs.worlds import World
 from uavrl.errors import ConfigError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from uavrl.envs.baselines import Policy, reference_policies
-from uavrl.envs.paper import N_SLOTS, OBSERVATION_PARAMS, Obs, PaperParams
+from uavrl.envs.paper.baselines import Policy, reference_policies
+from uavrl.envs.paper.core import N_SLOTS, OBSERVATION_PARAMS, Obs, PaperParams
 from uavrl.envs.preset import Progress, WorldScore, score_worlds
 from uavrl.envs.scenarios import CELL_PARAMS, CELL_SETS, Cell, resolve_cells
 from uavrl.envs.worlds import World
