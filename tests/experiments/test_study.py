@@ -208,6 +208,28 @@ def test_a_confirmatory_study_refuses_development_seeds(tmp_path: Path) -> None:
     assert study_standing(retuned, tmp_path)[0] == "exploratory"
 
 
+def test_an_arm_added_to_a_confirmatory_study_before_it_ran_is_an_amendment(tmp_path: Path) -> None:
+    """The individual arm added in every row of an A3C-only confirmatory study, nothing else
+    changed, before any of its runs started: recorded as an amendment. A run of it started
+    first, or an arm dropped, leaves the study exploratory."""
+    confirm = ["confirmatory=true", "evaluation.seed=2000001", "first_seed=100"]
+    a3c_only = load_study(CONFIGS / "study_quick.yaml", [*confirm, "arms=[a3c]"])
+    record_confirmatory(a3c_only, tmp_path)
+    with_individual = load_study(CONFIGS / "study_quick.yaml", [*confirm, "arms=[a3c, individual]"])
+    first = next(r for r in plan(with_individual, tmp_path) if r.arm == "individual")
+    first.run_dir.mkdir(parents=True)
+    record_confirmatory(with_individual, tmp_path)
+    assert study_standing(with_individual, tmp_path)[0] == "exploratory"
+    first.run_dir.rmdir()
+    record_confirmatory(with_individual, tmp_path)
+    standing, why = study_standing(with_individual, tmp_path)
+    rows = ", ".join(with_individual.ablations)  # an arm runs in every row
+    assert standing == "confirmatory" and f"to add, before they ran, individual ({rows})" in why
+    dropped = load_study(CONFIGS / "study_quick.yaml", [*confirm, "arms=[individual]"])
+    record_confirmatory(dropped, tmp_path)
+    assert study_standing(dropped, tmp_path)[0] == "exploratory"
+
+
 @pytest.fixture(scope="module")
 def ablation_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rows = {

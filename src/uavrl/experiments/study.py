@@ -595,10 +595,10 @@ def _evaluation_reporter(say: Callable[[str], None], where: str) -> Callable[[in
 
 def record_confirmatory(study: StudyConfig, study_dir: Path) -> None:
     """A confirmatory study's first run fixes what it tests: the study (its settings and hash)
-    and the commit. A later run of the study with control arms added in some rows, and nothing
-    else changed, records an amendment, provided none of the added runs has started: their seeds
-    and evaluation were fixed before they ran, so the study stays confirmatory. Any other change
-    is left unrecorded, and the report says exploratory."""
+    and the commit. A later run of the study with arms added (in every row) or control arms added
+    in some rows, and nothing else changed, records an amendment, provided none of the added runs
+    has started: their seeds and evaluation were fixed before they ran, so the study stays
+    confirmatory. Any other change is left unrecorded, and the report says exploratory."""
     path = study_dir / CONFIRMATORY_FILE
     if not study.confirmatory:
         return
@@ -634,21 +634,24 @@ def _latest_recorded(record: dict[str, Any]) -> StudyConfig | None:
 
 
 def _added_controls(before: StudyConfig, after: StudyConfig) -> dict[str, list[str]] | None:
-    """The control arms ``after`` adds to ``before`` (arm -> rows), or None unless ``after`` is
-    ``before`` with control arms added in some rows and nothing else changed."""
+    """The arms and control arms ``after`` adds to ``before`` (arm -> rows), or None unless
+    ``after`` is ``before`` with arms added (in every row) or control arms added in some rows,
+    and nothing else changed."""
     fields = {arm: control.rows_field for arm, control in CONTROL_ARMS.items()}
     added = {
         arm: [row for row in getattr(after, field) if row not in getattr(before, field)]
         for arm, field in fields.items()
-    }
-    kept = all(set(getattr(before, field)) <= set(getattr(after, field)) for field in fields.values())
+    } | {arm: list(after.ablations) for arm in after.arms if arm not in before.arms}
+    kept = set(before.arms) <= set(after.arms) and all(
+        set(getattr(before, field)) <= set(getattr(after, field)) for field in fields.values()
+    )
     # an arm's own overrides may be set with its first rows, never changed once it has run
     settled = all(
         getattr(before, c.overrides_field) == getattr(after, c.overrides_field)
         for c in CONTROL_ARMS.values()
         if c.overrides_field and getattr(before, c.rows_field)
     )
-    arm_fields = [field for control in CONTROL_ARMS.values() for field in control.fields]
+    arm_fields = ["arms", *(field for control in CONTROL_ARMS.values() for field in control.fields)]
     unchanged = after.model_copy(update={field: getattr(before, field) for field in arm_fields})
     if not kept or not settled or unchanged.hash() != before.hash() or not any(added.values()):
         return None
