@@ -10,7 +10,7 @@ updates on ``learner_batch`` rollouts at a time and publishes the new weights wi
   versions old (the policy lag, logged as a histogram in ``summary.json``), which the learner
   corrects with V-trace.
 
-One learner loop (:func:`_learn`) runs over either transport
+One learner loop (:func:`~uavrl.runners.transport.learner_loop`) runs over either transport
 (:class:`~uavrl.runners.transport.ActorTransport`): :class:`ActorProcesses`, where rollouts
 travel as slot numbers of preallocated shared-memory slots and weights through one shared model
 with a version (an actor gets a free slot before it acts: for ``a3c_data`` its one slot comes
@@ -34,12 +34,18 @@ from uavrl.envs.cloud import CloudPool
 from uavrl.nn.models import ActorCritic, clone_model
 from uavrl.runners.bookkeeping import EpisodeRecord, book_update, episode_records
 from uavrl.runners.ipc import ROLLOUT
-from uavrl.runners.learner import Learner, learner_batch, replay_stats, trajectory_replay
+from uavrl.runners.learner import Learner, replay_stats, trajectory_replay
 from uavrl.runners.metrics import histogram_summary
 from uavrl.runners.seeds import SeedPurpose, derived_seed, incarnation_seed
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
 from uavrl.runners.supervise import ChildLink, Supervisor, child_process
-from uavrl.runners.transport import ActorTransport, RolloutSlots, WeightBroadcast, empty_rollout
+from uavrl.runners.transport import (
+    ActorTransport,
+    RolloutSlots,
+    WeightBroadcast,
+    empty_rollout,
+    learner_loop,
+)
 from uavrl.runners.worker import make_all_worker_envs, make_collector, make_worker_env
 
 POLL_S = 0.2  # how often a blocked actor or learner looks up from its queue
@@ -97,12 +103,16 @@ class CentralLearner:
         self.version = int(session.counters.snapshot()["updates"])
         self.lag = Counter[int]()
 
-    def update(self, rollouts: list[RolloutBatch], episodes: list[EpisodeRecord]) -> None:
+    def update(self, rollouts: list[RolloutBatch], episodes: list[EpisodeRecord]) -> bool:
         session = self.session
         stats = self.learner.learn_rollouts(rollouts, int(session.counters.env_steps.value))
         self.lag.update(self.version - r.policy_version for r in rollouts)
         self.version += 1
         book_update(0, stats, episodes, session.counters, session.metrics, session.clock_origin)
+        return True
+
+    def weights(self) -> ActorCritic:
+        return self.learner.model
 
     def stats(self) -> dict[str, Any]:
         return {"policy_lag": histogram_summary(self.lag), **replay_stats(self.learner.replay)}
@@ -236,24 +246,6 @@ class ActorProcesses:
         self.session.record_restarts(self.supervisor, self.stale)
 
 
-def _learn(
-    session: TrainingSession,
-    central: CentralLearner,
-    actors: ActorTransport,
-    hook: ProgressHook | None,
-) -> None:
-    """The learner's loop, the same over either transport: take ``learner_batch`` rollouts,
-    update, publish the new weights, end the round."""
-    per_update = learner_batch(session.config)
-    while session.counters.env_steps.value < session.config.runner.total_env_steps:
-        rollouts, episodes = actors.take(per_update)
-        central.update(rollouts, episodes)
-        actors.publish(central.learner.model, central.version)
-        actors.update_done()
-        if session.end_round(hook):
-            return
-
-
 def run_actor_learner(
     config: Config, run_dir: Path, resume: bool = False, hook: ProgressHook | None = None
 ) -> RunResult:
@@ -269,7 +261,7 @@ def run_actor_learner(
         actors.publish(model, central.version)
         try:
             actors.start()
-            _learn(session, central, actors, hook)
+            learner_loop(session, central, actors, hook)
         finally:  # also on Ctrl-C or a failure: never leave actors running
             actors.close()
     session.stats.update(central.stats())

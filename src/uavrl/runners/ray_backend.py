@@ -49,7 +49,6 @@ from uavrl.runners.checkpoint import load_training_tensors, training_tensors
 from uavrl.runners.learner import (
     Learner,
     UpdateStats,
-    learner_batch,
     loss_function,
     loss_gradient,
     replay_stats,
@@ -60,9 +59,10 @@ from uavrl.runners.metrics import histogram_summary
 from uavrl.runners.seeds import SeedPurpose, derived_seed, incarnation_seed
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
 from uavrl.runners.supervise import STARTUP_TIMEOUT_S, WorkerFailed
+from uavrl.runners.transport import learner_loop
 from uavrl.runners.worker import make_collector, make_worker_env
 
-POLL_S = 0.2  # how long the driver waits on results before it checkpoints and calls the hook
+POLL_S = 0.2  # how long the driver waits on results before it looks at its actors again
 RESTART_WAIT_S = 300.0  # how long an actor Ray is restarting may take to answer again
 PING_S = 2.0  # how often the driver asks each actor which process answers for it
 
@@ -279,7 +279,12 @@ class FaultLog:
 
 
 class RayDriver:
-    """The loop of a Ray run: keeps every rollout actor busy, feeds the learner, books."""
+    """The loop of a Ray run: keeps every rollout actor busy, feeds the learner, books.
+
+    For ``a3c_data`` and ``impala`` it is both sides of the actor-learner loop that every
+    backend runs (:func:`~uavrl.runners.transport.learner_loop`): the transport of the rollout
+    actors (rollouts travel as object references) and the driver's side of the remote learner
+    (an update that finds the learner dead rolls the run back to its last checkpoint)."""
 
     def __init__(self, config: Config, session: TrainingSession, hook: ProgressHook | None) -> None:
         import ray
@@ -302,8 +307,10 @@ class RayDriver:
         ]
         self.faults = FaultLog([0] * r.n_workers)
         self.max_staleness = r.max_grad_staleness if r.max_grad_staleness is not None else r.n_workers
-        self.weights: Any = None
+        self.acting_weights: Any = None  # the weights actors act with (an object reference)
+        self.latest: Any = None  # the learner's latest weights, published after its update
         self.version = 0
+        self.taken: list[int] = []  # actors whose rollouts the learner took last
         self.inflight: dict[Any, tuple[int, Any]] = {}  # info ref -> (actor, data ref)
         self.learner_pid, self.pids = 0, [0] * r.n_workers  # which process answers for each
         self.pings: dict[Any, int] = {}  # ping ref -> actor
@@ -345,9 +352,9 @@ class RayDriver:
         tensors = training_tensors(self.session.models, self.session.optimizers)
         while True:
             asked = time.monotonic()
-            self.weights = self.learner.load.remote(tensors, version)
+            self.acting_weights = self.learner.load.remote(tensors, version)
             try:
-                self.ray.get(self.weights, timeout=self.heartbeat_s)
+                self.ray.get(self.acting_weights, timeout=self.heartbeat_s)
                 break
             except self.ray.exceptions.GetTimeoutError:
                 self._kill_silent(self.learner, "learner", asked)
@@ -374,9 +381,11 @@ class RayDriver:
         actor, incarnation = self.actors[actor_id], self.faults.restarts[actor_id]
         if self.config.runner.kind == "a3c":
             env_steps = int(self.session.counters.env_steps.value)
-            data, info = actor.gradient.options(num_returns=2).remote(self.weights, incarnation, env_steps)
+            data, info = actor.gradient.options(num_returns=2).remote(
+                self.acting_weights, incarnation, env_steps
+            )
         else:
-            data, info = actor.collect.options(num_returns=2).remote(self.weights, incarnation)
+            data, info = actor.collect.options(num_returns=2).remote(self.acting_weights, incarnation)
         self.inflight[info] = (actor_id, data)
 
     def _next_result(self) -> tuple[RolloutInfo, Any] | None:
@@ -584,13 +593,60 @@ class RayDriver:
         self._push_models()
         if not (self.session.checkpoint_dir / "last.json").exists():
             self.session.checkpoint()  # a restarted learner always has a checkpoint to go back to
-        for i in range(len(self.actors)):
-            self._submit(i)
+        self.start()
         if self.config.runner.kind == "a3c":
             self._run_gradients()
         else:
-            self._run_rollouts()
+            learner_loop(self.session, self, self, self.hook)
         self._count_late_deaths()
+
+    # --- the actor-learner loop's transport (ActorTransport) and learner (LearnerRole) ------
+
+    def start(self) -> None:
+        for i in range(len(self.actors)):
+            self._submit(i)
+
+    def publish(self, weights: Any, version: int) -> None:
+        self.acting_weights, self.version = weights, version
+
+    def take(self, n: int) -> tuple[list[tuple[RolloutInfo, Any]], list[EpisodeRecord]]:
+        """``n`` finished rollouts (info, data reference); ``impala``'s actors act again at once."""
+        taken: list[tuple[RolloutInfo, Any]] = []
+        while len(taken) < n:
+            result = self._next_result()
+            if result is None:
+                continue
+            taken.append(result)
+            if self.config.runner.kind == "impala":  # never waits for the learner
+                self._submit(result[0].actor_id)
+        self.taken = [info.actor_id for info, _ in taken]
+        return taken, [episode for info, _ in taken for episode in info.episodes]
+
+    def update(self, rollouts: list[tuple[RolloutInfo, Any]], episodes: list[EpisodeRecord]) -> bool:
+        counters = self.session.counters
+        stats_ref, self.latest = self.learner.update.options(num_returns=2).remote(
+            int(counters.env_steps.value), *(data for _, data in rollouts)
+        )
+        stats = self._learner_call(stats_ref)
+        if stats is None:
+            return False  # rolled back to the checkpoint; every actor was resubmitted
+        self.faults.lag.update(self.version - info.version for info, _ in rollouts)
+        self.version += 1
+        book_update(0, stats, episodes, counters, self.session.metrics, self.session.clock_origin)
+        return True
+
+    def weights(self) -> Any:
+        return self.latest
+
+    def update_done(self) -> None:
+        """``a3c_data``: the actors the update took from act again, with its weights (those
+        resubmitted already, after a learner restart, are not)."""
+        if self.config.runner.kind != "a3c_data":
+            return
+        acting = {actor_id for actor_id, _ in self.inflight.values()}
+        for actor_id in self.taken:
+            if actor_id not in acting:
+                self._submit(actor_id)
 
     def _round_done(self) -> bool:
         """Checkpoint if due, call the hook; True if the run should stop. A Ctrl-C that came
@@ -598,39 +654,6 @@ class RayDriver:
         if self.interrupted:
             raise KeyboardInterrupt
         return self.session.end_round(self.hook)
-
-    def _run_rollouts(self) -> None:
-        r, counters = self.config.runner, self.session.counters
-        per_update = learner_batch(self.config)
-        pending: list[tuple[RolloutInfo, Any]] = []
-        while counters.env_steps.value < r.total_env_steps:
-            result = self._next_result()
-            if result is None:
-                if self._round_done():
-                    return
-                continue
-            pending.append(result)
-            if r.kind == "impala":  # never waits for the learner
-                self._submit(result[0].actor_id)
-            if len(pending) < per_update:
-                continue
-            infos, refs = [p[0] for p in pending], [p[1] for p in pending]
-            pending = []
-            stats_ref, weights = self.learner.update.options(num_returns=2).remote(
-                int(counters.env_steps.value), *refs
-            )
-            stats = self._learner_call(stats_ref)
-            if stats is None:
-                continue  # rolled back to the checkpoint; every actor was resubmitted
-            self.faults.lag.update(self.version - info.version for info in infos)
-            self.weights, self.version = weights, self.version + 1
-            episodes = [ep for info in infos for ep in info.episodes]
-            book_update(0, stats, episodes, counters, self.session.metrics, self.session.clock_origin)
-            if r.kind == "a3c_data":  # every actor acts again with the new weights
-                for info in infos:
-                    self._submit(info.actor_id)
-            if self._round_done():
-                return
 
     def _run_gradients(self) -> None:
         r, counters = self.config.runner, self.session.counters
@@ -650,7 +673,7 @@ class RayDriver:
                 continue
             self.faults.lag[applied.staleness] += 1
             if applied.applied:
-                self.weights, self.version = weights, self.version + 1
+                self.acting_weights, self.version = weights, self.version + 1
             elif info.finite:
                 self.faults.stale_gradients_dropped += 1
             assert info.stats is not None

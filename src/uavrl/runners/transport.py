@@ -1,6 +1,7 @@
 """The actor-learner transport: how actors' rollouts reach the learner and its weights reach
-the actors (:class:`ActorTransport`), and the shared-memory parts the process transport is made
-of.
+the actors (:class:`ActorTransport`), the learner's side (:class:`LearnerRole`), the one loop
+that joins them on every backend (:func:`learner_loop`), and the shared-memory parts the process
+transport is made of.
 
 :class:`RolloutSlots`: rollouts are written into preallocated shared-memory slots and only slot
 numbers travel, each actor's on pipes of its own (free slots from the learner, written slots to
@@ -18,25 +19,30 @@ from uavrl.algo.batch import TENSOR_FIELDS, RolloutBatch
 from uavrl.locking import ProcessLock
 from uavrl.nn.models import ActorCritic, clone_model
 from uavrl.runners.bookkeeping import EpisodeRecord
+from uavrl.runners.learner import learner_batch
+from uavrl.runners.session import ProgressHook, TrainingSession
 
 
 class ActorTransport(Protocol):
     """What an actor-learner learner loop needs of its actors, wherever they run
     (:class:`~uavrl.runners.actor_learner.InProcessActors` in this process,
-    :class:`~uavrl.runners.actor_learner.ActorProcesses` in supervised processes).
+    :class:`~uavrl.runners.actor_learner.ActorProcesses` in supervised processes,
+    :class:`~uavrl.runners.ray_backend.RayDriver` as Ray actors).
 
     The loop: ``start()``; then per update ``take(n)`` rollouts (T, K) with the episodes they
-    finished, learn, ``publish(model, version)``, ``update_done()``; ``close()`` at the end,
+    finished, learn, ``publish(weights, version)``, ``update_done()``; ``close()`` at the end,
     also on an error.
     """
 
     def start(self) -> None: ...
 
-    def publish(self, model: ActorCritic, version: int) -> None:
-        """Make ``model``'s weights (after ``version`` updates) the ones actors act with next."""
+    def publish(self, weights: Any, version: int) -> None:
+        """Make ``weights`` (the learner's :meth:`LearnerRole.weights` after ``version``
+        updates) the ones actors act with next."""
 
-    def take(self, n: int) -> tuple[list[RolloutBatch], list[EpisodeRecord]]:
-        """Up to ``n`` rollouts (waiting for them) and the episodes they finished."""
+    def take(self, n: int) -> tuple[list[Any], list[EpisodeRecord]]:
+        """``n`` rollouts (waiting for them), as the transport's learner takes them, and the
+        episodes they finished."""
         ...
 
     def update_done(self) -> None:
@@ -44,6 +50,38 @@ class ActorTransport(Protocol):
 
     def close(self) -> None:
         """Stop every actor; record what happened to them."""
+
+
+class LearnerRole(Protocol):
+    """The learner of an actor-learner run, wherever it runs: updates on the rollouts a
+    transport hands it, and books each update it applies."""
+
+    version: int  # updates applied, the version of the weights it publishes
+
+    def update(self, rollouts: list[Any], episodes: list[EpisodeRecord]) -> bool:
+        """One update on ``rollouts``; False when none was applied (the run went back to its
+        last checkpoint: the transport's actors were started again)."""
+        ...
+
+    def weights(self) -> Any:
+        """The latest weights, as the transport publishes them."""
+        ...
+
+
+def learner_loop(
+    session: TrainingSession, learner: LearnerRole, actors: ActorTransport, hook: ProgressHook | None
+) -> None:
+    """The learner's loop of ``a3c_data`` and ``impala``, the same over every transport: take
+    ``learner_batch`` rollouts, update, publish the new weights, end the round (checkpoint when
+    due, the hook)."""
+    per_update = learner_batch(session.config)
+    while session.counters.env_steps.value < session.config.runner.total_env_steps:
+        rollouts, episodes = actors.take(per_update)
+        if learner.update(rollouts, episodes):
+            actors.publish(learner.weights(), learner.version)
+        actors.update_done()
+        if session.end_round(hook):
+            return
 
 
 def empty_rollout(model: ActorCritic, length: int, copies: int) -> RolloutBatch:
