@@ -76,7 +76,7 @@ TASKS = {
             SolveRow(
                 "uavrl a2c",
                 config="configs/task_graph_a3c.yaml",
-                overrides=("runner.kind=a2c", "runner.serial=false", "algo.lr=0.003"),
+                overrides=("runner.kind=a2c", "runner.backend=process", "algo.lr=0.003"),
             ),
         ),
         sb3_policy="MultiInputPolicy",

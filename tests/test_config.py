@@ -71,3 +71,21 @@ def test_a_preset_parameter_added_later_leaves_the_hash_at_its_default() -> None
     assert with_param("observe_payable: false") == base.hash()
     assert with_param("observe_payable: true") != base.hash()
     assert with_param("observe_feasibility: false") != base.hash()
+
+
+def test_where_workers_run_is_one_field_and_the_old_serial_flag_reads_as_it() -> None:
+    """``runner.backend: serial | process | ray``. ``serial: true`` (configs and run directories
+    written before) reads as ``backend: serial`` with the same config hash, ``serial: false``
+    over a serial config as ``process``; anything else is refused naming the field."""
+    serial = load_config(BASE, ["runner.backend=serial"])
+    assert serial.runner.backend == "serial" and serial.runner.serial
+    old = load_config(BASE, ["runner.serial=true"])
+    assert old.runner.backend == "serial" and old.hash() == serial.hash()
+    assert old.to_dict()["runner"]["backend"] == "serial" and "serial" not in old.to_dict()["runner"]
+    process = load_config(BASE, ["runner.backend=process"])
+    assert not process.runner.serial and process.hash() != serial.hash()
+    assert load_config(BASE, ["runner.serial=false"]).hash() == process.hash()
+    # the old flag given over a serial config turns it off, as it did
+    assert load_config(BASE, ["runner.backend=serial", "runner.serial=false"]).runner.backend == "process"
+    with pytest.raises(ConfigError, match=r"runner\.serial must be true or false"):
+        load_config(BASE, ["runner.serial=3"])

@@ -811,7 +811,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
     train.add_argument(
-        "--backend", choices=["process", "ray"], help="where workers run (runner.backend; default process)"
+        "--backend",
+        choices=["serial", "process", "ray"],
+        help="where workers run (runner.backend: in this process, one process each, or Ray actors)",
     )
     train.add_argument(
         "--address", help="a running Ray cluster to join (runner.ray_address; default: start Ray here)"

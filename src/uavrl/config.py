@@ -51,6 +51,10 @@ def run_config_identity(data: dict[str, Any]) -> dict[str, Any]:
 
 def _identity(section: BaseModel) -> dict[str, Any]:
     data: dict[str, Any] = section.model_dump(mode="json")
+    if isinstance(section, RunnerConfig):
+        # runs were recorded with two fields, serial and backend: their identity keeps that form
+        data["serial"] = section.backend == "serial"
+        data["backend"] = "process" if section.backend == "serial" else section.backend
     if isinstance(section, EnvConfig) and section.preset is not None:
         neutral = hash_neutral_params(section.preset)
         data["params"] = {k: v for k, v in data["params"].items() if k not in neutral or v != neutral[k]}
@@ -111,7 +115,7 @@ class EnvConfig(ConfigSection):
     and ``shared_pool`` attaches every worker to one cross-process cloud pool. ``team_reward``
     (with ``shared_pool``) rewards each worker's copy ``j`` with the mean reward of copy ``j`` of
     all workers, the agents on its pool: the score of a shared world. It needs the workers
-    stepped together in one process (``runner.serial`` or ``a2c``). ``team_spirit`` (OpenAI
+    stepped together in one process (``runner.backend: serial`` or ``a2c``). ``team_spirit`` (OpenAI
     Five's name) blends the two: each agent gets ``(1 - team_spirit) * own + team_spirit *
     pool mean``; 1 is the pure team reward, lower values trade alignment for less noise from
     the pool mates' rewards.
@@ -182,7 +186,7 @@ class EnvConfig(ConfigSection):
 class ModelConfig(ConfigSection):
     """The actor-critic architecture.
 
-    ``central_critic`` (shared pools, workers stepped together: ``runner.serial`` or ``a2c``)
+    ``central_critic`` (shared pools, workers stepped together: ``runner.backend: serial`` or ``a2c``)
     gives the value function its own network over the whole world's state: every pool mate's
     observation, their channels and the pool level
     (:class:`~uavrl.envs.vector.TeamStateObservations`). The policy still acts on the agent's
@@ -264,15 +268,16 @@ class RunnerConfig(ConfigSection):
     replay of its latest ``replay_size`` rollouts, from which every update adds ``replay_ratio``
     replayed rollouts per fresh one (1: half of each batch replayed); V-trace corrects their
     age. A resumed or restarted learner starts with an empty replay. ``total_env_steps``
-    counts all workers; each worker gets an equal share. ``serial`` runs the workers (actors)
-    in one process (same functions, for tests and debugging).
+    counts all workers; each worker gets an equal share.
 
-    ``backend: ray`` runs ``a3c``, ``a3c_data`` and ``impala`` as Ray actors (one learner, N
-    rollout actors), on this machine or on the cluster at ``ray_address``; its ``a3c`` sends
-    gradients to the learner, which drops those more than ``max_grad_staleness`` (default N)
-    versions old. A worker process or Ray actor that dies is restarted up to ``max_restarts``
-    times; a worker or actor process silent for ``heartbeat_timeout_s`` (stopped, stuck) is
-    killed and restarted the same way.
+    ``backend``: where the workers (actors) run. ``serial``: in this process, stepped as one
+    batch (the in-process transport: the same roles and loop, for tests, debugging and small
+    runs); ``process``: one supervised process each; ``ray`` runs ``a3c``, ``a3c_data`` and
+    ``impala`` as Ray actors (one learner, N rollout actors), on this machine or on the cluster
+    at ``ray_address``; its ``a3c`` sends gradients to the learner, which drops those more than
+    ``max_grad_staleness`` (default N) versions old. A worker process or Ray actor that dies is
+    restarted up to ``max_restarts`` times; a worker or actor process silent for
+    ``heartbeat_timeout_s`` (stopped, stuck) is killed and restarted the same way.
     """
 
     kind: Literal["a3c", "a2c", "a3c_data", "impala"] = "a3c"
@@ -280,7 +285,6 @@ class RunnerConfig(ConfigSection):
     n_workers: int = Field(2, ge=1)
     envs_per_worker: int = Field(1, ge=1)
     total_env_steps: int = Field(100_000, ge=1)
-    serial: bool = False
     lock_updates: bool = True
     checkpoint_every: int = Field(500, ge=1, description="global updates between checkpoints")
     max_nonfinite: int = Field(10, ge=1, description="non-finite updates in a row before stopping")
@@ -294,7 +298,7 @@ class RunnerConfig(ConfigSection):
         "killed and restarted (its start-up: at least 300 s)",
         json_schema_extra=HASH_NEUTRAL,
     )
-    backend: Literal["process", "ray"] = "process"
+    backend: Literal["serial", "process", "ray"] = "process"
     ray_address: str | None = Field(None, json_schema_extra=HASH_NEUTRAL)
     max_grad_staleness: int | None = Field(None, ge=0)
     learner_batch: int | None = Field(None, ge=1, json_schema_extra=HASH_NEUTRAL)
@@ -306,6 +310,35 @@ class RunnerConfig(ConfigSection):
         description="start more than MAX_PROCESSES_PER_CORE worker processes per core",
         json_schema_extra=HASH_NEUTRAL,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _serial_is_a_backend(cls, data: Any) -> Any:
+        """``serial: true``, the field ``backend: serial`` replaced, still reads (the run
+        directories and checkpoints written before hold it): true is ``backend: serial``, false
+        over a ``serial`` backend is ``process``."""
+        if not isinstance(data, dict) or "serial" not in data:
+            return data
+        data = dict(data)
+        serial, backend = data.pop("serial"), data.get("backend", "process")
+        if serial is True:
+            if backend == "ray":
+                raise ValueError(
+                    "runner.backend: ray does not run runner.serial: True (serial runs in one process)"
+                )
+            data["backend"] = "serial"
+        elif serial is False and backend == "serial":
+            data["backend"] = "process"  # runner.serial=false given over a serial config: not serial
+        elif serial is not False:
+            raise ValueError(
+                f"runner.serial must be true or false (now runner.backend: serial), got {serial!r}"
+            )
+        return data
+
+    @property
+    def serial(self) -> bool:
+        """The workers run in this process (``backend: serial``)."""
+        return self.backend == "serial"
 
 
 class EvalConfig(ConfigSection):
@@ -356,7 +389,7 @@ class Config(ConfigSection):
         if processes > MAX_PROCESSES_PER_CORE * cores and not r.allow_many_processes:
             raise ValueError(
                 f"runner.n_workers={r.n_workers} starts {processes} worker processes on {cores} cores "
-                f"(more than {MAX_PROCESSES_PER_CORE} per core); use fewer workers, runner.serial: true, "
+                f"(more than {MAX_PROCESSES_PER_CORE} per core); use fewer workers, runner.backend: serial, "
                 "or set runner.allow_many_processes: true"
             )
 
@@ -456,7 +489,6 @@ class Config(ConfigSection):
             r = self.runner
             refused = (
                 ("runner.kind", r.kind, r.kind == "a2c", "a2c is one process; use kind a3c_data"),
-                ("runner.serial", r.serial, r.serial, "serial runs in one process"),
                 ("runner.share", r.share, not r.share, "individual learning runs on processes"),
                 ("env.shared_pool", True, self.env.shared_pool, "the pool is in shared memory"),
             )
@@ -494,8 +526,9 @@ class Config(ConfigSection):
                 raise ValueError(f"{option} needs env.shared_pool: true ({why})")
             if not (self.runner.serial or self.runner.kind == "a2c"):
                 raise ValueError(
-                    f"{option} needs the workers stepped together: runner.serial: true or runner.kind: "
-                    f"a2c, got runner.kind: {self.runner.kind} with runner.serial: false"
+                    f"{option} needs the workers stepped together: runner.backend: serial (runner.serial: "
+                    f"true) or runner.kind: a2c, got runner.kind: {self.runner.kind} with runner.serial: "
+                    f"false (runner.backend: {self.runner.backend})"
                 )
         return self
 

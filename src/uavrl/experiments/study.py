@@ -39,6 +39,7 @@ from uavrl.config import (
     HASH_NEUTRAL,
     Config,
     ConfigSection,
+    RunnerConfig,
     apply_overrides,
     config_from_dict,
     content_hash,
@@ -358,7 +359,7 @@ def run_config(study: StudyConfig, arm: str, ablation: str, seed: int) -> Config
         overrides.append(f"runner.kind={arm}")
     if arm == "impala":
         overrides.append("algo.gae_lambda=null")
-        if data.get("runner", {}).get("serial"):
+        if RunnerConfig.model_validate(data.get("runner", {})).serial:
             overrides.append("runner.learner_batch=1")
     data = apply_overrides(data, overrides)
     try:
