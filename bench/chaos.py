@@ -75,11 +75,10 @@ def trial_config(kind: str, backend: str = "process") -> dict[str, Any]:
             "n_workers": WORKERS,
             "envs_per_worker": ENVS,
             "total_env_steps": ENV_STEPS,
-            "serial": kind == "a2c",
             "checkpoint_every": 20,
             "max_restarts": 1000,  # the trial decides how often a child dies
             "heartbeat_timeout_s": HEARTBEAT_S,
-            "backend": backend,
+            "backend": "serial" if kind == "a2c" else backend,
         },
         "eval": {"episodes": 2},
         "log": {"tensorboard": False, "progress": False},
