@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from uavrl.envs.presets import ENV_ID, PRESETS
+from uavrl.envs.presets import DEFAULT_PRESET, ENV_ID, PRESETS
 from uavrl.envs.worlds import World
 from uavrl.errors import ConfigError
 
@@ -175,7 +175,7 @@ def presets_with(capability: str) -> list[str]:
 
 def world_preset(world: World) -> Preset:
     """The preset a world of ``uavrl/Offload-v0`` runs (its agents' ``preset`` parameter)."""
-    names = {str(p.get("preset", "paper")) for p in world.agent_params}
+    names = {str(p.get("preset", DEFAULT_PRESET)) for p in world.agent_params}
     if len(names) != 1:
         raise ConfigError(f"world {world.name!r}: its agents run one preset, got {sorted(names)}")
     return get_preset(names.pop())
