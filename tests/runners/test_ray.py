@@ -99,6 +99,39 @@ def test_a3c_data_runs_on_two_nodes_on_policy(two_nodes: Any, make_config: Any, 
     assert (tmp_path / "checkpoints" / "last.safetensors").exists()
 
 
+def test_an_a3c_data_learner_killed_mid_run_rolls_back_and_its_actors_stay_on_policy(
+    two_nodes: Any, make_config: Any, tmp_path: Path
+) -> None:
+    """The learner killed -9 between two updates: the shared actor-learner loop finds it
+    restarted at the next update, the run goes back to its last checkpoint and every actor acts
+    again once; no actor is sent twice (a second rollout in flight would be acted by weights an
+    update old), so every rollout stays on-policy and the full budget is trained."""
+    config = _config(make_config, "a3c_data", steps=2400)
+    killed: list[int] = []
+
+    def kill_learner(env_steps: int, models: Any) -> None:
+        if killed or env_steps < 1000:  # checkpoints every 3 updates (600 env steps)
+            return
+        learner = ray.get_actor(actor_name(tmp_path / "run", "learner"))
+        pid = ray.get(learner.where.remote())["pid"]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+        while _answering_pid(learner) == pid:
+            time.sleep(0.1)
+
+    summary = train(config, tmp_path / "run", hook=kill_learner)
+    assert summary["status"] == "finished" and summary["env_steps"] >= config.runner.total_env_steps
+    faults = summary["faults"]
+    assert len(killed) == 1 and faults["learner_restarts"] == 1 and faults["env_steps_rolled_back"] > 0
+    lag = summary["policy_lag"]["histogram"]
+    assert set(lag) == {"0"}  # on-policy throughout, the rollback included
+    (learner_event,) = [
+        e for e in (tmp_path / "run" / "events.log").read_text().splitlines() if "learner died" in e
+    ]
+    assert "restarted from the last checkpoint" in learner_event
+    _episodes_are_numbered_once(tmp_path / "run")
+
+
 def test_a_composite_action_trains_on_ray_with_v_trace_on_its_joint_log_probability(
     two_nodes: Any, make_config: Any, tmp_path: Path
 ) -> None:
