@@ -76,14 +76,14 @@ def results_table(
     episodes: int,
     seed: int,
     width: int | None = None,
-    cloud_pools: bool = True,
+    by_cell: bool = True,
 ) -> Table:
     """Policies as rows: each cell's mean (while they fit in ``width`` columns), the mean over
     cells and the normalised score in % (``experiments.normalise``: per cell, then the mean over
     cells), whose scale the title names. The title names the pool regime; the training world
     (shared regime) is a column of its own, left out of the mean over cells. An env without
-    cells and pools (``cloud_pools`` False) gets one column of means, named as such."""
-    if not cloud_pools:
+    cells and pools (``by_cell`` False) gets one column of means, named as such."""
+    if not by_cell:
         table = Table(title=f"{what}: mean episode return, {episodes} episodes, seed {seed}")
         table.add_column("policy")
         table.add_column("mean return", justify="right")
@@ -138,9 +138,9 @@ def results_markdown(results: pd.DataFrame) -> str:
 
 
 def show_results(
-    results: pd.DataFrame, fmt: str, what: str, episodes: int, seed: int, cells: bool = True
+    results: pd.DataFrame, fmt: str, what: str, episodes: int, seed: int, by_cell: bool = True
 ) -> None:
-    """The returns table (``cells``: per scenario cell, else one world), then the task metrics a
+    """The returns table (``by_cell``: per scenario cell, else one world), then the task metrics a
     preset's evaluation adds, averaged over cells (the CSV and Markdown have every column)."""
     from uavrl.experiments.evaluate import RESULT_COLUMNS
 
@@ -150,7 +150,7 @@ def show_results(
     if fmt == "markdown":
         print(results_markdown(results))
         return
-    console.print(results_table(results[RESULT_COLUMNS], what, episodes, seed, cloud_pools=cells))
+    console.print(results_table(results[RESULT_COLUMNS], what, episodes, seed, by_cell=by_cell))
     metrics = [c for c in results.columns if c not in RESULT_COLUMNS]
     if metrics:
         means = results.groupby("policy", sort=False)[metrics].mean()
@@ -448,7 +448,7 @@ def _evaluate_run(
     results = pd.concat(tables)
     note = "" if regime == trained_in else f" (transfer: trained with {trained_in} pools)"
     scale = preset.units_note(dict(config.env.params)) if preset is not None else ""
-    show_results(results, fmt, f"{run_dir}{note}{scale}", episodes, seed, cells=preset is not None)
+    show_results(results, fmt, f"{run_dir}{note}{scale}", episodes, seed, by_cell=preset is not None)
     if csv:
         _write_csv(results, csv)
 

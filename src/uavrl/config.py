@@ -176,12 +176,6 @@ class EnvConfig(ConfigSection):
             raise ConfigError(f"{self.id!r} has no scenario cells: cells apply to {ENV_ID} presets")
         return preset
 
-    @property
-    def pools_across_workers(self) -> bool:
-        """Its preset shares cloud pools across workers (``env.shared_pool`` applies)."""
-        preset = self.uavrl_preset
-        return preset is not None and preset.pools_across_workers
-
 
 class ModelConfig(ConfigSection):
     """The actor-critic architecture.
@@ -445,7 +439,7 @@ class Config(ConfigSection):
                     f"eval.cells is only for {ENV_ID} presets {' and '.join(PRESETS)}, not {self.env.id!r}"
                 )
             _check_cells("eval.cells", self.eval.cells, preset)
-        if self.env.shared_pool and not self.env.pools_across_workers:
+        if self.env.shared_pool and not (preset is not None and preset.pools_across_workers):
             raise ValueError(
                 f"env.shared_pool is only for {ENV_ID} preset {_presets_with('pools_across_workers')}"
             )

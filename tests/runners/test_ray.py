@@ -73,6 +73,26 @@ def _answering_pid(actor: Any) -> int | None:
         return None
 
 
+def _learner_killer(run_dir: Path, killed: list[int]) -> Any:
+    """A progress hook that kills the run's learner -9 once, at the first round past 1000 env
+    steps (checkpoints every 3 updates, 600 env steps: 1000 is not one of them), records its pid
+    in ``killed`` and returns once Ray has restarted it: killed between two calls and back before
+    the next, so no call of the driver fails and the driver must notice the restart from the
+    fresh process's answer."""
+
+    def kill_learner(env_steps: int, models: Any) -> None:
+        if killed or env_steps < 1000:
+            return
+        learner = ray.get_actor(actor_name(run_dir, "learner"))
+        pid = ray.get(learner.where.remote())["pid"]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+        while _answering_pid(learner) == pid:
+            time.sleep(0.1)
+
+    return kill_learner
+
+
 def _episodes_are_numbered_once(run_dir: Path) -> None:
     log = pd.read_csv(run_dir / "training_log.csv")
     for _, rows in log.groupby("worker_id"):
@@ -108,18 +128,7 @@ def test_an_a3c_data_learner_killed_mid_run_rolls_back_and_its_actors_stay_on_po
     update old), so every rollout stays on-policy and the full budget is trained."""
     config = _config(make_config, "a3c_data", steps=2400)
     killed: list[int] = []
-
-    def kill_learner(env_steps: int, models: Any) -> None:
-        if killed or env_steps < 1000:  # checkpoints every 3 updates (600 env steps)
-            return
-        learner = ray.get_actor(actor_name(tmp_path / "run", "learner"))
-        pid = ray.get(learner.where.remote())["pid"]
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
-        while _answering_pid(learner) == pid:
-            time.sleep(0.1)
-
-    summary = train(config, tmp_path / "run", hook=kill_learner)
+    summary = train(config, tmp_path / "run", hook=_learner_killer(tmp_path / "run", killed))
     assert summary["status"] == "finished" and summary["env_steps"] >= config.runner.total_env_steps
     faults = summary["faults"]
     assert len(killed) == 1 and faults["learner_restarts"] == 1 and faults["env_steps_rolled_back"] > 0
@@ -160,21 +169,8 @@ def test_killed_actors_are_restarted_and_the_budget_trained(
     if kind == "impala":  # its learner replays, and starts a new replay when restarted
         config = config.model_copy(update={"runner": config.runner.model_copy(update={"replay_size": 4})})
     killed: list[int] = []
-
-    def kill_learner(env_steps: int, models: Any) -> None:
-        # checkpoints every 3 updates (600 env steps): 1000 is not one of them
-        if kind != "impala" or killed or env_steps < 1000:
-            return
-        learner = ray.get_actor(actor_name(tmp_path / "run", "learner"))
-        pid = ray.get(learner.where.remote())["pid"]
-        os.kill(pid, signal.SIGKILL)
-        killed.append(pid)
-        # killed between two calls, and back before the next: no call of the driver fails, so
-        # it must notice the restart from the fresh process's answer
-        while _answering_pid(learner) == pid:
-            time.sleep(0.1)
-
-    summary = train(config, tmp_path / "run", hook=kill_learner)
+    hook = _learner_killer(tmp_path / "run", killed) if kind == "impala" else None
+    summary = train(config, tmp_path / "run", hook=hook)
     assert marker.exists()
     assert summary["status"] == "finished" and summary["env_steps"] >= config.runner.total_env_steps
     _on_both_nodes(summary)

@@ -18,9 +18,8 @@ import torch
 
 from uavrl.config import Config
 from uavrl.envs import ENV_ID
-from uavrl.envs.preset import Preset, score_worlds, world_preset
+from uavrl.envs.preset import score_worlds, world_preset
 from uavrl.envs.worlds import AgentTeam, Regime, World, cell_worlds, training_world
-from uavrl.errors import ConfigError
 from uavrl.experiments.normalise import HINDSIGHT_BOUND
 from uavrl.nn.models import ActorCritic
 
@@ -176,17 +175,10 @@ def agent_params(config: Config, base: dict[str, Any] | None = None) -> list[dic
     return [config.env.worker_params(i, base) for i in range(config.runner.n_workers)]
 
 
-def _preset(config: Config) -> Preset:
-    preset = config.env.uavrl_preset
-    if preset is None:
-        raise ConfigError(f"{config.env.id!r} has no scenario cells: it is evaluated in one world")
-    return preset
-
-
 def training_cells(config: Config) -> list[Any]:
     """The distinct scenario cells a run trained in (its ``worker_cells``, else its env params),
     cells of its preset's grid."""
-    preset = _preset(config)
+    preset = config.env.cell_preset
     if config.env.worker_cells:
         return preset.resolve_cells(config.env.worker_cells)
     return [preset.cell_of(config.env.params)]
@@ -196,14 +188,14 @@ def evaluation_params(config: Config, base: dict[str, Any] | None = None) -> dic
     """Env parameters to evaluate a run with, given an evaluation's ``base`` (default the run's
     own): the preset decides what of the run's own it keeps (`paper`: what its models observe,
     :data:`~uavrl.envs.paper.core.OBSERVATION_PARAMS`; `mec`: all of them)."""
-    return _preset(config).evaluation_params(dict(config.env.params), base)
+    return config.env.cell_preset.evaluation_params(dict(config.env.params), base)
 
 
 def _shared_agents(config: Config, regime: Regime) -> int:
     """Agents on one cloud in a world of ``regime`` (1 when private)."""
     if regime == "private":
         return 1
-    return _preset(config).shared_agents(config.env.params, config.runner.n_workers)
+    return config.env.cell_preset.shared_agents(config.env.params, config.runner.n_workers)
 
 
 def regime_worlds(
@@ -215,7 +207,7 @@ def regime_worlds(
     base = evaluation_params(config, base)
     cell_params = [(c.name, {**base, **c.env_params()}) for c in cells]
     worlds = cell_worlds(cell_params, regime, _shared_agents(config, regime))
-    if regime == "shared" and _preset(config).pools_across_workers:
+    if regime == "shared" and config.env.cell_preset.pools_across_workers:
         worlds.append(training_world(agent_params(config, base)))
     return worlds
 
@@ -224,7 +216,7 @@ def tuning_worlds(config: Config, regime: Regime, base: dict[str, Any] | None = 
     """Where the reference rules of a run are tuned: its training cells in its regime (shared
     pools across workers: the training world itself; else each training cell, alone or with its
     cloud's agents)."""
-    if regime == "shared" and _preset(config).pools_across_workers:
+    if regime == "shared" and config.env.cell_preset.pools_across_workers:
         return [training_world(agent_params(config, evaluation_params(config, base)))]
     base = evaluation_params(config, base)
     cell_params = [(c.name, {**base, **c.env_params()}) for c in training_cells(config)]
