@@ -2,7 +2,9 @@
 
 It is the A3C worker run alone over a concatenation of all N x K envs (copy ``j`` belongs to
 worker ``j // K`` and sits in that worker's scenario cell), so model, returns and loss are the
-same code. With a fixed seed the run is bitwise reproducible.
+same code, and the loop is the gradient loop of A3C with one worker in this process
+(:class:`~uavrl.runners.transport.InProcessWorkers`). With a fixed seed the run is bitwise
+reproducible.
 """
 
 from __future__ import annotations
@@ -16,18 +18,8 @@ from uavrl.locking import ProcessLock
 from uavrl.runners.bookkeeping import updates_per_worker
 from uavrl.runners.seeds import SeedPurpose, derived_seed
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
+from uavrl.runners.transport import InProcessWorkers, gradient_loop
 from uavrl.runners.worker import Worker, make_all_worker_envs
-
-
-def _run_synchronous(
-    worker: Worker, session: TrainingSession, target: int, hook: ProgressHook | None
-) -> None:
-    """``target`` updates of the one worker that steps every env, in this process."""
-    counters = session.counters
-    while counters.worker_updates[worker.worker_id] < target:
-        worker.update_and_book(counters, session.metrics, session.clock_origin)
-        if session.end_round(hook):
-            return
 
 
 def run_a2c(
@@ -42,5 +34,6 @@ def run_a2c(
     torch.manual_seed(derived_seed(config.seed, SeedPurpose.ACTOR_SAMPLING, env_seed))
     worker = Worker(config, 0, session.models[0], session.optimizers[0], ProcessLock(), env, env_seed)
     with session.running():
-        _run_synchronous(worker, session, updates_per_worker(config), hook)
+        target = updates_per_worker(config)
+        gradient_loop(session, InProcessWorkers(session, target, lambda steps: [worker.update(steps)]), hook)
     return session.result()

@@ -2,8 +2,11 @@
 
 N worker processes (spawn, one torch thread each) run the same :class:`Worker`. With sharing,
 all of them update one global model through one SharedAdam; without, worker ``i`` updates
-learner ``i`` alone. Envs, seeds and update counts are identical in the two arms. ``serial``
-runs the workers in this process, stepped as one batch (:class:`BatchedWorkers`).
+learner ``i`` alone. Envs, seeds and update counts are identical in the two arms. One gradient
+loop (:func:`~uavrl.runners.transport.gradient_loop`) runs over either transport:
+:class:`WorkerProcesses`, or, with ``backend: serial``, the workers in this process stepped as
+one batch (:class:`~uavrl.runners.worker.BatchedWorkers` in an
+:class:`~uavrl.runners.transport.InProcessWorkers`).
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from uavrl.config import Config
 from uavrl.envs.cloud import CloudPool
 from uavrl.locking import ProcessLock
 from uavrl.nn.models import ActorCritic
-from uavrl.runners.bookkeeping import SharedCounters, book_update, updates_per_worker
+from uavrl.runners.bookkeeping import SharedCounters, updates_per_worker
 from uavrl.runners.seeds import SeedPurpose, derived_seed, incarnation_seed
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
 from uavrl.runners.supervise import ChildLink, Supervisor, child_process
+from uavrl.runners.transport import GradientWorkers, InProcessWorkers, WorkerUpdate, gradient_loop
 from uavrl.runners.worker import BatchedWorkers, Worker, make_all_worker_envs
 
 POLL_S = 0.2  # how often the parent looks at its workers
@@ -60,30 +64,63 @@ def _worker_process(
         link.finished()
 
 
-def _monitor(session: TrainingSession, supervisor: Supervisor, hook: ProgressHook | None = None) -> None:
-    """Wait for the workers to finish their updates, restarting any that die and
-    checkpointing as updates accumulate; raise if one fails for good."""
-    while True:
-        supervisor.check()
-        if not supervisor.any_alive() and not supervisor.check():  # none died at the very end
-            return
-        if session.end_round(hook):
-            return  # the caller stops the workers
+class WorkerProcesses:
+    """The process transport of the gradient loop: N supervised Hogwild worker processes, each
+    applying its own updates to its learner (the shared model, or its own) and booking them in
+    the run's shared counters; ``step`` supervises them (restarting the dead) and waits."""
+
+    def __init__(
+        self,
+        session: TrainingSession,
+        pool: CloudPool | None,
+        locks: list[ProcessLock],
+        target: int,
+        env_seed: int,
+    ) -> None:
+        config, r = session.config, session.config.runner
+        self.session = session
+
+        def make_process(worker_id: int, incarnation: int, link: ChildLink) -> Any:
+            k = _learner_of(session, worker_id)
+            args = (
+                config.to_dict(),
+                worker_id,
+                session.models[k],
+                session.optimizers[k],
+                locks[k],
+                session.worker_pool(worker_id, incarnation, pool),
+                session.counters,
+                link,
+                incarnation_seed(env_seed, worker_id, incarnation),
+                target,
+                session.clock_origin,
+            )
+            return session.ctx.Process(target=_worker_process, args=args, name=f"uavrl-worker-{worker_id}")
+
+        self.supervisor = Supervisor(
+            make_process,
+            r.n_workers,
+            session.ctx,
+            r.max_restarts,
+            session.log_message,
+            r.heartbeat_timeout_s,
+            session.record_event,
+        )
+
+    def start(self) -> None:
+        self.supervisor.start()
+
+    def finished(self) -> bool:
+        return not self.supervisor.any_alive() and not self.supervisor.check()  # none died at the end
+
+    def step(self) -> list[WorkerUpdate]:
+        self.supervisor.check()
         time.sleep(POLL_S)
+        return []  # the workers book their own updates
 
-
-def run_batched(
-    workers: BatchedWorkers, session: TrainingSession, target: int, hook: ProgressHook | None = None
-) -> None:
-    """Serial A3C and individual learning: every round acts for all workers in one batch,
-    then applies one update per worker."""
-    counters = session.counters
-    while min(counters.worker_updates[:]) < target:
-        results = workers.update(int(counters.env_steps.value))
-        for worker_id, (stats, episodes) in enumerate(results):
-            book_update(worker_id, stats, episodes, counters, session.metrics, session.clock_origin)
-        if session.end_round(hook):
-            return
+    def close(self) -> None:
+        self.supervisor.stop_all()
+        self.session.record_restarts(self.supervisor)
 
 
 def run_a3c(
@@ -103,50 +140,17 @@ def run_a3c(
     target = updates_per_worker(config)
     env_seed = session.env_seed()
     with session.running():
+        workers: GradientWorkers
         if r.serial:
             torch.manual_seed(derived_seed(config.seed, SeedPurpose.ACTOR_SAMPLING, env_seed))
-            batched = BatchedWorkers(
-                config,
-                session.models,
-                session.optimizers,
-                locks,
-                make_all_worker_envs(config, pool),
-                env_seed,
-            )
-            run_batched(batched, session, target, hook)
+            envs = make_all_worker_envs(config, pool)
+            batched = BatchedWorkers(config, session.models, session.optimizers, locks, envs, env_seed)
+            workers = InProcessWorkers(session, target, batched.update)
         else:
-
-            def make_process(worker_id: int, incarnation: int, link: ChildLink) -> Any:
-                k = _learner_of(session, worker_id)
-                args = (
-                    config.to_dict(),
-                    worker_id,
-                    session.models[k],
-                    session.optimizers[k],
-                    locks[k],
-                    session.worker_pool(worker_id, incarnation, pool),
-                    session.counters,
-                    link,
-                    incarnation_seed(env_seed, worker_id, incarnation),
-                    target,
-                    session.clock_origin,
-                )
-                name = f"uavrl-worker-{worker_id}"
-                return session.ctx.Process(target=_worker_process, args=args, name=name)
-
-            supervisor = Supervisor(
-                make_process,
-                r.n_workers,
-                session.ctx,
-                r.max_restarts,
-                session.log_message,
-                r.heartbeat_timeout_s,
-                session.record_event,
-            )
-            supervisor.start()
-            try:
-                _monitor(session, supervisor, hook)
-            finally:  # also on Ctrl-C or a failed checkpoint: never leave workers running
-                supervisor.stop_all()
-                session.record_restarts(supervisor)
+            workers = WorkerProcesses(session, pool, locks, target, env_seed)
+        try:
+            workers.start()
+            gradient_loop(session, workers, hook)
+        finally:  # also on Ctrl-C or a failed checkpoint: never leave workers running
+            workers.close()
     return session.result()

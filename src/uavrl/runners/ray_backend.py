@@ -59,7 +59,7 @@ from uavrl.runners.metrics import histogram_summary
 from uavrl.runners.seeds import SeedPurpose, derived_seed, incarnation_seed
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
 from uavrl.runners.supervise import STARTUP_TIMEOUT_S, WorkerFailed
-from uavrl.runners.transport import learner_loop
+from uavrl.runners.transport import WorkerUpdate, gradient_loop, learner_loop
 from uavrl.runners.worker import make_collector, make_worker_env
 
 POLL_S = 0.2  # how long the driver waits on results before it looks at its actors again
@@ -279,12 +279,14 @@ class FaultLog:
 
 
 class RayDriver:
-    """The loop of a Ray run: keeps every rollout actor busy, feeds the learner, books.
+    """The driver of a Ray run: keeps every rollout actor busy, feeds the learner actor.
 
-    For ``a3c_data`` and ``impala`` it is both sides of the actor-learner loop that every
-    backend runs (:func:`~uavrl.runners.transport.learner_loop`): the transport of the rollout
-    actors (rollouts travel as object references) and the driver's side of the remote learner
-    (an update that finds the learner dead rolls the run back to its last checkpoint)."""
+    It runs the loops every backend runs: for ``a3c``, :func:`~uavrl.runners.transport.gradient_loop`
+    over it as the workers (rollout actors send gradients, the learner actor applies them); for
+    ``a3c_data`` and ``impala``, :func:`~uavrl.runners.transport.learner_loop` over it as both
+    sides, the transport of the rollout actors (rollouts travel as object references) and the
+    driver's side of the remote learner. A learner call that finds the learner dead rolls the
+    run back to its last checkpoint."""
 
     def __init__(self, config: Config, session: TrainingSession, hook: ProgressHook | None) -> None:
         import ray
@@ -595,7 +597,7 @@ class RayDriver:
             self.session.checkpoint()  # a restarted learner always has a checkpoint to go back to
         self.start()
         if self.config.runner.kind == "a3c":
-            self._run_gradients()
+            gradient_loop(self.session, self, self.hook)
         else:
             learner_loop(self.session, self, self, self.hook)
         self._count_late_deaths()
@@ -648,41 +650,35 @@ class RayDriver:
             if actor_id not in acting:
                 self._submit(actor_id)
 
-    def _round_done(self) -> bool:
-        """Checkpoint if due, call the hook; True if the run should stop. A Ctrl-C that came
-        meanwhile is raised here (see :func:`run_ray`)."""
-        if self.interrupted:
-            raise KeyboardInterrupt
-        return self.session.end_round(self.hook)
+    # --- the gradient loop's workers (GradientWorkers), for a3c ----------------------------
 
-    def _run_gradients(self) -> None:
-        r, counters = self.config.runner, self.session.counters
-        while counters.env_steps.value < r.total_env_steps:
-            result = self._next_result()
-            if result is None:
-                if self._round_done():
-                    return
-                continue
-            info, flat = result
-            env_steps = int(counters.env_steps.value)
-            applied_ref, weights = self.learner.apply.options(num_returns=2).remote(
-                flat, info.version, env_steps, self.max_staleness
-            )
-            applied: Applied | None = self._learner_call(applied_ref)
-            if applied is None:
-                continue
-            self.faults.lag[applied.staleness] += 1
-            if applied.applied:
-                self.acting_weights, self.version = weights, self.version + 1
-            elif info.finite:
-                self.faults.stale_gradients_dropped += 1
-            assert info.stats is not None
-            info.stats.applied, info.stats.lr = applied.applied, applied.lr
-            self._submit(info.actor_id)
-            metrics, origin = self.session.metrics, self.session.clock_origin
-            book_update(info.actor_id, info.stats, info.episodes, counters, metrics, origin)
-            if self._round_done():
-                return
+    def finished(self) -> bool:
+        return self.session.counters.env_steps.value >= self.config.runner.total_env_steps
+
+    def step(self) -> list[WorkerUpdate]:
+        """The next gradient a rollout actor sent, applied by the learner (or dropped as stale
+        or non-finite) and its actor started on the next; none after ``POLL_S`` or when the
+        learner died (the run went back to its checkpoint)."""
+        result = self._next_result()
+        if result is None:
+            return []
+        info, flat = result
+        env_steps = int(self.session.counters.env_steps.value)
+        applied_ref, weights = self.learner.apply.options(num_returns=2).remote(
+            flat, info.version, env_steps, self.max_staleness
+        )
+        applied: Applied | None = self._learner_call(applied_ref)
+        if applied is None:
+            return []
+        self.faults.lag[applied.staleness] += 1
+        if applied.applied:
+            self.acting_weights, self.version = weights, self.version + 1
+        elif info.finite:
+            self.faults.stale_gradients_dropped += 1
+        assert info.stats is not None
+        info.stats.applied, info.stats.lr = applied.applied, applied.lr
+        self._submit(info.actor_id)
+        return [(info.actor_id, info.stats, info.episodes)]
 
     def stats(self) -> dict[str, Any]:
         f = self.faults

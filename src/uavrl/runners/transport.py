@@ -1,7 +1,12 @@
-"""The actor-learner transport: how actors' rollouts reach the learner and its weights reach
-the actors (:class:`ActorTransport`), the learner's side (:class:`LearnerRole`), the one loop
-that joins them on every backend (:func:`learner_loop`), and the shared-memory parts the process
-transport is made of.
+"""The transports and the two training loops that run unchanged over them on every backend.
+
+- Gradient topologies (``a3c``, individual learning, ``a2c``): workers that compute and apply
+  updates (:class:`GradientWorkers`), and :func:`gradient_loop`, which books what they applied
+  and ends each round. :class:`InProcessWorkers` is their serial transport.
+- Actor-learner topologies (``a3c_data``, ``impala``): how actors' rollouts reach the learner
+  and its weights reach the actors (:class:`ActorTransport`), the learner's side
+  (:class:`LearnerRole`), and :func:`learner_loop`, which joins them; below, the shared-memory
+  parts the process transport is made of.
 
 :class:`RolloutSlots`: rollouts are written into preallocated shared-memory slots and only slot
 numbers travel, each actor's on pipes of its own (free slots from the learner, written slots to
@@ -11,6 +16,7 @@ a :class:`~uavrl.locking.ProcessLock`, with a version counter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -18,9 +24,78 @@ import torch
 from uavrl.algo.batch import TENSOR_FIELDS, RolloutBatch
 from uavrl.locking import ProcessLock
 from uavrl.nn.models import ActorCritic, clone_model
-from uavrl.runners.bookkeeping import EpisodeRecord
-from uavrl.runners.learner import learner_batch
+from uavrl.runners.bookkeeping import EpisodeRecord, book_update
+from uavrl.runners.learner import UpdateStats, learner_batch
 from uavrl.runners.session import ProgressHook, TrainingSession
+
+WorkerUpdate = tuple[int, UpdateStats, list[EpisodeRecord]]  # worker id, its stats, its episodes
+
+
+class GradientWorkers(Protocol):
+    """What the gradient loop needs of its workers, wherever they run (:class:`InProcessWorkers`
+    in this process, :class:`~uavrl.runners.a3c.WorkerProcesses` as Hogwild processes,
+    :class:`~uavrl.runners.ray_backend.RayDriver` as Ray actors that send gradients to a learner
+    actor).
+
+    The loop: ``start()``; ``step()`` until ``finished()``; ``close()`` at the end, also on an
+    error.
+    """
+
+    def start(self) -> None: ...
+
+    def finished(self) -> bool:
+        """Every worker has its updates (the run its env steps)."""
+        ...
+
+    def step(self) -> list[WorkerUpdate]:
+        """Run until updates were applied or a short wait passed (supervising the workers);
+        the updates this process books (workers that book their own return none)."""
+        ...
+
+    def close(self) -> None:
+        """Stop every worker; record what happened to them."""
+
+
+def gradient_loop(session: TrainingSession, workers: GradientWorkers, hook: ProgressHook | None) -> None:
+    """The loop of ``a3c``, individual learning and ``a2c``, the same over every transport:
+    step the workers, book the updates they hand back, end the round (checkpoint when due, the
+    hook)."""
+    counters = session.counters
+    while not workers.finished():
+        for worker_id, stats, episodes in workers.step():
+            book_update(worker_id, stats, episodes, counters, session.metrics, session.clock_origin)
+        if session.end_round(hook):
+            return
+
+
+class InProcessWorkers:
+    """The serial transport of the gradient loop: ``update(env_steps)`` runs one round of every
+    worker in this process (one rollout each, one update each, in worker order) and returns
+    worker ``i``'s stats and episodes at ``i``; the workers are done when each has ``target``
+    updates."""
+
+    def __init__(
+        self,
+        session: TrainingSession,
+        target: int,
+        update: Callable[[int], list[tuple[UpdateStats, list[EpisodeRecord]]]],
+    ) -> None:
+        self.counters = session.counters
+        self.target = target
+        self.update = update
+
+    def start(self) -> None:
+        pass  # the workers act when the loop steps them
+
+    def finished(self) -> bool:
+        return min(self.counters.worker_updates[:]) >= self.target
+
+    def step(self) -> list[WorkerUpdate]:
+        results = self.update(int(self.counters.env_steps.value))
+        return [(worker_id, stats, episodes) for worker_id, (stats, episodes) in enumerate(results)]
+
+    def close(self) -> None:
+        pass
 
 
 class ActorTransport(Protocol):
