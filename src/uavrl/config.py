@@ -13,10 +13,19 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 from pydantic.json_schema import JsonDict
 
 from uavrl.envs.presets import DEFAULT_PRESET, ENV_ID, PRESETS, hash_neutral_params
@@ -51,10 +60,14 @@ def run_config_identity(data: dict[str, Any]) -> dict[str, Any]:
 
 def _identity(section: BaseModel) -> dict[str, Any]:
     data: dict[str, Any] = section.model_dump(mode="json")
-    if isinstance(section, RunnerConfig):
-        # runs were recorded with two fields, serial and backend: their identity keeps that form
+    if isinstance(section, RunnerCommon):
+        # runs were recorded with one runner section for every kind, serial and backend two
+        # fields: their identity keeps that form (another kind's fields at their defaults)
         data["serial"] = section.backend == "serial"
         data["backend"] = "process" if section.backend == "serial" else section.backend
+        for name, field in _KIND_FIELDS.items():
+            if name not in type(section).model_fields and field.json_schema_extra != HASH_NEUTRAL:
+                data[name] = field.default
     if isinstance(section, EnvConfig) and section.preset is not None:
         neutral = hash_neutral_params(section.preset)
         data["params"] = {k: v for k, v in data["params"].items() if k not in neutral or v != neutral[k]}
@@ -249,37 +262,29 @@ class AlgoConfig(ConfigSection):
     hidden_coef: float = Field(0.5, ge=0.0, json_schema_extra=HASH_NEUTRAL)
 
 
-class RunnerConfig(ConfigSection):
-    """How experience and gradients flow.
+class RunnerCommon(ConfigSection):
+    """How experience and gradients flow: the fields of every runner kind (one class per kind
+    below, told apart by ``kind``; each holds only the fields that apply to it).
 
-    ``kind = "a3c"`` with ``share = True`` is A3C (one shared model), ``share = False`` is
-    individual learning (one model per worker, same worker code). ``a2c`` steps every worker's
-    envs in one process with one synchronous update. ``a3c_data`` and ``impala`` split actors
-    from one learner: N actors send rollouts, the learner updates on ``learner_batch`` of them
-    at a time (default N); ``a3c_data`` actors wait for the weights of the update they fed,
-    ``impala`` actors never wait and the learner corrects their lag with V-trace
-    (``algo.rho_bar``, ``algo.c_bar``). ``replay_size > 0`` gives the ``impala`` learner a
-    replay of its latest ``replay_size`` rollouts, from which every update adds ``replay_ratio``
-    replayed rollouts per fresh one (1: half of each batch replayed); V-trace corrects their
-    age. A resumed or restarted learner starts with an empty replay. ``total_env_steps``
-    counts all workers; each worker gets an equal share.
+    ``kind``: ``a3c`` (:class:`A3CRunner`: Hogwild workers, one shared model, or one model per
+    worker: individual learning), ``a2c`` (:class:`A2CRunner`: every worker's envs in one
+    process, one synchronous update), ``a3c_data`` (:class:`A3CDataRunner`) and ``impala``
+    (:class:`ImpalaRunner`): N actors send rollouts to one learner. ``total_env_steps`` counts
+    all workers; each worker gets an equal share.
 
     ``backend``: where the workers (actors) run. ``serial``: in this process, stepped as one
     batch (the in-process transport: the same roles and loop, for tests, debugging and small
     runs); ``process``: one supervised process each; ``ray`` runs ``a3c``, ``a3c_data`` and
     ``impala`` as Ray actors (one learner, N rollout actors), on this machine or on the cluster
-    at ``ray_address``; its ``a3c`` sends gradients to the learner, which drops those more than
-    ``max_grad_staleness`` (default N) versions old. A worker process or Ray actor that dies is
-    restarted up to ``max_restarts`` times; a worker or actor process silent for
-    ``heartbeat_timeout_s`` (stopped, stuck) is killed and restarted the same way.
+    at ``ray_address``. A worker process or Ray actor that dies is restarted up to
+    ``max_restarts`` times; a worker or actor process silent for ``heartbeat_timeout_s``
+    (stopped, stuck) is killed and restarted the same way.
     """
 
-    kind: Literal["a3c", "a2c", "a3c_data", "impala"] = "a3c"
-    share: bool = True
+    kind: str
     n_workers: int = Field(2, ge=1)
     envs_per_worker: int = Field(1, ge=1)
     total_env_steps: int = Field(100_000, ge=1)
-    lock_updates: bool = True
     checkpoint_every: int = Field(500, ge=1, description="global updates between checkpoints")
     max_nonfinite: int = Field(10, ge=1, description="non-finite updates in a row before stopping")
     max_restarts: int = Field(
@@ -294,11 +299,6 @@ class RunnerConfig(ConfigSection):
     )
     backend: Literal["serial", "process", "ray"] = "process"
     ray_address: str | None = Field(None, json_schema_extra=HASH_NEUTRAL)
-    max_grad_staleness: int | None = Field(None, ge=0)
-    learner_batch: int | None = Field(None, ge=1, json_schema_extra=HASH_NEUTRAL)
-    rollout_slots: int = Field(2, ge=1, json_schema_extra=HASH_NEUTRAL)
-    replay_size: int = Field(0, ge=0, json_schema_extra=HASH_NEUTRAL)
-    replay_ratio: float = Field(1.0, gt=0.0, json_schema_extra=HASH_NEUTRAL)
     allow_many_processes: bool = Field(
         False,
         description="start more than MAX_PROCESSES_PER_CORE worker processes per core",
@@ -329,10 +329,136 @@ class RunnerConfig(ConfigSection):
             )
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _only_this_kinds_fields(cls, data: Any) -> Any:
+        """A field of another kind is refused, naming the kinds it applies to; at its default it
+        is dropped (run directories written before the kinds were split hold every field)."""
+        if not isinstance(data, dict):
+            return data
+        own = cls.model_fields
+        kept = {}
+        for name, value in data.items():
+            other = _KIND_FIELDS.get(name)
+            if name in own or other is None:
+                kept[name] = value
+            elif value != other.default:
+                kinds = " and ".join(k for k, variant in RUNNER_KINDS.items() if name in variant.model_fields)
+                why = f" {other.description}:" if other.description else ""
+                raise ValueError(
+                    f"runner.{name}={value!r}{why} it applies to runner.kind {kinds}, and runner.kind "
+                    f"is {data.get('kind', DEFAULT_KIND)}; remove it"
+                )
+        return kept
+
     @property
     def serial(self) -> bool:
         """The workers run in this process (``backend: serial``)."""
         return self.backend == "serial"
+
+
+class _OneModel:
+    """A kind with one model for every worker (every kind but ``a3c``, where ``share`` is a
+    field)."""
+
+    @property
+    def share(self) -> bool:
+        return True
+
+
+class A3CRunner(RunnerCommon):
+    """``a3c``: N Hogwild workers. ``share = True`` is A3C (one shared model and SharedAdam),
+    ``share = False`` individual learning (one model per worker, same worker code).
+    ``lock_updates`` serialises the optimizer steps on a shared model. On ``backend: ray`` its
+    workers send gradients to a learner, which drops those more than ``max_grad_staleness``
+    (default N) versions old."""
+
+    kind: Literal["a3c"] = "a3c"
+    share: bool = Field(True, description="(false: individual learning) gives each worker a model")
+    lock_updates: bool = Field(True, description="serialises the optimizer steps of Hogwild workers")
+    max_grad_staleness: int | None = Field(
+        None, ge=0, description="drops the stale gradients of a3c's rollout actors on Ray"
+    )
+
+
+class A2CRunner(_OneModel, RunnerCommon):
+    """``a2c``: every worker's envs step together in this process, one synchronous update per
+    rollout (``backend`` is where its evaluations and checkpoints run: this process)."""
+
+    kind: Literal["a2c"] = "a2c"
+
+
+class A3CDataRunner(_OneModel, RunnerCommon):
+    """``a3c_data``: every update takes one rollout from each of the N actors, and an actor
+    waits for the weights of the update it fed before acting again: every rollout is
+    on-policy."""
+
+    kind: Literal["a3c_data"] = "a3c_data"
+
+
+class ImpalaRunner(_OneModel, RunnerCommon):
+    """``impala``: actors never wait for the learner, which updates on ``learner_batch``
+    rollouts at a time (default N) and corrects their lag with V-trace (``algo.rho_bar``,
+    ``algo.c_bar``); a process actor may hold ``rollout_slots`` rollouts unread.
+    ``replay_size > 0`` gives the learner a replay of its latest ``replay_size`` rollouts, from
+    which every update adds ``replay_ratio`` replayed rollouts per fresh one (1: half of each
+    batch replayed); V-trace corrects their age. A resumed or restarted learner starts with an
+    empty replay."""
+
+    kind: Literal["impala"] = "impala"
+    learner_batch: int | None = Field(
+        None,
+        ge=1,
+        description="sets the rollouts of an update (a3c_data's take one from every actor)",
+        json_schema_extra=HASH_NEUTRAL,
+    )
+    rollout_slots: int = Field(
+        2, ge=1, description="lets an actor run ahead of the learner", json_schema_extra=HASH_NEUTRAL
+    )
+    replay_size: int = Field(
+        0,
+        ge=0,
+        description="replays old rollouts, which only V-trace corrects",
+        json_schema_extra=HASH_NEUTRAL,
+    )
+    replay_ratio: float = Field(
+        1.0, gt=0.0, description="sets the replayed rollouts per fresh one", json_schema_extra=HASH_NEUTRAL
+    )
+
+
+DEFAULT_KIND = "a3c"
+RUNNER_KINDS: dict[str, type[RunnerCommon]] = {
+    "a3c": A3CRunner,
+    "a2c": A2CRunner,
+    "a3c_data": A3CDataRunner,
+    "impala": ImpalaRunner,
+}
+# every field that belongs to some kinds only -> its definition
+_KIND_FIELDS = {
+    name: field
+    for variant in RUNNER_KINDS.values()
+    for name, field in variant.model_fields.items()
+    if name not in RunnerCommon.model_fields
+}
+
+
+def _runner_kind(data: Any) -> Any:
+    return data.get("kind", DEFAULT_KIND) if isinstance(data, dict) else getattr(data, "kind", None)
+
+
+RunnerConfig = Annotated[
+    Annotated[A3CRunner, Tag("a3c")]
+    | Annotated[A2CRunner, Tag("a2c")]
+    | Annotated[A3CDataRunner, Tag("a3c_data")]
+    | Annotated[ImpalaRunner, Tag("impala")],
+    Discriminator(
+        _runner_kind,
+        custom_error_type="runner_kind",
+        custom_error_message=f"runner.kind must be one of {', '.join(RUNNER_KINDS)}",
+    ),
+]
+"""The runner section: one of the kinds' classes, chosen by ``kind`` (default ``a3c``)."""
+RUNNER_ADAPTER: TypeAdapter[RunnerConfig] = TypeAdapter(RunnerConfig)
 
 
 class EvalConfig(ConfigSection):
@@ -370,7 +496,7 @@ class Config(ConfigSection):
     env: EnvConfig = Field(default_factory=EnvConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     algo: AlgoConfig = Field(default_factory=AlgoConfig)
-    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    runner: RunnerConfig = Field(default_factory=A3CRunner)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
@@ -462,25 +588,13 @@ class Config(ConfigSection):
                 "are V-trace (algo.c_bar plays lambda's part); set algo.gae_lambda: null, or "
                 "algo.targets: gae for uncorrected GAE on its lagging rollouts"
             )
-        if self.runner.replay_size and self.runner.kind != "impala":
+        r = self.runner
+        if isinstance(r, ImpalaRunner) and r.learner_batch is not None and r.learner_batch > r.n_workers:
             raise ValueError(
-                f"runner.replay_size={self.runner.replay_size} replays old rollouts, which only "
-                f"runner.kind: impala corrects (V-trace); runner.kind is {self.runner.kind}. "
-                "Set runner.replay_size: 0"
+                f"runner.learner_batch={r.learner_batch} must be at most "
+                f"runner.n_workers={r.n_workers} (rollouts per learner update)"
             )
-        if self.runner.kind in ("a3c_data", "impala"):
-            if not self.runner.share:
-                raise ValueError(
-                    f"runner.share: false is individual learning, a form of runner.kind: a3c; "
-                    f"runner.kind: {self.runner.kind} has one learner"
-                )
-            if self.runner.learner_batch is not None and self.runner.learner_batch > self.runner.n_workers:
-                raise ValueError(
-                    f"runner.learner_batch={self.runner.learner_batch} must be at most "
-                    f"runner.n_workers={self.runner.n_workers} (rollouts per learner update)"
-                )
-        if self.runner.backend == "ray":
-            r = self.runner
+        if r.backend == "ray":
             refused = (
                 ("runner.kind", r.kind, r.kind == "a2c", "a2c is one process; use kind a3c_data"),
                 ("runner.share", r.share, not r.share, "individual learning runs on processes"),
@@ -489,7 +603,7 @@ class Config(ConfigSection):
             for option, value, bad, why in refused:
                 if bad:
                     raise ValueError(f"runner.backend: ray does not run {option}: {value} ({why})")
-        elif self.runner.max_grad_staleness is not None:
+        elif isinstance(r, A3CRunner) and r.max_grad_staleness is not None:
             raise ValueError("runner.max_grad_staleness applies to runner.backend: ray (its a3c learner)")
         else:
             self._check_process_count()
@@ -558,8 +672,16 @@ def format_validation_error(err: ValidationError) -> str:
         if not e["loc"]:  # a check across fields: its message names them
             lines.append(message)
             continue
-        field = ".".join(str(p) for p in e["loc"])
+        loc = list(e["loc"])
+        if loc[0] == "runner" and len(loc) > 1 and loc[1] in RUNNER_KINDS:
+            del loc[1]  # the runner kind's class, chosen by runner.kind
+        field = ".".join(str(p) for p in loc)
+        if message.startswith(f"{field}."):  # a refusal that names its field
+            lines.append(message)
+            continue
         value = e.get("input")
+        if e["type"] == "runner_kind":
+            value = value.get("kind")
         shown = "" if isinstance(value, dict) else f", got {value!r}"
         lines.append(f"{field}: {message}{shown}")
     return "; ".join(lines)

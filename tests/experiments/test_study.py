@@ -558,7 +558,7 @@ def test_a_study_keeps_its_hash_when_its_base_gains_an_option_at_its_default() -
     assert older["base"]["runner"].pop("allow_many_processes") is False
     assert older["base"]["env"].pop("cells_by") == "worker"
     assert StudyConfig.model_validate(older).hash() == study.hash()
-    changed = load_study(CONFIGS / "study_quick.yaml", ["base.runner.rollout_slots=3"])
+    changed = load_study(CONFIGS / "study_quick.yaml", ["base.runner.max_restarts=5"])
     assert changed.hash() != study.hash()
 
 

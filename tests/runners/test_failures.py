@@ -225,8 +225,7 @@ def test_nan_updates_are_skipped_then_the_run_stops(make_config, tmp_path: Path)
 def test_a_failing_actor_stops_an_actor_learner_run_with_its_traceback(
     make_config, tmp_path: Path, kind: str
 ) -> None:
-    config = _faulty(make_config, "raise", at_step=120, serial=False)
-    config = config.model_copy(update={"runner": config.runner.model_copy(update={"kind": kind})})
+    config = _faulty(make_config, "raise", at_step=120, serial=False, kind=kind)
     with pytest.raises(WorkerFailed, match=r"actor \d failed") as err:
         train(config, tmp_path)
     assert "injected env failure" in str(err.value) and "helper_envs.py" in str(err.value)

@@ -37,9 +37,9 @@ from pydantic import Field, ValidationError, model_validator
 
 from uavrl.config import (
     HASH_NEUTRAL,
+    RUNNER_ADAPTER,
     Config,
     ConfigSection,
-    RunnerConfig,
     apply_overrides,
     config_from_dict,
     content_hash,
@@ -273,6 +273,8 @@ class StudyConfig(ConfigSection):
             raise ValueError(
                 "individual_tuned_rows needs individual_tuned_set: the individual arm's tuned values"
             )
+        if (self.base.get("runner") or {}).get("kind", "a3c") != "a3c":
+            raise ValueError("base must be an a3c run: the arms choose the runner kind")
         runs = plan(self, Path("."))
         envs = {run.config.env.id for run in runs}
         if len(envs) > 1:
@@ -280,8 +282,6 @@ class StudyConfig(ConfigSection):
         preset = runs[0].config.env.uavrl_preset
         if preset is not None:
             preset.resolve_cells([*self.evaluation.train_cells, *self.evaluation.held_out_cells])
-        if (self.base.get("runner") or {}).get("kind", "a3c") != "a3c":
-            raise ValueError("base must be an a3c run: the arms choose the runner kind")
         return self
 
     def _check_confirmatory_seeds(self) -> None:
@@ -359,7 +359,7 @@ def run_config(study: StudyConfig, arm: str, ablation: str, seed: int) -> Config
         overrides.append(f"runner.kind={arm}")
     if arm == "impala":
         overrides.append("algo.gae_lambda=null")
-        if RunnerConfig.model_validate(data.get("runner", {})).serial:
+        if RUNNER_ADAPTER.validate_python(data.get("runner", {})).serial:
             overrides.append("runner.learner_batch=1")
     data = apply_overrides(data, overrides)
     try:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from uavrl.algo.batch import RolloutBatch
-from uavrl.config import Config
+from uavrl.config import Config, ImpalaRunner
 from uavrl.envs.cloud import CloudPool
 from uavrl.nn.models import ActorCritic, clone_model
 from uavrl.runners.bookkeeping import EpisodeRecord, book_update, episode_records
@@ -176,7 +176,8 @@ class ActorProcesses:
         r = config.runner
         self.session = session
         template = empty_rollout(model, config.algo.rollout_length, r.envs_per_worker)
-        self.slots = RolloutSlots(template, r.n_workers, 1 if r.kind == "a3c_data" else r.rollout_slots, ctx)
+        per_actor = r.rollout_slots if isinstance(r, ImpalaRunner) else 1  # a3c_data: one, on-policy
+        self.slots = RolloutSlots(template, r.n_workers, per_actor, ctx)
         self.weights = WeightBroadcast(model, ctx)
         self.held: set[int] = set()  # slots the learner has taken and not yet handed back
         self.written: queue_module.Queue[tuple[int, int, list[EpisodeRecord]]] = queue_module.Queue()

@@ -21,7 +21,7 @@ from uavrl.algo.batch import RolloutBatch, concat_batches
 from uavrl.algo.loss import LossTerms, rollout_loss, vtrace_loss
 from uavrl.algo.optim import SharedAdam
 from uavrl.algo.replay import TrajectoryReplay
-from uavrl.config import Config
+from uavrl.config import A3CRunner, Config, ImpalaRunner
 from uavrl.nn.models import ActorCritic
 from uavrl.runners.metrics import histogram_summary
 from uavrl.runners.seeds import SeedPurpose, derived_seed
@@ -164,7 +164,8 @@ class Learner:
         self.config = config
         self.model = model
         self.optimizer = optimizer
-        self.lock = lock if lock is not None and config.runner.lock_updates else contextlib.nullcontext()
+        unlocked = lock is None or (isinstance(config.runner, A3CRunner) and not config.runner.lock_updates)
+        self.lock = contextlib.nullcontext() if unlocked else lock
         self.name = name
         self.loss = loss_function(config)
         self.replay = replay
@@ -235,14 +236,14 @@ def learner_batch(config: Config) -> int:
     """Rollouts per learner update: every actor's for ``a3c_data``, ``learner_batch`` (default
     all N) for ``impala``."""
     r = config.runner
-    return r.n_workers if r.kind == "a3c_data" or r.learner_batch is None else r.learner_batch
+    return r.learner_batch if isinstance(r, ImpalaRunner) and r.learner_batch is not None else r.n_workers
 
 
 def trajectory_replay(config: Config) -> TrajectoryReplay | None:
     """The learner's replay of recent rollouts (``runner.replay_size``, ``impala`` only), seeded
     by the run's seed; None without one."""
     r = config.runner
-    if r.replay_size == 0:
+    if not isinstance(r, ImpalaRunner) or r.replay_size == 0:
         return None
     return TrajectoryReplay(r.replay_size, r.replay_ratio, derived_seed(config.seed, SeedPurpose.REPLAY))
 

@@ -41,7 +41,7 @@ import torch
 
 from uavrl.algo.batch import RolloutBatch
 from uavrl.algo.optim import SharedAdam
-from uavrl.config import Config
+from uavrl.config import A3CRunner, Config, ImpalaRunner
 from uavrl.errors import ConfigError
 from uavrl.nn.models import ModelSpec, build_model
 from uavrl.runners.bookkeeping import EpisodeRecord, book_update, episode_records
@@ -308,7 +308,8 @@ class RayDriver:
             remote_actor.remote(config.to_dict(), session.spec, i, env_seed) for i in range(r.n_workers)
         ]
         self.faults = FaultLog([0] * r.n_workers)
-        self.max_staleness = r.max_grad_staleness if r.max_grad_staleness is not None else r.n_workers
+        staleness = r.max_grad_staleness if isinstance(r, A3CRunner) else None
+        self.max_staleness = r.n_workers if staleness is None else staleness
         self.acting_weights: Any = None  # the weights actors act with (an object reference)
         self.latest: Any = None  # the learner's latest weights, published after its update
         self.version = 0
@@ -683,7 +684,9 @@ class RayDriver:
     def stats(self) -> dict[str, Any]:
         f = self.faults
         name = "gradient_staleness" if self.config.runner.kind == "a3c" else "policy_lag"
-        replay = self.ray.get(self.learner.replay_stats.remote()) if self.config.runner.replay_size else {}
+        r = self.config.runner
+        replays = isinstance(r, ImpalaRunner) and r.replay_size > 0
+        replay = self.ray.get(self.learner.replay_stats.remote()) if replays else {}
         return {
             name: histogram_summary(f.lag),
             **replay,
