@@ -12,8 +12,9 @@ import json
 import os
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -26,6 +27,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic.json_schema import JsonDict
 
 from uavrl.envs.presets import DEFAULT_PRESET, ENV_ID, PRESETS, hash_neutral_params
@@ -58,6 +60,11 @@ def run_config_identity(data: dict[str, Any]) -> dict[str, Any]:
     return _identity(config_from_dict(data))
 
 
+def _neutral_defaults(fields: dict[str, FieldInfo]) -> dict[str, Any]:
+    """The identity of fields a section does not have, at their defaults."""
+    return {k: f.default for k, f in fields.items() if f.json_schema_extra != HASH_NEUTRAL}
+
+
 def _identity(section: BaseModel) -> dict[str, Any]:
     data: dict[str, Any] = section.model_dump(mode="json")
     if isinstance(section, RunnerCommon):
@@ -65,10 +72,10 @@ def _identity(section: BaseModel) -> dict[str, Any]:
         # fields: their identity keeps that form (another kind's fields at their defaults)
         data["serial"] = section.backend == "serial"
         data["backend"] = "process" if section.backend == "serial" else section.backend
-        for name, field in _KIND_FIELDS.items():
-            if name not in type(section).model_fields and field.json_schema_extra != HASH_NEUTRAL:
-                data[name] = field.default
-    if isinstance(section, EnvConfig) and section.preset is not None:
+        data.update(_neutral_defaults({k: f for k, f in _KIND_FIELDS.items() if k not in data}))
+    if isinstance(section, GymEnv):  # recorded with every env field: the others at their defaults
+        data.update(_neutral_defaults(_UAVRL_ENV_FIELDS))
+    if isinstance(section, UavrlEnv):
         neutral = hash_neutral_params(section.preset)
         data["params"] = {k: v for k, v in data["params"].items() if k not in neutral or v != neutral[k]}
     for name, field in type(section).model_fields.items():
@@ -114,13 +121,63 @@ def _is_number_field(annotation: Any) -> bool:
     )
 
 
-class EnvConfig(ConfigSection):
-    """Which environment the workers step.
+def _drop_fields_of_other_variants(
+    data: Any, own: dict[str, FieldInfo], others: dict[str, FieldInfo], refuse: Callable[[str, Any], str]
+) -> Any:
+    """A section's input without the fields of its other variants: at their defaults they are
+    dropped (run directories written before the variants were split hold every field), set
+    otherwise they are refused with ``refuse(name, value)``."""
+    if not isinstance(data, dict):
+        return data
+    kept = {}
+    for name, value in data.items():
+        other = others.get(name)
+        if name in own or other is None:
+            kept[name] = value
+        elif value != other.default:
+            raise ValueError(refuse(name, value))
+    return kept
 
-    ``id`` is any Gymnasium id, including ``"module:EnvName-v0"`` for a user's own env, or the
-    import path of a callable that makes one env (``"module:make_env"``, called with
-    ``params``: :func:`~uavrl.envs.vector.env_maker`). For ``uavrl/Offload-v0``, ``params``
-    are preset parameters (``preset``, ``reward_scale``...),
+
+class EnvCommon(ConfigSection):
+    """Which environment the workers step: :class:`UavrlEnv` for uavrl's own env
+    (``uavrl/Offload-v0``, its presets and scenario cells), :class:`GymEnv` for any other
+    Gymnasium id, told apart by ``id``. ``params`` are the env's keyword arguments."""
+
+    id: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def preset(self) -> str | None:
+        """The uavrl preset (``paper``, ``mec``), or None for any other env."""
+        return None
+
+    def worker_params(self, worker_id: int, base: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Env parameters of worker ``worker_id``: the base params (default ``params``), plus its
+        scenario cell where it has one."""
+        return dict(self.params if base is None else base)
+
+    @property
+    def uavrl_preset(self) -> Preset | None:
+        """The preset this env runs (:class:`~uavrl.envs.preset.Preset`: its cells, regimes,
+        references and evaluation), or None for any other Gymnasium env."""
+        from uavrl.envs.preset import get_preset
+
+        return None if self.preset is None else get_preset(self.preset)
+
+    @property
+    def cell_preset(self) -> Preset:
+        """:attr:`uavrl_preset` where scenario cells are named (an env without a preset has none)."""
+        preset = self.uavrl_preset
+        if preset is None:
+            raise ConfigError(f"{self.id!r} has no scenario cells: cells apply to {ENV_ID} presets")
+        return preset
+
+
+class UavrlEnv(EnvCommon):
+    """uavrl's own env, ``uavrl/Offload-v0``: ``params`` are preset parameters (``preset``,
+    ``reward_scale``...; unset, ``{"preset": "paper"}``).
+
     ``worker_cells`` puts worker ``i`` in scenario cell ``i`` (cell names, or one name for all);
     ``cells_by: copy`` puts copy ``j`` of worker ``i`` in cell ``(i + j) mod n`` instead, so each
     worker steps every cell (individual learning on all training cells) while each pool still
@@ -141,8 +198,7 @@ class EnvConfig(ConfigSection):
     evaluations score the environment's own returns.
     """
 
-    id: str = ENV_ID
-    params: dict[str, Any] = Field(default_factory=dict)
+    id: Literal["uavrl/Offload-v0"] = "uavrl/Offload-v0"
     worker_cells: list[str] | None = None
     cells_by: Literal["worker", "copy"] = Field("worker", json_schema_extra=HASH_NEUTRAL)
     shared_pool: bool = False
@@ -153,41 +209,63 @@ class EnvConfig(ConfigSection):
     @model_validator(mode="before")
     @classmethod
     def _preset_by_default(cls, data: Any) -> Any:
-        """Unset ``params`` are ``{"preset": "paper"}`` for uavrl's own id, and none for any other
-        (``--set env.id=CartPole-v1`` on the defaults makes CartPole, not CartPole(preset=...))."""
-        if isinstance(data, dict) and "params" not in data and data.get("id", ENV_ID) == ENV_ID:
+        """Unset ``params`` are ``{"preset": "paper"}``."""
+        if isinstance(data, dict) and "params" not in data:
             data = {**data, "params": {"preset": DEFAULT_PRESET}}
         return data
 
     @property
-    def preset(self) -> str | None:
-        """The uavrl preset (``paper``, ``mec``), or None for any other env."""
-        return str(self.params.get("preset", DEFAULT_PRESET)) if self.id == ENV_ID else None
+    def preset(self) -> str:
+        return str(self.params.get("preset", DEFAULT_PRESET))
 
     def worker_params(self, worker_id: int, base: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Env parameters of worker ``worker_id``: the base params (default ``params``) plus its
-        scenario cell of ``worker_cells``."""
-        params = dict(self.params if base is None else base)
+        params = super().worker_params(worker_id, base)
         if self.worker_cells:
-            name = self.worker_cells[worker_id] if len(self.worker_cells) > 1 else self.worker_cells[0]
+            cells = self.worker_cells
+            name = cells[worker_id] if len(cells) > 1 else cells[0]
             params.update(self.cell_preset.resolve_cells(name)[0].env_params())
         return params
 
-    @property
-    def uavrl_preset(self) -> Preset | None:
-        """The preset this env runs (:class:`~uavrl.envs.preset.Preset`: its cells, regimes,
-        references and evaluation), or None for any other Gymnasium env."""
-        from uavrl.envs.preset import get_preset
 
-        return None if self.preset is None else get_preset(self.preset)
+class GymEnv(EnvCommon):
+    """Any other Gymnasium id, including ``"module:EnvName-v0"`` for a user's own env, or the
+    import path of a callable that makes one env (``"module:make_env"``, called with
+    ``params``: :func:`~uavrl.envs.vector.env_maker`). It has no scenario cells, cloud pools or
+    pool rewards: the fields of :class:`UavrlEnv` are refused (at their defaults, dropped)."""
 
-    @property
-    def cell_preset(self) -> Preset:
-        """:attr:`uavrl_preset` where scenario cells are named (an env without a preset has none)."""
-        preset = self.uavrl_preset
-        if preset is None:
-            raise ConfigError(f"{self.id!r} has no scenario cells: cells apply to {ENV_ID} presets")
-        return preset
+    @model_validator(mode="before")
+    @classmethod
+    def _no_uavrl_fields(cls, data: Any) -> Any:
+        def refuse(name: str, value: Any) -> str:
+            return (
+                f"env.{name}={value!r} is only for {ENV_ID} presets {' and '.join(PRESETS)}, "
+                f"not {data.get('id')!r}; remove it"
+            )
+
+        return _drop_fields_of_other_variants(data, cls.model_fields, _UAVRL_ENV_FIELDS, refuse)
+
+    # what UavrlEnv's fields are here: no cells, no pool
+    worker_cells: ClassVar[None] = None
+    cells_by: ClassVar[Literal["worker"]] = "worker"
+    shared_pool: ClassVar[bool] = False
+    team_reward: ClassVar[bool] = False
+    team_spirit: ClassVar[float] = 1.0
+    pool_price: ClassVar[float] = 0.0
+
+
+assert UavrlEnv.model_fields["id"].default == ENV_ID
+_UAVRL_ENV_FIELDS = {k: f for k, f in UavrlEnv.model_fields.items() if k not in EnvCommon.model_fields}
+
+
+def _env_variant(data: Any) -> Any:
+    env_id = data.get("id", ENV_ID) if isinstance(data, dict) else getattr(data, "id", None)
+    return "uavrl" if env_id == ENV_ID else "gym"
+
+
+EnvConfig = Annotated[
+    Annotated[UavrlEnv, Tag("uavrl")] | Annotated[GymEnv, Tag("gym")], Discriminator(_env_variant)
+]
+"""The env section: :class:`UavrlEnv` for ``uavrl/Offload-v0`` (the default), else :class:`GymEnv`."""
 
 
 class ModelConfig(ConfigSection):
@@ -332,24 +410,18 @@ class RunnerCommon(ConfigSection):
     @model_validator(mode="before")
     @classmethod
     def _only_this_kinds_fields(cls, data: Any) -> Any:
-        """A field of another kind is refused, naming the kinds it applies to; at its default it
-        is dropped (run directories written before the kinds were split hold every field)."""
-        if not isinstance(data, dict):
-            return data
-        own = cls.model_fields
-        kept = {}
-        for name, value in data.items():
-            other = _KIND_FIELDS.get(name)
-            if name in own or other is None:
-                kept[name] = value
-            elif value != other.default:
-                kinds = " and ".join(k for k, variant in RUNNER_KINDS.items() if name in variant.model_fields)
-                why = f" {other.description}:" if other.description else ""
-                raise ValueError(
-                    f"runner.{name}={value!r}{why} it applies to runner.kind {kinds}, and runner.kind "
-                    f"is {data.get('kind', DEFAULT_KIND)}; remove it"
-                )
-        return kept
+        """A field of another kind is refused, naming the kinds it applies to."""
+
+        def refuse(name: str, value: Any) -> str:
+            field = _KIND_FIELDS[name]
+            kinds = " and ".join(k for k, variant in RUNNER_KINDS.items() if name in variant.model_fields)
+            why = f" {field.description}:" if field.description else ""
+            return (
+                f"runner.{name}={value!r}{why} it applies to runner.kind {kinds}, and runner.kind "
+                f"is {data.get('kind', DEFAULT_KIND)}; remove it"
+            )
+
+        return _drop_fields_of_other_variants(data, cls.model_fields, _KIND_FIELDS, refuse)
 
     @property
     def serial(self) -> bool:
@@ -493,7 +565,7 @@ class LogConfig(ConfigSection):
 class Config(ConfigSection):
     name: str = "run"
     seed: int = Field(0, ge=0)
-    env: EnvConfig = Field(default_factory=EnvConfig)
+    env: EnvConfig = Field(default_factory=UavrlEnv)
     model: ModelConfig = Field(default_factory=ModelConfig)
     algo: AlgoConfig = Field(default_factory=AlgoConfig)
     runner: RunnerConfig = Field(default_factory=A3CRunner)
@@ -527,11 +599,7 @@ class Config(ConfigSection):
         cells = self.env.worker_cells
         preset = self.env.uavrl_preset
         if cells is not None:
-            if preset is None:
-                raise ValueError(
-                    f"env.worker_cells is only for {ENV_ID} presets {' and '.join(PRESETS)}, "
-                    f"not {self.env.id!r}"
-                )
+            assert preset is not None  # cells are a field of UavrlEnv alone
             if len(cells) not in (1, self.runner.n_workers):
                 raise ValueError(
                     f"env.worker_cells must name 1 or runner.n_workers={self.runner.n_workers} "
@@ -665,6 +733,9 @@ def _presets_with(capability: str) -> str:
     return " and ".join(presets_with(capability))
 
 
+_VARIANT_TAGS = {"runner": set(RUNNER_KINDS), "env": {"uavrl", "gym"}}  # the sections' union tags
+
+
 def format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
@@ -673,8 +744,8 @@ def format_validation_error(err: ValidationError) -> str:
             lines.append(message)
             continue
         loc = list(e["loc"])
-        if loc[0] == "runner" and len(loc) > 1 and loc[1] in RUNNER_KINDS:
-            del loc[1]  # the runner kind's class, chosen by runner.kind
+        if len(loc) > 1 and loc[1] in _VARIANT_TAGS.get(str(loc[0]), ()):
+            del loc[1]  # the section's class, chosen by runner.kind or env.id
         field = ".".join(str(p) for p in loc)
         if message.startswith(f"{field}."):  # a refusal that names its field
             lines.append(message)

@@ -129,7 +129,7 @@ def _preset_name_literals(path: Path) -> list[int]:
 
 def test_no_code_outside_envs_names_a_preset() -> None:
     """The CLI, the config, the runners and the experiments ask the preset (``get_preset``,
-    ``EnvConfig.uavrl_preset``) what it has; only ``envs/`` knows the presets by name."""
+    ``EnvCommon.uavrl_preset``) what it has; only ``envs/`` knows the presets by name."""
     found = {
         str(path.relative_to(SRC)): lines
         for path in sorted(SRC.rglob("*.py"))
