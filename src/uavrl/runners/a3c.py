@@ -37,7 +37,7 @@ def _learner_of(session: TrainingSession, worker_id: int) -> int:
 
 
 def _worker_process(
-    config_data: dict[str, Any],
+    config: Config,
     worker_id: int,
     learner: ActorCritic,
     optimizer: SharedAdam,
@@ -50,7 +50,6 @@ def _worker_process(
     clock_origin: float,
 ) -> None:
     with child_process(link.channel, worker_id) as parent:
-        config = Config.model_validate(config_data)
         torch.manual_seed(derived_seed(config.seed, SeedPurpose.ACTOR_SAMPLING, worker_id, env_seed))
         worker = Worker.build(config, worker_id, learner, optimizer, lock, pool, env_seed)
         # a parent killed with -9 sets no stop flag: notice its death instead of outliving it
@@ -83,7 +82,7 @@ class WorkerProcesses:
         def make_process(worker_id: int, incarnation: int, link: ChildLink) -> Any:
             k = _learner_of(session, worker_id)
             args = (
-                config.to_dict(),
+                config,  # validated once, in the parent: a child unpickles it as it is
                 worker_id,
                 session.models[k],
                 session.optimizers[k],

@@ -60,7 +60,7 @@ def _next_free_slot(free: Any, link: ChildLink, parent: Any) -> int | None:
 
 
 def _actor_process(
-    config_data: dict[str, Any],
+    config: Config,
     actor_id: int,
     incarnation: int,
     weights: WeightBroadcast,
@@ -73,7 +73,6 @@ def _actor_process(
     """Act until stopped: take a free slot from ``free``, fetch the latest weights, collect,
     hand it over with this process's ``incarnation`` (0, or the restart it is)."""
     with child_process(link.channel, actor_id) as parent:
-        config = Config.model_validate(config_data)
         k = config.runner.envs_per_worker
         torch.manual_seed(derived_seed(config.seed, SeedPurpose.ACTOR_SAMPLING, actor_id, env_seed))
         local = clone_model(weights.model)
@@ -190,7 +189,7 @@ class ActorProcesses:
             free = slots.free_slots_of(actor_id, incarnation, self.held)
             seed = incarnation_seed(env_seed, actor_id, incarnation)
             agent_pool = session.worker_pool(actor_id, incarnation, pool)
-            args = (config.to_dict(), actor_id, incarnation, weights, slots, free, agent_pool, link, seed)
+            args = (config, actor_id, incarnation, weights, slots, free, agent_pool, link, seed)
             return ctx.Process(target=_actor_process, args=args, name=f"uavrl-actor-{actor_id}")
 
         def on_message(actor_id: int, message: tuple[Any, ...]) -> None:

@@ -103,9 +103,9 @@ class RolloutActor:
     restarted actor sees a new one and builds its envs on new streams.
     """
 
-    def __init__(self, config_data: dict[str, Any], spec: ModelSpec, actor_id: int, env_seed: int) -> None:
+    def __init__(self, config: Config, spec: ModelSpec, actor_id: int, env_seed: int) -> None:
         torch.set_num_threads(1)
-        self.config = Config.model_validate(config_data)
+        self.config = config
         self.actor_id = actor_id
         self.env_seed = env_seed
         self.local = build_model(spec)
@@ -166,9 +166,9 @@ class LearnerNotLoaded(RuntimeError):
 class LearnerActor:
     """The model and Adam of the run, updated on rollouts or on gradients."""
 
-    def __init__(self, config_data: dict[str, Any], spec: ModelSpec) -> None:
+    def __init__(self, config: Config, spec: ModelSpec) -> None:
         torch.set_num_threads(1)
-        self.config = Config.model_validate(config_data)
+        self.config = config
         self.model = build_model(spec)
         algo = self.config.algo
         self.optimizer = SharedAdam(self.model.parameters(), lr=algo.lr, eps=algo.adam_eps)
@@ -300,12 +300,12 @@ class RayDriver:
         self.learner: Any = (
             ray.remote(LearnerActor)
             .options(name=actor_name(session.run_dir, "learner"), **options)
-            .remote(config.to_dict(), session.spec)
+            .remote(config, session.spec)
         )
         env_seed = session.env_seed()
         remote_actor = ray.remote(RolloutActor).options(scheduling_strategy="SPREAD", **options)
         self.actors: list[Any] = [
-            remote_actor.remote(config.to_dict(), session.spec, i, env_seed) for i in range(r.n_workers)
+            remote_actor.remote(config, session.spec, i, env_seed) for i in range(r.n_workers)
         ]
         self.faults = FaultLog([0] * r.n_workers)
         staleness = r.max_grad_staleness if isinstance(r, A3CRunner) else None
