@@ -236,6 +236,33 @@ def test_stopped_actors_are_killed_once_silent_and_the_budget_trained(
         assert status is None or status[0] == "Z", status
 
 
+def test_an_actor_that_dies_as_the_run_starts_is_waited_for(
+    two_nodes: Any, make_config: Any, tmp_path: Path
+) -> None:
+    """A rollout actor killed before the driver's first call reaches it (the chaos benchmark's
+    fault at a run's start): the driver waits while Ray restarts it, and the run goes on. Before,
+    the first call's ActorUnavailableError ended the run."""
+    from uavrl.runners.ray_backend import RayDriver
+    from uavrl.runners.session import TrainingSession
+
+    config = _config(make_config, "a3c_data")
+    session = TrainingSession(config, tmp_path, n_learners=1, n_slots=1, resume=False)
+    driver = RayDriver(config, session, None)
+    try:
+        first = int(ray.get(driver.actors[0].where.remote(), timeout=120)["pid"])
+        ray.kill(driver.actors[0], no_restart=False)  # Ray restarts it
+        deadline = time.monotonic() + 60
+        while (status := process_status(first)) is not None and status[0] != "Z":
+            assert time.monotonic() < deadline, "the killed actor's process did not exit"
+            time.sleep(0.05)
+        placed = driver.placement()
+        assert len(placed["actors"]) == config.runner.n_workers
+        assert driver.pids[0] != first  # the restarted process answers for it
+        assert "rollout actor 0 died while it started" in (tmp_path / "events.log").read_text()
+    finally:
+        driver.close()
+
+
 def test_the_backend_refuses_what_it_cannot_run(make_config: Any) -> None:
     with pytest.raises(ConfigError, match=r"runner\.backend: ray does not run runner\.serial: True"):
         make_config(runner={"backend": "ray", "serial": True})

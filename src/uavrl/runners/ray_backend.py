@@ -323,15 +323,35 @@ class RayDriver:
         session.sync_models = self._pull_models
 
     def placement(self) -> dict[str, Any]:
-        """Node ids of the learner and of every rollout actor (waits for them to start)."""
-        refs = [self.learner.where.remote(), *[a.where.remote() for a in self.actors]]
-        try:
-            where = self.ray.get(refs, timeout=STARTUP_TIMEOUT_S)
-        except self.ray.exceptions.GetTimeoutError:
-            raise WorkerFailed(f"the Ray actors did not all start within {STARTUP_TIMEOUT_S:g} s") from None
+        """Node ids of the learner and of every rollout actor (waits for them to start; one that
+        dies while it starts is waited for while Ray restarts it)."""
+        handles = {"learner": self.learner, **{f"rollout actor {i}": a for i, a in enumerate(self.actors)}}
+        asked = {who: handle.where.remote() for who, handle in handles.items()}  # they start together
+        where = [self._where_at_start(handles[who], who, ref) for who, ref in asked.items()]
         self.learner_pid = int(where[0]["pid"])
         self.pids = [int(w["pid"]) for w in where[1:]]
         return {"learner": where[0]["node_id"], "actors": [w["node_id"] for w in where[1:]]}
+
+    def _where_at_start(self, handle: Any, who: str, ref: Any) -> dict[str, Any]:
+        """The answer to ``ref`` (``handle.where``), asked again while Ray restarts an actor that
+        died in its start-up (up to ``RESTART_WAIT_S``); the run stops if it does not start."""
+        deadline, told = time.monotonic() + RESTART_WAIT_S, False
+        while True:
+            try:
+                answer: dict[str, Any] = self.ray.get(ref, timeout=STARTUP_TIMEOUT_S)
+                return answer
+            except self.ray.exceptions.GetTimeoutError:
+                raise WorkerFailed(f"{who} did not start within {STARTUP_TIMEOUT_S:g} s") from None
+            except self.ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise WorkerFailed(f"{who} did not start within {RESTART_WAIT_S:g} s") from None
+                if not told:
+                    self.session.record_event(f"{who} died while it started; waiting for Ray to restart it")
+                    told = True
+                time.sleep(POLL_S)
+                ref = handle.where.remote()
+            except self.ray.exceptions.RayActorError:
+                raise WorkerFailed(f"{who} died while it started, its restarts used up") from None
 
     def _pull_models(self) -> bool:
         asked = time.monotonic()
