@@ -60,8 +60,9 @@ def run_config_identity(data: dict[str, Any]) -> dict[str, Any]:
     return _identity(config_from_dict(data))
 
 
-def _neutral_defaults(fields: dict[str, FieldInfo]) -> dict[str, Any]:
-    """The identity of fields a section does not have, at their defaults."""
+def _absent_fields_identity(fields: dict[str, FieldInfo]) -> dict[str, Any]:
+    """The identity of fields a section does not have: the hash-relevant ones, at their
+    defaults (the hash-neutral ones at their defaults are left out of every identity)."""
     return {k: f.default for k, f in fields.items() if f.json_schema_extra != HASH_NEUTRAL}
 
 
@@ -72,9 +73,9 @@ def _identity(section: BaseModel) -> dict[str, Any]:
         # fields: their identity keeps that form (another kind's fields at their defaults)
         data["serial"] = section.backend == "serial"
         data["backend"] = "process" if section.backend == "serial" else section.backend
-        data.update(_neutral_defaults({k: f for k, f in _KIND_FIELDS.items() if k not in data}))
+        data.update(_absent_fields_identity({k: f for k, f in _KIND_FIELDS.items() if k not in data}))
     if isinstance(section, GymEnv):  # recorded with every env field: the others at their defaults
-        data.update(_neutral_defaults(_UAVRL_ENV_FIELDS))
+        data.update(_absent_fields_identity(_UAVRL_ENV_FIELDS))
     if isinstance(section, UavrlEnv):
         neutral = hash_neutral_params(section.preset)
         data["params"] = {k: v for k, v in data["params"].items() if k not in neutral or v != neutral[k]}
@@ -257,13 +258,16 @@ assert UavrlEnv.model_fields["id"].default == ENV_ID
 _UAVRL_ENV_FIELDS = {k: f for k, f in UavrlEnv.model_fields.items() if k not in EnvCommon.model_fields}
 
 
+UAVRL_TAG, GYM_TAG = "uavrl", "gym"  # the env section's two classes, as its union tags them
+
+
 def _env_variant(data: Any) -> Any:
     env_id = data.get("id", ENV_ID) if isinstance(data, dict) else getattr(data, "id", None)
-    return "uavrl" if env_id == ENV_ID else "gym"
+    return UAVRL_TAG if env_id == ENV_ID else GYM_TAG
 
 
 EnvConfig = Annotated[
-    Annotated[UavrlEnv, Tag("uavrl")] | Annotated[GymEnv, Tag("gym")], Discriminator(_env_variant)
+    Annotated[UavrlEnv, Tag(UAVRL_TAG)] | Annotated[GymEnv, Tag(GYM_TAG)], Discriminator(_env_variant)
 ]
 """The env section: :class:`UavrlEnv` for ``uavrl/Offload-v0`` (the default), else :class:`GymEnv`."""
 
@@ -733,7 +737,7 @@ def _presets_with(capability: str) -> str:
     return " and ".join(presets_with(capability))
 
 
-_VARIANT_TAGS = {"runner": set(RUNNER_KINDS), "env": {"uavrl", "gym"}}  # the sections' union tags
+_VARIANT_TAGS = {"runner": set(RUNNER_KINDS), "env": {UAVRL_TAG, GYM_TAG}}  # the sections' union tags
 
 
 def format_validation_error(err: ValidationError) -> str:
