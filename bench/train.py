@@ -1,8 +1,9 @@
-"""Training throughput on the `paper` preset with the GRU model.
+"""Training throughput on a preset (default `paper`) with the GRU model.
 
 Rows ``runner = a3c_data / impala / a2c``: the library's runners themselves (N actor processes
 and the learner, or one a2c process stepping N x K envs), timed between their first round of
-updates and a stop after ``seconds`` (start-up excluded), at the largest K measured.
+updates and a stop after ``seconds`` (start-up excluded). ``a3c_data`` and ``impala`` get a row
+per learner device asked for (``runner.learner_device``); every other row learns on the CPU.
 Rows ``runner = a3c``: N worker processes running the library's :class:`Worker` (K envs each,
 batched inference, rollout re-evaluation, shared model + SharedAdam under a lock).
 Rows ``runner = reference``: N processes running a worker written like the classic A3C design:
@@ -27,7 +28,9 @@ import torch
 from uavrl.algo.returns import n_step_returns
 from uavrl.config import Config, load_config
 from uavrl.envs import ENV_ID
-from uavrl.envs.scenarios import CELL_SETS
+from uavrl.envs.preset import get_preset
+from uavrl.envs.presets import DEFAULT_PRESET
+from uavrl.errors import ConfigError
 from uavrl.nn.models import ActorCritic, build_model
 from uavrl.runners.learner import transfer_gradients
 from uavrl.runners.registry import RUNNERS
@@ -36,22 +39,28 @@ from uavrl.runners.worker import Worker
 
 WORKERS = (1, 2)
 RUNNER_KINDS = ("a3c_data", "impala", "a2c")
+CENTRAL_LEARNER_KINDS = ("a3c_data", "impala")  # the kinds with a learner device
+KINDS = ("reference", "a3c", *RUNNER_KINDS)
 ENVS_PER_WORKER = (1, 8, 32, 64, 128)
 WARMUP_UPDATES = 3
 
 
-def bench_config(n_workers: int, envs_per_worker: int, *overrides: str) -> Config:
-    """The design's A3C settings (GRU 128 + LayerNorm, T = 20) on the training cells, which the
-    workers take in turn (worker ``i`` in cell ``i mod 5``), so any worker count works."""
-    cells = [c.name for c in CELL_SETS["seen"]]
+def bench_config(
+    n_workers: int, envs_per_worker: int, *overrides: str, preset: str = DEFAULT_PRESET
+) -> Config:
+    """The design's A3C settings (GRU 128 + LayerNorm, T = 20) on ``preset``'s training cells,
+    which the workers take in turn (worker ``i`` in cell ``i mod 5``), so any worker count works."""
+    cells = [c.name for c in get_preset(preset).cell_sets["seen"]]
     return load_config(
         None,
         [
+            f"env.params.preset={preset}",
             f"runner.n_workers={n_workers}",
             f"runner.envs_per_worker={envs_per_worker}",
             f"env.worker_cells={[cells[i % len(cells)] for i in range(n_workers)]}",
             "log.tensorboard=false",
             "log.progress=false",
+            "runner.allow_many_processes=true",  # a row of many actors on few cores is measured, not refused
             *overrides,
         ],
     )
@@ -145,9 +154,9 @@ def _process(
         results.put(_reference_loop(config, worker_id, learner, optimizer, lock, seconds))
 
 
-def measure(kind: str, n_workers: int, envs_per_worker: int, seconds: float) -> float:
+def measure(kind: str, n_workers: int, envs_per_worker: int, seconds: float, preset: str) -> float:
     """Env steps per second of ``n_workers`` processes updating one shared model."""
-    config = bench_config(n_workers, envs_per_worker)
+    config = bench_config(n_workers, envs_per_worker, preset=preset)
     with tempfile.TemporaryDirectory() as tmp:
         session = TrainingSession(config, Path(tmp), 1, n_workers, resume=False)
         lock, results = session.ctx.Lock(), session.ctx.Queue()
@@ -171,7 +180,7 @@ def measure(kind: str, n_workers: int, envs_per_worker: int, seconds: float) -> 
             p.start()
         outcomes = [results.get(timeout=600) for _ in processes]
         for p in processes:
-            p.join()
+            p.join(timeout=60)
     return sum(steps / elapsed for steps, elapsed in outcomes)
 
 
@@ -195,14 +204,44 @@ class _Stopwatch:
         return (s1 - s0) / max(t1 - t0, 1e-9)
 
 
-def measure_runner(kind: str, n_workers: int, envs_per_worker: int, seconds: float) -> float:
-    """Env steps per second of a whole ``kind`` run (actors and learner) after its first round."""
+def measure_runner(
+    kind: str, n_workers: int, envs_per_worker: int, seconds: float, preset: str, learner_device: str
+) -> float:
+    """Env steps per second of a whole ``kind`` run (actors and learner, the learner on
+    ``learner_device``) after its first round."""
     budget = "runner.total_env_steps=1000000000000"  # the stopwatch ends the run
-    config = bench_config(n_workers, envs_per_worker, f"runner.kind={kind}", budget)
+    device = [f"runner.learner_device={learner_device}"] if kind in CENTRAL_LEARNER_KINDS else []
+    config = bench_config(n_workers, envs_per_worker, f"runner.kind={kind}", budget, *device, preset=preset)
     stopwatch = _Stopwatch(seconds)
     with tempfile.TemporaryDirectory() as tmp:
         RUNNERS[kind](config, Path(tmp), False, stopwatch)
     return stopwatch.rate()
+
+
+Row = tuple[str, str, int, int]  # runner, learner device, actors (workers), envs per actor
+
+
+def grid(
+    kinds: Sequence[str],
+    workers: Sequence[int],
+    envs_per_worker: Sequence[int],
+    learner_devices: Sequence[str],
+) -> list[Row]:
+    """The rows of :func:`run`: the reference at one env per worker; every other kind at every
+    worker count and K, ``a3c_data`` and ``impala`` once per learner device (the others learn on
+    the CPU)."""
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise ConfigError(f"--kinds: bench train has no rows {', '.join(unknown)}; kinds: {', '.join(KINDS)}")
+    rows: list[Row] = []
+    for kind in KINDS:
+        if kind not in kinds:
+            continue
+        devices = learner_devices if kind in CENTRAL_LEARNER_KINDS else ["cpu"]
+        for device in devices:
+            for k in [1] if kind == "reference" else envs_per_worker:
+                rows += [(kind, device, n, k) for n in workers]
+    return rows
 
 
 def run(
@@ -210,21 +249,27 @@ def run(
     envs_per_worker: Sequence[int] = ENVS_PER_WORKER,
     seconds: float = 10.0,
     rounds: int = 3,
+    kinds: Sequence[str] = KINDS,
+    learner_devices: Sequence[str] = ("cpu",),
+    preset: str = DEFAULT_PRESET,
 ) -> pd.DataFrame:
-    """Columns ``runner, n_workers, envs_per_worker, steps_per_s``.
+    """Columns ``runner, learner_device, n_workers, envs_per_worker, steps_per_s``.
 
     Every configuration is measured once per round for ``seconds / rounds``, rounds interleaved,
     and reported as its median: this machine's speed drifts by up to 3x within minutes, and
     interleaving spreads the drift over all rows instead of penalising whichever ran during a
     slow spell.
     """
-    grid = [("reference", n, 1) for n in workers]
-    grid += [("a3c", n, k) for n in workers for k in envs_per_worker]
-    grid += [(kind, n, max(envs_per_worker)) for kind in RUNNER_KINDS for n in workers]
-    samples: dict[tuple[str, int, int], list[float]] = {key: [] for key in grid}
+    rows = grid(kinds, workers, envs_per_worker, learner_devices)
+    samples: dict[Row, list[float]] = {row: [] for row in rows}
     for _ in range(rounds):
-        for key in grid:
-            timer = measure_runner if key[0] in RUNNER_KINDS else measure
-            samples[key].append(timer(*key, seconds / rounds))
-    rows = [(*key, float(np.median(samples[key]))) for key in grid]
-    return pd.DataFrame(rows, columns=["runner", "n_workers", "envs_per_worker", "steps_per_s"])
+        for row in rows:
+            kind, device, n, k = row
+            if kind in RUNNER_KINDS:
+                rate = measure_runner(kind, n, k, seconds / rounds, preset, device)
+            else:
+                rate = measure(kind, n, k, seconds / rounds, preset)
+            samples[row].append(rate)
+    table = [(*row, float(np.median(samples[row]))) for row in rows]
+    columns = ["runner", "learner_device", "n_workers", "envs_per_worker", "steps_per_s"]
+    return pd.DataFrame(table, columns=columns)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from uavrl.cli import HelpFormatter, build_parser, main, results_table
 from uavrl.config import load_config
@@ -139,9 +140,28 @@ def test_bench_train_measures_library_and_reference_workers(tmp_path: Path) -> N
     from uavrl.bench import train as bench_train
 
     frame = bench_train.run(workers=[1], envs_per_worker=[4], seconds=0.5, rounds=1)
-    assert list(frame.columns) == ["runner", "n_workers", "envs_per_worker", "steps_per_s"]
+    assert list(frame.columns) == ["runner", "learner_device", "n_workers", "envs_per_worker", "steps_per_s"]
     assert frame["runner"].tolist() == ["reference", "a3c", "a3c_data", "impala", "a2c"]
+    assert frame["learner_device"].tolist() == ["cpu"] * 5
     assert (frame["steps_per_s"] > 0).all()
+
+
+def test_bench_train_rows_per_learner_device_kind_and_k() -> None:
+    from uavrl.bench.train import grid
+
+    rows = grid(["a3c", "impala"], [4, 15], [128, 256], ["cpu", "cuda"])
+    assert rows[:4] == [("a3c", "cpu", n, k) for k in (128, 256) for n in (4, 15)]
+    assert {(k, d) for k, d, _, _ in rows[4:]} == {("impala", "cpu"), ("impala", "cuda")}
+    assert len(rows) == 4 + 2 * 4
+    with pytest.raises(ConfigError, match="--kinds: bench train has no rows appo"):
+        grid(["appo"], [1], [1], ["cpu"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal of an absent CUDA device")
+def test_bench_train_refuses_a_learner_device_this_machine_lacks(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "train", "--kinds", "impala", "--learner-device", "cpu,cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "runner.learner_device='cuda'" in err and "no CUDA device" in err
 
 
 def test_study_refuses_a_bad_value_naming_the_field(capsys: pytest.CaptureFixture[str]) -> None:
@@ -333,20 +353,19 @@ def test_result_formats_policies_as_rows_fitted_markdown_and_csv(capsys: pytest.
     assert "--format markdown" in str(fitted.title)
 
 
-def test_bench_train_configs_work_for_any_worker_count() -> None:
+@pytest.mark.parametrize("preset", ["paper", "mec"])
+def test_bench_train_configs_work_for_any_worker_count(preset: str) -> None:
     from uavrl.bench.train import bench_config
 
+    from uavrl.envs.preset import get_preset
     from uavrl.runners.session import check_envs
 
+    seen = [c.name for c in get_preset(preset).cell_sets["seen"]]
     for n in (1, 5, 16):
-        config = bench_config(n, 2)
+        config = bench_config(n, 2, preset=preset)
+        assert config.env.params["preset"] == preset
         assert config.env.worker_cells is not None and len(config.env.worker_cells) == n
-        assert (
-            config.env.worker_cells[n - 1]
-            == ["v5-l200-c1000", "v10-l200-c1000", "v20-l200-c1000", "v30-l200-c1000", "v50-l200-c1000"][
-                (n - 1) % 5
-            ]
-        )
+        assert config.env.worker_cells[n - 1] == seen[(n - 1) % len(seen)]
         check_envs(config)
 
 

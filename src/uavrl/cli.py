@@ -357,13 +357,14 @@ def cmd_train(args: argparse.Namespace) -> None:
             steps = run.checkpointed_env_steps()
             total = run.config().runner.total_env_steps
             console.print(f"resuming {run_dir} from its last checkpoint, at {steps:,} of {total:,} env steps")
-        summary = training.resume(run_dir, ray_address=args.address)
+        summary = training.resume(run_dir, ray_address=args.address, learner_device=args.learner_device)
     else:
         if not args.config:
             raise ConfigError("uavrl train needs --config FILE (or --resume RUN_DIR)")
         backend = [f"runner.backend={args.backend}"] if args.backend else []
         address = [f"runner.ray_address={args.address}"] if args.address else []
-        config = load_config(args.config, [*args.set, *backend, *address])
+        device = [f"runner.learner_device={args.learner_device}"] if args.learner_device else []
+        config = load_config(args.config, [*args.set, *backend, *address, *device])
         from uavrl.experiments import train as training
         from uavrl.experiments.rundir import next_free_run_dir
 
@@ -495,14 +496,23 @@ def cmd_bench(args: argparse.Namespace) -> None:
         label = f"x {frame['acting'].iloc[0].replace('_', '-')} acting"
     else:
         from uavrl.bench import train as bench_train
+        from uavrl.config import load_config
+        from uavrl.runners.device import learner_device
 
         workers = [int(x) for x in args.workers.split(",")]
         envs = [int(x) for x in args.envs.split(",")]
+        kinds = args.kinds.split(",") if args.kinds else list(bench_train.KINDS)
+        devices = args.learner_device.split(",")
+        for device in devices:  # refused before the first row runs, naming what the machine has
+            learner_device(load_config(None, ["runner.kind=impala", f"runner.learner_device={device}"]))
         with console.status("measuring training throughput (several minutes)"):
-            frame = bench_train.run(workers, envs, seconds=args.seconds)
-        base = float(frame.loc[frame["runner"] == "reference", "steps_per_s"].max())
-        title = "A3C training env steps/s, preset paper, GRU 128 + LayerNorm, rollout 20"
-        label = "x best reference"
+            frame = bench_train.run(workers, envs, args.seconds, args.rounds, kinds, devices, args.preset)
+        # the first kind's fastest all-CPU row
+        on_cpu = frame[frame["learner_device"] == "cpu"]
+        base_kind = str(on_cpu["runner"].iloc[0])
+        base = float(on_cpu.loc[on_cpu["runner"] == base_kind, "steps_per_s"].max())
+        title = f"training env steps/s, preset {args.preset}, GRU 128 + LayerNorm, rollout 20"
+        label = f"x best {base_kind} on cpu"
     table = Table(title=title)
     for column in [*frame.columns[:-1], "steps/s", label]:
         table.add_column(str(column), justify="right")
@@ -818,6 +828,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--address", help="a running Ray cluster to join (runner.ray_address; default: start Ray here)"
     )
+    train.add_argument(
+        "--learner-device",
+        help="a3c_data and impala: where the learner's model and optimizer live (runner.learner_device: "
+        "cpu, cuda, cuda:N); with --resume, moves a run's learner (its checkpoints load on any device)",
+    )
     train.add_argument("--evaluate", action="store_true", help="print the evaluation table afterwards")
     train.add_argument("--episodes", type=int, help="episodes per cell for --evaluate")
     train.add_argument("--bound", action="store_true", help=BOUND_HELP)
@@ -979,7 +994,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--kinds",
         help="chaos: runner kinds, in turn (default a3c,individual,a3c_data,impala,a2c; on ray "
         "a3c,a3c_data,impala); starts: starting configs (all four unless given: "
-        "discrete,discrete_gru,continuous,continuous_gru)",
+        "discrete,discrete_gru,continuous,continuous_gru); train: the rows' runners (default "
+        "reference,a3c,a3c_data,impala,a2c)",
+    )
+    bench.add_argument(
+        "--learner-device",
+        default="cpu",
+        help="train: learner devices of the a3c_data and impala rows, a row each (e.g. cpu,cuda)",
+    )
+    bench.add_argument(
+        "--rounds", type=int, default=3, help="train: interleaved rounds per row (the median is reported)"
     )
     bench.add_argument(
         "--backend", choices=["process", "ray"], default="process", help="chaos: where the runs run"
@@ -1001,6 +1025,7 @@ def _check_positive(args: argparse.Namespace) -> None:
         "seeds",
         "env_steps",
         "kills",
+        "rounds",
     ):
         value = getattr(args, name, None)
         if value is not None and value <= 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from pydantic import (
     Tag,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
@@ -464,7 +466,29 @@ class A2CRunner(_OneModel, RunnerCommon):
     kind: Literal["a2c"] = "a2c"
 
 
-class A3CDataRunner(_OneModel, RunnerCommon):
+LEARNER_DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+
+
+class _CentralLearnerRunner(_OneModel, RunnerCommon):
+    """A kind whose actors feed one learner, which may live on an accelerator:
+    ``learner_device`` (``cpu``, ``cuda`` or ``cuda:N``) holds its model and optimizer; the
+    actors act on CPU copies of its weights."""
+
+    learner_device: str = Field(
+        "cpu",
+        description="puts the learner's model and optimizer on a device",
+        json_schema_extra=HASH_NEUTRAL,
+    )
+
+    @field_validator("learner_device")
+    @classmethod
+    def _a_torch_device(cls, value: str) -> str:
+        if not LEARNER_DEVICE_PATTERN.fullmatch(value):
+            raise ValueError("one of cpu, cuda or cuda:N (N a GPU index)")
+        return value
+
+
+class A3CDataRunner(_CentralLearnerRunner):
     """``a3c_data``: every update takes one rollout from each of the N actors, and an actor
     waits for the weights of the update it fed before acting again: every rollout is
     on-policy."""
@@ -472,7 +496,7 @@ class A3CDataRunner(_OneModel, RunnerCommon):
     kind: Literal["a3c_data"] = "a3c_data"
 
 
-class ImpalaRunner(_OneModel, RunnerCommon):
+class ImpalaRunner(_CentralLearnerRunner):
     """``impala``: actors never wait for the learner, which updates on ``learner_batch``
     rollouts at a time (default N) and corrects their lag with V-trace (``algo.rho_bar``,
     ``algo.c_bar``); a process actor may hold ``rollout_slots`` rollouts unread.
@@ -671,6 +695,12 @@ class Config(ConfigSection):
                 ("runner.kind", r.kind, r.kind == "a2c", "a2c is one process; use kind a3c_data"),
                 ("runner.share", r.share, not r.share, "individual learning runs on processes"),
                 ("env.shared_pool", True, self.env.shared_pool, "the pool is in shared memory"),
+                (
+                    "runner.learner_device",
+                    getattr(r, "learner_device", "cpu"),
+                    getattr(r, "learner_device", "cpu").startswith("cuda:"),
+                    "Ray gives the learner actor one GPU of its node; use cuda",
+                ),
             )
             for option, value, bad, why in refused:
                 if bad:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import yaml
 
-from uavrl.config import Config
+from uavrl.config import Config, config_from_dict
 from uavrl.envs.worlds import TRAIN_WORLD
 from uavrl.errors import ConfigError, RunInterrupted
 from uavrl.experiments.rundir import RunDir
@@ -208,9 +208,12 @@ def train(config: Config, run_dir: Path | None = None, hook: ProgressHook | None
     return _execute(config, run_dir, resume=False, hook=hook)
 
 
-def resume(run_dir: Path, ray_address: str | None = None) -> dict[str, Any]:
+def resume(
+    run_dir: Path, ray_address: str | None = None, learner_device: str | None = None
+) -> dict[str, Any]:
     """Continue a run from its last checkpoint, with its config and counters (on the Ray
-    cluster at ``ray_address`` if given: where a run goes on does not change it).
+    cluster at ``ray_address``, with the learner on ``learner_device``, if given: where a run
+    goes on does not change it, and checkpoints hold host tensors that load on any device).
 
     A run that finished its budget is left as it is and its summary returned unchanged
     (``uavrl evaluate`` scores it again).
@@ -226,9 +229,15 @@ def resume(run_dir: Path, ray_address: str | None = None) -> dict[str, Any]:
             f"{str(run_dir)!r} has no checkpoint to resume from (its run stopped before the first "
             f"one); start it over with: uavrl train --config {run.config_file} --run-dir {run_dir}"
         )
-    if ray_address is not None:
-        runner = config.runner.model_copy(update={"ray_address": ray_address})
-        config = config.model_copy(update={"runner": runner})
+    moved = {
+        name: value
+        for name, value in (("ray_address", ray_address), ("learner_device", learner_device))
+        if value is not None
+    }
+    if moved:
+        data = config.to_dict()
+        data["runner"].update(moved)
+        config = config_from_dict(data)
     return _execute(config, run_dir, resume=True)
 
 

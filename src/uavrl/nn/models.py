@@ -149,7 +149,7 @@ class ActorCritic(nn.Module):
             return self.value(features).squeeze(-1)
         if obs.shape[-1] == self.spec.obs_dim:
             return self.value(self.critic(obs)).squeeze(-1)
-        return torch.full(obs.shape[:-1], float("nan"))
+        return torch.full(obs.shape[:-1], float("nan"), device=obs.device)
 
     def _actor_input(self, obs: torch.Tensor) -> torch.Tensor:
         return obs if self.critic is None else obs[..., : self.spec.actor_obs_dim]
@@ -192,8 +192,13 @@ class ActorCritic(nn.Module):
             features, h = self.core_norm(self.feedforward(x)), h0
         else:
             # The fused GRU runs over each stretch in which no copy starts an episode; the hidden
-            # state is reset (per copy) only where a stretch begins.
-            cuts = [0, *(torch.nonzero(starts[1:].any(dim=1)).flatten() + 1).tolist(), obs_seq.shape[0]]
+            # state is reset (per copy) only where a stretch begins. On an accelerator every step
+            # is a stretch: finding the stretches would stall the device on a trip to the host.
+            length = obs_seq.shape[0]
+            if starts.device.type == "cpu":
+                cuts = [0, *(torch.nonzero(starts[1:].any(dim=1)).flatten() + 1).tolist(), length]
+            else:
+                cuts = list(range(length + 1))
             h = h0
             chunks = []
             for a, b in itertools.pairwise(cuts):

@@ -33,8 +33,10 @@ from uavrl.config import Config, ImpalaRunner
 from uavrl.envs.cloud import CloudPool
 from uavrl.nn.models import ActorCritic, clone_model
 from uavrl.runners.bookkeeping import EpisodeRecord, book_update, episode_records
+from uavrl.runners.checkpoint import load_training_tensors, training_tensors
+from uavrl.runners.device import learner_device
 from uavrl.runners.ipc import ROLLOUT
-from uavrl.runners.learner import Learner, replay_stats, trajectory_replay
+from uavrl.runners.learner import Learner, learner_optimizer, replay_stats, trajectory_replay
 from uavrl.runners.metrics import histogram_summary
 from uavrl.runners.seeds import SeedPurpose, derived_seed, incarnation_seed
 from uavrl.runners.session import ProgressHook, RunResult, TrainingSession
@@ -91,16 +93,33 @@ def _actor_process(
 
 class CentralLearner:
     """The learner of an actor-learner run: one update per ``learner_batch`` rollouts; books
-    env steps, episodes and the policy lag."""
+    env steps, episodes and the policy lag.
+
+    On the CPU it updates the session's (shared-memory) model itself. On an accelerator
+    (``runner.learner_device``) it updates a copy there; the session's model is the host copy
+    that actors and the progress hook read (refreshed at every publish) and checkpoints save
+    (with the Adam state, through ``session.sync_models``)."""
 
     def __init__(self, config: Config, session: TrainingSession) -> None:
         self.config = config
         self.session = session
-        self.learner = Learner(
-            config, session.models[0], session.optimizers[0], replay=trajectory_replay(config)
-        )
+        device = learner_device(config)
+        model, optimizer = session.models[0], session.optimizers[0]
+        if device.type != "cpu":
+            model = clone_model(model).to(device)
+            on_device = learner_optimizer(config, model)
+            load_training_tensors(training_tensors(session.models, session.optimizers), [model], [on_device])
+            optimizer = on_device
+            session.sync_models = self._copy_to_host
+        self.learner = Learner(config, model, optimizer, replay=trajectory_replay(config))
         self.version = int(session.counters.snapshot()["updates"])
         self.lag = Counter[int]()
+
+    def _copy_to_host(self) -> bool:
+        learner = self.learner
+        tensors = training_tensors([learner.model], [learner.optimizer])
+        load_training_tensors(tensors, self.session.models, self.session.optimizers)
+        return True
 
     def update(self, rollouts: list[RolloutBatch], episodes: list[EpisodeRecord]) -> bool:
         session = self.session
@@ -111,7 +130,10 @@ class CentralLearner:
         return True
 
     def weights(self) -> ActorCritic:
-        return self.learner.model
+        host = self.session.models[0]
+        if self.learner.model is not host:
+            host.load_state_dict(self.learner.model.state_dict())
+        return host
 
     def stats(self) -> dict[str, Any]:
         return {"policy_lag": histogram_summary(self.lag), **replay_stats(self.learner.replay)}

@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 from uavrl.algo.optim import SharedAdam
 from uavrl.errors import CheckpointError
 from uavrl.nn.models import ActorCritic, ModelSpec, build_model
+from uavrl.runners.device import host_copy
 
 FORMAT_VERSION = 1
 ADAM_KEYS = ("exp_avg", "exp_avg_sq", "step")
@@ -41,26 +42,26 @@ PREVIOUS = ".previous"
 def training_tensors(
     models: Sequence[ActorCritic], optimizers: Sequence[SharedAdam]
 ) -> dict[str, torch.Tensor]:
-    """Weights and Adam state as flat named tensors (copies): ``model<i>.<param>`` and
-    ``optim<i>.<param>.<exp_avg|exp_avg_sq|step>``, as a checkpoint stores them."""
+    """Weights and Adam state as flat named tensors (host copies, wherever the models live):
+    ``model<i>.<param>`` and ``optim<i>.<param>.<exp_avg|exp_avg_sq|step>``, as a checkpoint
+    stores them."""
     tensors: dict[str, torch.Tensor] = {}
     for i, (model, optimizer) in enumerate(zip(models, optimizers, strict=True)):
         for name, value in model.state_dict().items():
-            tensors[f"model{i}.{name}"] = value.detach().clone().contiguous()
+            tensors[f"model{i}.{name}"] = host_copy(value).contiguous()
         for name, param in model.named_parameters():
             state = optimizer.state.get(param, {})
             for key in ADAM_KEYS:
                 if key in state:
-                    tensors[f"optim{i}.{name}.{key}"] = (
-                        torch.as_tensor(state[key]).detach().clone().contiguous()
-                    )
+                    tensors[f"optim{i}.{name}.{key}"] = host_copy(torch.as_tensor(state[key])).contiguous()
     return tensors
 
 
 def load_training_tensors(
     tensors: dict[str, torch.Tensor], models: Sequence[ActorCritic], optimizers: Sequence[SharedAdam]
 ) -> None:
-    """Copy :func:`training_tensors` into existing (possibly shared-memory) tensors, in place."""
+    """Copy :func:`training_tensors` into existing (possibly shared-memory, possibly device)
+    tensors, in place."""
     with torch.no_grad():
         for i, (model, optimizer) in enumerate(zip(models, optimizers, strict=True)):
             for name, value in model.state_dict().items():

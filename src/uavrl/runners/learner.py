@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
 import torch
 
-from uavrl.algo.batch import RolloutBatch, concat_batches
+from uavrl.algo.batch import RolloutBatch
 from uavrl.algo.loss import LossTerms, rollout_loss, vtrace_loss
 from uavrl.algo.optim import SharedAdam
 from uavrl.algo.replay import TrajectoryReplay
 from uavrl.config import A3CRunner, Config, ImpalaRunner
 from uavrl.nn.models import ActorCritic
+from uavrl.runners.device import DeviceBatches
 from uavrl.runners.metrics import histogram_summary
 from uavrl.runners.seeds import SeedPurpose, derived_seed
 
@@ -53,8 +55,8 @@ class UpdateStats:
     def of(
         cls, terms: LossTerms, env_steps: int, applied: bool, grad_norm: float, lr: float, entropy_coef: float
     ) -> UpdateStats:
-        """The stats of one update from its loss terms."""
-        policy, value, entropy = (float(t.item()) for t in (terms.policy, terms.value, terms.entropy))
+        """The stats of one update from its loss terms (read from their device at once)."""
+        policy, value, entropy = torch.stack([terms.policy, terms.value, terms.entropy]).tolist()
         return cls(env_steps, applied, policy, value, entropy, grad_norm, lr, entropy_coef)
 
 
@@ -81,6 +83,12 @@ def loss_function(config: Config) -> LossFunction:
         normalize_advantages=algo.normalize_advantages,
         hidden_coef=algo.hidden_coef,
     )
+
+
+def learner_optimizer(config: Config, model: ActorCritic) -> SharedAdam:
+    """The run's Adam (``algo.lr``, ``algo.adam_eps``) over ``model``'s parameters, wherever
+    they live."""
+    return SharedAdam(model.parameters(), lr=config.algo.lr, eps=config.algo.adam_eps)
 
 
 def linear_schedule(start: float, end: float, progress: float) -> float:
@@ -117,17 +125,19 @@ def loss_gradient(
     entropy_coef: float,
 ) -> tuple[LossTerms, float, bool]:
     """Zero ``grad_model``'s gradients, loss, backward, clip to ``max_grad_norm``: the loss
-    terms, the gradient norm before clipping, and whether loss and gradient are finite (the
-    gradient is left in ``grad_model``'s ``.grad``)."""
+    terms, the gradient norm before clipping (NaN when the loss is not finite), and whether loss
+    and gradient are finite (the gradient is left in ``grad_model``'s ``.grad``).
+
+    Loss, backward and clipping are queued on the model's device before the one read back that
+    decides the step (a non-finite loss's gradient is computed and then dropped)."""
     grad_model.zero_grad(set_to_none=True)
     terms = loss(grad_model, batch, entropy_coef=entropy_coef)
-    grad_norm = math.nan
-    finite = bool(torch.isfinite(terms.total))
-    if finite:
-        terms.total.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(grad_model.parameters(), max_grad_norm))
-        finite = math.isfinite(grad_norm)
-    return terms, grad_norm, finite
+    terms.total.backward()
+    norm = torch.nn.utils.clip_grad_norm_(grad_model.parameters(), max_grad_norm)
+    loss_finite, grad_norm = torch.stack([torch.isfinite(terms.total).to(norm.dtype), norm]).tolist()
+    if not loss_finite:
+        return terms, math.nan, False
+    return terms, grad_norm, math.isfinite(grad_norm)
 
 
 def transfer_gradients(local: ActorCritic, learner: ActorCritic) -> None:
@@ -169,6 +179,7 @@ class Learner:
         self.name = name
         self.loss = loss_function(config)
         self.replay = replay
+        self.on_device = DeviceBatches(next(model.parameters()).device)
         self.nonfinite_streak = 0
 
     def learning_rate(self, env_steps: int) -> float:
@@ -199,14 +210,14 @@ class Learner:
             self.optimizer.zero_grad(set_to_none=True)
         return lr
 
-    def check_finite(self, finite: bool, detail: str) -> None:
+    def check_finite(self, finite: bool, detail: Callable[[], str]) -> None:
         """Count non-finite updates in a row; raise :class:`NonFiniteError` at
-        ``runner.max_nonfinite`` of them."""
+        ``runner.max_nonfinite`` of them, saying ``detail()``."""
         self.nonfinite_streak = 0 if finite else self.nonfinite_streak + 1
         if self.nonfinite_streak >= self.config.runner.max_nonfinite:
             raise NonFiniteError(
                 f"{self.name}: {self.nonfinite_streak} updates in a row had a non-finite "
-                f"loss or gradient ({detail}); runner.max_nonfinite={self.config.runner.max_nonfinite}"
+                f"loss or gradient ({detail()}); runner.max_nonfinite={self.config.runner.max_nonfinite}"
             )
 
     def learn(
@@ -220,7 +231,7 @@ class Learner:
         else:
             grad_model.zero_grad(set_to_none=True)
             lr = self.learning_rate(env_steps)
-        self.check_finite(applied, f"loss {terms.total.item()}, grad norm {grad_norm}")
+        self.check_finite(applied, lambda: f"loss {terms.total.item()}, grad norm {grad_norm}")
         booked = batch.env_steps if booked_steps is None else booked_steps
         return UpdateStats.of(terms, booked, applied, grad_norm, lr, self.entropy_coef(env_steps))
 
@@ -228,7 +239,7 @@ class Learner:
         """One update of the learner's own model on ``rollouts`` side by side (B = their copies),
         and on the replayed rollouts the replay adds. The stats count the fresh rollouts' env
         steps only: a replayed step was booked when it was fresh."""
-        batch = concat_batches(rollouts if self.replay is None else self.replay.mix(rollouts))
+        batch = self.on_device(rollouts if self.replay is None else self.replay.mix(rollouts))
         return self.learn(self.model, batch, env_steps, booked_steps=sum(r.env_steps for r in rollouts))
 
 

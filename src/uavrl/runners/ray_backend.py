@@ -40,15 +40,16 @@ from typing import Any
 import torch
 
 from uavrl.algo.batch import RolloutBatch
-from uavrl.algo.optim import SharedAdam
 from uavrl.config import A3CRunner, Config, ImpalaRunner
 from uavrl.errors import ConfigError
 from uavrl.nn.models import ModelSpec, build_model
 from uavrl.runners.bookkeeping import EpisodeRecord, book_update, episode_records
 from uavrl.runners.checkpoint import load_training_tensors, training_tensors
+from uavrl.runners.device import host_copy, learner_device
 from uavrl.runners.learner import (
     Learner,
     UpdateStats,
+    learner_optimizer,
     loss_function,
     loss_gradient,
     replay_stats,
@@ -164,14 +165,15 @@ class LearnerNotLoaded(RuntimeError):
 
 
 class LearnerActor:
-    """The model and Adam of the run, updated on rollouts or on gradients."""
+    """The model and Adam of the run, updated on rollouts or on gradients, on the learner's
+    device (``runner.learner_device``: with ``cuda``, the GPU Ray gave this actor); weights and
+    state leave it as host copies."""
 
     def __init__(self, config: Config, spec: ModelSpec) -> None:
         torch.set_num_threads(1)
         self.config = config
-        self.model = build_model(spec)
-        algo = self.config.algo
-        self.optimizer = SharedAdam(self.model.parameters(), lr=algo.lr, eps=algo.adam_eps)
+        self.model = build_model(spec).to(learner_device(config))
+        self.optimizer = learner_optimizer(config, self.model)
         self.learner = Learner(self.config, self.model, self.optimizer, replay=trajectory_replay(self.config))
         self.version = 0
         self.loaded = False
@@ -193,7 +195,7 @@ class LearnerActor:
         return self.weights()
 
     def weights(self) -> Weights:
-        return Weights(self.version, {k: v.clone() for k, v in self.model.state_dict().items()})
+        return Weights(self.version, {k: host_copy(v) for k, v in self.model.state_dict().items()})
 
     def state(self) -> tuple[dict[str, torch.Tensor], int]:
         self._check_loaded()
@@ -218,7 +220,7 @@ class LearnerActor:
         self._check_loaded()
         staleness = self.version - version
         lr = self.learner.learning_rate(env_steps)
-        self.learner.check_finite(flat is not None, "a rollout actor's gradient")
+        self.learner.check_finite(flat is not None, lambda: "a rollout actor's gradient")
         if flat is None or staleness > max_staleness:
             return Applied(False, staleness, lr), None
         offset = 0
@@ -266,6 +268,16 @@ def check_resources(config: Config) -> None:
             f"runner.backend: ray needs {need} CPUs (runner.n_workers={config.runner.n_workers} rollout "
             f"actors and one learner, num_cpus=1 each), the cluster has {have:g}"
         )
+    if learner_gpus(config) > ray.cluster_resources().get("GPU", 0):
+        raise ConfigError(
+            f"runner.learner_device={config.runner.learner_device!r} on runner.backend: ray needs a "  # type: ignore[union-attr]
+            "GPU for the learner actor, and the cluster has none"
+        )
+
+
+def learner_gpus(config: Config) -> int:
+    """GPUs the learner actor asks Ray for: one for a ``cuda`` learner device, else none."""
+    return 1 if getattr(config.runner, "learner_device", "cpu") != "cpu" else 0
 
 
 @dataclass
@@ -299,7 +311,7 @@ class RayDriver:
         options = {"num_cpus": 1, "max_restarts": r.max_restarts, "max_task_retries": 0}
         self.learner: Any = (
             ray.remote(LearnerActor)
-            .options(name=actor_name(session.run_dir, "learner"), **options)
+            .options(name=actor_name(session.run_dir, "learner"), num_gpus=learner_gpus(config), **options)
             .remote(config, session.spec)
         )
         env_seed = session.env_seed()

@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from uavrl.algo.optim import SharedAdam
 from uavrl.config import Config
 from uavrl.envs.cloud import BookedPool, CloudPool, PerCopyPools
 from uavrl.envs.vector import hidden_state_dim, make_vec_env, team_state_dim
@@ -24,7 +23,9 @@ from uavrl.nn.heads import describe_action_space
 from uavrl.nn.models import ActorCritic, ModelSpec, build_model
 from uavrl.runners.bookkeeping import SharedCounters
 from uavrl.runners.checkpoint import restore_training_state, save_checkpoint
+from uavrl.runners.device import learner_device
 from uavrl.runners.ipc import ROWS
+from uavrl.runners.learner import learner_optimizer
 from uavrl.runners.metrics import EVAL_ITEM, EVAL_LOG_FILE, LOG_FILE, MetricsWriter, cut_eval_log, cut_log
 from uavrl.runners.seeds import SeedPurpose, derived_seed
 from uavrl.runners.supervise import Supervisor
@@ -98,9 +99,12 @@ def model_spec(config: Config) -> ModelSpec:
 
 
 def check_envs(config: Config) -> None:
-    """Make one copy of every worker's env and the model's spec: bad env parameters, an env id
-    that cannot be imported, or spaces no model takes fail here, before a run directory is
-    created."""
+    """Make one copy of every worker's env and the model's spec, and find the learner's device:
+    bad env parameters, an env id that cannot be imported, spaces no model takes, or a CUDA
+    learner on a machine without one fail here, before a run directory is created (on Ray the
+    learner's GPU is looked for in the cluster instead)."""
+    if config.runner.backend != "ray":
+        learner_device(config)
     distinct = {
         json.dumps(config.env.worker_params(i), sort_keys=True) for i in range(config.runner.n_workers)
     }
@@ -148,9 +152,7 @@ class TrainingSession:
             # learner i starts alike in every arm
             torch.manual_seed(derived_seed(config.seed, SeedPurpose.LEARNER_INIT, i))
             self.models.append(build_model(self.spec).share_memory())
-        self.optimizers = [
-            SharedAdam(m.parameters(), lr=config.algo.lr, eps=config.algo.adam_eps) for m in self.models
-        ]
+        self.optimizers = [learner_optimizer(config, m) for m in self.models]
         self.counters = SharedCounters(n_slots, config.runner.n_workers, self.ctx)
         self.resumes = 0
         self.prior_wall_time_s = 0.0
