@@ -29,12 +29,7 @@ def _backward_scan(x: torch.Tensor, carry: torch.Tensor, init: torch.Tensor) -> 
     1 us, a torch op about 10 us, and this loop was the learner's largest fixed cost per update.
     On an accelerator they run there (a trip to the host would stall the device every update)."""
     if x.device.type != "cpu":
-        with torch.no_grad():
-            steps, following = [], init.detach().to(x.dtype)
-            for t in range(x.shape[0] - 1, -1, -1):
-                following = x[t] + carry[t] * following
-                steps.append(following)
-            return torch.stack(steps[::-1])
+        return _backward_scan_in_torch(x, carry, init)
     xs, carries = x.detach().numpy(), carry.detach().numpy()
     out = np.empty_like(xs)
     running = init.detach().numpy().astype(xs.dtype)
@@ -42,6 +37,16 @@ def _backward_scan(x: torch.Tensor, carry: torch.Tensor, init: torch.Tensor) -> 
         running = xs[t] + carries[t] * running
         out[t] = running
     return torch.from_numpy(out)
+
+
+def _backward_scan_in_torch(x: torch.Tensor, carry: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
+    """:func:`_backward_scan` in torch ops, on whichever device ``x`` is."""
+    with torch.no_grad():
+        steps, following = [], init.detach().to(x.dtype)
+        for t in range(x.shape[0] - 1, -1, -1):
+            following = x[t] + carry[t] * following
+            steps.append(following)
+        return torch.stack(steps[::-1])
 
 
 def _next_values(

@@ -77,6 +77,17 @@ def reset_hidden(h: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
     return h * (1.0 - starts).unsqueeze(-1)
 
 
+def stretches(starts: torch.Tensor) -> list[int]:
+    """Bounds ``[0, ..., T]`` of the stretches of a (T, B) rollout in which no copy starts an
+    episode after the first step: the fused GRU runs over each, the hidden state reset (per
+    copy) only where one begins. On an accelerator every step is a stretch: finding them would
+    stall the device on a trip to the host."""
+    length = starts.shape[0]
+    if starts.device.type != "cpu":
+        return list(range(length + 1))
+    return [0, *(torch.nonzero(starts[1:].any(dim=1)).flatten() + 1).tolist(), length]
+
+
 def _norm(enabled: bool, size: int) -> nn.Module:
     return nn.LayerNorm(size) if enabled else nn.Identity()
 
@@ -191,17 +202,9 @@ class ActorCritic(nn.Module):
         if self.gru is None:
             features, h = self.core_norm(self.feedforward(x)), h0
         else:
-            # The fused GRU runs over each stretch in which no copy starts an episode; the hidden
-            # state is reset (per copy) only where a stretch begins. On an accelerator every step
-            # is a stretch: finding the stretches would stall the device on a trip to the host.
-            length = obs_seq.shape[0]
-            if starts.device.type == "cpu":
-                cuts = [0, *(torch.nonzero(starts[1:].any(dim=1)).flatten() + 1).tolist(), length]
-            else:
-                cuts = list(range(length + 1))
             h = h0
             chunks = []
-            for a, b in itertools.pairwise(cuts):
+            for a, b in itertools.pairwise(stretches(starts)):
                 out, h_n = self.gru(x[a:b], reset_hidden(h, starts[a]).unsqueeze(0))
                 chunks.append(out)
                 h = h_n[0]

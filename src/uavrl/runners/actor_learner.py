@@ -278,7 +278,7 @@ def run_actor_learner(
     pool = session.open_pool(cross_process=not r.serial)
     central = CentralLearner(config, session)
     with session.running():
-        model = central.learner.model
+        model = central.weights()  # the host copy: actors act on the CPU
         actors: ActorTransport = (InProcessActors if r.serial else ActorProcesses)(session, model, pool)
         actors.publish(model, central.version)
         try:
