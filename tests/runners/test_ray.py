@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from uavrl.config import Config
+from uavrl.config import Config, config_from_dict
 from uavrl.errors import ConfigError
 from uavrl.experiments.train import train
 
@@ -268,6 +268,16 @@ def test_the_backend_refuses_what_it_cannot_run(make_config: Any) -> None:
         make_config(runner={"backend": "ray", "serial": True})
     with pytest.raises(ConfigError, match=r"runner\.max_grad_staleness applies to runner\.backend: ray"):
         make_config(runner={"max_grad_staleness": 2})
+
+
+def test_a_cuda_learner_on_a_cluster_without_a_gpu_is_refused(
+    two_nodes: Any, make_config: Any, tmp_path: Path
+) -> None:
+    data = _config(make_config, "impala").to_dict()
+    data["runner"]["learner_device"] = "cuda"
+    config = config_from_dict(data)
+    with pytest.raises(ConfigError, match=r"learner_device='cuda' on runner.backend: ray needs a GPU"):
+        train(config, tmp_path)
 
 
 def test_a_driver_stopped_by_ctrl_c_then_killed_with_9_resumes(two_nodes: Any, tmp_path: Path) -> None:
