@@ -21,7 +21,6 @@ fi
 [ -e src/uavrl/bench ] || ln -s ../../bench src/uavrl/bench  # the installed package's uavrl.bench
 export PYTHONUNBUFFERED=1
 exec > >(tee "$out/log.txt") 2>&1
-uavrl() { python3 -m uavrl.cli "$@"; }
 step() { echo "== $(date +%T) $*"; }
 
 step machine
@@ -35,19 +34,19 @@ timeout 120 python3 -m pytest -p no:cacheprovider -q tests/runners/test_learner_
 tail -4 "$out/tests.txt"
 
 step "bench paper: impala, learner on cuda"
-timeout 180 uavrl bench train --preset paper --kinds impala --workers 4,8,15 --envs 128,256 \
+timeout 180 python3 -m uavrl.cli bench train --preset paper --kinds impala --workers 4,8,15 --envs 128,256 \
     --learner-device cuda --seconds "$seconds" --rounds 1 --csv "$out/bench_paper_cuda.csv" 2>&1 | tail -12
 step "bench paper: all-CPU rows"
-timeout 110 uavrl bench train --preset paper --kinds a3c,impala --workers 15 --envs 128,256 \
+timeout 110 python3 -m uavrl.cli bench train --preset paper --kinds a3c,impala --workers 15 --envs 128,256 \
     --learner-device cpu --seconds "$seconds" --rounds 1 --csv "$out/bench_paper_cpu.csv" 2>&1 | tail -10
 
 step "learning: paper_a3c_private as impala, learner on cuda"
-timeout 200 uavrl train --config configs/paper_a3c_private.yaml --run-dir /tmp/learn --backend process \
+timeout 200 python3 -m uavrl.cli train --config configs/paper_a3c_private.yaml --run-dir /tmp/learn --backend process \
     --learner-device cuda --set runner.kind=impala --set log.progress=false "$@" 2>&1 | tail -3
 cp /tmp/learn/summary.json "$out/learn_summary.json" 2>/dev/null
 tail -n 3 /tmp/learn/training_log.csv 2>/dev/null
 
 step "bench mec"
-timeout 100 uavrl bench train --preset mec --kinds a3c,impala --workers 15 --envs 256 \
+timeout 100 python3 -m uavrl.cli bench train --preset mec --kinds a3c,impala --workers 15 --envs 256 \
     --learner-device cpu,cuda --seconds "$seconds" --rounds 1 --csv "$out/bench_mec.csv" 2>&1 | tail -10
 step done

@@ -99,6 +99,19 @@ def test_on_the_cpu_the_learners_batch_is_the_rollouts_side_by_side(make_config)
         torch.testing.assert_close(getattr(batch, name), getattr(expected, name))
 
 
+def _one_update(config, model, rollouts, device: str):
+    """Loss terms, gradient norm, finiteness, host copies of the gradients, and the training
+    tensors after one update of a copy of ``model`` on ``device``."""
+    on_device = clone_model(model).to(device)
+    learner = Learner(config, on_device, learner_optimizer(config, on_device))
+    batch = learner.on_device(rollouts)
+    assert batch.obs.device.type == device
+    terms, grad_norm, finite = learner.gradient(on_device, batch, 0)
+    grads = [host_copy(p.grad) for p in on_device.parameters()]
+    learner.step(on_device, 0)
+    return terms, grad_norm, finite, grads, training_tensors([on_device], [learner.optimizer])
+
+
 @needs_cuda
 @pytest.mark.parametrize(
     ("kind", "gae_lambda"),
@@ -115,16 +128,10 @@ def test_a_cuda_learner_makes_the_cpu_learners_update(
     model, rollouts = _rollouts(config, spec)
     assert stretches(rollouts[0].starts.cuda()) == list(range(config.algo.rollout_length + 1))
     results = []
-    for device in ("cpu", "cuda"):
-        on_device = clone_model(model).to(device)
-        learner = Learner(config, on_device, learner_optimizer(config, on_device))
-        batch = learner.on_device(rollouts)
-        assert batch.obs.device.type == device
-        terms, grad_norm, finite = learner.gradient(on_device, batch, 0)
-        grads = [host_copy(p.grad) for p in on_device.parameters()]
-        learner.step(on_device, 0)
-        state = training_tensors([on_device], [learner.optimizer])
-        results.append((terms, grad_norm, finite, grads, state))
+    # float32 throughout: cuDNN's default TF32 GRU differs from the CPU's by about 3e-4
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        for device in ("cpu", "cuda"):
+            results.append(_one_update(config, model, rollouts, device))
     (cpu_terms, cpu_norm, _, cpu_grads, cpu_state), (terms, norm, finite, grads, state) = results
     assert finite
     for name in ("total", "policy", "value", "entropy"):
