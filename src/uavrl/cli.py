@@ -1000,8 +1000,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--kinds",
         help="chaos: runner kinds, in turn (default a3c,individual,a3c_data,impala,a2c; on ray "
         "a3c,a3c_data,impala); starts: starting configs (all four unless given: "
-        "discrete,discrete_gru,continuous,continuous_gru); train: the rows' runners (default "
-        "reference,a3c,a3c_data,impala,a2c)",
+        "discrete,discrete_gru,continuous,continuous_gru); train: the rows' runners (all five "
+        "unless given: reference,a3c,a3c_data,impala,a2c)",
     )
     bench.add_argument(
         "--learner-device",
