@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from uavrl.algo.returns import n_step_returns
+from uavrl.config import RUNNER_KINDS as RUNNER_CONFIGS
 from uavrl.config import Config, load_config
 from uavrl.envs import ENV_ID
 from uavrl.envs.preset import get_preset
@@ -39,7 +40,10 @@ from uavrl.runners.worker import Worker
 
 WORKERS = (1, 2)
 RUNNER_KINDS = ("a3c_data", "impala", "a2c")
-CENTRAL_LEARNER_KINDS = ("a3c_data", "impala")  # the kinds with a learner device
+# the kinds with a learner device, as the config types them
+CENTRAL_LEARNER_KINDS = tuple(
+    k for k, typed in RUNNER_CONFIGS.items() if "learner_device" in typed.model_fields
+)
 KINDS = ("reference", "a3c", *RUNNER_KINDS)
 ENVS_PER_WORKER = (1, 8, 32, 64, 128)
 WARMUP_UPDATES = 3
@@ -137,7 +141,7 @@ def _reference_loop(
 
 def _process(
     kind: str,
-    config_data: dict[str, Any],
+    config: Config,
     worker_id: int,
     learner: ActorCritic,
     optimizer: Any,
@@ -146,7 +150,6 @@ def _process(
     results: Any,
 ) -> None:
     torch.set_num_threads(1)
-    config = Config.model_validate(config_data)
     if kind == "a3c":
         worker = Worker.build(config, worker_id, learner, optimizer, lock, None, config.seed)
         results.put(_library_loop(worker, seconds))
@@ -165,7 +168,7 @@ def measure(kind: str, n_workers: int, envs_per_worker: int, seconds: float, pre
                 target=_process,
                 args=(
                     kind,
-                    config.to_dict(),
+                    config,
                     i,
                     session.models[0],
                     session.optimizers[0],

@@ -434,6 +434,12 @@ class RunnerCommon(ConfigSection):
         """The workers run in this process (``backend: serial``)."""
         return self.backend == "serial"
 
+    @property
+    def learns_on(self) -> str:
+        """Where the learner's model and optimizer live: ``cpu``, but for a kind with a
+        ``learner_device``."""
+        return "cpu"
+
 
 class _OneModel:
     """A kind with one model for every worker (every kind but ``a3c``, where ``share`` is a
@@ -486,6 +492,10 @@ class _CentralLearnerRunner(_OneModel, RunnerCommon):
         if not LEARNER_DEVICE_PATTERN.fullmatch(value):
             raise ValueError("one of cpu, cuda or cuda:N (N a GPU index)")
         return value
+
+    @property
+    def learns_on(self) -> str:
+        return self.learner_device
 
 
 class A3CDataRunner(_CentralLearnerRunner):
@@ -697,8 +707,8 @@ class Config(ConfigSection):
                 ("env.shared_pool", True, self.env.shared_pool, "the pool is in shared memory"),
                 (
                     "runner.learner_device",
-                    getattr(r, "learner_device", "cpu"),
-                    getattr(r, "learner_device", "cpu").startswith("cuda:"),
+                    r.learns_on,
+                    r.learns_on.startswith("cuda:"),
                     "Ray gives the learner actor one GPU of its node; use cuda",
                 ),
             )

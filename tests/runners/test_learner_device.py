@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from uavrl.algo.batch import concat_batches
+from uavrl.algo.batch import TENSOR_FIELDS
 from uavrl.algo.returns import _backward_scan, _backward_scan_in_torch, gae, vtrace
 from uavrl.errors import ConfigError
 from uavrl.experiments.train import resume, train
@@ -94,9 +94,15 @@ def test_the_backward_scan_in_torch_equals_the_numpy_one() -> None:
 def test_on_the_cpu_the_learners_batch_is_the_rollouts_side_by_side(make_config) -> None:
     config = make_config(runner={"kind": "impala"})
     _, rollouts = _rollouts(config, ModelSpec(obs_dim=48, hidden_size=16, recurrent=True))
-    batch, expected = DeviceBatches(torch.device("cpu"))(rollouts), concat_batches(rollouts)
-    for name in ("obs", "actions", "behaviour_params", "h0", "next_obs", "starts"):
-        torch.testing.assert_close(getattr(batch, name), getattr(expected, name))
+    rollouts[1].policy_version = 3
+    batch = DeviceBatches(torch.device("cpu"))(rollouts)
+    k = config.runner.envs_per_worker
+    assert batch.obs.shape[:2] == (config.algo.rollout_length, 2 * k) and batch.h0.shape[0] == 2 * k
+    for i, rollout in enumerate(rollouts):  # rollout i is copies [i K, (i + 1) K]
+        part = batch.columns(i * k, (i + 1) * k)
+        for name in TENSOR_FIELDS:
+            torch.testing.assert_close(getattr(part, name), getattr(rollout, name))
+    assert batch.policy_version == 0  # the oldest of theirs
 
 
 def _one_update(config, model, rollouts, device: str):

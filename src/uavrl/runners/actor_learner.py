@@ -107,9 +107,8 @@ class CentralLearner:
         model, optimizer = session.models[0], session.optimizers[0]
         if device.type != "cpu":
             model = clone_model(model).to(device)
-            on_device = learner_optimizer(config, model)
-            load_training_tensors(training_tensors(session.models, session.optimizers), [model], [on_device])
-            optimizer = on_device
+            optimizer = learner_optimizer(config, model)
+            load_training_tensors(training_tensors(session.models, session.optimizers), [model], [optimizer])
             session.sync_models = self._copy_to_host
         self.learner = Learner(config, model, optimizer, replay=trajectory_replay(config))
         self.version = int(session.counters.snapshot()["updates"])

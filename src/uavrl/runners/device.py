@@ -23,7 +23,7 @@ CPU = torch.device("cpu")
 def learner_device(config: Config) -> torch.device:
     """The configured learner device (``cpu`` for kinds without one), checked to exist here:
     a CUDA device that is absent is refused with what was found."""
-    name = getattr(config.runner, "learner_device", "cpu")
+    name = config.runner.learns_on
     device = torch.device(name)
     if device.type == "cuda":
         found = torch.cuda.device_count() if torch.cuda.is_available() else 0

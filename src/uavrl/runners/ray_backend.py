@@ -270,14 +270,14 @@ def check_resources(config: Config) -> None:
         )
     if learner_gpus(config) > ray.cluster_resources().get("GPU", 0):
         raise ConfigError(
-            f"runner.learner_device={config.runner.learner_device!r} on runner.backend: ray needs a "  # type: ignore[union-attr]
-            "GPU for the learner actor, and the cluster has none"
+            f"runner.learner_device={config.runner.learns_on!r} on runner.backend: ray needs a GPU for "
+            "the learner actor, and the cluster has none"
         )
 
 
 def learner_gpus(config: Config) -> int:
     """GPUs the learner actor asks Ray for: one for a ``cuda`` learner device, else none."""
-    return 1 if getattr(config.runner, "learner_device", "cpu") != "cpu" else 0
+    return 0 if config.runner.learns_on == "cpu" else 1
 
 
 @dataclass
