@@ -341,3 +341,30 @@ def test_observe_hidden_appends_the_hidden_state_and_changes_nothing_else() -> N
         actions = rng.integers(0, 3, 6)
         obs_plain, obs_seen = plain.step(actions)[0], seen.step(actions)[0]
     check_env(gym.make(ENV_ID, preset="mec", observe_hidden=True).unwrapped, skip_render_check=True)
+
+
+def test_observe_hidden_names_a_subset_of_the_hidden_columns_in_their_order() -> None:
+    full, part = (
+        make_core("mec", 6, observe_hidden=True),
+        make_core("mec", 6, observe_hidden=["cloud_tasks", "shadowing"]),
+    )
+    obs_full, obs_part = full.reset(seed=5), part.reset(seed=5)
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        assert obs_part.shape == (6, MecObs.DIM + 2) and part.obs_dim == MecObs.DIM + 2
+        # shadowing (column 0 of the hidden state) before cloud_tasks (column 3), as in MecObs.HIDDEN_NAMES
+        np.testing.assert_array_equal(obs_part, obs_full[:, [*range(MecObs.DIM), MecObs.DIM, MecObs.DIM + 3]])
+        actions = rng.integers(0, 3, 6)
+        obs_full, obs_part = full.step(actions)[0], part.step(actions)[0]
+    assert gym.make(ENV_ID, preset="mec", observe_hidden=["blockage"]).observation_space.shape == (
+        MecObs.DIM + 1,
+    )
+
+
+@pytest.mark.parametrize("bad", [[], ["blockage", "blockage"], ["channel"], "shadowing", 1])
+def test_observe_hidden_refuses_anything_but_a_bool_or_distinct_hidden_names(bad: object) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"observe_hidden must be true, false or a list of distinct names from \['shadowing'",
+    ):
+        make_core("mec", 2, observe_hidden=bad)

@@ -102,6 +102,8 @@ class MecObs:
     # with observe_hidden: (shadowing + 3 sigma) / 6 sigma, blockage, load, min(cloud tasks / 10, 1)
     HIDDEN = slice(17, 21)
     DIM_WITH_HIDDEN = 21
+    # the hidden columns by name, in that order (observe_hidden may name a subset)
+    HIDDEN_NAMES = ("shadowing", "blockage", "cloud_load", "cloud_tasks")
 
 
 # -- link budget (pure functions, each tested against the spec) ---------------------------------
@@ -191,7 +193,9 @@ class MecParams:
         max_tasks: task-table rows per copy (tasks in flight); a task that finds none is dropped.
         observe_hidden: append the hidden state to the observation (shadowing, blockage, cloud
             load, tasks on the cloud: ``MecObs.HIDDEN``), a privileged-observation baseline that
-            measures what memory could recover; never a default.
+            measures what memory could recover; never a default. ``True`` appends all four; a
+            list of names from ``MecObs.HIDDEN_NAMES`` appends those columns (in that order), to
+            measure what each part of the hidden state is worth.
     """
 
     velocity: float = 30.0
@@ -210,9 +214,22 @@ class MecParams:
     w_discard: float = 2.0
     cloud_group_size: int = 1
     max_tasks: int = 16
-    observe_hidden: bool = False
+    observe_hidden: bool | tuple[str, ...] = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.observe_hidden, bool):
+            names = self.observe_hidden
+            if (
+                not isinstance(names, (list, tuple))
+                or not names
+                or len(set(names)) != len(names)
+                or not set(names) <= set(MecObs.HIDDEN_NAMES)
+            ):
+                raise ConfigError(
+                    f"observe_hidden must be true, false or a list of distinct names from "
+                    f"{list(MecObs.HIDDEN_NAMES)}, got {names!r}"
+                )
+            object.__setattr__(self, "observe_hidden", tuple(names))
         check_range("velocity", self.velocity, 0.0, V_MAX_KMH, "km/h")
         check_range("distance", self.distance, 10.0, 2000.0, "m")
         check_range("cloud_ghz", self.cloud_ghz, low=0.0, unit="GHz")
@@ -245,6 +262,13 @@ class MecParams:
     def from_env_params(cls, params: dict[str, Any]) -> MecParams:
         """From a run's ``env.params`` (its ``preset`` key left out)."""
         return cls.from_kwargs(**{k: v for k, v in params.items() if k != "preset"})
+
+    @property
+    def hidden_observed(self) -> list[int]:
+        """Indices into ``MecObs.HIDDEN_NAMES`` of the hidden columns the observation appends."""
+        if isinstance(self.observe_hidden, bool):
+            return list(range(len(MecObs.HIDDEN_NAMES))) if self.observe_hidden else []
+        return [i for i, name in enumerate(MecObs.HIDDEN_NAMES) if name in self.observe_hidden]
 
     @property
     def weights(self) -> np.ndarray:
@@ -280,7 +304,7 @@ class MecCore:
                 f"n_envs={n} copies cannot form clouds of cloud_group_size={p.cloud_group_size}"
             )
         self.n = n
-        self.obs_dim = MecObs.DIM_WITH_HIDDEN if p.observe_hidden else MecObs.DIM
+        self.obs_dim = MecObs.DIM + len(p.hidden_observed)
         self.n_groups = n // p.cloud_group_size
         self.group = np.arange(n) % self.n_groups
         self.autoreset = autoreset
@@ -691,8 +715,8 @@ class MecCore:
         obs[:, MecObs.VELOCITY] = self.velocity / V_MAX_KMH
         obs[:, MecObs.DISTANCE] = np.minimum(self.distance / DISTANCE_NORM_M, 1.0)
         obs[:, MecObs.SLOTS_LEFT] = self.slots_left / p.horizon
-        if p.observe_hidden:
-            obs[:, MecObs.HIDDEN] = self.hidden_features()
+        if p.hidden_observed:
+            obs[:, MecObs.DIM :] = self.hidden_features()[:, p.hidden_observed]
         return obs
 
     hidden_dim = MecObs.DIM_WITH_HIDDEN - MecObs.DIM
