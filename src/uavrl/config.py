@@ -298,6 +298,12 @@ class ModelConfig(ConfigSection):
     agent's hidden state from the policy's core features, trained with weight
     ``algo.hidden_coef``: the features, and a GRU's memory, are pushed to carry what the agent
     cannot observe. The deployed policy reads the same columns and never the head.
+
+    ``belief`` (with ``predict_hidden`` and a GRU) moves that prediction into a belief network
+    of its own (a second GRU over the agent's observation, trained by the prediction loss
+    alone), and the policy reads its prediction, without gradient, beside the observation: the
+    memory is learnt by supervision instead of through the policy gradient. The deployed policy
+    carries the belief network (it reads only observable columns); its state doubles.
     """
 
     hidden_size: int = Field(128, ge=1)
@@ -308,6 +314,7 @@ class ModelConfig(ConfigSection):
     privileged_critic: bool = Field(False, json_schema_extra=HASH_NEUTRAL)
     separate_critic: bool = Field(False, json_schema_extra=HASH_NEUTRAL)
     predict_hidden: bool = Field(False, json_schema_extra=HASH_NEUTRAL)
+    belief: bool = Field(False, json_schema_extra=HASH_NEUTRAL)
 
 
 class AlgoConfig(ConfigSection):
@@ -679,6 +686,12 @@ class Config(ConfigSection):
             raise ValueError(
                 "model.predict_hidden: true predicts the hidden state that model.privileged_critic "
                 "adds to the training observation; set model.privileged_critic: true as well"
+            )
+        if self.model.belief and not (self.model.predict_hidden and self.model.recurrent):
+            raise ValueError(
+                "model.belief: true feeds the policy a GRU's prediction of the hidden state; set "
+                f"model.predict_hidden: true and model.recurrent: true (got predict_hidden="
+                f"{self.model.predict_hidden}, recurrent={self.model.recurrent})"
             )
         targets, gae_lambda = self.algo.targets, self.algo.gae_lambda
         if targets == "gae" and gae_lambda is None:

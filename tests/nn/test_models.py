@@ -166,6 +166,64 @@ def test_the_hidden_state_head_trains_the_policy_core_and_leaves_acting_unchange
         build_model(ModelSpec(obs_dim=10, critic_state_dim=4, hidden_target_dim=5))
 
 
+def test_a_belief_network_learns_from_the_prediction_alone_and_the_policy_reads_its_prediction() -> None:
+    """``belief``: a second GRU predicts the K hidden columns from the agent's own; the state is
+    both GRUs' (B, 2H); rollout() reproduces step-by-step acting (resets included); the
+    prediction loss moves only the belief network and the policy-gradient side never reaches
+    it (the policy reads the prediction without gradient); a different prediction changes the
+    policy's output."""
+    torch.manual_seed(11)
+    spec = ModelSpec(obs_dim=10, hidden_size=16, critic_state_dim=4, hidden_target_dim=3, belief=True)
+    model = build_model(spec)
+    assert model.state_size == 32 and model.initial_state(2).shape == (2, 32)
+    t, b = 7, 3
+    seq, h0, starts = torch.randn(t, b, 10), torch.randn(b, 32), torch.zeros(t, b)
+    starts[2, 1] = starts[5, :] = 1.0
+    h, step_params, step_values = h0, [], []
+    for i in range(t):
+        params, value, h = model.step(seq[i], reset_hidden(h, starts[i]))
+        step_params.append(params)
+        step_values.append(value)
+    out = model.rollout_outputs(seq, h0, starts)
+    torch.testing.assert_close(out.params, torch.stack(step_params), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out.values, torch.stack(step_values), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out.h_last, h, rtol=1e-6, atol=1e-6)
+    assert out.hidden_prediction is not None and out.hidden_prediction.shape == (t, b, 3)
+
+    def moved_by(loss: torch.Tensor) -> set[str]:
+        model.zero_grad()
+        loss.backward()
+        return {
+            n.split(".")[0]
+            for n, p in model.named_parameters()
+            if p.grad is not None and p.grad.abs().sum() > 0
+        }
+
+    out = model.rollout_outputs(seq, h0, starts)
+    assert moved_by((out.hidden_prediction - model.hidden_targets(seq)).square().mean()) == {
+        "belief_encoder",
+        "belief_gru",
+        "belief_norm",
+        "hidden_head",
+    }
+    out = model.rollout_outputs(seq, h0, starts)
+    assert not moved_by(out.params.square().sum() + out.values.sum()) & {
+        "belief_encoder",
+        "belief_gru",
+        "belief_norm",
+        "hidden_head",
+    }
+    with torch.no_grad():
+        model.hidden_head.bias += 1.0  # type: ignore[union-attr]
+    assert not torch.allclose(model.rollout_outputs(seq, h0, starts).params, out.params)
+    with pytest.raises(ValueError, match="a belief network needs a hidden-state target"):
+        build_model(ModelSpec(obs_dim=10, critic_state_dim=4, belief=True))
+    with pytest.raises(ValueError, match="a belief network needs a hidden-state target"):
+        build_model(
+            ModelSpec(obs_dim=10, critic_state_dim=4, hidden_target_dim=3, recurrent=False, belief=True)
+        )
+
+
 @pytest.mark.parametrize("critic_state_dim", [0, 4])
 @pytest.mark.parametrize("recurrent", [True, False])
 def test_act_is_step_without_the_value(recurrent: bool, critic_state_dim: int) -> None:

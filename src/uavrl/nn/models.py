@@ -41,7 +41,12 @@ class ModelSpec:
         hidden_target_dim: K > 0 adds a head that predicts, from the policy's core features, the
             K columns right after the agent's own (the hidden state a privileged critic reads):
             an auxiliary training target that makes the features (and a GRU's memory) carry
-            what the agent cannot observe. The policy never reads it.
+            what the agent cannot observe. The policy never reads it, unless ``belief``.
+        belief: with K > 0 and a GRU core, the prediction comes from a belief network of its
+            own (encoder -> GRU -> head over the agent's columns, trained by the prediction loss
+            alone), and the policy reads the prediction (without gradient) beside the agent's
+            columns: memory is learnt by supervision, not through the policy gradient. The
+            state is then the policy's and the belief's GRU states side by side (B, 2H).
     """
 
     obs_dim: int
@@ -53,6 +58,7 @@ class ModelSpec:
     critic_state_dim: int = 0
     separate_critic: bool = False
     hidden_target_dim: int = 0
+    belief: bool = False
 
     @property
     def actor_obs_dim(self) -> int:
@@ -98,6 +104,26 @@ def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
     return layer
 
 
+def _gru_step(gru: nn.GRU, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """One step of a one-layer GRU: x (B, H), h (B, H) -> h' (B, H), through the cell kernel
+    (a length-1 sequence through nn.GRU costs twice as much)."""
+    w_ih, w_hh, b_ih, b_hh = gru.all_weights[0]
+    return torch.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
+
+
+def _gru_sequence(
+    gru: nn.GRU, x: torch.Tensor, h0: torch.Tensor, starts: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (T, B, H) from h0 (B, H), the state zeroed where ``starts`` (T, B) begins an episode:
+    the outputs (T, B, H) and the last state (B, H), the fused GRU run over each stretch."""
+    h, chunks = h0, []
+    for a, b in itertools.pairwise(stretches(starts)):
+        out, h_n = gru(x[a:b], reset_hidden(h, starts[a]).unsqueeze(0))
+        chunks.append(out)
+        h = h_n[0]
+    return torch.cat(chunks), h
+
+
 class ActorCritic(nn.Module):
     """Linear -> (LayerNorm) -> ReLU -> core -> (LayerNorm) -> policy head and value head.
 
@@ -106,7 +132,8 @@ class ActorCritic(nn.Module):
     comes from its own network, ``Linear -> (LayerNorm) -> ReLU -> Linear -> ReLU -> value
     head``, over all D columns, and the encoder reads the agent's own ``actor_obs_dim`` columns.
     Given only those columns (acting in evaluation or on board) a centralised critic's model
-    returns NaN values.
+    returns NaN values. With ``spec.belief`` a second GRU (its own encoder) predicts the hidden
+    state and the encoder reads the agent's columns and that prediction.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -114,11 +141,26 @@ class ActorCritic(nn.Module):
         self.spec = spec
         hidden = spec.hidden_size
         relu_gain = nn.init.calculate_gain("relu")
+        if spec.belief and not (spec.hidden_target_dim and spec.recurrent):
+            raise ValueError(
+                "a belief network needs a hidden-state target (hidden_target_dim > 0) and a GRU core"
+            )
+        belief_dim = spec.hidden_target_dim if spec.belief else 0
         self.encoder = nn.Sequential(
-            _orthogonal(nn.Linear(spec.actor_obs_dim, hidden), relu_gain),
+            _orthogonal(nn.Linear(spec.actor_obs_dim + belief_dim, hidden), relu_gain),
             _norm(spec.layer_norm, hidden),
             nn.ReLU(),
         )
+        self.belief_encoder: nn.Module | None = None
+        self.belief_gru: nn.GRU | None = None
+        if spec.belief:
+            self.belief_encoder = nn.Sequential(
+                _orthogonal(nn.Linear(spec.actor_obs_dim, hidden), relu_gain),
+                _norm(spec.layer_norm, hidden),
+                nn.ReLU(),
+            )
+            self.belief_gru = nn.GRU(hidden, hidden)
+            self.belief_norm = _norm(spec.layer_norm, hidden)
         self.critic: nn.Module | None = None
         if spec.critic_state_dim or spec.separate_critic:
             self.critic = nn.Sequential(
@@ -148,7 +190,9 @@ class ActorCritic(nn.Module):
 
     @property
     def state_size(self) -> int:
-        return self.spec.hidden_size if self.gru is not None else 0
+        if self.gru is None:
+            return 0
+        return 2 * self.spec.hidden_size if self.belief_gru is not None else self.spec.hidden_size
 
     def initial_state(self, batch: int) -> torch.Tensor:
         return torch.zeros(batch, self.state_size)
@@ -165,14 +209,26 @@ class ActorCritic(nn.Module):
     def _actor_input(self, obs: torch.Tensor) -> torch.Tensor:
         return obs if self.critic is None else obs[..., : self.spec.actor_obs_dim]
 
+    def _belief(self, own: torch.Tensor, h_belief: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of the belief network: own (B, D') -> prediction (B, K), h' (B, H)."""
+        assert (
+            self.belief_encoder is not None and self.belief_gru is not None and self.hidden_head is not None
+        )
+        h_belief = _gru_step(self.belief_gru, self.belief_encoder(own), h_belief)
+        return self.hidden_head(self.belief_norm(h_belief)), h_belief
+
     def _features(self, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.encoder(self._actor_input(obs))
+        own = self._actor_input(obs)
+        if self.belief_gru is not None:
+            h, h_belief = h.split(self.spec.hidden_size, dim=-1)
+            prediction, h_belief = self._belief(own, h_belief)
+            own = torch.cat([own, prediction.detach()], dim=-1)
+        x = self.encoder(own)
         if self.gru is None:
             return self.core_norm(self.feedforward(x)), h
-        # One step through the cell kernel: a length-1 sequence through nn.GRU costs twice as much.
-        w_ih, w_hh, b_ih, b_hh = self.gru.all_weights[0]
-        h = torch.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
-        return self.core_norm(h), h
+        h = _gru_step(self.gru, x, h)
+        features = self.core_norm(h)
+        return features, h if self.belief_gru is None else torch.cat([h, h_belief], dim=-1)
 
     def act(self, obs: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step without the value (acting): obs (B, D), h (B, H) -> params (B, P), h' (B, H)."""
@@ -198,18 +254,23 @@ class ActorCritic(nn.Module):
         self, obs_seq: torch.Tensor, h0: torch.Tensor, starts: torch.Tensor
     ) -> RolloutOutputs:
         """:meth:`rollout` with the hidden-state prediction (training targets)."""
-        x = self.encoder(self._actor_input(obs_seq))
+        own = self._actor_input(obs_seq)
+        prediction = None
+        if self.belief_encoder is not None and self.belief_gru is not None and self.hidden_head is not None:
+            h0, h_belief = h0.split(self.spec.hidden_size, dim=-1)
+            belief_out, h_belief = _gru_sequence(self.belief_gru, self.belief_encoder(own), h_belief, starts)
+            prediction = self.hidden_head(self.belief_norm(belief_out))
+            own = torch.cat([own, prediction.detach()], dim=-1)
+        x = self.encoder(own)
         if self.gru is None:
             features, h = self.core_norm(self.feedforward(x)), h0
         else:
-            h = h0
-            chunks = []
-            for a, b in itertools.pairwise(stretches(starts)):
-                out, h_n = self.gru(x[a:b], reset_hidden(h, starts[a]).unsqueeze(0))
-                chunks.append(out)
-                h = h_n[0]
-            features = self.core_norm(torch.cat(chunks))
-        prediction = None if self.hidden_head is None else self.hidden_head(features)
+            out, h = _gru_sequence(self.gru, x, h0, starts)
+            features = self.core_norm(out)
+        if prediction is not None:
+            h = torch.cat([h, h_belief], dim=-1)
+        elif self.hidden_head is not None:
+            prediction = self.hidden_head(features)
         return RolloutOutputs(self.policy(features), self._value(features, obs_seq), h, prediction)
 
     def hidden_targets(self, obs_seq: torch.Tensor) -> torch.Tensor:

@@ -95,6 +95,7 @@ def model_spec(config: Config) -> ModelSpec:
         squash=config.model.squash,
         separate_critic=config.model.separate_critic,
         hidden_target_dim=hidden_dim if config.model.predict_hidden else 0,
+        belief=config.model.belief,
     )
 
 
