@@ -98,6 +98,26 @@ def test_a_central_critic_model_exports_its_policy_on_the_agents_own_observation
     assert np.isnan(o_value).all()
 
 
+def test_a_belief_model_exports_its_policy_with_both_states(tmp_path: Path) -> None:
+    """A policy with a belief network runs on board from the agent's own columns; its state is
+    the policy's and the belief's GRU states (2H), carried across steps as in torch."""
+    torch.manual_seed(5)
+    spec = ModelSpec(obs_dim=48 + 4, hidden_size=8, critic_state_dim=4, hidden_target_dim=4, belief=True)
+    model = build_model(spec).eval()
+    sidecar = json.loads(export_policy(model, tmp_path / "p.onnx", {"env": {}}).read_text())
+    assert sidecar["inputs"]["obs"] == [None, 48] and sidecar["state_size"] == 16
+    session = onnx_session(tmp_path / "p.onnx")
+    rng = np.random.default_rng(1)
+    h, h_torch = np.zeros((3, 16), np.float32), torch.zeros(3, 16)
+    for _ in range(4):
+        obs = rng.random((3, 48), dtype=np.float32)
+        o_params, _, h = onnx_step(session, obs, h, np.zeros(3, np.float32))
+        with torch.no_grad():
+            params, h_torch = model.act(torch.from_numpy(obs), h_torch)
+        np.testing.assert_allclose(o_params, params.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(h, h_torch.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_a_separate_critic_model_exports_its_value(tmp_path: Path) -> None:
     """A separate critic reads the agent's own observation: its value is exported, not NaN."""
     torch.manual_seed(4)

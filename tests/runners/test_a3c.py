@@ -334,6 +334,34 @@ def test_a_hidden_state_head_trains_beside_the_privileged_critic_and_reloads(
         make_config(model={"predict_hidden": True})
 
 
+def test_a_belief_network_trains_reloads_and_acts_on_the_agents_own_observation(
+    make_config, tmp_path: Path
+) -> None:
+    """``model.belief``: a run trains with the belief network, its checkpoint reloads it (the
+    state both GRUs'), and the policy acts on the agent's own columns. It needs the prediction
+    and a GRU: refused otherwise, naming the fields."""
+    from uavrl.runners.checkpoint import load_models
+
+    config = make_config(
+        runner={"total_env_steps": 1200, "serial": True},
+        model={"privileged_critic": True, "predict_hidden": True, "belief": True, "hidden_size": 16},
+    )
+    run_a3c(config, tmp_path)
+    models, _ = load_models(tmp_path / "checkpoints", "last")
+    assert models[0].spec.belief and models[0].state_size == 32 and models[0].belief_gru is not None
+    params, h = models[0].act(torch.zeros(2, 48), models[0].initial_state(2))
+    assert torch.isfinite(params).all() and h.shape == (2, 32)
+    for model in (
+        {"privileged_critic": True, "belief": True},
+        {"privileged_critic": True, "predict_hidden": True, "belief": True, "recurrent": False},
+    ):
+        with pytest.raises(
+            ValueError,
+            match=r"model\.belief: true .* set model\.predict_hidden: true and model\.recurrent: true",
+        ):
+            make_config(model=model)
+
+
 def test_a_privileged_critic_needs_an_env_with_a_hidden_state(make_config) -> None:
     from uavrl.errors import ConfigError
     from uavrl.runners.session import model_spec
