@@ -14,8 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from uavrl.envs.mec.core import (
+    CLOUD_SPEED_NORM_HZ,
     DISCARD,
     KAPPA,
+    LOAD_LEVELS,
     LOCAL,
     MIDAMBLE_EFF,
     OBJECTIVES,
@@ -359,6 +361,30 @@ def test_observe_hidden_names_a_subset_of_the_hidden_columns_in_their_order() ->
     assert gym.make(ENV_ID, preset="mec", observe_hidden=["blockage"]).observation_space.shape == (
         MecObs.DIM + 1,
     )
+
+
+def test_observe_cloud_speed_appends_the_last_realised_cloud_speed() -> None:
+    """The column is 0 until a task comes back from the cloud, then the cycles of the last task
+    served over its service time: never above what the cloud can give one task (its capacity at
+    the lowest load), and it falls as the hidden load rises (the signal the service time alone
+    mixes with the task's size). Nothing else in the observation changes; hidden columns follow."""
+    plain = make_core("mec", 64)
+    speed = make_core("mec", 64, observe_cloud_speed=True, observe_hidden=["cloud_load"])
+    obs_plain, obs_speed = plain.reset(seed=2), speed.reset(seed=2)
+    assert obs_speed.shape == (64, MecObs.DIM + 2) and (obs_speed[:, MecObs.LAST_CLOUD_SPEED] == 0).all()
+    offload = np.full(64, OFFLOAD)
+    fresh_speed, fresh_load = [], []
+    for _ in range(300):
+        obs_plain, obs_speed = plain.step(offload)[0], speed.step(offload)[0]
+        np.testing.assert_array_equal(obs_speed[:, : MecObs.DIM], obs_plain)
+        np.testing.assert_array_equal(obs_speed[:, -1], speed.hidden_features()[:, 2])
+        hz = obs_speed[:, MecObs.LAST_CLOUD_SPEED] * CLOUD_SPEED_NORM_HZ
+        assert (hz <= 30e9 * (1 - LOAD_LEVELS.min()) * (1 + 1e-5)).all()
+        returned = speed.last_cloud_age <= 1
+        fresh_speed.extend(hz[returned])
+        fresh_load.extend(speed.privileged()["load"][returned])
+    assert len(fresh_speed) > 1000 and np.corrcoef(fresh_speed, fresh_load)[0, 1] < -0.6
+    assert MecParams().observe_cloud_speed is False and make_core("mec", 2).obs_dim == MecObs.DIM
 
 
 @pytest.mark.parametrize("bad", [[], ["blockage", "blockage"], ["channel"], "shadowing", 1])

@@ -65,6 +65,26 @@ def test_cost_estimating_rule_prices_each_option() -> None:
         CostEstimatingPolicy(params, oracle=True)(obs, None)
 
 
+def test_the_rule_reads_a_fresh_cloud_speed_where_the_observation_carries_it() -> None:
+    """With ``observe_cloud_speed`` the cloud's service time is priced at the last realised cloud
+    speed while it is fresh: a slow cloud turns a big task from OFFLOAD to LOCAL, a fast one
+    keeps it offloaded; a stale speed (or none observed) prices the nominal cloud, as without
+    the column."""
+    params = MecParams(observe_cloud_speed=True)
+    obs = np.zeros((4, MecObs.DIM + 1), dtype=np.float32)
+    obs[:, MecObs.TASK_PENDING] = 1.0
+    obs[:, MecObs.TASK_DEADLINE] = 1.0  # tau = 1 s
+    obs[:, MecObs.TASK_BITS] = 0.2  # 1.6 Mbit
+    obs[:, MecObs.TASK_DENSITY] = 0.5  # 650 cycles/bit: 1.04 Gcycles, 0.69 s on the UAV
+    obs[:, MecObs.LAST_RATE] = 1.0  # a fresh fast link
+    obs[:, MecObs.LAST_CLOUD_SPEED] = [0.005, 0.5, 0.005, 0.0]  # 0.3 GHz, 30 GHz, 0.3 GHz stale, none
+    obs[2, MecObs.LAST_CLOUD_AGE] = 1.0
+    choices = CostEstimatingPolicy(params)(obs, None)
+    np.testing.assert_array_equal(choices, [LOCAL, OFFLOAD, OFFLOAD, OFFLOAD])
+    plain = obs[:, : MecObs.DIM]
+    np.testing.assert_array_equal(CostEstimatingPolicy(MecParams())(plain, None), [OFFLOAD] * 4)
+
+
 def test_hybrid_references_act_at_the_default_frequency_and_full_power() -> None:
     params = MecParams(action_mode="hybrid", f_loc_ghz=1.5)
     obs = MecCore(4, params).reset(seed=0)

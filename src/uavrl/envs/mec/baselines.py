@@ -11,7 +11,10 @@ charge, ``w_T T / tau + w_E E / E_ref``, from estimated completion times, and ta
 of LOCAL, OFFLOAD and DISCARD (``w_disc``); an option is feasible when its estimated time is
 within ``margin * tau`` (the threshold policy tunes ``margin`` on the training cells). The
 two-margin rule tunes one margin for LOCAL and one for OFFLOAD: the two estimates err
-differently (the local queue is observed exactly, the link and the cloud are not).
+differently (the local queue is observed exactly, the link and the cloud are not). The link's
+rate is the last realised one while fresh (``FRESH_SLOTS``), else the nominal one; the cloud's
+speed is its nominal capacity at the mean load, or, where the observation carries it
+(``observe_cloud_speed``), the last realised speed while fresh.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 from uavrl.envs.mec.core import (
     BACKHAUL_S,
     C_RANGE,
+    CLOUD_SPEED_NORM_HZ,
     D_RANGE_BITS,
     DISCARD,
     DISTANCE_NORM_M,
@@ -156,6 +160,10 @@ class CostEstimatingPolicy:
             fresh = obs[:, MecObs.LAST_RATE_AGE] * p.horizon <= FRESH_SLOTS
             rate = np.where(fresh, np.maximum(obs[:, MecObs.LAST_RATE] * RATE_NORM, 1.0), nominal_rate)
             cloud_time = task.cycles / (p.cloud_ghz * 1e9 * (1.0 - LOAD_LEVELS.mean()))
+            if p.observe_cloud_speed:  # a fresh realised cloud speed replaces the nominal one
+                speed = obs[:, MecObs.LAST_CLOUD_SPEED] * CLOUD_SPEED_NORM_HZ
+                cloud_fresh = (obs[:, MecObs.LAST_CLOUD_AGE] * p.horizon <= FRESH_SLOTS) & (speed > 0)
+                cloud_time = np.where(cloud_fresh, task.cycles / np.maximum(speed, 1.0), cloud_time)
         tx_backlog = obs[:, MecObs.TX_BACKLOG] * TX_BACKLOG_NORM_BITS
         offload_time = (tx_backlog + task.bits) / rate + BACKHAUL_S + cloud_time
         offload_energy = transmit_energy(p_tx, task.bits, rate)

@@ -22,13 +22,14 @@ import copy
 import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 
 from uavrl.envs.channel import CARRIER_HZ, LIGHT_SPEED
+from uavrl.envs.paper.core import HASH_NEUTRAL_PARAM
 from uavrl.envs.rng import BatchedStreams
 from uavrl.errors import ConfigError, check_range, reject_unknown
 
@@ -68,6 +69,7 @@ LOCAL_BACKLOG_NORM_S = 2.0
 TX_BACKLOG_NORM_BITS = 16e6
 RATE_NORM = RATE_MCS_MAX * MIDAMBLE_EFF
 CLOUD_TIME_NORM_S = 1.0
+CLOUD_SPEED_NORM_HZ = 60e9  # the high cloud capacity: no cell of the grid reads 1
 V_MAX_KMH = 120.0
 DISTANCE_NORM_M = 1000.0
 
@@ -99,7 +101,11 @@ class MecObs:
     DISTANCE = 15  # d / 1000 m
     SLOTS_LEFT = 16  # slots left / H
     DIM = 17
-    # with observe_hidden: (shadowing + 3 sigma) / 6 sigma, blockage, load, min(cloud tasks / 10, 1)
+    # with observe_cloud_speed: the cycles of the last task the cloud served / its service time,
+    # / CLOUD_SPEED_NORM_HZ (0 before any)
+    LAST_CLOUD_SPEED = 17
+    # with observe_hidden (after the cloud speed where observed): (shadowing + 3 sigma) / 6 sigma,
+    # blockage, load, min(cloud tasks / 10, 1)
     HIDDEN = slice(17, 21)
     DIM_WITH_HIDDEN = 21
     # the hidden columns by name, in that order (observe_hidden may name a subset)
@@ -191,6 +197,10 @@ class MecParams:
         cloud_group_size: copies ``[g K, ...]``: copy ``i`` shares the cloud of group ``i % K``,
             ``K = B / cloud_group_size`` (N agents, agent-major, as the `paper` pools); 1 = private.
         max_tasks: task-table rows per copy (tasks in flight); a task that finds none is dropped.
+        observe_cloud_speed: append the last realised cloud speed (``MecObs.LAST_CLOUD_SPEED``):
+            the cycles of the last task the cloud served over its service time, what the UAV
+            knows of its own task; the service time alone mixes the cloud's load with the task's
+            size. The rules read it where observed.
         observe_hidden: append the hidden state to the observation (shadowing, blockage, cloud
             load, tasks on the cloud: ``MecObs.HIDDEN``), a privileged-observation baseline that
             measures what memory could recover; never a default. ``True`` appends all four; a
@@ -215,6 +225,7 @@ class MecParams:
     cloud_group_size: int = 1
     max_tasks: int = 16
     observe_hidden: bool | tuple[str, ...] = False
+    observe_cloud_speed: bool = field(default=False, metadata=HASH_NEUTRAL_PARAM)
 
     def __post_init__(self) -> None:
         if not isinstance(self.observe_hidden, bool):
@@ -304,7 +315,7 @@ class MecCore:
                 f"n_envs={n} copies cannot form clouds of cloud_group_size={p.cloud_group_size}"
             )
         self.n = n
-        self.obs_dim = MecObs.DIM + len(p.hidden_observed)
+        self.obs_dim = MecObs.DIM + int(p.observe_cloud_speed) + len(p.hidden_observed)
         self.n_groups = n // p.cloud_group_size
         self.group = np.arange(n) % self.n_groups
         self.autoreset = autoreset
@@ -353,6 +364,7 @@ class MecCore:
         self.last_rate = np.zeros(n)
         self.last_rate_age = np.zeros(n)
         self.last_cloud_time = np.zeros(n)
+        self.last_cloud_speed = np.zeros(n)
         self.last_cloud_age = np.zeros(n)
         self.last_outcome = np.zeros((n, 3), dtype=np.float32)
         self._started = False
@@ -404,6 +416,7 @@ class MecCore:
         self.last_rate[rows] = 0.0
         self.last_rate_age[rows] = self.params.horizon
         self.last_cloud_time[rows] = 0.0
+        self.last_cloud_speed[rows] = 0.0
         self.last_cloud_age[rows] = self.params.horizon
         self.last_outcome[rows] = 0.0
         u = self.streams.uniform(DRAWS_PER_SLOT, rows)
@@ -624,6 +637,9 @@ class MecCore:
                 now[r[from_cloud]] - self.t_cloud[r[from_cloud], c[from_cloud]]
             )
             self.last_cloud_age[r[from_cloud]] = 0.0
+            self.last_cloud_speed[r[from_cloud]] = self.cycles[r[from_cloud], c[from_cloud]] / np.maximum(
+                self.last_cloud_time[r[from_cloud]], _EPS
+            )
             self._conclude_rows(completed, COMPLETED, now, costs, finished)
         uploaded = (self.stage == IN_TX) & work_done
         if uploaded.any():
@@ -715,8 +731,10 @@ class MecCore:
         obs[:, MecObs.VELOCITY] = self.velocity / V_MAX_KMH
         obs[:, MecObs.DISTANCE] = np.minimum(self.distance / DISTANCE_NORM_M, 1.0)
         obs[:, MecObs.SLOTS_LEFT] = self.slots_left / p.horizon
+        if p.observe_cloud_speed:
+            obs[:, MecObs.LAST_CLOUD_SPEED] = np.minimum(self.last_cloud_speed / CLOUD_SPEED_NORM_HZ, 1.0)
         if p.hidden_observed:
-            obs[:, MecObs.DIM :] = self.hidden_features()[:, p.hidden_observed]
+            obs[:, MecObs.DIM + int(p.observe_cloud_speed) :] = self.hidden_features()[:, p.hidden_observed]
         return obs
 
     hidden_dim = MecObs.DIM_WITH_HIDDEN - MecObs.DIM
