@@ -2,7 +2,8 @@
 
 Both share one interface, so runners never ask which they have:
 
-- ``initial_state(B)`` -> h (B, H) zeros (H = 0 for the feed-forward model);
+- ``initial_state(B)`` -> h (B, H) zeros (H = ``state_size``: 0 for the feed-forward model, the
+  GRU's width, twice it with a belief network);
 - ``step(obs (B, D), h (B, H))`` -> (dist params (B, P), value (B,), h' (B, H)), for acting;
 - ``rollout(obs_seq (T, B, D), h0 (B, H), starts (T, B))`` -> (params (T, B, P), values (T, B),
   h_T), for re-evaluating a rollout with gradients. ``starts[t] = 1`` where ``obs_seq[t]``
