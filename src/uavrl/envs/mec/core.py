@@ -105,7 +105,7 @@ class MecObs:
     # / CLOUD_SPEED_NORM_HZ (0 before any)
     LAST_CLOUD_SPEED = 17
     # with observe_hidden (after the cloud speed where observed): (shadowing + 3 sigma) / 6 sigma,
-    # blockage, load, min(cloud tasks / 10, 1)
+    # blockage, load, min(cloud tasks / 10, 1); HIDDEN and DIM_WITH_HIDDEN: all four, no speed
     HIDDEN = slice(17, 21)
     DIM_WITH_HIDDEN = 21
     # the hidden columns by name, in that order (observe_hidden may name a subset)
@@ -315,7 +315,9 @@ class MecCore:
                 f"n_envs={n} copies cannot form clouds of cloud_group_size={p.cloud_group_size}"
             )
         self.n = n
-        self.obs_dim = MecObs.DIM + int(p.observe_cloud_speed) + len(p.hidden_observed)
+        # the observed hidden columns, found once (the observation is built every step)
+        self.hidden_columns = p.hidden_observed
+        self.obs_dim = MecObs.DIM + int(p.observe_cloud_speed) + len(self.hidden_columns)
         self.n_groups = n // p.cloud_group_size
         self.group = np.arange(n) % self.n_groups
         self.autoreset = autoreset
@@ -733,8 +735,8 @@ class MecCore:
         obs[:, MecObs.SLOTS_LEFT] = self.slots_left / p.horizon
         if p.observe_cloud_speed:
             obs[:, MecObs.LAST_CLOUD_SPEED] = np.minimum(self.last_cloud_speed / CLOUD_SPEED_NORM_HZ, 1.0)
-        if p.hidden_observed:
-            obs[:, MecObs.DIM + int(p.observe_cloud_speed) :] = self.hidden_features()[:, p.hidden_observed]
+        if self.hidden_columns:
+            obs[:, MecObs.DIM + int(p.observe_cloud_speed) :] = self.hidden_features()[:, self.hidden_columns]
         return obs
 
     hidden_dim = MecObs.DIM_WITH_HIDDEN - MecObs.DIM
