@@ -1,20 +1,22 @@
 #!/bin/bash
-# The checks of runner.learner_device on a machine with a CUDA GPU, in one call (the device time
-# of a session is short): the GPU tests, `uavrl bench train` with the learner on cuda beside the
-# all-CPU rows, on `paper` and `mec`, and one learning run of paper_a3c_private as impala with the
-# learner on cuda. Run from the repository root; results go to $OUT (default /tmp/accelerator).
+# The checks of runner.learner_device and runner.actor_device on a machine with a CUDA GPU, in
+# one call (the device time of a session is short): the GPU tests, `uavrl bench train` with the
+# learner and the actors' forward passes on cuda beside the all-CPU rows of the same run, on
+# `paper` and `mec`, the same rows under CUDA MPS where the machine has it, and an impala run on
+# the Ray backend with its learner actor on the GPU. Run from the repository root; results go to
+# $OUT (default /tmp/accelerator).
 #
 # The machine needs torch with CUDA; packages it lacks travel as wheels in .whl/ (pure Python,
 # or built for its Python), and the code runs from src/ on PYTHONPATH.
-# Usage: bench/accelerator.sh [bench seconds per row] [learning run: extra --set values...]
+# Usage: bench/accelerator.sh [bench seconds per row]
 set -u
 out=${OUT:-/tmp/accelerator}
 mkdir -p "$out"
 seconds=${1:-6}
-shift || true
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site:$PWD/src
+    export PATH=/tmp/site/bin:$PATH
 else
     export PYTHONPATH=$PWD/src
 fi
@@ -22,31 +24,45 @@ fi
 export PYTHONUNBUFFERED=1
 exec > >(tee "$out/log.txt") 2>&1
 step() { echo "== $(date +%T) $*"; }
+bench() {  # csv-name timeout bench-train-args...
+    local name=$1 limit=$2
+    shift 2
+    timeout "$limit" python3 -m uavrl.cli bench train --seconds "$seconds" --rounds 1 --csv "$out/$name.csv" "$@" 2>&1 | tail -12
+}
 
 step machine
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; python3 -c \
-    "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"; } \
-    | tee "$out/machine.txt"
+    "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"; \
+    command -v nvidia-cuda-mps-control || echo "no nvidia-cuda-mps-control"; } | tee "$out/machine.txt"
 
 step tests
-timeout 120 python3 -m pytest -p no:cacheprovider -q tests/runners/test_learner_device.py \
+timeout 170 python3 -m pytest -p no:cacheprovider -q -x tests/runners/test_learner_device.py \
     > "$out/tests.txt" 2>&1
 tail -4 "$out/tests.txt"
 
-step "bench paper: impala, learner on cuda"
-timeout 180 python3 -m uavrl.cli bench train --preset paper --kinds impala --workers 4,8,15 --envs 128,256 \
-    --learner-device cuda --seconds "$seconds" --rounds 1 --csv "$out/bench_paper_cuda.csv" 2>&1 | tail -12
-step "bench paper: all-CPU rows"
-timeout 110 python3 -m uavrl.cli bench train --preset paper --kinds a3c,impala --workers 15 --envs 128,256 \
-    --learner-device cpu --seconds "$seconds" --rounds 1 --csv "$out/bench_paper_cpu.csv" 2>&1 | tail -10
+step "bench paper: all-CPU a3c beside impala with the learner, and the actors, on cuda"
+bench bench_paper 200 --preset paper --kinds a3c,impala --workers 15 --envs 256,1024 \
+    --learner-device cuda --actor-device cpu,cuda
 
-step "learning: paper_a3c_private as impala, learner on cuda"
-timeout 200 python3 -m uavrl.cli train --config configs/paper_a3c_private.yaml --run-dir /tmp/learn --backend process \
-    --learner-device cuda --set runner.kind=impala --set log.progress=false "$@" 2>&1 | tail -3
-cp /tmp/learn/summary.json "$out/learn_summary.json" 2>/dev/null
-tail -n 3 /tmp/learn/training_log.csv 2>/dev/null
+step "ray: paper_a3c_private as impala, its learner actor on the GPU (the learning check on Ray)"
+timeout 200 python3 -m uavrl.cli train --config configs/paper_a3c_private.yaml --run-dir /tmp/ray_run \
+    --backend ray --learner-device cuda --set runner.kind=impala --set runner.learner_batch=1 \
+    --set algo.targets=gae --set log.progress=false --set log.tensorboard=false 2>&1 | tail -4
+cp /tmp/ray_run/summary.json "$out/ray_summary.json" 2>/dev/null
+python3 -c "import json; s = json.load(open('/tmp/ray_run/summary.json')); \
+print({k: v for k, v in s.items() if not isinstance(v, list)})" 2>&1 | cut -c1-1500
 
 step "bench mec"
-timeout 100 python3 -m uavrl.cli bench train --preset mec --kinds a3c,impala --workers 15 --envs 256 \
-    --learner-device cpu,cuda --seconds "$seconds" --rounds 1 --csv "$out/bench_mec.csv" 2>&1 | tail -10
+bench bench_mec 110 --preset mec --kinds a3c,impala --workers 15 --envs 1024 --learner-device cuda \
+    --actor-device cpu,cuda
+
+if command -v nvidia-cuda-mps-control >/dev/null; then
+    step "bench paper under CUDA MPS"
+    export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+    mkdir -p /tmp/mps /tmp/mps-log
+    nvidia-cuda-mps-control -d && sleep 1
+    bench bench_paper_mps 80 --preset paper --kinds impala --workers 15 --envs 256,1024 \
+        --learner-device cuda --actor-device cuda
+    echo quit | nvidia-cuda-mps-control
+fi
 step done

@@ -140,19 +140,26 @@ def test_bench_train_measures_library_and_reference_workers(tmp_path: Path) -> N
     from uavrl.bench import train as bench_train
 
     frame = bench_train.run(workers=[1], envs_per_worker=[4], seconds=0.5, rounds=1)
-    assert list(frame.columns) == ["runner", "learner_device", "n_workers", "envs_per_worker", "steps_per_s"]
+    columns = ["runner", "learner_device", "actor_device", "n_workers", "envs_per_worker", "steps_per_s"]
+    assert list(frame.columns) == columns
     assert frame["runner"].tolist() == ["reference", "a3c", "a3c_data", "impala", "a2c"]
-    assert frame["learner_device"].tolist() == ["cpu"] * 5
+    assert frame["learner_device"].tolist() == frame["actor_device"].tolist() == ["cpu"] * 5
     assert (frame["steps_per_s"] > 0).all()
 
 
-def test_bench_train_rows_per_learner_device_kind_and_k() -> None:
+def test_bench_train_rows_per_learner_device_actor_device_kind_and_k() -> None:
     from uavrl.bench.train import grid
 
     rows = grid(["a3c", "impala"], [4, 15], [128, 256], ["cpu", "cuda"])
-    assert rows[:4] == [("a3c", "cpu", n, k) for k in (128, 256) for n in (4, 15)]
-    assert {(k, d) for k, d, _, _ in rows[4:]} == {("impala", "cpu"), ("impala", "cuda")}
+    assert rows[:4] == [("a3c", "cpu", "cpu", n, k) for k in (128, 256) for n in (4, 15)]
+    assert {(k, d, a) for k, d, a, _, _ in rows[4:]} == {("impala", "cpu", "cpu"), ("impala", "cuda", "cpu")}
     assert len(rows) == 4 + 2 * 4
+    acting = grid(["a3c", "impala"], [15], [256], ["cuda"], ["cpu", "cuda"])
+    assert acting == [
+        ("a3c", "cpu", "cpu", 15, 256),  # a3c has neither device: one row
+        ("impala", "cuda", "cpu", 15, 256),
+        ("impala", "cuda", "cuda", 15, 256),
+    ]
     with pytest.raises(ConfigError, match="--kinds: bench train has no rows appo"):
         grid(["appo"], [1], [1], ["cpu"])
 
@@ -162,6 +169,9 @@ def test_bench_train_refuses_a_learner_device_this_machine_lacks(capsys: pytest.
     assert main(["bench", "train", "--kinds", "impala", "--learner-device", "cpu,cuda"]) == 2
     err = capsys.readouterr().err
     assert "runner.learner_device='cuda'" in err and "no CUDA device" in err
+    assert main(["bench", "train", "--kinds", "impala", "--actor-device", "cuda:1"]) == 2
+    err = capsys.readouterr().err
+    assert "runner.actor_device='cuda:1'" in err and "no CUDA device" in err
 
 
 def test_study_refuses_a_bad_value_naming_the_field(capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,7 +21,7 @@ one() {  # name seed extra-sets...
     "$@" --run-dir "$out/${name}_s$seed" --evaluate --episodes 100 >"$out/${name}_s$seed.log" 2>&1
 }
 
-runs=(
+all_runs=(
   "none 0" "none 1" "mlp_none 0 $mlp" "mlp_none 1 $mlp"
   "all 0 --set env.params.observe_hidden=true" "all 1 --set env.params.observe_hidden=true"
   "shadowing 0 --set env.params.observe_hidden=[shadowing]"
@@ -36,7 +36,14 @@ runs=(
   "belief 0 $belief" "belief 1 $belief" "long_belief 0 $long $belief" "long_belief 1 $long $belief"
   "long_all 0 $long --set env.params.observe_hidden=true" "long_all 1 $long --set env.params.observe_hidden=true"
   "cs_gru 0 $speed" "cs_gru 1 $speed" "cs_mlp 0 $speed $mlp" "cs_mlp 1 $speed $mlp"
+  "cs_long_gru 0 $speed $long" "cs_long_belief 0 $speed $long $belief"
+  "cs_long_gru 1 $speed $long" "cs_long_belief 1 $speed $long $belief"
+  "cs_long_mlp 0 $speed $long $mlp" "cs_long_all 0 $speed $long --set env.params.observe_hidden=true"
+  "cs_long_mlp 1 $speed $long $mlp" "cs_long_all 1 $speed $long --set env.params.observe_hidden=true"
 )
+# ONLY=PREFIX runs only the runs whose name starts with it
+runs=()
+for run in "${all_runs[@]}"; do [[ $run == ${ONLY:-}* ]] && runs+=("$run"); done
 i=0
 for run in "${runs[@]}"; do
   # shellcheck disable=SC2086

@@ -357,13 +357,15 @@ def cmd_train(args: argparse.Namespace) -> None:
             steps = run.checkpointed_env_steps()
             total = run.config().runner.total_env_steps
             console.print(f"resuming {run_dir} from its last checkpoint, at {steps:,} of {total:,} env steps")
-        summary = training.resume(run_dir, ray_address=args.address, learner_device=args.learner_device)
+        devices = {"learner_device": args.learner_device, "actor_device": args.actor_device}
+        summary = training.resume(run_dir, ray_address=args.address, **devices)
     else:
         if not args.config:
             raise ConfigError("uavrl train needs --config FILE (or --resume RUN_DIR)")
         backend = [f"runner.backend={args.backend}"] if args.backend else []
         address = [f"runner.ray_address={args.address}"] if args.address else []
         device = [f"runner.learner_device={args.learner_device}"] if args.learner_device else []
+        device += [f"runner.actor_device={args.actor_device}"] if args.actor_device else []
         config = load_config(args.config, [*args.set, *backend, *address, *device])
         from uavrl.experiments import train as training
         from uavrl.experiments.rundir import next_free_run_dir
@@ -497,19 +499,24 @@ def cmd_bench(args: argparse.Namespace) -> None:
     else:
         from uavrl.bench import train as bench_train
         from uavrl.config import load_config
-        from uavrl.runners.device import learner_device
+        from uavrl.runners.device import checked_device
 
         workers = [int(x) for x in args.workers.split(",")]
         envs = [int(x) for x in args.envs.split(",")]
         kinds = args.kinds.split(",") if args.kinds else list(bench_train.KINDS)
         devices = args.learner_device.split(",")
-        for device in devices:  # refused before the first row runs, naming what the machine has
-            learner_device(load_config(None, ["runner.kind=impala", f"runner.learner_device={device}"]))
+        actor_devices = args.actor_device.split(",")
+        for field, names in (("learner_device", devices), ("actor_device", actor_devices)):
+            for device in names:  # refused before the first row runs, naming what the machine has
+                load_config(None, ["runner.kind=impala", f"runner.{field}={device}"])
+                checked_device(f"runner.{field}", device)
         with console.status("measuring training throughput (several minutes)"):
-            frame = bench_train.run(workers, envs, args.seconds, args.rounds, kinds, devices, args.preset)
+            frame = bench_train.run(
+                workers, envs, args.seconds, args.rounds, kinds, devices, args.preset, actor_devices
+            )
         # against the classic design's workers where they ran, else the fastest all-CPU row
         reference = frame[frame["runner"] == "reference"]
-        on_cpu = frame[frame["learner_device"] == "cpu"]
+        on_cpu = frame[(frame["learner_device"] == "cpu") & (frame["actor_device"] == "cpu")]
         base_rows, label = (
             (reference, "x best reference")
             if len(reference)
@@ -839,6 +846,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a3c_data and impala: where the learner's model and optimizer live (runner.learner_device: "
         "cpu, cuda, cuda:N); with --resume, moves a run's learner (its checkpoints load on any device)",
     )
+    train.add_argument(
+        "--actor-device",
+        help="a3c_data and impala on backend serial or process: where the actors' forward passes run "
+        "(runner.actor_device: cpu, cuda, cuda:N; their envs step on the CPU)",
+    )
     train.add_argument("--evaluate", action="store_true", help="print the evaluation table afterwards")
     train.add_argument("--episodes", type=int, help="episodes per cell for --evaluate")
     train.add_argument("--bound", action="store_true", help=BOUND_HELP)
@@ -1007,6 +1019,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--learner-device",
         default="cpu",
         help="train: learner devices of the a3c_data and impala rows, a row each (e.g. cpu,cuda)",
+    )
+    bench.add_argument(
+        "--actor-device",
+        default="cpu",
+        help="train: devices of the a3c_data and impala rows' actors' forward passes, a row each "
+        "with each learner device (e.g. cpu,cuda)",
     )
     bench.add_argument(
         "--rounds", type=int, default=3, help="train: interleaved rounds per row (the median is reported)"

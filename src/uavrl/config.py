@@ -447,6 +447,12 @@ class RunnerCommon(ConfigSection):
         ``learner_device``."""
         return "cpu"
 
+    @property
+    def acts_on(self) -> str:
+        """Where actors run their forward passes: ``cpu``, but for a kind with an
+        ``actor_device``."""
+        return "cpu"
+
 
 class _OneModel:
     """A kind with one model for every worker (every kind but ``a3c``, where ``share`` is a
@@ -479,30 +485,40 @@ class A2CRunner(_OneModel, RunnerCommon):
     kind: Literal["a2c"] = "a2c"
 
 
-LEARNER_DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+TORCH_DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 
 
 class _CentralLearnerRunner(_OneModel, RunnerCommon):
     """A kind whose actors feed one learner, which may live on an accelerator:
-    ``learner_device`` (``cpu``, ``cuda`` or ``cuda:N``) holds its model and optimizer; the
-    actors act on CPU copies of its weights."""
+    ``learner_device`` (``cpu``, ``cuda`` or ``cuda:N``) holds its model and optimizer.
+    ``actor_device`` is where the actors' copies of its weights act (one forward per env step);
+    their envs always step on the CPU and their rollouts reach the learner through host memory."""
 
     learner_device: str = Field(
         "cpu",
         description="puts the learner's model and optimizer on a device",
         json_schema_extra=HASH_NEUTRAL,
     )
+    actor_device: str = Field(
+        "cpu",
+        description="puts the actors' forward passes on a device",
+        json_schema_extra=HASH_NEUTRAL,
+    )
 
-    @field_validator("learner_device")
+    @field_validator("learner_device", "actor_device")
     @classmethod
     def _a_torch_device(cls, value: str) -> str:
-        if not LEARNER_DEVICE_PATTERN.fullmatch(value):
+        if not TORCH_DEVICE_PATTERN.fullmatch(value):
             raise ValueError("one of cpu, cuda or cuda:N (N a GPU index)")
         return value
 
     @property
     def learns_on(self) -> str:
         return self.learner_device
+
+    @property
+    def acts_on(self) -> str:
+        return self.actor_device
 
 
 class A3CDataRunner(_CentralLearnerRunner):
@@ -723,6 +739,12 @@ class Config(ConfigSection):
                     r.learns_on,
                     r.learns_on.startswith("cuda:"),
                     "Ray gives the learner actor one GPU of its node; use cuda",
+                ),
+                (
+                    "runner.actor_device",
+                    r.acts_on,
+                    r.acts_on != "cpu",
+                    "its rollout actors ask Ray for CPUs only; use backend process",
                 ),
             )
             for option, value, bad, why in refused:

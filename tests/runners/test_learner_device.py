@@ -1,5 +1,6 @@
-"""The learner's device (``runner.learner_device``): refusals everywhere, the update on CUDA
-where a GPU is present (those tests skip on machines without one, as CI's)."""
+"""The learner's device (``runner.learner_device``) and the actors' (``runner.actor_device``):
+refusals everywhere, the update and the acting on CUDA where a GPU is present (those tests skip
+on machines without one, as CI's)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from uavrl.errors import ConfigError
 from uavrl.experiments.train import resume, train
 from uavrl.nn.models import ModelSpec, build_model, clone_model, stretches
 from uavrl.runners.checkpoint import load_models, read_checkpoint, training_tensors
-from uavrl.runners.device import DeviceBatches, host_copy, learner_device
+from uavrl.runners.device import DeviceBatches, actor_device, host_copy, learner_device
 from uavrl.runners.learner import Learner, learner_optimizer
 from uavrl.runners.session import make_pool
 from uavrl.runners.worker import make_collector, make_worker_env
@@ -46,6 +47,34 @@ def test_learner_device_applies_to_the_kinds_with_a_central_learner(make_config)
         make_config(runner={"kind": "impala", "learner_device": "gpu"})
     with pytest.raises(ConfigError, match=r"ray does not run runner.learner_device: cuda:1 \(Ray gives"):
         make_config(runner={"kind": "impala", "learner_device": "cuda:1", "serial": False, "backend": "ray"})
+
+
+def test_actor_device_applies_to_the_kinds_with_a_central_learner_off_ray(make_config) -> None:
+    impala = make_config(runner={"kind": "impala", "actor_device": "cuda:1"})
+    assert (impala.runner.actor_device, impala.runner.learner_device) == ("cuda:1", "cpu")
+    assert make_config(runner={"kind": "a3c_data"}).runner.acts_on == "cpu"
+    assert make_config(runner={"kind": "a3c"}).runner.acts_on == "cpu"
+    with pytest.raises(ConfigError, match=r"runner.actor_device='cuda'.*a3c_data and impala.*kind is a2c"):
+        make_config(runner={"kind": "a2c", "actor_device": "cuda"})
+    with pytest.raises(ConfigError, match=r"runner.actor_device: one of cpu, cuda or cuda:N.*got 'tpu'"):
+        make_config(runner={"kind": "impala", "actor_device": "tpu"})
+    with pytest.raises(ConfigError, match=r"ray does not run runner.actor_device: cuda \(its rollout actors"):
+        make_config(runner={"kind": "impala", "actor_device": "cuda", "serial": False, "backend": "ray"})
+    # hash-neutral at its default: every config hashed before the field existed keeps its hash
+    cpu = make_config(runner={"kind": "impala", "actor_device": "cpu"})
+    assert cpu.hash() == make_config(runner={"kind": "impala"}).hash() != impala.hash()
+
+
+@pytest.mark.skipif(CUDA, reason="the refusal of an absent CUDA device")
+def test_cuda_actors_on_a_machine_without_one_are_refused_before_the_run_starts(
+    make_config, tmp_path: Path
+) -> None:
+    config = make_config(runner={"kind": "impala", "actor_device": "cuda"})
+    with pytest.raises(ConfigError, match=r"runner.actor_device='cuda': this machine has no CUDA device"):
+        train(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match=r"runner.actor_device='cuda:2'"):
+        actor_device(make_config(runner={"kind": "a3c_data", "actor_device": "cuda:2"}))
 
 
 @pytest.mark.skipif(CUDA, reason="the refusal of an absent CUDA device")
@@ -218,3 +247,50 @@ def test_a_cuda_learner_trains_checkpoints_to_host_tensors_and_moves_on_resume(
         assert summary["env_steps"] >= total
         meta, _ = read_checkpoint(run / "checkpoints", "last")
         assert meta["counters"]["resumes"] >= 1
+
+
+@needs_cuda
+@pytest.mark.parametrize("recurrent", [True, False], ids=["gru", "mlp"])
+def test_acting_on_cuda_collects_the_cpu_collectors_rollout(make_config, recurrent: bool) -> None:
+    """Same seeds, same weights: the rollout acted on the GPU is the CPU's (the action is
+    sampled on the host from the parameters brought back), in host memory, hidden state
+    carried across rollouts on the device."""
+    config = make_config(runner={"kind": "impala", "total_env_steps": 10_000})
+    spec = ModelSpec(obs_dim=48, hidden_size=16, recurrent=recurrent, layer_norm=True)
+    torch.manual_seed(0)
+    model = build_model(spec)
+    rollouts = {}
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        for device in ("cpu", "cuda"):
+            acting = clone_model(model).to(device)
+            env = make_worker_env(config, 0, make_pool(config, cross_process=False))
+            collector = make_collector(config, acting, env, 7, 0)
+            torch.manual_seed(1)  # the host's generator samples the actions on both
+            rollouts[device] = [collector.collect(acting, config.algo.rollout_length)[0] for _ in range(3)]
+            assert collector.h.device.type == device
+    for cpu, gpu in zip(rollouts["cpu"], rollouts["cuda"], strict=True):
+        for name in TENSOR_FIELDS:
+            value = getattr(gpu, name)
+            assert value.device.type == "cpu", name
+            torch.testing.assert_close(value, getattr(cpu, name), rtol=1e-4, atol=1e-5, msg=name)
+
+
+@needs_cuda
+@pytest.mark.parametrize("backend", ["serial", "process"])
+@pytest.mark.parametrize("kind", ["impala", "a3c_data"])
+def test_actors_acting_on_cuda_train_and_resume_on_the_cpu(
+    make_config, tmp_path: Path, kind: str, backend: str
+) -> None:
+    run = tmp_path / "run"
+    runner = {
+        "kind": kind,
+        "serial": backend == "serial",
+        "actor_device": "cuda",
+        "learner_device": "cuda",
+        "total_env_steps": 300,
+    }
+    summary = train(make_config(runner=runner), run)
+    assert summary["env_steps"] >= 300 and summary["status"] == "finished"
+    _extend(run, 600)
+    summary = resume(run, learner_device="cpu", actor_device="cpu")
+    assert summary["env_steps"] >= 600 and summary["status"] == "finished"

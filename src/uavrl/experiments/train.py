@@ -209,11 +209,15 @@ def train(config: Config, run_dir: Path | None = None, hook: ProgressHook | None
 
 
 def resume(
-    run_dir: Path, ray_address: str | None = None, learner_device: str | None = None
+    run_dir: Path,
+    ray_address: str | None = None,
+    learner_device: str | None = None,
+    actor_device: str | None = None,
 ) -> dict[str, Any]:
     """Continue a run from its last checkpoint, with its config and counters (on the Ray
-    cluster at ``ray_address``, with the learner on ``learner_device``, if given: where a run
-    goes on does not change it, and checkpoints hold host tensors that load on any device).
+    cluster at ``ray_address``, with the learner on ``learner_device`` and the actors' forward
+    passes on ``actor_device``, if given: where a run goes on does not change it, and
+    checkpoints hold host tensors that load on any device).
 
     A run that finished its budget is left as it is and its summary returned unchanged
     (``uavrl evaluate`` scores it again).
@@ -231,7 +235,11 @@ def resume(
         )
     moved = {
         name: value
-        for name, value in (("ray_address", ray_address), ("learner_device", learner_device))
+        for name, value in (
+            ("ray_address", ray_address),
+            ("learner_device", learner_device),
+            ("actor_device", actor_device),
+        )
         if value is not None
     }
     if moved:

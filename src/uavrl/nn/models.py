@@ -318,6 +318,12 @@ Actor = ActorCritic | ModelTeam
 """What a rollout collector acts with: one model, or a team acting on blocks of the batch."""
 
 
+def model_device(model: Actor) -> torch.device:
+    """The device of ``model``'s parameters (a team's members share one)."""
+    member = model.members[0] if isinstance(model, ModelTeam) else model
+    return next(member.parameters()).device
+
+
 def build_model(spec: ModelSpec | dict[str, Any]) -> ActorCritic:
     """A fresh model from a spec or its dict form (as stored in a checkpoint)."""
     return ActorCritic(spec if isinstance(spec, ModelSpec) else ModelSpec(**spec))

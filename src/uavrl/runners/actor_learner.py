@@ -1,6 +1,7 @@
 """Actors and one learner: data-parallel A3C (``a3c_data``) and IMPALA (``impala``).
 
-N actors step their K envs with the latest weights they were given and hand each T-step
+N actors step their K envs with the latest weights they were given (acting on the CPU, or with
+``runner.actor_device`` on an accelerator) and hand each T-step
 :class:`~uavrl.algo.batch.RolloutBatch` to one :class:`~uavrl.runners.learner.Learner`, which
 updates on ``learner_batch`` rollouts at a time and publishes the new weights with a version.
 
@@ -34,7 +35,7 @@ from uavrl.envs.cloud import CloudPool
 from uavrl.nn.models import ActorCritic, clone_model
 from uavrl.runners.bookkeeping import EpisodeRecord, book_update, episode_records
 from uavrl.runners.checkpoint import load_training_tensors, training_tensors
-from uavrl.runners.device import learner_device
+from uavrl.runners.device import actor_device, learner_device
 from uavrl.runners.ipc import ROLLOUT
 from uavrl.runners.learner import Learner, learner_optimizer, replay_stats, trajectory_replay
 from uavrl.runners.metrics import histogram_summary
@@ -77,7 +78,7 @@ def _actor_process(
     with child_process(link.channel, actor_id) as parent:
         k = config.runner.envs_per_worker
         torch.manual_seed(derived_seed(config.seed, SeedPurpose.ACTOR_SAMPLING, actor_id, env_seed))
-        local = clone_model(weights.model)
+        local = clone_model(weights.model).to(actor_device(config))
         collector = make_collector(
             config, local, make_worker_env(config, actor_id, pool), env_seed, actor_id * k
         )
@@ -149,7 +150,7 @@ class InProcessActors:
         self.k = config.runner.envs_per_worker
         env_seed = session.env_seed()
         torch.manual_seed(derived_seed(config.seed, SeedPurpose.ACTOR_SAMPLING, env_seed))
-        self.local = clone_model(model)
+        self.local = clone_model(model).to(actor_device(config))
         self.collector = make_collector(config, self.local, make_all_worker_envs(config, pool), env_seed, 0)
         self.rollout_length = config.algo.rollout_length
         self.n_actors = config.runner.n_workers

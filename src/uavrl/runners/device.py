@@ -1,6 +1,8 @@
-"""Where a central learner runs (``runner.learner_device``) and how rollouts get there.
+"""Where a central learner runs (``runner.learner_device``), where its actors act
+(``runner.actor_device``), and how rollouts get to the learner.
 
-The learner's model and optimizer live on its device; actors keep CPU copies of the weights.
+The learner's model and optimizer live on its device; actors keep copies of the weights on
+theirs, refreshed from a host copy.
 Rollouts arrive on the host, are gathered into pinned (page-locked) buffers and copied to the
 device without blocking the host; everything after that (targets, loss, optimizer step) stays on
 the device. Weights and optimizer state leave it only as host copies (for the actors, and for
@@ -23,7 +25,18 @@ CPU = torch.device("cpu")
 def learner_device(config: Config) -> torch.device:
     """The configured learner device (``cpu`` for kinds without one), checked to exist here:
     a CUDA device that is absent is refused with what was found."""
-    name = config.runner.learns_on
+    return checked_device("runner.learner_device", config.runner.learns_on)
+
+
+def actor_device(config: Config) -> torch.device:
+    """The configured device of the actors' forward passes (``cpu`` for kinds without one),
+    checked to exist here."""
+    return checked_device("runner.actor_device", config.runner.acts_on)
+
+
+def checked_device(field: str, name: str) -> torch.device:
+    """``name`` as a torch device; a CUDA device absent on this machine is refused, naming
+    ``field`` and what was found."""
     device = torch.device(name)
     if device.type == "cuda":
         found = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -31,7 +44,7 @@ def learner_device(config: Config) -> torch.device:
         if index >= found:
             seen = "no CUDA device" if found == 0 else f"{found} CUDA device(s), cuda:0 to cuda:{found - 1}"
             build = "" if torch.version.cuda else f" (torch {torch.__version__} is built without CUDA)"
-            raise ConfigError(f"runner.learner_device={name!r}: this machine has {seen}{build}; use cpu")
+            raise ConfigError(f"{field}={name!r}: this machine has {seen}{build}; use cpu")
     return device
 
 

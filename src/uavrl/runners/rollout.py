@@ -10,7 +10,8 @@ import torch
 from uavrl.algo.batch import RolloutBatch
 from uavrl.algo.normalize import RewardScaler
 from uavrl.envs.vector import VecEnv
-from uavrl.nn.models import Actor, reset_hidden
+from uavrl.nn.models import Actor, model_device, reset_hidden
+from uavrl.runners.device import CPU
 
 
 @dataclass
@@ -26,6 +27,11 @@ class RolloutCollector:
     The hidden state is detached at rollout boundaries (collection runs without gradients; the
     learner re-evaluates from ``h0``). Per-step data goes into NumPy buffers and becomes tensors
     once per rollout: per-step tensor bookkeeping would cost as much as the model.
+
+    The model may live on an accelerator (``runner.actor_device``): then only its forward pass
+    runs there, the hidden state stays there, and one copy per step brings the policy's
+    parameters back, from which the action is sampled on the host as on the CPU path; the
+    rollout it returns is in host memory either way.
     """
 
     def __init__(
@@ -47,13 +53,16 @@ class RolloutCollector:
 
     def _act_state(self) -> torch.Tensor:
         if self.starts.any():
-            return reset_hidden(self.h, torch.from_numpy(self.starts.astype(np.float32)))
+            starts = torch.from_numpy(self.starts.astype(np.float32)).to(self.h.device)
+            return reset_hidden(self.h, starts)
         return self.h
 
     @torch.no_grad()
     def collect(self, model: Actor, length: int) -> tuple[RolloutBatch, list[FinishedEpisode]]:
         """Run ``length`` steps of every copy with ``model``; returns the batch and finished episodes."""
         head = model.policy
+        device = model_device(model)
+        self.h = self.h.to(device)  # a no-op but on the first rollout on an accelerator
         t_b = (length, self.n)
         obs = np.empty((*t_b, self.obs.shape[-1]), dtype=np.float32)
         rewards = np.empty(t_b, dtype=np.float32)
@@ -61,11 +70,12 @@ class RolloutCollector:
         actions = torch.empty(*t_b, *head.action_shape, dtype=head.action_dtype)
         params_seq = torch.empty(*t_b, head.param_dim)
         final_values = torch.zeros(t_b)
-        h0 = self.h
+        h0 = self.h.to(CPU)
         finished: list[FinishedEpisode] = []
         for t in range(length):
             obs[t], starts[t] = self.obs, self.starts
-            params, self.h = model.act(torch.from_numpy(self.obs), self._act_state())
+            params, self.h = model.act(torch.from_numpy(self.obs).to(device), self._act_state())
+            params = params.to(CPU)  # on an accelerator, the step's one trip to the host
             action = head.distribution(params).sample()
             params_seq[t], actions[t] = params, action
             step = self.env.step(head.to_env(action))
@@ -74,8 +84,8 @@ class RolloutCollector:
             scaler = self.reward_scaler
             rewards[t] = step.reward if scaler is None else scaler(step.reward, done)
             if step.truncated.any() and step.final_obs is not None:
-                _, value, _ = model.step(torch.from_numpy(step.final_obs), self.h)
-                final_values[t] = value * torch.from_numpy(step.truncated.astype(np.float32))
+                _, value, _ = model.step(torch.from_numpy(step.final_obs).to(device), self.h)
+                final_values[t] = value.to(CPU) * torch.from_numpy(step.truncated.astype(np.float32))
             self.obs = step.obs
             self.starts = done
             if self.starts.any():
@@ -83,7 +93,7 @@ class RolloutCollector:
             else:
                 self._returns += step.reward
                 self._lengths += 1
-        _, last_value, _ = model.step(torch.from_numpy(self.obs), self._act_state())
+        _, last_value, _ = model.step(torch.from_numpy(self.obs).to(device), self._act_state())
         batch = RolloutBatch(
             obs=torch.from_numpy(obs),
             actions=actions,
@@ -94,7 +104,7 @@ class RolloutCollector:
             final_values=final_values,
             starts=_as_float(starts),
             h0=h0,
-            last_value=last_value,
+            last_value=last_value.to(CPU),
             next_obs=torch.from_numpy(self.obs.copy()),
             next_start=_as_float(self.starts),
         )

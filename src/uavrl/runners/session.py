@@ -23,7 +23,7 @@ from uavrl.nn.heads import describe_action_space
 from uavrl.nn.models import ActorCritic, ModelSpec, build_model
 from uavrl.runners.bookkeeping import SharedCounters
 from uavrl.runners.checkpoint import restore_training_state, save_checkpoint
-from uavrl.runners.device import learner_device
+from uavrl.runners.device import actor_device, learner_device
 from uavrl.runners.ipc import ROWS
 from uavrl.runners.learner import learner_optimizer
 from uavrl.runners.metrics import EVAL_ITEM, EVAL_LOG_FILE, LOG_FILE, MetricsWriter, cut_eval_log, cut_log
@@ -100,12 +100,13 @@ def model_spec(config: Config) -> ModelSpec:
 
 
 def check_envs(config: Config) -> None:
-    """Make one copy of every worker's env and the model's spec, and find the learner's device:
-    bad env parameters, an env id that cannot be imported, spaces no model takes, or a CUDA
-    learner on a machine without one fail here, before a run directory is created (on Ray the
-    learner's GPU is looked for in the cluster instead)."""
+    """Make one copy of every worker's env and the model's spec, and find the learner's and
+    the actors' devices: bad env parameters, an env id that cannot be imported, spaces no model
+    takes, or a CUDA device on a machine without one fail here, before a run directory is
+    created (on Ray the learner's GPU is looked for in the cluster instead)."""
     if config.runner.backend != "ray":
         learner_device(config)
+        actor_device(config)
     distinct = {
         json.dumps(config.env.worker_params(i), sort_keys=True) for i in range(config.runner.n_workers)
     }
