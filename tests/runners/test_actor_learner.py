@@ -229,6 +229,10 @@ def test_actor_learner_runs_finish_their_budget_and_log_the_policy_lag(
         assert list(rows["episode"]) == list(range(1, len(rows) + 1))
     saved = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
     assert saved["counters"]["env_steps"] == summary["env_steps"]
+    loop = summary["learner_loop"]  # where the learner's time went
+    assert set(loop) == {"waiting", "updating", "publishing", "round"}
+    assert loop["updating"] > 0 and all(s >= 0 for s in loop.values())
+    assert sum(loop.values()) <= summary["wall_time_s"]
 
 
 def test_actor_learner_configs_refuse_what_does_not_apply(make_config) -> None:

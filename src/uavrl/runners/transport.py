@@ -16,6 +16,7 @@ a :class:`~uavrl.locking.ProcessLock`, with a version counter.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -148,14 +149,31 @@ def learner_loop(
 ) -> None:
     """The learner's loop of ``a3c_data`` and ``impala``, the same over every transport: take
     ``learner_batch`` rollouts, update, publish the new weights, end the round (checkpoint when
-    due, the hook)."""
+    due, the hook). ``summary.json``'s ``learner_loop`` says where its time went: waiting for
+    rollouts (the actors are the bottleneck), updating, publishing, the rest of the round."""
     per_update = learner_batch(session.config)
+    seconds = dict.fromkeys(("waiting", "updating", "publishing", "round"), 0.0)
+    session.stats["learner_loop"] = seconds  # filled as the loop runs: an error keeps what it saw
+    clock = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[phase] += now - clock
+        clock = now
+
     while session.counters.env_steps.value < session.config.runner.total_env_steps:
         rollouts, episodes = actors.take(per_update)
-        if learner.update(rollouts, episodes):
+        lap("waiting")
+        updated = learner.update(rollouts, episodes)
+        lap("updating")
+        if updated:
             actors.publish(learner.weights(), learner.version)
         actors.update_done()
-        if session.end_round(hook):
+        lap("publishing")
+        ended = session.end_round(hook)
+        lap("round")
+        if ended:
             return
 
 
