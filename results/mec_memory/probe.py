@@ -14,8 +14,9 @@ behaviour that offloads often enough for rates to be realised (LOCAL 0.3, OFFLOA
 0.1, i.i.d.), and, as a second behaviour, always OFFLOAD (a realised rate every slot the link is
 free). Training seed 0, held-out seed 1.
 
-Run: python results/mec_memory/probe.py [steps] [epochs] (writes probe_epochs<epochs>.csv beside
-this file).
+Run: python results/mec_memory/probe.py [steps] [epochs] [speed] [behaviour,...] (writes
+probe_epochs<epochs>.csv beside this file; with ``speed`` the observation holds the last realised
+cloud speed, ``env.params.observe_cloud_speed``, and the file is probe_speed_epochs<epochs>.csv).
 """
 
 from __future__ import annotations
@@ -39,14 +40,23 @@ COPIES = 64
 HIDDEN = 128
 
 
-def trajectories(behaviour: np.ndarray, steps: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """obs (T, B, 17), hidden (T, B, 4), starts (T, B) over every training cell side by side."""
+def own_columns(speed: bool) -> int:
+    """The agent's own observation columns: 17, 18 with the last realised cloud speed."""
+    return MecObs.DIM + int(speed)
+
+
+def trajectories(
+    behaviour: np.ndarray, steps: int, seed: int, speed: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """obs (T, B, D), hidden (T, B, 4), starts (T, B) over every training cell side by side."""
     rng = np.random.default_rng(seed)
     obs_parts, hidden_parts, start_parts = [], [], []
     for i, name in enumerate(CELLS):
         cell = get_preset("mec").resolve_cells([name])[0]
         env = make_vec_env(
-            "uavrl/Offload-v0", COPIES, {"preset": "mec", "observe_hidden": True, **cell.env_params()}
+            "uavrl/Offload-v0",
+            COPIES,
+            {"preset": "mec", "observe_hidden": True, "observe_cloud_speed": speed, **cell.env_params()},
         )
         obs = env.reset(seed=seed * 100 + i, copy_indices=np.arange(COPIES))
         start = np.ones(COPIES)
@@ -59,16 +69,17 @@ def trajectories(behaviour: np.ndarray, steps: int, seed: int) -> tuple[np.ndarr
             obs, start = step.obs, (step.terminated | step.truncated).astype(float)
         env.close()
         full = np.stack(rows)
-        obs_parts.append(full[..., : MecObs.DIM])
-        hidden_parts.append(full[..., MecObs.HIDDEN])
+        own = own_columns(speed)  # the hidden columns follow the agent's own
+        obs_parts.append(full[..., :own])
+        hidden_parts.append(full[..., own : own + len(HIDDEN_NAMES)])
         start_parts.append(np.stack(starts))
     return (np.concatenate(obs_parts, 1), np.concatenate(hidden_parts, 1), np.concatenate(start_parts, 1))
 
 
 class Probe(nn.Module):
-    def __init__(self, recurrent: bool) -> None:
+    def __init__(self, recurrent: bool, obs_dim: int) -> None:
         super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(MecObs.DIM, HIDDEN), nn.ReLU())
+        self.encoder = nn.Sequential(nn.Linear(obs_dim, HIDDEN), nn.ReLU())
         self.gru = nn.GRU(HIDDEN, HIDDEN) if recurrent else None
         self.core = nn.Identity() if recurrent else nn.Sequential(nn.Linear(HIDDEN, HIDDEN), nn.ReLU())
         self.head = nn.Linear(HIDDEN, len(HIDDEN_NAMES))
@@ -91,7 +102,7 @@ class Probe(nn.Module):
 def fit_and_score(recurrent: bool, train: tuple, test: tuple, epochs: int, window: int = 50) -> np.ndarray:
     """Held-out R^2 per hidden column of a probe trained by truncated BPTT over ``window`` steps."""
     torch.manual_seed(0)
-    model = Probe(recurrent)
+    model = Probe(recurrent, train[0].shape[-1])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     obs, hidden, starts = (torch.as_tensor(a, dtype=torch.float32) for a in train)
     steps, copies = obs.shape[:2]
@@ -116,10 +127,13 @@ def fit_and_score(recurrent: bool, train: tuple, test: tuple, epochs: int, windo
 def main() -> None:
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 40
+    speed = len(sys.argv) > 3 and sys.argv[3] == "speed"
+    chosen = sys.argv[4].split(",") if len(sys.argv) > 4 else list(BEHAVIOURS)
     torch.set_num_threads(2)
     rows = []
-    for behaviour_name, behaviour in BEHAVIOURS.items():
-        train, test = trajectories(behaviour, steps, 0), trajectories(behaviour, steps, 1)
+    for behaviour_name in chosen:
+        behaviour = BEHAVIOURS[behaviour_name]
+        train, test = trajectories(behaviour, steps, 0, speed), trajectories(behaviour, steps, 1, speed)
         for recurrent in (False, True):
             r2 = fit_and_score(recurrent, train, test, epochs)
             model = "gru_history" if recurrent else "mlp_current_obs"
@@ -128,7 +142,8 @@ def main() -> None:
             ]
             print(behaviour_name, model, np.round(r2, 3), flush=True)
     table = pd.DataFrame(rows, columns=["behaviour", "probe", "hidden", "r2_held_out"])
-    table.to_csv(Path(__file__).with_name(f"probe_epochs{epochs}.csv"), index=False)
+    name = f"probe_speed_epochs{epochs}.csv" if speed else f"probe_epochs{epochs}.csv"
+    table.to_csv(Path(__file__).with_name(name), index=False)
     print(table.pivot_table(index=["behaviour", "hidden"], columns="probe", values="r2_held_out").round(3))
 
 
