@@ -37,56 +37,42 @@ def _rollouts(config, spec: ModelSpec, n: int = 2):
     return model, batches
 
 
-def test_learner_device_applies_to_the_kinds_with_a_central_learner(make_config) -> None:
-    impala = make_config(runner={"kind": "impala", "learner_device": "cuda:1"})
-    assert impala.runner.learner_device == "cuda:1"
-    assert make_config(runner={"kind": "a3c_data"}).runner.learner_device == "cpu"
-    with pytest.raises(ConfigError, match=r"runner.learner_device='cuda'.*a3c_data and impala.*kind is a3c"):
-        make_config(runner={"kind": "a3c", "learner_device": "cuda"})
-    with pytest.raises(ConfigError, match=r"runner.learner_device: one of cpu, cuda or cuda:N.*got 'gpu'"):
-        make_config(runner={"kind": "impala", "learner_device": "gpu"})
-    with pytest.raises(ConfigError, match=r"ray does not run runner.learner_device: cuda:1 \(Ray gives"):
-        make_config(runner={"kind": "impala", "learner_device": "cuda:1", "serial": False, "backend": "ray"})
-
-
-def test_actor_device_applies_to_the_kinds_with_a_central_learner_off_ray(make_config) -> None:
-    impala = make_config(runner={"kind": "impala", "actor_device": "cuda:1"})
-    assert (impala.runner.actor_device, impala.runner.learner_device) == ("cuda:1", "cpu")
-    assert make_config(runner={"kind": "a3c_data"}).runner.acts_on == "cpu"
-    assert make_config(runner={"kind": "a3c"}).runner.acts_on == "cpu"
-    with pytest.raises(ConfigError, match=r"runner.actor_device='cuda'.*a3c_data and impala.*kind is a2c"):
-        make_config(runner={"kind": "a2c", "actor_device": "cuda"})
-    with pytest.raises(ConfigError, match=r"runner.actor_device: one of cpu, cuda or cuda:N.*got 'tpu'"):
-        make_config(runner={"kind": "impala", "actor_device": "tpu"})
-    with pytest.raises(ConfigError, match=r"ray does not run runner.actor_device: cuda \(its rollout actors"):
-        make_config(runner={"kind": "impala", "actor_device": "cuda", "serial": False, "backend": "ray"})
+@pytest.mark.parametrize(
+    ("field", "refused_on_ray", "why"),
+    [("learner_device", "cuda:1", "Ray gives"), ("actor_device", "cuda", "its rollout actors")],
+)
+def test_the_devices_apply_to_the_kinds_with_a_central_learner(
+    make_config, field: str, refused_on_ray: str, why: str
+) -> None:
+    impala = make_config(runner={"kind": "impala", field: "cuda:1"})
+    assert getattr(impala.runner, field) == "cuda:1"
+    assert getattr(make_config(runner={"kind": "a3c_data"}).runner, field) == "cpu"
+    a3c = make_config(runner={"kind": "a3c"}).runner
+    assert a3c.learns_on == a3c.acts_on == "cpu"
+    for kind in ("a3c", "a2c"):
+        with pytest.raises(ConfigError, match=rf"runner.{field}='cuda'.*a3c_data and impala.*kind is {kind}"):
+            make_config(runner={"kind": kind, field: "cuda"})
+    with pytest.raises(ConfigError, match=rf"runner.{field}: one of cpu, cuda or cuda:N.*got 'gpu'"):
+        make_config(runner={"kind": "impala", field: "gpu"})
+    with pytest.raises(ConfigError, match=rf"ray does not run runner.{field}: {refused_on_ray} \({why}"):
+        make_config(runner={"kind": "impala", field: refused_on_ray, "serial": False, "backend": "ray"})
     # hash-neutral at its default: every config hashed before the field existed keeps its hash
-    cpu = make_config(runner={"kind": "impala", "actor_device": "cpu"})
-    assert cpu.hash() == make_config(runner={"kind": "impala"}).hash() != impala.hash()
+    default = make_config(runner={"kind": "impala", field: "cpu"})
+    assert default.hash() == make_config(runner={"kind": "impala"}).hash()
 
 
 @pytest.mark.skipif(CUDA, reason="the refusal of an absent CUDA device")
-def test_cuda_actors_on_a_machine_without_one_are_refused_before_the_run_starts(
-    make_config, tmp_path: Path
+@pytest.mark.parametrize("field", ["learner_device", "actor_device"])
+def test_a_cuda_device_on_a_machine_without_one_is_refused_before_the_run_starts(
+    make_config, tmp_path: Path, field: str
 ) -> None:
-    config = make_config(runner={"kind": "impala", "actor_device": "cuda"})
-    with pytest.raises(ConfigError, match=r"runner.actor_device='cuda': this machine has no CUDA device"):
+    config = make_config(runner={"kind": "impala", field: "cuda"})
+    with pytest.raises(ConfigError, match=rf"runner.{field}='cuda': this machine has no CUDA device"):
         train(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
-    with pytest.raises(ConfigError, match=r"runner.actor_device='cuda:2'"):
-        actor_device(make_config(runner={"kind": "a3c_data", "actor_device": "cuda:2"}))
-
-
-@pytest.mark.skipif(CUDA, reason="the refusal of an absent CUDA device")
-def test_a_cuda_learner_on_a_machine_without_one_is_refused_before_the_run_starts(
-    make_config, tmp_path: Path
-) -> None:
-    config = make_config(runner={"kind": "impala", "learner_device": "cuda"})
-    with pytest.raises(ConfigError, match=r"runner.learner_device='cuda': this machine has no CUDA device"):
-        train(config, tmp_path / "run")
-    assert not (tmp_path / "run").exists()
-    with pytest.raises(ConfigError, match=r"runner.learner_device='cuda:3'"):
-        learner_device(make_config(runner={"kind": "a3c_data", "learner_device": "cuda:3"}))
+    find = {"learner_device": learner_device, "actor_device": actor_device}[field]
+    with pytest.raises(ConfigError, match=rf"runner.{field}='cuda:3'"):
+        find(make_config(runner={"kind": "a3c_data", field: "cuda:3"}))
 
 
 def _extend(run: Path, total: int) -> None:
@@ -225,14 +211,15 @@ def test_a_cuda_update_reads_nothing_back_before_the_step_decision(make_config, 
 
 
 @needs_cuda
+@pytest.mark.parametrize("acting", ["cpu", "cuda"], ids=["cpu_actors", "cuda_actors"])
 @pytest.mark.parametrize("backend", ["serial", "process"])
 @pytest.mark.parametrize("kind", ["impala", "a3c_data"])
 def test_a_cuda_learner_trains_checkpoints_to_host_tensors_and_moves_on_resume(
-    make_config, tmp_path: Path, kind: str, backend: str
+    make_config, tmp_path: Path, kind: str, backend: str, acting: str
 ) -> None:
     run = tmp_path / "run"
-    runner = {"kind": kind, "serial": backend == "serial", "learner_device": "cuda", "total_env_steps": 300}
-    config = make_config(runner=runner)
+    runner = {"kind": kind, "serial": backend == "serial", "learner_device": "cuda", "actor_device": acting}
+    config = make_config(runner={**runner, "total_env_steps": 300})
     summary = train(config, run)
     assert summary["env_steps"] >= 300 and summary["status"] == "finished"
     meta, tensors = read_checkpoint(run / "checkpoints", "last")
@@ -240,10 +227,10 @@ def test_a_cuda_learner_trains_checkpoints_to_host_tensors_and_moves_on_resume(
     assert meta["config"]["runner"]["learner_device"] == "cuda"
     models, _ = load_models(run / "checkpoints", "last")
     assert next(models[0].parameters()).device.type == "cpu"
-    # go on with the learner on the CPU from the CUDA run's checkpoint, then back
+    # go on with the learner (and the actors) on the CPU from the CUDA run's checkpoint, then back
     for device, total in (("cpu", 600), ("cuda", 900)):
         _extend(run, total)
-        summary = resume(run, learner_device=device)
+        summary = resume(run, learner_device=device, actor_device=device if acting == "cuda" else None)
         assert summary["env_steps"] >= total
         meta, _ = read_checkpoint(run / "checkpoints", "last")
         assert meta["counters"]["resumes"] >= 1
@@ -273,24 +260,3 @@ def test_acting_on_cuda_collects_the_cpu_collectors_rollout(make_config, recurre
             value = getattr(gpu, name)
             assert value.device.type == "cpu", name
             torch.testing.assert_close(value, getattr(cpu, name), rtol=1e-4, atol=1e-5, msg=name)
-
-
-@needs_cuda
-@pytest.mark.parametrize("backend", ["serial", "process"])
-@pytest.mark.parametrize("kind", ["impala", "a3c_data"])
-def test_actors_acting_on_cuda_train_and_resume_on_the_cpu(
-    make_config, tmp_path: Path, kind: str, backend: str
-) -> None:
-    run = tmp_path / "run"
-    runner = {
-        "kind": kind,
-        "serial": backend == "serial",
-        "actor_device": "cuda",
-        "learner_device": "cuda",
-        "total_env_steps": 300,
-    }
-    summary = train(make_config(runner=runner), run)
-    assert summary["env_steps"] >= 300 and summary["status"] == "finished"
-    _extend(run, 600)
-    summary = resume(run, learner_device="cpu", actor_device="cpu")
-    assert summary["env_steps"] >= 600 and summary["status"] == "finished"
