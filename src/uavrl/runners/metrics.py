@@ -200,8 +200,8 @@ class MetricsWriter:
         eval_log = _EvalLog(self.run_dir / EVAL_LOG_FILE)
         mark: tuple[float, float] | None = None  # (env steps, run wall time) of the throughput window
         with path.open("a", newline="") as handle:
-            # rows in column order through the C writer: a DictWriter's per-row Python costs
-            # more than the learner's update at a million env steps per second
+            # rows through the C writer in column order: half a DictWriter's time per row, which
+            # counts where the writer shares a fast learner's process
             writer = csv.writer(handle)
             if new_file:
                 writer.writerow(LOG_COLUMNS)

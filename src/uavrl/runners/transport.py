@@ -149,8 +149,9 @@ def learner_loop(
 ) -> None:
     """The learner's loop of ``a3c_data`` and ``impala``, the same over every transport: take
     ``learner_batch`` rollouts, update, publish the new weights, end the round (checkpoint when
-    due, the hook). ``summary.json``'s ``learner_loop`` says where its time went: waiting for
-    rollouts (the actors are the bottleneck), updating, publishing, the rest of the round."""
+    due, the hook). ``summary.json``'s ``learner_loop`` says where its time went, in seconds:
+    ``waiting`` for rollouts and taking them (the process transport copies them out of shared
+    memory), ``updating``, ``publishing`` the weights, the rest of the ``round``."""
     per_update = learner_batch(session.config)
     seconds = dict.fromkeys(("waiting", "updating", "publishing", "round"), 0.0)
     session.stats["learner_loop"] = seconds  # filled as the loop runs: an error keeps what it saw
