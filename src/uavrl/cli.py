@@ -499,17 +499,17 @@ def cmd_bench(args: argparse.Namespace) -> None:
     else:
         from uavrl.bench import train as bench_train
         from uavrl.config import load_config
-        from uavrl.runners.device import checked_device
+        from uavrl.runners.device import actor_device, learner_device
 
         workers = [int(x) for x in args.workers.split(",")]
         envs = [int(x) for x in args.envs.split(",")]
         kinds = args.kinds.split(",") if args.kinds else list(bench_train.KINDS)
         devices = args.learner_device.split(",")
         actor_devices = args.actor_device.split(",")
-        for field, names in (("learner_device", devices), ("actor_device", actor_devices)):
+        finders = ((learner_device, "learner_device", devices), (actor_device, "actor_device", actor_devices))
+        for find, field, names in finders:
             for device in names:  # refused before the first row runs, naming what the machine has
-                load_config(None, ["runner.kind=impala", f"runner.{field}={device}"])
-                checked_device(f"runner.{field}", device)
+                find(load_config(None, ["runner.kind=impala", f"runner.{field}={device}"]))
         with console.status("measuring training throughput (several minutes)"):
             frame = bench_train.run(
                 workers, envs, args.seconds, args.rounds, kinds, devices, args.preset, actor_devices

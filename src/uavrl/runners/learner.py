@@ -23,7 +23,7 @@ from uavrl.algo.loss import LossTerms, rollout_loss, vtrace_loss
 from uavrl.algo.optim import SharedAdam
 from uavrl.algo.replay import TrajectoryReplay
 from uavrl.config import A3CRunner, Config, ImpalaRunner
-from uavrl.nn.models import ActorCritic
+from uavrl.nn.models import ActorCritic, model_device
 from uavrl.runners.device import DeviceBatches
 from uavrl.runners.metrics import histogram_summary
 from uavrl.runners.seeds import SeedPurpose, derived_seed
@@ -179,7 +179,7 @@ class Learner:
         self.name = name
         self.loss = loss_function(config)
         self.replay = replay
-        self.on_device = DeviceBatches(next(model.parameters()).device)
+        self.on_device = DeviceBatches(model_device(model))
         self.nonfinite_streak = 0
 
     def learning_rate(self, env_steps: int) -> float:
