@@ -17,7 +17,9 @@ one() {  # name seed extra-sets...
   local name=$1 seed=$2
   shift 2
   [ -f "$out/${name}_s$seed/summary.json" ] && return 0
+  # mec_a3c.yaml's budget and observation when these runs began; the sets after them win
   uavrl train --config "$config" --set seed="$seed" --set log.tensorboard=false \
+    --set runner.total_env_steps=1000000 --set env.params.observe_cloud_speed=false \
     "$@" --run-dir "$out/${name}_s$seed" --evaluate --episodes 100 >"$out/${name}_s$seed.log" 2>&1
 }
 
