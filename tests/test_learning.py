@@ -192,7 +192,7 @@ def test_a_mec_default_beats_the_tuned_two_margin_rule_on_its_training_cells(
     discrete or hybrid actions) against the strongest non-privileged rule, the cost-estimating
     rule reading the cloud speed with both margins tuned on the training cells (-44.1 there;
     in hybrid mode at the default frequency and full power, which its best constant knobs beat
-    by under 0.1: results/mec_hybrid/), both greedy on the same 100 evaluation streams per cell
+    by 0.1 at most: results/mec_hybrid/), both greedy on the same 100 evaluation streams per cell
     (the tuning streams are disjoint), as `uavrl train --evaluate` prints them."""
     from uavrl.experiments.evaluate import eval_worlds, evaluate_policies, run_references, training_cells
 
