@@ -230,6 +230,29 @@ def test_evaluate_defaults_to_the_training_regime_and_pool_chooses(tmp_path: Pat
     assert (frame["mean"] <= bound["mean"].iloc[0] + 1e-9).all()
 
 
+def test_train_evaluate_scores_references_computed_while_it_trained_as_evaluate_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train --evaluate --bound` tunes the references and solves the bound in a process of its
+    own during training; its table is the one `uavrl evaluate --bound` prints for the run."""
+    run = tmp_path / "run"
+    config = str(Path(__file__).parent.parent / "configs" / "paper_a3c_private.yaml")
+    sets = ["runner.total_env_steps=4000", "runner.n_workers=2", "runner.envs_per_worker=8"]
+    sets += ["env.worker_cells=[v5-l200-c1000,v50-l200-c1000]", "log.progress=false", "log.tensorboard=false"]
+    argv = ["train", "--config", config, "--run-dir", str(run), *(f"--set={s}" for s in sets)]
+    assert main([*argv, "--evaluate", "--bound", "--episodes", "3"]) == 0
+    trained = capsys.readouterr().out
+    assert main(["evaluate", "--run", str(run), "--bound", "--episodes", "3"]) == 0
+    evaluated = capsys.readouterr().out
+
+    def rows(out: str) -> list[str]:
+        return [line for line in out.splitlines() if line.startswith("│")]
+
+    names = {r.split("│")[1].strip() for r in rows(trained)}
+    assert {"hindsight_bound", "two_threshold_steps_left", "a3c_greedy"} <= names
+    assert rows(trained) == rows(evaluated)
+
+
 def test_bench_serial_compares_per_worker_and_batched_acting(tmp_path: Path) -> None:
     out = tmp_path / "serial.csv"
     # the private config: the default's centralised critic cannot act per worker (batched only)

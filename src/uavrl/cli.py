@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from rich.console import Console
 from rich.table import Table
@@ -20,6 +20,10 @@ from uavrl.errors import CheckpointError, ConfigError, RunInterrupted
 
 if TYPE_CHECKING:  # pandas costs 0.5 s of start-up: imported where a command needs it
     import pandas as pd
+
+    from uavrl.config import Config
+    from uavrl.envs.worlds import Regime
+    from uavrl.runners.supervise import CallAside
 
 
 # Tables are wide: keep them whole when output goes to a file or a pipe.
@@ -358,7 +362,10 @@ def cmd_train(args: argparse.Namespace) -> None:
             total = run.config().runner.total_env_steps
             console.print(f"resuming {run_dir} from its last checkpoint, at {steps:,} of {total:,} env steps")
         devices = {"learner_device": args.learner_device, "actor_device": args.actor_device}
-        summary = training.resume(run_dir, ray_address=args.address, **devices)
+        config = run.config()
+        with _references_while_training(args, config) as references:
+            summary = training.resume(run_dir, ray_address=args.address, **devices)
+            _report_training(summary, run_dir, args, config, references)
     else:
         if not args.config:
             raise ConfigError("uavrl train needs --config FILE (or --resume RUN_DIR)")
@@ -373,7 +380,41 @@ def cmd_train(args: argparse.Namespace) -> None:
         # an explicit --run-dir holding a run is refused; the default gets the next free number
         run_dir = Path(args.run_dir) if args.run_dir else next_free_run_dir(Path("runs") / config.name)
         console.print(f"run directory {run_dir}  (config hash {config.hash()})")
-        summary = training.train(config, run_dir)
+        with _references_while_training(args, config) as references:
+            summary = training.train(config, run_dir)
+            _report_training(summary, run_dir, args, config, references)
+
+
+@contextlib.contextmanager
+def _references_while_training(args: argparse.Namespace, config: Config) -> Iterator[CallAside | None]:
+    """With ``--evaluate``, the references the run will be judged beside (and with ``--bound``
+    the hindsight bound), computed in a process of their own while it trains: they do not depend
+    on the model. Their worlds are solved on the cores the run's workers leave free."""
+    if not args.evaluate:
+        yield None
+        return
+    from uavrl.experiments.evaluate import reference_results, training_regime
+    from uavrl.runners.supervise import CallAside
+
+    _check_evaluation(config, None, None, args.bound)
+    free_cores = max(1, (os.cpu_count() or 1) - config.worker_processes)
+    episodes = args.episodes or config.eval.episodes
+    what = (config, training_regime(config), None, episodes, config.eval.seed, args.bound, free_cores)
+    aside = CallAside("references", reference_results, *what)
+    try:
+        yield aside
+    finally:
+        aside.close()
+
+
+def _report_training(
+    summary: dict[str, Any],
+    run_dir: Path,
+    args: argparse.Namespace,
+    config: Config,
+    references: CallAside | None,
+) -> None:
+    """Print how the run ended and, with ``--evaluate``, its table beside ``references``."""
     ev = summary["eval"]
     if summary.get("stopped_at_target"):
         hit = summary["eval_during_training"]["first_hit"]
@@ -387,8 +428,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"{summary['wall_time_s']:.0f} s ({summary['env_steps_per_s']:,.0f} steps/s); greedy eval "
         f"{ev['mean_return']:.2f} over {ev['episodes']} episodes x {len(ev['cells'])} cell(s)"
     )
-    if args.evaluate:
-        _evaluate_run(run_dir, args.episodes or ev["episodes"], None, None, None, bound=args.bound)
+    if references is not None:
+        episodes = args.episodes or config.eval.episodes  # as the references were computed
+        _evaluate_run(run_dir, episodes, None, None, None, bound=args.bound, references=references)
 
 
 def _evaluate_run(
@@ -399,14 +441,16 @@ def _evaluate_run(
     pool: str | None,
     fmt: str = "table",
     bound: bool = False,
+    references: CallAside | None = None,
 ) -> None:
+    """Score a run's learned policies beside its references (computed here, or taken from
+    ``references``, computed while it trained with the same arguments) and print the table."""
     from uavrl.config import config_from_dict
     from uavrl.experiments.evaluate import (
-        bound_results,
         eval_worlds,
         evaluate_policies,
+        reference_results,
         run_policies,
-        run_references,
         training_regime,
     )
     from uavrl.experiments.rundir import RunDir
@@ -414,6 +458,37 @@ def _evaluate_run(
     models, meta = RunDir(run_dir).load_models()
     config = config_from_dict(meta["config"])
     seed = config.eval.seed
+    preset = config.env.uavrl_preset
+    _check_evaluation(config, pool, cells, bound)
+    trained_in = training_regime(config)
+    regime = cast("Regime", pool or trained_in)
+    policies = [
+        p
+        for mode in ("greedy", "stochastic")
+        for p in run_policies(config, models, regime, mode == "greedy", seed, f"_{mode}")
+    ]
+    worlds = eval_worlds(config, regime, cells)
+    with evaluating(f"evaluating {len(policies)} learned policies") as progress:
+        results = evaluate_policies(policies, worlds, episodes, seed, config.env.id, progress)
+    if references is None:
+        # the same worlds (reward scale included) as the learned policies
+        cores = os.cpu_count() or 1
+        rows = reference_results(config, regime, cells, episodes, seed, bound, cores, stage=evaluating)
+    else:
+        with progress_console.status("finishing the references (computed while the run trained)"):
+            rows = references.result()
+    import pandas as pd
+
+    results = pd.concat([rows, results])
+    note = "" if regime == trained_in else f" (transfer: trained with {trained_in} pools)"
+    scale = preset.units_note(dict(config.env.params)) if preset is not None else ""
+    show_results(results, fmt, f"{run_dir}{note}{scale}", episodes, seed, by_cell=preset is not None)
+    if csv:
+        _write_csv(results, csv)
+
+
+def _check_evaluation(config: Config, pool: str | None, cells: str | None, bound: bool) -> None:
+    """Refuse evaluation options that do not apply to the run's env or preset."""
     preset = config.env.uavrl_preset
     for flag, given in (("--pool", pool), ("--cells", cells), ("--bound", bound)):
         if given and preset is None:
@@ -425,35 +500,6 @@ def _evaluate_run(
     if pool and preset is not None and not preset.pools_across_workers:
         # its clouds are shared inside each worker's core (as it trained), not across workers
         raise ConfigError(f"--pool: a run of preset {preset.name!r} is scored with its clouds as it trained")
-    trained_in = training_regime(config)
-    regime = pool or trained_in
-    policies = [
-        p
-        for mode in ("greedy", "stochastic")
-        for p in run_policies(config, models, regime, mode == "greedy", seed, f"_{mode}")  # type: ignore[arg-type]
-    ]
-    worlds = eval_worlds(config, regime, cells)  # type: ignore[arg-type]
-    with evaluating(f"evaluating {len(policies)} learned policies") as progress:
-        results = evaluate_policies(policies, worlds, episodes, seed, config.env.id, progress)
-    tuned_by = preset.reference_description if preset is not None else "the references"
-    with progress_console.status(f"tuning {tuned_by} ({regime} pools, training cells)"):
-        references = run_references(config, regime, episodes, seed)  # type: ignore[arg-type]
-    with evaluating(f"evaluating {len(references)} reference policies") as progress:
-        # Same worlds (reward scale included) as the learned policies.
-        references_table = evaluate_policies(references, worlds, episodes, seed, config.env.id, progress)
-    import pandas as pd
-
-    tables = [references_table, results]
-    if bound:
-        with evaluating("solving the hindsight bound (the same episodes)") as progress:
-            bounds = bound_results(worlds, episodes, seed, progress=progress, processes=os.cpu_count() or 1)
-        tables.insert(1, bounds)
-    results = pd.concat(tables)
-    note = "" if regime == trained_in else f" (transfer: trained with {trained_in} pools)"
-    scale = preset.units_note(dict(config.env.params)) if preset is not None else ""
-    show_results(results, fmt, f"{run_dir}{note}{scale}", episodes, seed, by_cell=preset is not None)
-    if csv:
-        _write_csv(results, csv)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -851,7 +897,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a3c_data and impala on backend serial or process: where the actors' forward passes run "
         "(runner.actor_device: cpu, cuda, cuda:N; their envs step on the CPU)",
     )
-    train.add_argument("--evaluate", action="store_true", help="print the evaluation table afterwards")
+    train.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="print the evaluation table afterwards (the references tuned, and --bound solved, as the run trains)",
+    )
     train.add_argument("--episodes", type=int, help="episodes per cell for --evaluate")
     train.add_argument("--bound", action="store_true", help=BOUND_HELP)
     train.set_defaults(func=cmd_train)

@@ -633,11 +633,17 @@ class Config(ConfigSection):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
+    @property
+    def worker_processes(self) -> int:
+        """Processes that step workers in a run of this config (1 when they step in one)."""
+        r = self.runner
+        return 1 if r.serial or r.kind == "a2c" else r.n_workers
+
     def _check_process_count(self) -> None:
         """A process per worker far beyond the cores is a typo more often than a plan (1000
         workers start 250 processes and 11 GB within 20 s): it needs an explicit flag."""
         r = self.runner
-        processes = 1 if r.serial or r.kind == "a2c" else r.n_workers
+        processes = self.worker_processes
         cores = os.cpu_count() or 1
         if processes > MAX_PROCESSES_PER_CORE * cores and not r.allow_many_processes:
             raise ValueError(

@@ -9,9 +9,12 @@ import signal
 import time
 from typing import Any
 
+import pytest
+
 from tests.polling import wait_until
+from uavrl.errors import ConfigError
 from uavrl.locking import ProcessLock
-from uavrl.runners.supervise import ChildLink, Supervisor
+from uavrl.runners.supervise import CallAside, ChildLink, Supervisor, WorkerFailed
 
 
 def _beat_under_lock(lock: ProcessLock, link: ChildLink, stop_inside: Any) -> None:
@@ -67,3 +70,49 @@ def test_of_two_silent_children_only_the_stopped_one_dies_the_one_waiting_on_its
     finally:
         supervisor.stop_all()
     assert all(p.exitcode == 0 for p in supervisor.processes)
+
+
+def _sum_after(seconds: float, *values: int) -> int:
+    time.sleep(seconds)
+    return sum(values)
+
+
+def _refuse(field: str) -> None:
+    raise ConfigError(f"{field}: refused")
+
+
+def _divide(a: int, b: int) -> float:
+    return a / b
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_call_aside_returns_its_result_and_raises_what_it_raised() -> None:
+    aside = CallAside("sum", _sum_after, 0.0, 1, 2, 3)
+    try:
+        assert aside.result() == 6
+    finally:
+        aside.close()
+    aside = CallAside("refusal", _refuse, "eval.episodes")
+    with pytest.raises(ConfigError, match=r"eval\.episodes: refused"):
+        aside.result()  # a ConfigError comes back as it was raised
+    aside.close()
+    aside = CallAside("division", _divide, 1, 0)
+    with pytest.raises(WorkerFailed, match=r"(?s)division raised in its process.*ZeroDivisionError"):
+        aside.result()
+    aside.close()
+
+
+def test_a_call_aside_that_dies_is_named_and_one_still_running_is_ended_by_close() -> None:
+    aside = CallAside("victim", _die)
+    with pytest.raises(WorkerFailed, match=r"victim: its process died \(exit code -9\)"):
+        aside.result()
+    aside.close()
+    slow = CallAside("slow", _sum_after, 600.0, 1)
+    process = slow._process
+    assert wait_until(lambda: process.is_alive(), timeout_s=60)
+    started = time.monotonic()
+    slow.close()
+    assert not process.is_alive() and time.monotonic() - started < 15

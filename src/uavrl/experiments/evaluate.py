@@ -238,6 +238,42 @@ def run_references(
     return preset.reference_policies(dict(config.env.params), worlds, episodes, seed)
 
 
+Stage = Callable[[str], contextlib.AbstractContextManager[Callable[[int, int, str], None] | None]]
+"""``stage(label)``: a context around one step of an evaluation, yielding its progress callback."""
+
+
+def _quiet_stage(label: str) -> contextlib.nullcontext[None]:
+    return contextlib.nullcontext()
+
+
+def reference_results(
+    config: Config,
+    regime: Regime,
+    cells_spec: str | list[str] | None,
+    episodes: int,
+    seed: int,
+    bound: bool = False,
+    processes: int = 1,
+    stage: Stage = _quiet_stage,
+) -> pd.DataFrame:
+    """What a run's learned policies are judged beside, on its evaluation worlds
+    (:func:`eval_worlds`): the references tuned on its training cells
+    (:func:`run_references`), then with ``bound`` the hindsight bound of the same episodes (its
+    worlds solved ``processes`` at a time). It does not depend on the trained model: it can be
+    computed while the run trains. ``stage`` frames each step (tuning, scoring, solving)."""
+    worlds = eval_worlds(config, regime, cells_spec)
+    preset = config.env.uavrl_preset
+    tuned_by = preset.reference_description if preset is not None else "the references"
+    with stage(f"tuning {tuned_by} ({regime} pools, training cells)"):
+        references = run_references(config, regime, episodes, seed)
+    with stage(f"evaluating {len(references)} reference policies") as progress:
+        tables = [evaluate_policies(references, worlds, episodes, seed, config.env.id, progress)]
+    if bound:
+        with stage("solving the hindsight bound (the same episodes)") as progress:
+            tables.append(bound_results(worlds, episodes, seed, progress=progress, processes=processes))
+    return pd.concat(tables)
+
+
 def run_policies(
     config: Config, models: Sequence[ActorCritic], regime: Regime, greedy: bool, seed: int, suffix: str = ""
 ) -> list[TorchPolicy | AgentTeam]:

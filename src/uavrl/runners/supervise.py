@@ -24,11 +24,13 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
+from uavrl.errors import ConfigError
 from uavrl.runners.ipc import ERROR, Channel, Handler, Heartbeats, Inbox, StopFlag
 
 JOIN_TIMEOUT_S = 10.0
@@ -95,6 +97,67 @@ def child_process(channel: Channel, worker_id: int) -> Iterator[Any]:
     except BaseException:
         channel.send((ERROR, worker_id, traceback.format_exc()))
         sys.exit(1)
+
+
+class CallAside:
+    """``fn(*args)`` computed in a spawned process while this one does other work (the
+    references of a run while it trains). :meth:`result` waits for it and raises what it raised
+    (a :class:`~uavrl.errors.ConfigError` as it was, anything else with its traceback);
+    :meth:`close` ends it if it still runs. The child: one torch thread, Ctrl-C left to the
+    parent, killed with the parent. ``fn`` and ``args`` must pickle (``fn`` at module level)."""
+
+    def __init__(self, name: str, fn: Callable[..., Any], *args: Any) -> None:
+        ctx = mp.get_context("spawn")
+        self.name = name
+        self._receive, send = ctx.Pipe(duplex=False)
+        self._process = ctx.Process(target=_call_aside, args=(send, fn, args), name=f"uavrl-{name}")
+        start_without_ctrl_c(self._process)
+        send.close()  # the child's end: its death then ends our poll with EOF
+        # not a daemon (it may start processes of its own), so one never closed would hold up
+        # the interpreter's exit until it finished: ended at exit, or when garbage collected
+        self._end = weakref.finalize(self, _end_process, self._process)
+
+    def result(self) -> Any:
+        try:
+            ok, value = self._receive.recv()
+        except EOFError:
+            self._process.join(timeout=JOIN_TIMEOUT_S)
+            raise WorkerFailed(
+                f"{self.name}: its process died (exit code {self._process.exitcode}) before it finished"
+            ) from None
+        self._process.join(timeout=JOIN_TIMEOUT_S)
+        if ok:
+            return value
+        if isinstance(value, ConfigError):
+            raise value
+        raise WorkerFailed(f"{self.name} raised in its process:\n{value}")
+
+    def close(self) -> None:
+        self._receive.close()
+        self._end()
+
+
+def _end_process(process: Any) -> None:
+    """Terminate ``process`` if it still runs (kill it if that does not end it), and join it."""
+    if process.is_alive():
+        process.terminate()
+        process.join(timeout=TERMINATE_GRACE_S)
+    if process.is_alive():
+        process.kill()
+    process.join(timeout=JOIN_TIMEOUT_S)
+
+
+def _call_aside(send: Any, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(mp.parent_process())
+    try:
+        outcome: tuple[bool, Any] = (True, fn(*args))
+    except ConfigError as error:
+        outcome = (False, error)
+    except BaseException:
+        outcome = (False, traceback.format_exc())
+    send.send(outcome)
 
 
 def die_with_parent(parent: Any) -> None:
