@@ -900,7 +900,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--evaluate",
         action="store_true",
-        help="print the evaluation table afterwards (the references tuned, and --bound solved, as the run trains)",
+        help="print the evaluation table afterwards (references tuned, --bound solved, as the run trains)",
     )
     train.add_argument("--episodes", type=int, help="episodes per cell for --evaluate")
     train.add_argument("--bound", action="store_true", help=BOUND_HELP)
