@@ -112,7 +112,7 @@ class CallAside:
         self._receive, send = ctx.Pipe(duplex=False)
         self._process = ctx.Process(target=_call_aside, args=(send, fn, args), name=f"uavrl-{name}")
         start_without_ctrl_c(self._process)
-        send.close()  # the child's end: its death then ends our poll with EOF
+        send.close()  # the child's end, held by the child alone: its death ends our recv with EOF
         # not a daemon (it may start processes of its own), so one never closed would hold up
         # the interpreter's exit until it finished: ended at exit, or when garbage collected
         self._end = weakref.finalize(self, _end_process, self._process)
