@@ -3,8 +3,9 @@
 Rows ``runner = a3c_data / impala / a2c``: the library's runners themselves (N actor processes
 and the learner, or one a2c process stepping N x K envs), timed between their first round of
 updates and a stop after ``seconds`` (start-up excluded). ``a3c_data`` and ``impala`` get a row
-per learner device and actor device asked for (``runner.learner_device``,
-``runner.actor_device``); every other row learns and acts on the CPU.
+per learner device, actor device and inference mode asked for (``runner.learner_device``,
+``runner.actor_device``, ``runner.inference``: ``actors`` act themselves, or one ``server``
+process acts for all); every other row learns and acts on the CPU, each worker for itself.
 Rows ``runner = a3c``: N worker processes running the library's :class:`Worker` (K envs each,
 batched inference, rollout re-evaluation, shared model + SharedAdam under a lock).
 Rows ``runner = reference``: N processes running a worker written like the classic A3C design:
@@ -216,12 +217,18 @@ def measure_runner(
     preset: str,
     learner_device: str,
     actor_device: str = "cpu",
+    inference: str = "actors",
 ) -> float:
     """Env steps per second of a whole ``kind`` run (actors and learner, the learner on
-    ``learner_device``, the actors' forward passes on ``actor_device``) after its first round."""
+    ``learner_device``, the actors' forward passes on ``actor_device``, in each actor or in an
+    inference ``server``) after its first round."""
     budget = "runner.total_env_steps=1000000000000"  # the stopwatch ends the run
     device = (
-        [f"runner.learner_device={learner_device}", f"runner.actor_device={actor_device}"]
+        [
+            f"runner.learner_device={learner_device}",
+            f"runner.actor_device={actor_device}",
+            f"runner.inference={inference}",
+        ]
         if kind in CENTRAL_LEARNER_KINDS
         else []
     )
@@ -232,7 +239,8 @@ def measure_runner(
     return stopwatch.rate()
 
 
-Row = tuple[str, str, str, int, int]  # runner, learner device, actor device, actors (workers), envs per actor
+Row = tuple[str, str, str, str, int, int]
+"""runner, learner device, actor device, inference, actors (workers), envs per actor"""
 
 
 def grid(
@@ -241,10 +249,11 @@ def grid(
     envs_per_worker: Sequence[int],
     learner_devices: Sequence[str],
     actor_devices: Sequence[str] = ("cpu",),
+    inference: Sequence[str] = ("actors",),
 ) -> list[Row]:
     """The rows of :func:`run`: the reference at one env per worker; every other kind at every
-    worker count and K, ``a3c_data`` and ``impala`` once per learner device and actor device
-    (the others learn and act on the CPU)."""
+    worker count and K, ``a3c_data`` and ``impala`` once per learner device, actor device and
+    inference mode (the others learn and act on the CPU, each worker for itself)."""
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise ConfigError(f"--kinds: bench train has no rows {', '.join(unknown)}; kinds: {', '.join(KINDS)}")
@@ -255,8 +264,9 @@ def grid(
         central = kind in CENTRAL_LEARNER_KINDS
         for device in learner_devices if central else ["cpu"]:
             for acting in actor_devices if central else ["cpu"]:
-                for k in [1] if kind == "reference" else envs_per_worker:
-                    rows += [(kind, device, acting, n, k) for n in workers]
+                for mode in inference if central else ["actors"]:
+                    for k in [1] if kind == "reference" else envs_per_worker:
+                        rows += [(kind, device, acting, mode, n, k) for n in workers]
     return rows
 
 
@@ -269,24 +279,27 @@ def run(
     learner_devices: Sequence[str] = ("cpu",),
     preset: str = DEFAULT_PRESET,
     actor_devices: Sequence[str] = ("cpu",),
+    inference: Sequence[str] = ("actors",),
 ) -> pd.DataFrame:
-    """Columns ``runner, learner_device, actor_device, n_workers, envs_per_worker, steps_per_s``.
+    """Columns ``runner, learner_device, actor_device, inference, n_workers, envs_per_worker,
+    steps_per_s``.
 
     Every configuration is measured once per round for ``seconds / rounds``, rounds interleaved,
     and reported as its median: this machine's speed drifts by up to 3x within minutes, and
     interleaving spreads the drift over all rows instead of penalising whichever ran during a
     slow spell.
     """
-    rows = grid(kinds, workers, envs_per_worker, learner_devices, actor_devices)
+    rows = grid(kinds, workers, envs_per_worker, learner_devices, actor_devices, inference)
     samples: dict[Row, list[float]] = {row: [] for row in rows}
     for _ in range(rounds):
         for row in rows:
-            kind, device, acting, n, k = row
+            kind, device, acting, mode, n, k = row
             if kind in RUNNER_KINDS:
-                rate = measure_runner(kind, n, k, seconds / rounds, preset, device, acting)
+                rate = measure_runner(kind, n, k, seconds / rounds, preset, device, acting, mode)
             else:
                 rate = measure(kind, n, k, seconds / rounds, preset)
             samples[row].append(rate)
     table = [(*row, float(np.median(samples[row]))) for row in rows]
-    columns = ["runner", "learner_device", "actor_device", "n_workers", "envs_per_worker", "steps_per_s"]
+    columns = ["runner", "learner_device", "actor_device", "inference", "n_workers", "envs_per_worker"]
+    columns.append("steps_per_s")
     return pd.DataFrame(table, columns=columns)

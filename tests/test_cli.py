@@ -140,25 +140,30 @@ def test_bench_train_measures_library_and_reference_workers(tmp_path: Path) -> N
     from uavrl.bench import train as bench_train
 
     frame = bench_train.run(workers=[1], envs_per_worker=[4], seconds=0.5, rounds=1)
-    columns = ["runner", "learner_device", "actor_device", "n_workers", "envs_per_worker", "steps_per_s"]
+    columns = ["runner", "learner_device", "actor_device", "inference", "n_workers", "envs_per_worker"]
+    columns.append("steps_per_s")
     assert list(frame.columns) == columns
     assert frame["runner"].tolist() == ["reference", "a3c", "a3c_data", "impala", "a2c"]
     assert frame["learner_device"].tolist() == frame["actor_device"].tolist() == ["cpu"] * 5
     assert (frame["steps_per_s"] > 0).all()
+    served = bench_train.run([1], [4], 0.5, 1, ["impala"], inference=["actors", "server"])
+    assert served["inference"].tolist() == ["actors", "server"] and (served["steps_per_s"] > 0).all()
 
 
-def test_bench_train_rows_per_learner_device_actor_device_kind_and_k() -> None:
+def test_bench_train_rows_per_learner_device_actor_device_inference_kind_and_k() -> None:
     from uavrl.bench.train import grid
 
     rows = grid(["a3c", "impala"], [4, 15], [128, 256], ["cpu", "cuda"])
-    assert rows[:4] == [("a3c", "cpu", "cpu", n, k) for k in (128, 256) for n in (4, 15)]
-    assert {(k, d, a) for k, d, a, _, _ in rows[4:]} == {("impala", "cpu", "cpu"), ("impala", "cuda", "cpu")}
+    assert rows[:4] == [("a3c", "cpu", "cpu", "actors", n, k) for k in (128, 256) for n in (4, 15)]
+    assert {r[:4] for r in rows[4:]} == {("impala", d, "cpu", "actors") for d in ("cpu", "cuda")}
     assert len(rows) == 4 + 2 * 4
-    acting = grid(["a3c", "impala"], [15], [256], ["cuda"], ["cpu", "cuda"])
+    acting = grid(["a3c", "impala"], [15], [256], ["cuda"], ["cpu", "cuda"], ["actors", "server"])
     assert acting == [
-        ("a3c", "cpu", "cpu", 15, 256),  # a3c has neither device: one row
-        ("impala", "cuda", "cpu", 15, 256),
-        ("impala", "cuda", "cuda", 15, 256),
+        ("a3c", "cpu", "cpu", "actors", 15, 256),  # a3c has neither device nor server: one row
+        ("impala", "cuda", "cpu", "actors", 15, 256),
+        ("impala", "cuda", "cpu", "server", 15, 256),
+        ("impala", "cuda", "cuda", "actors", 15, 256),
+        ("impala", "cuda", "cuda", "server", 15, 256),
     ]
     with pytest.raises(ConfigError, match="--kinds: bench train has no rows appo"):
         grid(["appo"], [1], [1], ["cpu"])

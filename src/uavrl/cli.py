@@ -557,12 +557,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
             for device in names:  # refused before the first row runs, naming what the machine has
                 find(load_config(None, ["runner.kind=impala", f"runner.{field}={device}"]))
         with console.status("measuring training throughput (several minutes)"):
+            modes = args.inference.split(",")
             frame = bench_train.run(
-                workers, envs, args.seconds, args.rounds, kinds, devices, args.preset, actor_devices
+                workers, envs, args.seconds, args.rounds, kinds, devices, args.preset, actor_devices, modes
             )
         # against the classic design's workers where they ran, else the fastest all-CPU row
         reference = frame[frame["runner"] == "reference"]
-        on_cpu = frame[(frame["learner_device"] == "cpu") & (frame["actor_device"] == "cpu")]
+        devices_on_cpu = (frame["learner_device"] == "cpu") & (frame["actor_device"] == "cpu")
+        on_cpu = frame[devices_on_cpu & (frame["inference"] == "actors")]
         base_rows, label = (
             (reference, "x best reference")
             if len(reference)
@@ -1075,6 +1077,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="cpu",
         help="train: devices of the a3c_data and impala rows' actors' forward passes, a row each "
         "with each learner device (e.g. cpu,cuda)",
+    )
+    bench.add_argument(
+        "--inference",
+        default="actors",
+        help="train: where the a3c_data and impala rows' actors' forward passes run, a row each: actors "
+        "(each its own), server (one process for all, runner.inference), or actors,server",
     )
     bench.add_argument(
         "--rounds", type=int, default=3, help="train: interleaved rounds per row (the median is reported)"

@@ -453,6 +453,11 @@ class RunnerCommon(ConfigSection):
         ``actor_device``."""
         return "cpu"
 
+    @property
+    def served(self) -> bool:
+        """An inference server runs the actors' forward passes (``inference: server``)."""
+        return False
+
 
 class _OneModel:
     """A kind with one model for every worker (every kind but ``a3c``, where ``share`` is a
@@ -492,7 +497,9 @@ class _CentralLearnerRunner(_OneModel, RunnerCommon):
     """A kind whose actors feed one learner, which may live on an accelerator:
     ``learner_device`` (``cpu``, ``cuda`` or ``cuda:N``) holds its model and optimizer.
     ``actor_device`` is where the actors' copies of its weights act (one forward per env step);
-    their envs always step on the CPU and their rollouts reach the learner through host memory."""
+    their envs always step on the CPU and their rollouts reach the learner through host memory.
+    ``inference: server`` (process backend) gives those forward passes to one inference server
+    process on ``actor_device``, which answers every waiting actor in one batch."""
 
     learner_device: str = Field(
         "cpu",
@@ -502,6 +509,11 @@ class _CentralLearnerRunner(_OneModel, RunnerCommon):
     actor_device: str = Field(
         "cpu",
         description="puts the actors' forward passes on a device",
+        json_schema_extra=HASH_NEUTRAL,
+    )
+    inference: Literal["actors", "server"] = Field(
+        "actors",
+        description="runs every process actor's forward pass in one batch in a server process",
         json_schema_extra=HASH_NEUTRAL,
     )
 
@@ -519,6 +531,19 @@ class _CentralLearnerRunner(_OneModel, RunnerCommon):
     @property
     def acts_on(self) -> str:
         return self.actor_device
+
+    @property
+    def served(self) -> bool:
+        return self.inference == "server"
+
+    @model_validator(mode="after")
+    def _served_by_processes(self) -> _CentralLearnerRunner:
+        if self.served and self.serial:
+            raise ValueError(
+                "runner.inference: server serves process actors; runner.backend: serial acts for "
+                "every actor in one forward pass already (use backend process)"
+            )
+        return self
 
 
 class A3CDataRunner(_CentralLearnerRunner):
@@ -752,6 +777,7 @@ class Config(ConfigSection):
                     r.acts_on != "cpu",
                     "its rollout actors ask Ray for CPUs only; use backend process",
                 ),
+                ("runner.inference", "server", r.served, "its rollout actors act themselves; use process"),
             )
             for option, value, bad, why in refused:
                 if bad:

@@ -35,7 +35,8 @@ from uavrl.envs.cloud import CloudPool
 from uavrl.nn.models import ActorCritic, clone_model
 from uavrl.runners.bookkeeping import EpisodeRecord, book_update, episode_records
 from uavrl.runners.checkpoint import load_training_tensors, training_tensors
-from uavrl.runners.device import actor_device, learner_device
+from uavrl.runners.device import CPU, actor_device, learner_device
+from uavrl.runners.inference import InferenceSlots, ServedPolicy, ServerStopped, inference_server_process
 from uavrl.runners.ipc import ROLLOUT
 from uavrl.runners.learner import Learner, learner_optimizer, replay_stats, trajectory_replay
 from uavrl.runners.metrics import histogram_summary
@@ -72,21 +73,33 @@ def _actor_process(
     pool: CloudPool | None,
     link: ChildLink,
     env_seed: int,
+    served: InferenceSlots | None = None,
 ) -> None:
     """Act until stopped: take a free slot from ``free``, fetch the latest weights, collect,
-    hand it over with this process's ``incarnation`` (0, or the restart it is)."""
+    hand it over with this process's ``incarnation`` (0, or the restart it is). With an
+    inference server (``served``) the server acts with the latest weights and the actor only
+    steps its envs and samples."""
     with child_process(link.channel, actor_id) as parent:
         k = config.runner.envs_per_worker
         torch.manual_seed(derived_seed(config.seed, SeedPurpose.ACTOR_SAMPLING, actor_id, env_seed))
-        local = clone_model(weights.model).to(actor_device(config))
+        # served: the actor's model is a host template for its policy head; the server acts
+        local = clone_model(weights.model).to(CPU if served else actor_device(config))
+        acting = local if served is None else ServedPolicy(local, served, actor_id, link, parent)
         collector = make_collector(
-            config, local, make_worker_env(config, actor_id, pool), env_seed, actor_id * k
+            config, acting, make_worker_env(config, actor_id, pool), env_seed, actor_id * k
         )
         version = -1
         while (slot := _next_free_slot(free, link, parent)) is not None:
-            version = weights.fetch(local, version)
-            batch, finished = collector.collect(local, config.algo.rollout_length)
-            batch.policy_version = version
+            if isinstance(acting, ServedPolicy):
+                try:
+                    batch, finished = collector.collect(acting, config.algo.rollout_length)
+                except ServerStopped:
+                    break
+                batch.policy_version = acting.take_version()
+            else:
+                version = weights.fetch(local, version)
+                batch, finished = collector.collect(local, config.algo.rollout_length)
+                batch.policy_version = version
             buffers.write(slot, batch)
             link.channel.send((ROLLOUT, slot, incarnation, episode_records(finished, actor_id, k)))
         link.finished()
@@ -207,11 +220,18 @@ class ActorProcesses:
         env_seed = session.env_seed()
         weights, slots = self.weights, self.slots
 
+        # child N, after the N actors, is the inference server, started again like an actor
+        served = InferenceSlots(model, r.n_workers, r.envs_per_worker, ctx) if r.served else None
+
         def make_process(actor_id: int, incarnation: int, link: ChildLink) -> Any:
+            if served is not None and actor_id == r.n_workers:
+                served.server_incarnation.value = incarnation  # its actors ask the new one again
+                serving = (config, weights, served, link)
+                return ctx.Process(target=inference_server_process, args=serving, name="uavrl-inference")
             free = slots.free_slots_of(actor_id, incarnation, self.held)
             seed = incarnation_seed(env_seed, actor_id, incarnation)
             agent_pool = session.worker_pool(actor_id, incarnation, pool)
-            args = (config, actor_id, incarnation, weights, slots, free, agent_pool, link, seed)
+            args = (config, actor_id, incarnation, weights, slots, free, agent_pool, link, seed, served)
             return ctx.Process(target=_actor_process, args=args, name=f"uavrl-actor-{actor_id}")
 
         def on_message(actor_id: int, message: tuple[Any, ...]) -> None:
@@ -222,13 +242,14 @@ class ActorProcesses:
 
         self.supervisor = Supervisor(
             make_process,
-            r.n_workers,
+            r.n_workers + (served is not None),
             ctx,
             r.max_restarts,
             on_message,
             r.heartbeat_timeout_s,
             session.record_event,
             "actor",
+            {r.n_workers: "inference server"} if served is not None else None,
         )
 
     def publish(self, model: ActorCritic, version: int) -> None:

@@ -12,6 +12,7 @@ from uavrl.algo.normalize import RewardScaler
 from uavrl.envs.vector import VecEnv
 from uavrl.nn.models import Actor, model_device, reset_hidden
 from uavrl.runners.device import CPU
+from uavrl.runners.inference import ServedPolicy
 
 
 @dataclass
@@ -37,7 +38,7 @@ class RolloutCollector:
     def __init__(
         self,
         env: VecEnv,
-        model: Actor,
+        model: Actor | ServedPolicy,
         seed: int,
         first_copy: int = 0,
         reward_scaler: RewardScaler | None = None,
@@ -58,10 +59,11 @@ class RolloutCollector:
         return self.h
 
     @torch.no_grad()
-    def collect(self, model: Actor, length: int) -> tuple[RolloutBatch, list[FinishedEpisode]]:
-        """Run ``length`` steps of every copy with ``model``; returns the batch and finished episodes."""
+    def collect(self, model: Actor | ServedPolicy, length: int) -> tuple[RolloutBatch, list[FinishedEpisode]]:
+        """Run ``length`` steps of every copy with ``model`` (or the inference server behind a
+        :class:`~uavrl.runners.inference.ServedPolicy`); returns the batch and finished episodes."""
         head = model.policy
-        device = model_device(model)
+        device = CPU if isinstance(model, ServedPolicy) else model_device(model)
         self.h = self.h.to(device)  # a no-op but on the first rollout on an accelerator
         t_b = (length, self.n)
         obs = np.empty((*t_b, self.obs.shape[-1]), dtype=np.float32)

@@ -237,6 +237,7 @@ class Supervisor:
         heartbeat_timeout_s: a worker silent this long (no :meth:`ChildLink.beat`) is killed.
         on_event: told, in words, of every death and restart (the run's event log).
         role: ``"worker"`` or ``"actor"``, for messages.
+        names: what messages call the children that are not a ``role`` (the inference server).
     """
 
     def __init__(
@@ -249,6 +250,7 @@ class Supervisor:
         heartbeat_timeout_s: float,
         on_event: Callable[[str], None] = lambda message: None,
         role: str = "worker",
+        names: dict[int, str] | None = None,
     ) -> None:
         self.make_process = make_process
         self.max_restarts = max_restarts
@@ -256,6 +258,7 @@ class Supervisor:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.on_event = on_event
         self.role = role
+        self.names = names or {}
         self.stop = StopFlag(ctx)
         self.heartbeats = Heartbeats(n, ctx)
         self.errors: queue_module.Queue[tuple[int, str]] = queue_module.Queue()
@@ -263,6 +266,10 @@ class Supervisor:
         self.restarts = [0] * n
         self.processes: list[Any] = []
         self._stopped_since: dict[int, float] = {}  # children seen stopped in their start-up
+
+    def name(self, i: int) -> str:
+        """Child ``i`` in messages (``actor 1``, ``the inference server``)."""
+        return self.names.get(i, f"{self.role} {i}")
 
     def _dispatch(self, child: int, message: tuple[Any, ...]) -> None:
         if message[0] == ERROR:
@@ -294,7 +301,7 @@ class Supervisor:
         except queue_module.Empty:
             pass
         else:
-            raise WorkerFailed(f"{self.role} {worker_id} failed:\n{trace}")
+            raise WorkerFailed(f"{self.name(worker_id)} failed:\n{trace}")
         self._kill_silent()
         restarted = []
         for i, p in enumerate(self.processes):
@@ -303,16 +310,16 @@ class Supervisor:
             self._raise_if_it_raised(i, p.exitcode)
             if self.restarts[i] >= self.max_restarts:
                 self.on_event(
-                    f"{self.role} {i} died (exit code {p.exitcode}) after {self.restarts[i]} restarts "
+                    f"{self.name(i)} died (exit code {p.exitcode}) after {self.restarts[i]} restarts "
                     f"(runner.max_restarts={self.max_restarts}); stopping the run"
                 )
                 raise WorkerFailed(
-                    f"{self.role} {i} failed: {self.role} process exited with code {p.exitcode} "
+                    f"{self.name(i)} failed: its process exited with code {p.exitcode} "
                     f"after {self.restarts[i]} restarts (runner.max_restarts={self.max_restarts})"
                 )
             self.restarts[i] += 1
             self.on_event(
-                f"{self.role} {i} died (exit code {p.exitcode}); its rollout in flight is dropped; "
+                f"{self.name(i)} died (exit code {p.exitcode}); its rollout in flight is dropped; "
                 f"restart {self.restarts[i]} of {self.max_restarts}"
             )
             self.processes[i] = self._spawn(i, self.restarts[i])
@@ -356,10 +363,11 @@ class Supervisor:
         for i in sorted(culprits):
             why = silent.get(i, f"stopped, silent for {self.heartbeats.silent_for(i):.0f} s")
             self._kill(i, why)
+        waited_on = ", ".join(map(self.name, sorted(culprits)))
         for i in sorted(silent.keys() - culprits):
             self.on_event(
-                f"{self.role} {i} {silent[i]}, maybe waiting on {self.role} "
-                f"{', '.join(map(str, sorted(culprits)))}: one more runner.heartbeat_timeout_s={timeout:g}"
+                f"{self.name(i)} {silent[i]}, maybe waiting on {waited_on}: "
+                f"one more runner.heartbeat_timeout_s={timeout:g}"
             )
             self.heartbeats.pardon(i)
 
@@ -371,7 +379,7 @@ class Supervisor:
     def _kill(self, i: int, why: str) -> None:
         self._stopped_since.pop(i, None)
         timeout = self.heartbeat_timeout_s
-        self.on_event(f"{self.role} {i} {why} (runner.heartbeat_timeout_s={timeout:g}); killing it")
+        self.on_event(f"{self.name(i)} {why} (runner.heartbeat_timeout_s={timeout:g}); killing it")
         self.processes[i].kill()
         self.processes[i].join(timeout=JOIN_TIMEOUT_S)
 
@@ -385,7 +393,7 @@ class Supervisor:
             reporter, trace = self.errors.get_nowait()
         except queue_module.Empty:
             return
-        raise WorkerFailed(f"{self.role} {reporter} failed:\n{trace}")
+        raise WorkerFailed(f"{self.name(reporter)} failed:\n{trace}")
 
     def stop_all(self) -> None:
         """Stop every worker, then wait for their channels to end, so that everything they

@@ -36,6 +36,7 @@ from uavrl.envs.vector import (
 from uavrl.errors import ConfigError
 from uavrl.nn.models import Actor, ActorCritic, ModelTeam, clone_model
 from uavrl.runners.bookkeeping import EpisodeRecord, SharedCounters, book_update, episode_records
+from uavrl.runners.inference import ServedPolicy
 from uavrl.runners.learner import Learner, UpdateStats
 from uavrl.runners.rollout import RolloutCollector
 
@@ -99,7 +100,7 @@ def make_all_worker_envs(config: Config, pool: CloudPool | None) -> VecEnv:
 
 
 def make_collector(
-    config: Config, actor: Actor, env: VecEnv, env_seed: int, first_copy: int
+    config: Config, actor: Actor | ServedPolicy, env: VecEnv, env_seed: int, first_copy: int
 ) -> RolloutCollector:
     """The collector that steps ``env`` with ``actor`` (streams ``first_copy + [0, env.n)``,
     rewards scaled when ``algo.normalize_rewards``)."""
