@@ -1,10 +1,10 @@
 #!/bin/bash
-# The checks of runner.learner_device and runner.actor_device on a machine with a CUDA GPU, in
-# one call (the device time of a session is short): the GPU tests, `uavrl bench train` with the
-# learner and the actors' forward passes on cuda beside the all-CPU rows of the same run, on
-# `paper` and `mec`, the same rows under CUDA MPS where the machine has it, and an impala run on
-# the Ray backend with its learner actor on the GPU. Run from the repository root; results go to
-# $OUT (default /tmp/accelerator).
+# The checks of runner.learner_device, runner.actor_device and runner.inference on a machine
+# with a CUDA GPU, in one call (the device time of a session is short): the GPU tests, `uavrl
+# bench train` with the learner on cuda and the actors' forward passes in one inference server on
+# cuda beside the all-CPU rows and the rows of actors acting on the CPU themselves, on `paper`
+# and `mec`, and the actors each acting on cuda under CUDA MPS where the machine has it. Run from
+# the repository root; results go to $OUT (default /tmp/accelerator).
 #
 # The machine needs torch with CUDA; packages it lacks travel as wheels in .whl/ (pure Python,
 # or built for its Python), and the code runs from src/ on PYTHONPATH.
@@ -37,31 +37,27 @@ step machine
 
 step tests
 timeout 170 python3 -m pytest -p no:cacheprovider -q -x tests/runners/test_learner_device.py \
-    > "$out/tests.txt" 2>&1
+    tests/runners/test_inference.py > "$out/tests.txt" 2>&1
 tail -4 "$out/tests.txt"
 
-step "bench paper: all-CPU a3c beside impala with the learner, and the actors, on cuda"
-bench bench_paper 200 --preset paper --kinds a3c,impala --workers 15 --envs 256,1024 \
-    --learner-device cuda --actor-device cpu,cuda
+step "bench paper: all-CPU a3c beside impala with its learner on cuda and actors acting on the CPU"
+bench bench_paper 120 --preset paper --kinds a3c,impala --workers 15 --envs 1024 \
+    --learner-device cuda --actor-device cpu
 
-step "ray: paper_a3c_private as impala, its learner actor on the GPU (the learning check on Ray)"
-timeout 200 python3 -m uavrl.cli train --config configs/paper_a3c_private.yaml --run-dir /tmp/ray_run \
-    --backend ray --learner-device cuda --set runner.kind=impala --set runner.learner_batch=1 \
-    --set algo.targets=gae --set log.progress=false --set log.tensorboard=false 2>&1 | tail -4
-cp /tmp/ray_run/summary.json "$out/ray_summary.json" 2>/dev/null
-python3 -c "import json; s = json.load(open('/tmp/ray_run/summary.json')); \
-print({k: v for k, v in s.items() if not isinstance(v, list)})" 2>&1 | cut -c1-1500
+step "bench paper: impala with its learner and one inference server on cuda"
+bench bench_paper_server 160 --preset paper --kinds impala --workers 15 --envs 256,1024,2048 \
+    --learner-device cuda --actor-device cuda --inference server
 
-step "bench mec"
+step "bench mec: a3c, and impala with its learner and one inference server on cuda"
 bench bench_mec 110 --preset mec --kinds a3c,impala --workers 15 --envs 1024 --learner-device cuda \
-    --actor-device cpu,cuda
+    --actor-device cuda --inference server
 
 if command -v nvidia-cuda-mps-control >/dev/null; then
-    step "bench paper under CUDA MPS"
+    step "bench paper under CUDA MPS: every actor acting on cuda itself"
     export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
     mkdir -p /tmp/mps /tmp/mps-log
     nvidia-cuda-mps-control -d && sleep 1
-    bench bench_paper_mps 80 --preset paper --kinds impala --workers 15 --envs 256,1024 \
+    bench bench_paper_mps 60 --preset paper --kinds impala --workers 15 --envs 1024 \
         --learner-device cuda --actor-device cuda
     echo quit | nvidia-cuda-mps-control
 fi

@@ -16,27 +16,29 @@ import yaml
 
 from uavrl.errors import ConfigError
 from uavrl.experiments.train import train
-from uavrl.nn.models import clone_model
+from uavrl.nn.models import build_model, clone_model
 from uavrl.runners.inference import InferenceSlots, ServedPolicy, serve
 from uavrl.runners.ipc import Heartbeats, StopFlag
 from uavrl.runners.session import model_spec
 from uavrl.runners.supervise import ChildLink
 from uavrl.runners.worker import make_collector, make_worker_env
 
+NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-def test_a_served_rollout_equals_the_one_the_actors_own_model_collects(make_config) -> None:
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=NEEDS_CUDA)])
+def test_a_served_rollout_equals_the_one_the_actors_own_model_collects(make_config, device: str) -> None:
     """The same GRU weights, envs, streams and sampling seed: every tensor of the rollout (hidden
     states, behaviour parameters, actions, bootstrap values) is the same whether the actor's
-    forward passes run in its own model or in a server answering its requests."""
-    from uavrl.nn.models import build_model
-
+    forward passes run in its own model on the CPU or in a server (on ``device``) answering its
+    requests (to 1e-6 on the CPU, 1e-4 on a GPU)."""
     config = make_config(model={"hidden_size": 16, "recurrent": True}, runner={"envs_per_worker": 4})
     model = build_model(model_spec(config))
     ctx = mp.get_context("spawn")
     slots = InferenceSlots(model, 1, config.runner.envs_per_worker, ctx)
     link = ChildLink(0, None, StopFlag(ctx), Heartbeats(1, ctx))  # type: ignore[arg-type]
     stop = threading.Event()
-    answering = (clone_model(model), slots, lambda m, v: 7, lambda: not stop.is_set())
+    answering = (clone_model(model).to(device), slots, lambda m, v: 7, lambda: not stop.is_set())
     server = threading.Thread(target=serve, args=answering)
     server.start()
     try:
@@ -50,9 +52,10 @@ def test_a_served_rollout_equals_the_one_the_actors_own_model_collects(make_conf
         stop.set()
         server.join(timeout=10)
     assert not server.is_alive()
+    close = 1e-6 if device == "cpu" else 1e-4
     for own, served in zip(*batches, strict=True):
         for name in ("obs", "actions", "behaviour_params", "rewards", "h0", "last_value", "final_values"):
-            torch.testing.assert_close(getattr(served, name), getattr(own, name), rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(getattr(served, name), getattr(own, name), rtol=close, atol=close)
 
 
 @pytest.mark.parametrize("kind", ["impala", "a3c_data"])
