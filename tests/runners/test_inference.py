@@ -41,9 +41,10 @@ def test_a_served_rollout_equals_the_one_the_actors_own_model_collects(make_conf
     answering = (clone_model(model).to(device), slots, lambda m, v: 7, lambda: not stop.is_set())
     server = threading.Thread(target=serve, args=answering)
     server.start()
+    slots.replies[0][1].send(1)  # a late reply to a dead predecessor's first request: dropped
     try:
         batches = []
-        for acting in (model, ServedPolicy(clone_model(model), slots, 0, link, None)):
+        for acting in (model, ServedPolicy(clone_model(model), slots, 0, link, None, incarnation=1)):
             torch.manual_seed(0)
             collector = make_collector(config, acting, make_worker_env(config, 0, None), 11, 0)
             batches.append([collector.collect(acting, 6)[0] for _ in range(3)])  # h carried across

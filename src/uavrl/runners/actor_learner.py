@@ -84,7 +84,7 @@ def _actor_process(
         torch.manual_seed(derived_seed(config.seed, SeedPurpose.ACTOR_SAMPLING, actor_id, env_seed))
         # served: the actor's model is a host template for its policy head; the server acts
         local = clone_model(weights.model).to(CPU if served else actor_device(config))
-        acting = local if served is None else ServedPolicy(local, served, actor_id, link, parent)
+        acting = local if served is None else ServedPolicy(local, served, actor_id, link, parent, incarnation)
         collector = make_collector(
             config, acting, make_worker_env(config, actor_id, pool), env_seed, actor_id * k
         )

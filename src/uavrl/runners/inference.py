@@ -112,10 +112,17 @@ class ServedPolicy:
     """What an actor's collector acts with when a server holds the policy: ``act`` and ``step``
     write the K observations and hidden states into the actor's slot, ask the server and wait
     for its answer (beating the actor's heartbeat meanwhile). Sampling stays with the actor,
-    through the policy head of ``template`` (a host copy of the model's architecture)."""
+    through the policy head of ``template`` (a host copy of the model's architecture).
+    ``incarnation`` is the actor process's (0, or the restart it is)."""
 
     def __init__(
-        self, template: ActorCritic, slots: InferenceSlots, actor: int, link: ChildLink, parent: Any
+        self,
+        template: ActorCritic,
+        slots: InferenceSlots,
+        actor: int,
+        link: ChildLink,
+        parent: Any,
+        incarnation: int = 0,
     ) -> None:
         self.policy = template.policy
         self.state_size = template.state_size
@@ -123,7 +130,8 @@ class ServedPolicy:
         self.actor = actor
         self.link = link
         self.parent = parent
-        self.sequence = 0
+        # numbered apart from a dead predecessor's requests, whose late replies are then dropped
+        self.sequence = incarnation << 32
         self.oldest_version: int | None = None  # of the weights that acted since the last take
         self._send = slots.requests[actor][1]
         self._receive = slots.replies[actor][0]
