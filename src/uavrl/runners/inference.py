@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from uavrl.config import Config
-from uavrl.nn.models import ActorCritic, clone_model
-from uavrl.runners.device import actor_device
+from uavrl.nn.models import ActorCritic, clone_model, model_device
+from uavrl.runners.device import CPU, actor_device
 from uavrl.runners.supervise import ChildLink, child_process
 
 if TYPE_CHECKING:  # the transport imports the rollout collector, which imports this module
@@ -63,7 +63,7 @@ def serve(
     """The server's loop, while ``running()``: wait for requests, answer all that are waiting
     with one forward pass of ``model`` (on its device), after ``refresh(model, version)``
     brought its weights up to date (the version it returns is stamped on the replies)."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     readers: list[Any] = [reader for reader, _ in slots.requests]
     version = -1
     while running():
@@ -79,9 +79,9 @@ def serve(
             obs = slots.obs[actors].flatten(0, 1).to(device)
             h = slots.h[actors].flatten(0, 1).to(device)
             params, values, h = model.step(obs, h)
-        slots.params[actors] = params.to("cpu").unflatten(0, (len(actors), k))
-        slots.values[actors] = values.to("cpu").unflatten(0, (len(actors), k))
-        slots.h[actors] = h.to("cpu").unflatten(0, (len(actors), k))
+        slots.params[actors] = params.to(CPU).unflatten(0, (len(actors), k))
+        slots.values[actors] = values.to(CPU).unflatten(0, (len(actors), k))
+        slots.h[actors] = h.to(CPU).unflatten(0, (len(actors), k))
         slots.versions[actors] = version
         for actor in actors.tolist():
             slots.replies[actor][1].send(asked[actor])
