@@ -16,6 +16,7 @@ process and measure env steps per second after a warm-up.
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import time
 from collections.abc import Sequence
@@ -241,6 +242,7 @@ def measure_runner(
 
 Row = tuple[str, str, str, str, int, int]
 """runner, learner device, actor device, inference, actors (workers), envs per actor"""
+CPU_ONLY = (["cpu"], ["cpu"], ["actors"])  # learner device, actor device, inference of the other kinds
 
 
 def grid(
@@ -261,12 +263,10 @@ def grid(
     for kind in KINDS:
         if kind not in kinds:
             continue
-        central = kind in CENTRAL_LEARNER_KINDS
-        for device in learner_devices if central else ["cpu"]:
-            for acting in actor_devices if central else ["cpu"]:
-                for mode in inference if central else ["actors"]:
-                    for k in [1] if kind == "reference" else envs_per_worker:
-                        rows += [(kind, device, acting, mode, n, k) for n in workers]
+        choices = (learner_devices, actor_devices, inference) if kind in CENTRAL_LEARNER_KINDS else CPU_ONLY
+        for device, acting, mode in itertools.product(*choices):
+            for k in [1] if kind == "reference" else envs_per_worker:
+                rows += [(kind, device, acting, mode, n, k) for n in workers]
     return rows
 
 
@@ -300,6 +300,13 @@ def run(
                 rate = measure(kind, n, k, seconds / rounds, preset)
             samples[row].append(rate)
     table = [(*row, float(np.median(samples[row]))) for row in rows]
-    columns = ["runner", "learner_device", "actor_device", "inference", "n_workers", "envs_per_worker"]
-    columns.append("steps_per_s")
+    columns = [
+        "runner",
+        "learner_device",
+        "actor_device",
+        "inference",
+        "n_workers",
+        "envs_per_worker",
+        "steps_per_s",
+    ]
     return pd.DataFrame(table, columns=columns)

@@ -140,9 +140,8 @@ def test_bench_train_measures_library_and_reference_workers(tmp_path: Path) -> N
     from uavrl.bench import train as bench_train
 
     frame = bench_train.run(workers=[1], envs_per_worker=[4], seconds=0.5, rounds=1)
-    columns = ["runner", "learner_device", "actor_device", "inference", "n_workers", "envs_per_worker"]
-    columns.append("steps_per_s")
-    assert list(frame.columns) == columns
+    devices = ["learner_device", "actor_device", "inference"]
+    assert list(frame.columns) == ["runner", *devices, "n_workers", "envs_per_worker", "steps_per_s"]
     assert frame["runner"].tolist() == ["reference", "a3c", "a3c_data", "impala", "a2c"]
     assert frame["learner_device"].tolist() == frame["actor_device"].tolist() == ["cpu"] * 5
     assert (frame["steps_per_s"] > 0).all()

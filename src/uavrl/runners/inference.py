@@ -65,13 +65,14 @@ def serve(
     brought its weights up to date (the version it returns is stamped on the replies)."""
     device = model_device(model)
     readers: list[Any] = [reader for reader, _ in slots.requests]
+    actor_of = {reader: i for i, reader in enumerate(readers)}
     version = -1
     while running():
         beat()
         ready: list[Any] = wait(readers, timeout=POLL_S)
         if not ready:
             continue
-        asked = {readers.index(r): r.recv() for r in ready}
+        asked = {actor_of[r]: r.recv() for r in ready}
         actors = torch.tensor(sorted(asked))
         version = refresh(model, version)
         k = slots.obs.shape[1]
@@ -159,14 +160,17 @@ class ServedPolicy:
         return -1 if version is None else version
 
     def _wait_for(self, sequence: int) -> None:
-        server = -1  # the server incarnation our request went to
+        """Send request ``sequence`` and wait for its reply; only a wait past ``POLL_S`` (not
+        every env step) beats the heartbeat, looks for a stop and asks a new server again."""
+        server = self.slots.server_incarnation.value  # the server incarnation our request went to
+        self._send.send(sequence)
         while True:
-            if server != self.slots.server_incarnation.value:
-                server = self.slots.server_incarnation.value
-                self._send.send(sequence)
-            self.link.beat()  # waiting for the server is a sign of life too
-            if self.link.stop.is_set() or (self.parent is not None and not self.parent.is_alive()):
-                raise ServerStopped
             while self._receive.poll(POLL_S):
                 if self._receive.recv() == sequence:
                     return
+            self.link.beat()  # waiting for the server is a sign of life too
+            if self.link.stop.is_set() or (self.parent is not None and not self.parent.is_alive()):
+                raise ServerStopped
+            if server != self.slots.server_incarnation.value:
+                server = self.slots.server_incarnation.value
+                self._send.send(sequence)

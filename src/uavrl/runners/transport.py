@@ -277,7 +277,11 @@ class WeightBroadcast:
             self.version.value = version
 
     def fetch(self, into: ActorCritic, have: int) -> int:
-        """Copy the weights into ``into`` if they are newer than version ``have``; the version held."""
+        """Copy the weights into ``into`` if they are newer than version ``have``; the version held.
+        An unchanged version is read without the lock (an inference server asks at every step;
+        the version is written last, under the lock, so a newer one means newer weights)."""
+        if int(self.version.value) == have:
+            return have
         with self.lock:
             version = int(self.version.value)
             if version != have:
